@@ -1,0 +1,34 @@
+# The one command surface for people and CI.
+CARGO ?= cargo
+
+.PHONY: setup test demo lint build bench fuzz clean
+
+setup:
+	@scripts/setup
+
+build: setup
+	$(CARGO) build --workspace --release
+
+lint: setup
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+test: lint
+	$(CARGO) test --workspace
+
+demo: setup
+	$(CARGO) build --release -p calico-ctl
+	scripts/demo
+
+bench: setup
+	$(CARGO) bench --workspace
+
+# Coverage-guided fuzzing of the parsers (cargo-fuzz; SECS per target).
+SECS ?= 60
+fuzz: setup
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cd fuzz && for t in $$(RUSTC_BOOTSTRAP=1 cargo fuzz list); do \
+	  RUSTC_BOOTSTRAP=1 cargo fuzz run $$t -- -max_total_time=$(SECS) || exit 1; done
+
+clean:
+	$(CARGO) clean
