@@ -1,0 +1,147 @@
+//! Reading manifests: YAML or JSON, one or many documents, `List` kinds,
+//! Kubernetes NetworkPolicies converted on the way in.
+
+use crate::k8s::K8sNetworkPolicy;
+use crate::resource::{Kind, Resource, API_VERSION};
+use serde::Deserialize;
+use serde_json::Value;
+use std::fmt;
+
+/// A problem with one resource of a manifest, and where it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// `document 2`, `document 1, item 3`...
+    pub location: String,
+    /// The resource, when it could be named.
+    pub resource: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.resource {
+            Some(r) => write!(f, "{} ({r}): {}", self.location, self.message),
+            None => write!(f, "{}: {}", self.location, self.message),
+        }
+    }
+}
+
+/// Everything wrong with a manifest. Nothing in it should be written.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"))]
+pub struct ManifestError {
+    pub problems: Vec<Problem>,
+}
+
+/// Splits text into JSON values, one per YAML document (JSON is YAML too).
+pub fn documents(text: &str) -> Result<Vec<Value>, ManifestError> {
+    let mut out = Vec::new();
+    for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
+        match Value::deserialize(doc) {
+            Ok(Value::Null) => {}
+            Ok(v) => out.push(v),
+            Err(e) => {
+                return Err(ManifestError {
+                    problems: vec![Problem {
+                        location: format!("document {}", i + 1),
+                        resource: None,
+                        message: format!("not valid YAML/JSON: {e}"),
+                    }],
+                })
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn str_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
+}
+
+fn describe(v: &Value) -> Option<String> {
+    let kind = str_field(v, "kind");
+    let meta = v.get("metadata")?;
+    let name = str_field(meta, "name");
+    match meta.get("namespace").and_then(Value::as_str) {
+        Some(ns) => Some(format!("{kind}({ns}/{name})")),
+        None => Some(format!("{kind}({name})")),
+    }
+}
+
+/// Decodes one resource value (not a list). Defaults are applied and the
+/// result is validated.
+pub fn decode_resource(v: Value) -> Result<Resource, String> {
+    let api = str_field(&v, "apiVersion").to_string();
+    let kind = str_field(&v, "kind").to_string();
+    if kind.is_empty() {
+        return Err("kind is missing".into());
+    }
+    if api == crate::k8s::API_VERSION && kind == "NetworkPolicy" {
+        let knp: K8sNetworkPolicy = serde_path_to_error::deserialize(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        knp.validate().map_err(|e| e.to_string())?;
+        let mut res = knp.to_calico();
+        res.apply_defaults();
+        return Ok(res);
+    }
+    if api != API_VERSION {
+        return Err(format!("apiVersion {api:?} is not supported for kind {kind:?} (use {API_VERSION})"));
+    }
+    let Some(k) = Kind::ALL.iter().copied().find(|k| k.name() == kind) else {
+        return Err(format!("unknown kind {kind:?}"));
+    };
+    let mut res = Resource::from_parts(k, v)?;
+    res.apply_defaults();
+    res.validate().map_err(|e| e.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    Ok(res)
+}
+
+/// Decodes a whole manifest. Any problem anywhere fails the whole manifest,
+/// listing every problem found.
+pub fn decode_manifest(text: &str) -> Result<Vec<Resource>, ManifestError> {
+    let docs = documents(text)?;
+    let mut out = Vec::new();
+    let mut problems = Vec::new();
+    let push = |location: String, v: Value, out: &mut Vec<Resource>, problems: &mut Vec<Problem>| {
+        let resource = describe(&v);
+        match decode_resource(v) {
+            Ok(r) => out.push(r),
+            Err(message) => problems.push(Problem { location, resource, message }),
+        }
+    };
+    for (i, doc) in docs.into_iter().enumerate() {
+        let kind = str_field(&doc, "kind");
+        if kind == "List" || kind.ends_with("List") {
+            let items = match doc.get("items") {
+                Some(Value::Array(items)) => items.clone(),
+                Some(Value::Null) | None => Vec::new(),
+                Some(_) => {
+                    problems.push(Problem {
+                        location: format!("document {}", i + 1),
+                        resource: None,
+                        message: "items must be a list".into(),
+                    });
+                    continue;
+                }
+            };
+            let item_kind = kind.strip_suffix("List").unwrap_or("");
+            for (j, mut item) in items.into_iter().enumerate() {
+                if let Value::Object(map) = &mut item {
+                    if !item_kind.is_empty() {
+                        map.entry("kind").or_insert_with(|| Value::String(item_kind.into()));
+                    }
+                    if let Some(api) = doc.get("apiVersion") {
+                        map.entry("apiVersion").or_insert_with(|| api.clone());
+                    }
+                }
+                push(format!("document {}, item {}", i + 1, j + 1), item, &mut out, &mut problems);
+            }
+        } else {
+            push(format!("document {}", i + 1), doc, &mut out, &mut problems);
+        }
+    }
+    if problems.is_empty() {
+        Ok(out)
+    } else {
+        Err(ManifestError { problems })
+    }
+}

@@ -1,0 +1,148 @@
+//! WorkloadEndpoint and HostEndpoint.
+
+use crate::validate::Errors;
+use calico_net::Protocol;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EndpointPort {
+    pub name: String,
+    pub protocol: Protocol,
+    pub port: u16,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_port: Option<u16>,
+    #[serde(default, rename = "hostIP", skip_serializing_if = "String::is_empty")]
+    pub host_ip: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct IpNat {
+    #[serde(rename = "internalIP")]
+    pub internal_ip: String,
+    #[serde(rename = "externalIP")]
+    pub external_ip: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WorkloadEndpointSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub orchestrator: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub workload: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    #[serde(default, rename = "containerID", skip_serializing_if = "String::is_empty")]
+    pub container_id: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub pod: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub endpoint: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub service_account_name: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_networks: Vec<String>,
+    #[serde(default, rename = "ipNATs", skip_serializing_if = "Vec::is_empty")]
+    pub ip_nats: Vec<IpNat>,
+    #[serde(default, rename = "ipv4Gateway", skip_serializing_if = "String::is_empty")]
+    pub ipv4_gateway: String,
+    #[serde(default, rename = "ipv6Gateway", skip_serializing_if = "String::is_empty")]
+    pub ipv6_gateway: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interface_name: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mac: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<EndpointPort>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allow_spoofed_source_prefixes: Vec<String>,
+}
+
+fn check_mac(e: &mut Errors, path: &str, mac: &str) {
+    let parts: Vec<&str> = mac.split(':').collect();
+    let ok = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
+    if !ok {
+        e.add(path, format!("{mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+    }
+}
+
+fn check_ports(e: &mut Errors, ports: &[EndpointPort]) {
+    for (i, p) in ports.iter().enumerate() {
+        let path = format!("spec.ports[{i}]");
+        if calico_net::Port::parse(&p.name).map_or(true, |port| !port.is_named()) {
+            e.add(format!("{path}.name"), format!("{:?} is not a valid port name", p.name));
+        }
+        if !p.protocol.supports_ports() {
+            e.add(format!("{path}.protocol"), format!("{} has no ports", p.protocol));
+        }
+        if p.port == 0 {
+            e.add(format!("{path}.port"), "port must be 1-65535");
+        }
+        if ports[..i].iter().any(|q| q.name == p.name) {
+            e.add(format!("{path}.name"), format!("port name {:?} is used twice", p.name));
+        }
+    }
+}
+
+impl WorkloadEndpointSpec {
+    pub(crate) fn check(&self, e: &mut Errors) {
+        for (field, value) in [("node", &self.node), ("interfaceName", &self.interface_name)] {
+            if value.is_empty() {
+                e.add(format!("spec.{field}"), "is required");
+            }
+        }
+        if self.interface_name.len() > 15 {
+            e.add("spec.interfaceName", "interface names are at most 15 characters");
+        }
+        e.nets("spec.ipNetworks", &self.ip_networks);
+        e.nets("spec.allowSpoofedSourcePrefixes", &self.allow_spoofed_source_prefixes);
+        for (i, nat) in self.ip_nats.iter().enumerate() {
+            e.ip(&format!("spec.ipNATs[{i}].internalIP"), &nat.internal_ip);
+            e.ip(&format!("spec.ipNATs[{i}].externalIP"), &nat.external_ip);
+        }
+        if !self.ipv4_gateway.is_empty() {
+            e.ip("spec.ipv4Gateway", &self.ipv4_gateway);
+        }
+        if !self.ipv6_gateway.is_empty() {
+            e.ip("spec.ipv6Gateway", &self.ipv6_gateway);
+        }
+        if !self.mac.is_empty() {
+            check_mac(e, "spec.mac", &self.mac);
+        }
+        check_ports(e, &self.ports);
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HostEndpointSpec {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub node: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub interface_name: String,
+    #[serde(default, rename = "expectedIPs", skip_serializing_if = "Vec::is_empty")]
+    pub expected_ips: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub profiles: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<EndpointPort>,
+}
+
+impl HostEndpointSpec {
+    pub(crate) fn check(&self, e: &mut Errors) {
+        if self.node.is_empty() {
+            e.add("spec.node", "is required");
+        }
+        if self.interface_name.is_empty() && self.expected_ips.is_empty() {
+            e.add("spec", "a host endpoint needs interfaceName or expectedIPs");
+        }
+        for (i, ip) in self.expected_ips.iter().enumerate() {
+            e.ip(&format!("spec.expectedIPs[{i}]"), ip);
+        }
+        check_ports(e, &self.ports);
+    }
+}

@@ -1,0 +1,198 @@
+//! FelixConfiguration: the node agent's settings.
+//!
+//! Upstream has well over a hundred optional fields; they are kept as written
+//! and each known field is checked against its type. Unknown fields are
+//! refused so that a typo never silently does nothing.
+
+use crate::kinds::node::{check_duration, LOG_LEVELS};
+use crate::validate::Errors;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Clone, Copy)]
+enum Ty {
+    Bool,
+    Int(i64, i64),
+    Duration,
+    Str,
+    OneOf(&'static [&'static str]),
+    Strings,
+    /// `[{protocol, port, net?}]`
+    ProtoPorts,
+    Object,
+}
+
+const ACTIONS: &[&str] = &["Drop", "Accept", "Return"];
+const ENABLED: &[&str] = &["Enabled", "Disabled"];
+
+const FIELDS: &[(&str, Ty)] = &[
+    ("allowIPIPPacketsFromWorkloads", Ty::Bool),
+    ("allowVXLANPacketsFromWorkloads", Ty::Bool),
+    ("bpfEnabled", Ty::Bool),
+    ("bpfLogLevel", Ty::OneOf(&["Off", "Info", "Debug"])),
+    ("chainInsertMode", Ty::OneOf(&["Insert", "Append"])),
+    ("dataplaneWatchdogTimeout", Ty::Duration),
+    ("defaultEndpointToHostAction", Ty::OneOf(ACTIONS)),
+    ("deviceRouteProtocol", Ty::Int(1, 255)),
+    ("deviceRouteSourceAddress", Ty::Str),
+    ("deviceRouteSourceAddressIPv6", Ty::Str),
+    ("endpointReportingDelay", Ty::Duration),
+    ("endpointReportingEnabled", Ty::Bool),
+    ("endpointStatusPathPrefix", Ty::Str),
+    ("externalNodesList", Ty::Strings),
+    ("failsafeInboundHostPorts", Ty::ProtoPorts),
+    ("failsafeOutboundHostPorts", Ty::ProtoPorts),
+    ("floatingIPs", Ty::OneOf(ENABLED)),
+    ("genericXDPEnabled", Ty::Bool),
+    ("healthEnabled", Ty::Bool),
+    ("healthHost", Ty::Str),
+    ("healthPort", Ty::Int(1, 65535)),
+    ("healthTimeoutOverrides", Ty::Object),
+    ("interfaceExclude", Ty::Str),
+    ("interfacePrefix", Ty::Str),
+    ("interfaceRefreshInterval", Ty::Duration),
+    ("ipipEnabled", Ty::Bool),
+    ("ipipMTU", Ty::Int(0, 65535)),
+    ("ipsetsRefreshInterval", Ty::Duration),
+    ("iptablesBackend", Ty::OneOf(&["Legacy", "NFT", "Auto"])),
+    ("iptablesFilterAllowAction", Ty::OneOf(ACTIONS)),
+    ("iptablesMangleAllowAction", Ty::OneOf(ACTIONS)),
+    ("iptablesMarkMask", Ty::Int(0, 4_294_967_295)),
+    ("iptablesRefreshInterval", Ty::Duration),
+    ("ipv6Support", Ty::Bool),
+    ("logFilePath", Ty::Str),
+    ("logPrefix", Ty::Str),
+    ("logSeverityFile", Ty::OneOf(LOG_LEVELS)),
+    ("logSeverityScreen", Ty::OneOf(LOG_LEVELS)),
+    ("logSeveritySys", Ty::OneOf(LOG_LEVELS)),
+    ("maxIpsetSize", Ty::Int(1, 1 << 30)),
+    ("metadataAddr", Ty::Str),
+    ("metadataPort", Ty::Int(1, 65535)),
+    ("mtuIfacePattern", Ty::Str),
+    ("natOutgoingAddress", Ty::Str),
+    ("natPortRange", Ty::Str),
+    ("netlinkTimeout", Ty::Duration),
+    ("nftablesFilterAllowAction", Ty::OneOf(ACTIONS)),
+    ("nftablesFilterDenyAction", Ty::OneOf(&["Drop", "Reject"])),
+    ("nftablesMangleAllowAction", Ty::OneOf(ACTIONS)),
+    ("nftablesMarkMask", Ty::Int(0, 4_294_967_295)),
+    ("nftablesMode", Ty::OneOf(&["Enabled", "Disabled", "Auto"])),
+    ("nftablesRefreshInterval", Ty::Duration),
+    ("prometheusGoMetricsEnabled", Ty::Bool),
+    ("prometheusMetricsEnabled", Ty::Bool),
+    ("prometheusMetricsHost", Ty::Str),
+    ("prometheusMetricsPort", Ty::Int(1, 65535)),
+    ("prometheusProcessMetricsEnabled", Ty::Bool),
+    ("removeExternalRoutes", Ty::Bool),
+    ("reportingInterval", Ty::Duration),
+    ("reportingTTL", Ty::Duration),
+    ("routeRefreshInterval", Ty::Duration),
+    ("routeSource", Ty::OneOf(&["WorkloadIPs", "CalicoIPAM"])),
+    ("routeSyncDisabled", Ty::Bool),
+    ("routeTableRange", Ty::Object),
+    ("routeTableRanges", Ty::Object),
+    ("serviceLoopPrevention", Ty::OneOf(&["Drop", "Reject", "Disabled"])),
+    ("sidecarAccelerationEnabled", Ty::Bool),
+    ("usageReportingEnabled", Ty::Bool),
+    ("useInternalDataplaneDriver", Ty::Bool),
+    ("vxlanEnabled", Ty::Bool),
+    ("vxlanMTU", Ty::Int(0, 65535)),
+    ("vxlanMTUV6", Ty::Int(0, 65535)),
+    ("vxlanPort", Ty::Int(1, 65535)),
+    ("vxlanVNI", Ty::Int(1, 16_777_215)),
+    ("wireguardEnabled", Ty::Bool),
+    ("wireguardEnabledV6", Ty::Bool),
+    ("wireguardInterfaceName", Ty::Str),
+    ("wireguardListeningPort", Ty::Int(1, 65535)),
+    ("wireguardMTU", Ty::Int(0, 65535)),
+    ("workloadSourceSpoofing", Ty::OneOf(&["Disabled", "Any"])),
+    ("xdpEnabled", Ty::Bool),
+    ("xdpRefreshInterval", Ty::Duration),
+];
+
+/// FelixConfiguration spec: known fields only, values kept as written.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct FelixConfigurationSpec {
+    pub fields: BTreeMap<String, Value>,
+}
+
+impl FelixConfigurationSpec {
+    pub fn get_bool(&self, name: &str) -> Option<bool> {
+        self.fields.get(name).and_then(Value::as_bool)
+    }
+
+    pub fn get_int(&self, name: &str) -> Option<i64> {
+        self.fields.get(name).and_then(Value::as_i64)
+    }
+
+    pub fn get_str(&self, name: &str) -> Option<&str> {
+        self.fields.get(name).and_then(Value::as_str)
+    }
+
+    pub(crate) fn check(&self, e: &mut Errors) {
+        for (name, value) in &self.fields {
+            let path = format!("spec.{name}");
+            let Some((_, ty)) = FIELDS.iter().find(|(known, _)| known == name) else {
+                e.add(path, "unknown field");
+                continue;
+            };
+            check_value(e, &path, *ty, value);
+        }
+    }
+}
+
+fn check_value(e: &mut Errors, path: &str, ty: Ty, value: &Value) {
+    match ty {
+        Ty::Bool if !value.is_boolean() => e.add(path, "must be true or false"),
+        Ty::Int(lo, hi) => match value.as_i64() {
+            Some(n) if (lo..=hi).contains(&n) => {}
+            _ => e.add(path, format!("must be a whole number {lo}-{hi}")),
+        },
+        Ty::Duration => match value.as_str() {
+            Some(text) => check_duration(e, path, text),
+            None => e.add(path, "must be a duration string (like 90s)"),
+        },
+        Ty::Str if !value.is_string() => e.add(path, "must be a string"),
+        Ty::OneOf(allowed) => match value.as_str() {
+            Some(text) => e.one_of(path, text, allowed),
+            None => e.add(path, format!("must be one of {}", allowed.join(", "))),
+        },
+        Ty::Strings if !value.as_array().is_some_and(|a| a.iter().all(Value::is_string)) => {
+            e.add(path, "must be a list of strings");
+        }
+        Ty::ProtoPorts => check_proto_ports(e, path, value),
+        Ty::Object if !value.is_object() && !value.is_array() => e.add(path, "must be an object"),
+        _ => {}
+    }
+}
+
+fn check_proto_ports(e: &mut Errors, path: &str, value: &Value) {
+    let Some(list) = value.as_array() else {
+        e.add(path, "must be a list of {protocol, port}");
+        return;
+    };
+    for (i, item) in list.iter().enumerate() {
+        let p = format!("{path}[{i}]");
+        let Some(obj) = item.as_object() else {
+            e.add(p, "must be {protocol, port}");
+            continue;
+        };
+        for key in obj.keys() {
+            if !["protocol", "port", "net"].contains(&key.as_str()) {
+                e.add(format!("{p}.{key}"), "unknown field");
+            }
+        }
+        match obj.get("protocol").and_then(Value::as_str) {
+            Some(proto) => e.one_of(&format!("{p}.protocol"), proto, &["TCP", "UDP", "SCTP"]),
+            None => e.add(format!("{p}.protocol"), "is required"),
+        }
+        if !obj.get("port").and_then(Value::as_u64).is_some_and(|n| (1..=65535).contains(&n)) {
+            e.add(format!("{p}.port"), "must be 1-65535");
+        }
+        if let Some(net) = obj.get("net").and_then(Value::as_str) {
+            e.net(&format!("{p}.net"), net);
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! Calico's `projectcalico.org/v3` resources.
+//!
+//! Pure data: types shaped exactly like Calico's manifests, the defaults
+//! Calico fills in, validation that names the field and the reason, and the
+//! conversion of Kubernetes NetworkPolicy into a Calico policy. No I/O.
+
+mod decode;
+pub mod k8s;
+pub mod kinds;
+mod meta;
+mod resource;
+mod validate;
+
+pub use decode::{decode_manifest, decode_resource, documents, ManifestError, Problem};
+pub use kinds::endpoint::{EndpointPort, HostEndpointSpec, IpNat, WorkloadEndpointSpec};
+pub use kinds::felix::FelixConfigurationSpec;
+pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
+pub use kinds::netset::NetworkSetSpec;
+pub use kinds::node::{
+    AsNumber, BgpConfigurationSpec, BgpPeerSpec, ClusterInformationSpec, NodeBgpSpec, NodeSpec,
+};
+pub use kinds::policy::{
+    Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec, Rule,
+    TierSpec,
+};
+pub use meta::ObjectMeta;
+pub use resource::{Kind, Object, Resource, API_VERSION};
+pub use validate::{label_key, label_value, FieldError, ValidationError};

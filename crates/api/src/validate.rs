@@ -1,0 +1,177 @@
+//! Validation: every problem found in a resource, each with its field path.
+
+use calico_net::{parse_cidr_or_ip, IpNet};
+use calico_selector::Selector;
+use std::fmt;
+
+/// One problem: where (`spec.ingress[0].action`) and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FieldError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl fmt::Display for FieldError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.path, self.reason)
+    }
+}
+
+/// All problems found in one resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{resource} is invalid: {}", join(.errors))]
+pub struct ValidationError {
+    /// `Kind(name)` or `Kind(namespace/name)`.
+    pub resource: String,
+    pub errors: Vec<FieldError>,
+}
+
+fn join(errors: &[FieldError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Collects field errors while a resource is checked.
+#[derive(Debug, Default)]
+pub struct Errors {
+    pub(crate) items: Vec<FieldError>,
+}
+
+impl Errors {
+    pub fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
+        self.items.push(FieldError { path: path.into(), reason: reason.into() });
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    pub fn into_result(self, resource: String) -> Result<(), ValidationError> {
+        if self.items.is_empty() {
+            Ok(())
+        } else {
+            Err(ValidationError { resource, errors: self.items })
+        }
+    }
+
+    /// A selector; `global()` only where `allow_global`.
+    pub fn selector(&mut self, path: &str, text: &str, allow_global: bool) -> Option<Selector> {
+        match Selector::parse(text) {
+            Ok(sel) if sel.uses_global() && !allow_global => {
+                self.add(path, "global() is only allowed in a namespaceSelector");
+                None
+            }
+            Ok(sel) => Some(sel),
+            Err(e) => {
+                self.add(path, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// A CIDR or bare address.
+    pub fn net(&mut self, path: &str, text: &str) -> Option<IpNet> {
+        parse_cidr_or_ip(text).map_err(|e| self.add(path, e.to_string())).ok()
+    }
+
+    pub fn nets(&mut self, path: &str, list: &[String]) -> Vec<IpNet> {
+        list.iter().enumerate().filter_map(|(i, n)| self.net(&format!("{path}[{i}]"), n)).collect()
+    }
+
+    pub fn ip(&mut self, path: &str, text: &str) -> Option<std::net::IpAddr> {
+        text.parse().map_err(|_| self.add(path, format!("{text:?} is not an IP address"))).ok()
+    }
+
+    /// A value that must be one of a fixed set of spellings.
+    pub fn one_of(&mut self, path: &str, value: &str, allowed: &[&str]) {
+        if !allowed.contains(&value) {
+            self.add(path, format!("{value:?} is not one of {}", allowed.join(", ")));
+        }
+    }
+
+    pub fn label_map(&mut self, path: &str, labels: &std::collections::BTreeMap<String, String>) {
+        for (k, v) in labels {
+            if let Err(why) = label_key(k) {
+                self.add(format!("{path}[{k}]"), format!("invalid label key: {why}"));
+            }
+            if let Err(why) = label_value(v) {
+                self.add(format!("{path}[{k}]"), format!("invalid label value {v:?}: {why}"));
+            }
+        }
+    }
+}
+
+fn qualified_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 63 {
+        return Err("must be 1-63 characters".into());
+    }
+    let ok_inner = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ends = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
+    if !ok_inner || !ends(name.bytes().next()) || !ends(name.bytes().last()) {
+        return Err("must consist of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
+    }
+    Ok(())
+}
+
+/// A Kubernetes label key: `[prefix/]name`, the prefix a DNS subdomain.
+pub fn label_key(key: &str) -> Result<(), String> {
+    match key.rsplit_once('/') {
+        Some((prefix, name)) => {
+            dns_subdomain(prefix).map_err(|e| format!("prefix {prefix:?} {e}"))?;
+            qualified_name(name).map_err(|e| format!("name {name:?} {e}"))
+        }
+        None => qualified_name(key).map_err(|e| format!("{key:?} {e}")),
+    }
+}
+
+/// A Kubernetes label value: empty, or a qualified name.
+pub fn label_value(value: &str) -> Result<(), String> {
+    if value.is_empty() {
+        Ok(())
+    } else {
+        qualified_name(value)
+    }
+}
+
+/// A DNS subdomain (RFC 1123): lower-case alphanumerics, '-' and '.', at most 253.
+pub fn dns_subdomain(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 253 {
+        return Err("must be 1-253 characters".into());
+    }
+    for part in name.split('.') {
+        let ok = !part.is_empty()
+            && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !part.starts_with('-')
+            && !part.ends_with('-');
+        if !ok {
+            return Err("must be lower-case alphanumerics, '-' and '.', each part starting and ending with an alphanumeric".into());
+        }
+    }
+    Ok(())
+}
+
+/// A DNS label (RFC 1123): at most 63, no dots. Namespaces are DNS labels.
+pub fn dns_label(name: &str) -> Result<(), String> {
+    if name.contains('.') || name.len() > 63 {
+        return Err("must be at most 63 lower-case alphanumerics or '-'".into());
+    }
+    dns_subdomain(name)
+}
+
+/// An AS number, 1 to 4294967295, written as a plain number or as `high.low`.
+pub fn as_number(text: &str) -> Result<u32, String> {
+    let parsed = match text.split_once('.') {
+        Some((hi, lo)) => {
+            let hi: u32 = hi.parse().map_err(|_| format!("{text:?} is not an AS number"))?;
+            let lo: u32 = lo.parse().map_err(|_| format!("{text:?} is not an AS number"))?;
+            if hi > 0xffff || lo > 0xffff {
+                return Err(format!("{text:?} is not an AS number"));
+            }
+            (hi << 16) | lo
+        }
+        None => text.parse().map_err(|_| format!("{text:?} is not an AS number (1-4294967295)"))?,
+    };
+    if parsed == 0 {
+        return Err("AS number 0 is reserved".into());
+    }
+    Ok(parsed)
+}
