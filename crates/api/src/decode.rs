@@ -77,21 +77,36 @@ pub fn decode_resource(v: Value) -> Result<Resource, String> {
         return Err("kind is missing".into());
     }
     if api == crate::k8s::API_VERSION && kind == "NetworkPolicy" {
-        let knp: K8sNetworkPolicy = serde_path_to_error::deserialize(v).map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-        knp.validate().map_err(|e| e.to_string())?;
+        let knp: K8sNetworkPolicy = serde_path_to_error::deserialize(v)
+            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+        knp.validate().map_err(|e| {
+            e.errors
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ")
+        })?;
         let mut res = knp.to_calico();
         res.apply_defaults();
         return Ok(res);
     }
     if api != API_VERSION {
-        return Err(format!("apiVersion {api:?} is not supported for kind {kind:?} (use {API_VERSION})"));
+        return Err(format!(
+            "apiVersion {api:?} is not supported for kind {kind:?} (use {API_VERSION})"
+        ));
     }
     let Some(k) = Kind::ALL.iter().copied().find(|k| k.name() == kind) else {
         return Err(format!("unknown kind {kind:?}"));
     };
     let mut res = Resource::from_parts(k, v)?;
     res.apply_defaults();
-    res.validate().map_err(|e| e.errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))?;
+    res.validate().map_err(|e| {
+        e.errors
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join("; ")
+    })?;
     Ok(res)
 }
 
@@ -101,13 +116,18 @@ pub fn decode_manifest(text: &str) -> Result<Vec<Resource>, ManifestError> {
     let docs = documents(text)?;
     let mut out = Vec::new();
     let mut problems = Vec::new();
-    let push = |location: String, v: Value, out: &mut Vec<Resource>, problems: &mut Vec<Problem>| {
-        let resource = describe(&v);
-        match decode_resource(v) {
-            Ok(r) => out.push(r),
-            Err(message) => problems.push(Problem { location, resource, message }),
-        }
-    };
+    let push =
+        |location: String, v: Value, out: &mut Vec<Resource>, problems: &mut Vec<Problem>| {
+            let resource = describe(&v);
+            match decode_resource(v) {
+                Ok(r) => out.push(r),
+                Err(message) => problems.push(Problem {
+                    location,
+                    resource,
+                    message,
+                }),
+            }
+        };
     for (i, doc) in docs.into_iter().enumerate() {
         let kind = str_field(&doc, "kind");
         if kind == "List" || kind.ends_with("List") {
@@ -127,13 +147,19 @@ pub fn decode_manifest(text: &str) -> Result<Vec<Resource>, ManifestError> {
             for (j, mut item) in items.into_iter().enumerate() {
                 if let Value::Object(map) = &mut item {
                     if !item_kind.is_empty() {
-                        map.entry("kind").or_insert_with(|| Value::String(item_kind.into()));
+                        map.entry("kind")
+                            .or_insert_with(|| Value::String(item_kind.into()));
                     }
                     if let Some(api) = doc.get("apiVersion") {
                         map.entry("apiVersion").or_insert_with(|| api.clone());
                     }
                 }
-                push(format!("document {}, item {}", i + 1, j + 1), item, &mut out, &mut problems);
+                push(
+                    format!("document {}, item {}", i + 1, j + 1),
+                    item,
+                    &mut out,
+                    &mut problems,
+                );
             }
         } else {
             push(format!("document {}", i + 1), doc, &mut out, &mut problems);
@@ -144,4 +170,10 @@ pub fn decode_manifest(text: &str) -> Result<Vec<Resource>, ManifestError> {
     } else {
         Err(ManifestError { problems })
     }
+}
+
+/// YAML as calicoctl prints it: keys in alphabetical order.
+pub fn to_yaml<T: serde::Serialize>(value: &T) -> String {
+    let v = serde_json::to_value(value).unwrap_or_default();
+    serde_norway::to_string(&v).unwrap_or_default()
 }

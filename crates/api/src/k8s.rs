@@ -134,20 +134,32 @@ fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
         match req.operator.as_str() {
             "In" | "NotIn" => {
                 if req.values.is_empty() {
-                    e.add(format!("{p}.values"), format!("must be non-empty for operator {}", req.operator));
+                    e.add(
+                        format!("{p}.values"),
+                        format!("must be non-empty for operator {}", req.operator),
+                    );
                 }
                 for (j, v) in req.values.iter().enumerate() {
                     if let Err(why) = label_value(v) {
-                        e.add(format!("{p}.values[{j}]"), format!("invalid label value {v:?}: {why}"));
+                        e.add(
+                            format!("{p}.values[{j}]"),
+                            format!("invalid label value {v:?}: {why}"),
+                        );
                     }
                 }
             }
             "Exists" | "DoesNotExist" => {
                 if !req.values.is_empty() {
-                    e.add(format!("{p}.values"), format!("must be empty for operator {}", req.operator));
+                    e.add(
+                        format!("{p}.values"),
+                        format!("must be empty for operator {}", req.operator),
+                    );
                 }
             }
-            other => e.add(format!("{p}.operator"), format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist")),
+            other => e.add(
+                format!("{p}.operator"),
+                format!("{other:?} is not one of In, NotIn, Exists, DoesNotExist"),
+            ),
         }
     }
 }
@@ -155,8 +167,14 @@ fn check_selector(e: &mut Errors, path: &str, sel: &LabelSelector) {
 fn check_peer(e: &mut Errors, path: &str, peer: &Peer) {
     let selectors = peer.pod_selector.is_some() || peer.namespace_selector.is_some();
     match (&peer.ip_block, selectors) {
-        (Some(_), true) => e.add(path, "ipBlock cannot be combined with podSelector or namespaceSelector"),
-        (None, false) => e.add(path, "a peer needs podSelector, namespaceSelector or ipBlock"),
+        (Some(_), true) => e.add(
+            path,
+            "ipBlock cannot be combined with podSelector or namespaceSelector",
+        ),
+        (None, false) => e.add(
+            path,
+            "a peer needs podSelector, namespaceSelector or ipBlock",
+        ),
         _ => {}
     }
     if let Some(sel) = &peer.pod_selector {
@@ -185,17 +203,26 @@ fn check_port(e: &mut Errors, path: &str, port: &NetworkPolicyPort) {
     match (&port.port, port.end_port) {
         (Some(IntOrString::Int(p)), end) => {
             if !(1..=65535).contains(p) {
-                e.add(format!("{path}.port"), format!("{p} is out of range 1-65535"));
+                e.add(
+                    format!("{path}.port"),
+                    format!("{p} is out of range 1-65535"),
+                );
             }
             if let Some(end) = end {
                 if end < *p || end > 65535 {
-                    e.add(format!("{path}.endPort"), format!("{end} must be between port {p} and 65535"));
+                    e.add(
+                        format!("{path}.endPort"),
+                        format!("{end} must be between port {p} and 65535"),
+                    );
                 }
             }
         }
         (Some(IntOrString::Str(name)), end) => {
             if Port::parse(name).map_or(true, |p| !p.is_named()) {
-                e.add(format!("{path}.port"), format!("{name:?} is not a valid port name"));
+                e.add(
+                    format!("{path}.port"),
+                    format!("{name:?} is not a valid port name"),
+                );
             }
             if end.is_some() {
                 e.add(format!("{path}.endPort"), "endPort needs a numeric port");
@@ -209,7 +236,10 @@ fn check_port(e: &mut Errors, path: &str, port: &NetworkPolicyPort) {
 impl K8sNetworkPolicy {
     fn display_name(&self) -> String {
         let ns = self.metadata.namespace.as_deref().unwrap_or("default");
-        format!("NetworkPolicy.networking.k8s.io({ns}/{})", self.metadata.name)
+        format!(
+            "NetworkPolicy.networking.k8s.io({ns}/{})",
+            self.metadata.name
+        )
     }
 
     pub fn validate(&self) -> Result<(), ValidationError> {
@@ -225,12 +255,23 @@ impl K8sNetworkPolicy {
             e.one_of(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]);
         }
         for (i, r) in s.ingress.iter().enumerate() {
-            r.from.iter().enumerate().for_each(|(j, p)| check_peer(&mut e, &format!("spec.ingress[{i}].from[{j}]"), p));
-            r.ports.iter().enumerate().for_each(|(j, p)| check_port(&mut e, &format!("spec.ingress[{i}].ports[{j}]"), p));
+            r.from
+                .iter()
+                .enumerate()
+                .for_each(|(j, p)| check_peer(&mut e, &format!("spec.ingress[{i}].from[{j}]"), p));
+            r.ports
+                .iter()
+                .enumerate()
+                .for_each(|(j, p)| check_port(&mut e, &format!("spec.ingress[{i}].ports[{j}]"), p));
         }
         for (i, r) in s.egress.iter().enumerate() {
-            r.to.iter().enumerate().for_each(|(j, p)| check_peer(&mut e, &format!("spec.egress[{i}].to[{j}]"), p));
-            r.ports.iter().enumerate().for_each(|(j, p)| check_port(&mut e, &format!("spec.egress[{i}].ports[{j}]"), p));
+            r.to.iter()
+                .enumerate()
+                .for_each(|(j, p)| check_peer(&mut e, &format!("spec.egress[{i}].to[{j}]"), p));
+            r.ports
+                .iter()
+                .enumerate()
+                .for_each(|(j, p)| check_port(&mut e, &format!("spec.egress[{i}].ports[{j}]"), p));
         }
         e.into_result(self.display_name())
     }
@@ -239,8 +280,16 @@ impl K8sNetworkPolicy {
     /// Call [`K8sNetworkPolicy::validate`] first.
     pub fn to_calico(&self) -> Resource {
         let s = &self.spec;
-        let ingress: Vec<Rule> = s.ingress.iter().flat_map(|r| rules(&r.from, &r.ports, true)).collect();
-        let egress: Vec<Rule> = s.egress.iter().flat_map(|r| rules(&r.to, &r.ports, false)).collect();
+        let ingress: Vec<Rule> = s
+            .ingress
+            .iter()
+            .flat_map(|r| rules(&r.from, &r.ports, true))
+            .collect();
+        let egress: Vec<Rule> = s
+            .egress
+            .iter()
+            .flat_map(|r| rules(&r.to, &r.ports, false))
+            .collect();
         let mut types = Vec::new();
         if s.policy_types.iter().any(|t| t == "Ingress") {
             types.push(PolicyType::Ingress);
@@ -253,7 +302,12 @@ impl K8sNetworkPolicy {
         }
         let metadata = ObjectMeta {
             name: format!("{NAME_PREFIX}{}", self.metadata.name),
-            namespace: Some(self.metadata.namespace.clone().unwrap_or_else(|| "default".into())),
+            namespace: Some(
+                self.metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+            ),
             labels: self.metadata.labels.clone(),
             annotations: self.metadata.annotations.clone(),
             ..Default::default()
@@ -278,8 +332,13 @@ fn selector_to_calico(sel: Option<&LabelSelector>, ty: SelectorType) -> String {
     if ty == SelectorType::Pod {
         parts.push(ORCHESTRATOR_SELECTOR.to_string());
     }
-    let Some(sel) = sel else { return parts.join(" && ") };
-    if ty == SelectorType::Namespace && sel.match_labels.is_empty() && sel.match_expressions.is_empty() {
+    let Some(sel) = sel else {
+        return parts.join(" && ");
+    };
+    if ty == SelectorType::Namespace
+        && sel.match_labels.is_empty()
+        && sel.match_expressions.is_empty()
+    {
         return "all()".into();
     }
     for (k, v) in &sel.match_labels {
@@ -329,7 +388,11 @@ fn rules(peers: &[Peer], ports: &[NetworkPolicyPort], ingress: bool) -> Vec<Rule
     let mut out = Vec::new();
     for (proto, ports) in by_protocol {
         let ports = ports.map(simplify_ports).unwrap_or_default();
-        let protocol = if proto.is_empty() { None } else { Protocol::parse(&proto).ok() };
+        let protocol = if proto.is_empty() {
+            None
+        } else {
+            Protocol::parse(&proto).ok()
+        };
         for peer in peers {
             let mut rule = Rule::allow();
             rule.protocol = protocol.clone();
@@ -338,7 +401,10 @@ fn rules(peers: &[Peer], ports: &[NetworkPolicyPort], ingress: bool) -> Vec<Rule
                 rule.source = entity;
                 rule.destination.ports = ports.clone();
             } else {
-                rule.destination = EntityRule { ports: ports.clone(), ..entity };
+                rule.destination = EntityRule {
+                    ports: ports.clone(),
+                    ..entity
+                };
             }
             out.push(rule);
         }
@@ -364,7 +430,10 @@ fn peer_to_entity(peer: &Peer) -> EntityRule {
     }
     EntityRule {
         selector: selector_to_calico(peer.pod_selector.as_ref(), SelectorType::Pod),
-        namespace_selector: selector_to_calico(peer.namespace_selector.as_ref(), SelectorType::Namespace),
+        namespace_selector: selector_to_calico(
+            peer.namespace_selector.as_ref(),
+            SelectorType::Namespace,
+        ),
         ..Default::default()
     }
 }
@@ -390,6 +459,10 @@ fn simplify_ports(ports: Vec<Port>) -> Vec<Port> {
             _ => merged.push((lo, hi)),
         }
     }
-    out.extend(merged.into_iter().map(|(min, max)| Port::Range { min, max }));
+    out.extend(
+        merged
+            .into_iter()
+            .map(|(min, max)| Port::Range { min, max }),
+    );
     out
 }

@@ -8,10 +8,11 @@ mod decode;
 pub mod k8s;
 pub mod kinds;
 mod meta;
+mod number;
 mod resource;
 mod validate;
 
-pub use decode::{decode_manifest, decode_resource, documents, ManifestError, Problem};
+pub use decode::{decode_manifest, decode_resource, documents, to_yaml, ManifestError, Problem};
 pub use kinds::endpoint::{EndpointPort, HostEndpointSpec, IpNat, WorkloadEndpointSpec};
 pub use kinds::felix::FelixConfigurationSpec;
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
@@ -20,8 +21,8 @@ pub use kinds::node::{
     AsNumber, BgpConfigurationSpec, BgpPeerSpec, ClusterInformationSpec, NodeBgpSpec, NodeSpec,
 };
 pub use kinds::policy::{
-    Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec, Rule,
-    TierSpec,
+    Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec,
+    Rule, TierSpec,
 };
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Object, Resource, API_VERSION};

@@ -28,7 +28,10 @@ pub struct ObjectMeta {
 
 impl ObjectMeta {
     pub fn named(name: impl Into<String>) -> Self {
-        ObjectMeta { name: name.into(), ..Default::default() }
+        ObjectMeta {
+            name: name.into(),
+            ..Default::default()
+        }
     }
 
     /// Drops what the server sets (uid, version, timestamps), keeping what a user writes.

@@ -222,11 +222,21 @@ impl Spec for NetworkPolicySpec {
         check_order(e, "spec.order", self.order);
         e.selector("spec.selector", &self.selector, false);
         if !self.service_account_selector.is_empty() {
-            e.selector("spec.serviceAccountSelector", &self.service_account_selector, false);
+            e.selector(
+                "spec.serviceAccountSelector",
+                &self.service_account_selector,
+                false,
+            );
         }
         check_rules(e, "spec.ingress", &self.ingress);
         check_rules(e, "spec.egress", &self.egress);
-        check_types(e, "spec.types", &self.types, !self.egress.is_empty(), !self.ingress.is_empty());
+        check_types(
+            e,
+            "spec.types",
+            &self.types,
+            !self.egress.is_empty(),
+            !self.ingress.is_empty(),
+        );
     }
 }
 
@@ -242,16 +252,29 @@ impl Spec for GlobalNetworkPolicySpec {
             e.selector("spec.namespaceSelector", &self.namespace_selector, true);
         }
         if !self.service_account_selector.is_empty() {
-            e.selector("spec.serviceAccountSelector", &self.service_account_selector, false);
+            e.selector(
+                "spec.serviceAccountSelector",
+                &self.service_account_selector,
+                false,
+            );
         }
         check_rules(e, "spec.ingress", &self.ingress);
         check_rules(e, "spec.egress", &self.egress);
-        check_types(e, "spec.types", &self.types, !self.egress.is_empty(), !self.ingress.is_empty());
+        check_types(
+            e,
+            "spec.types",
+            &self.types,
+            !self.egress.is_empty(),
+            !self.ingress.is_empty(),
+        );
         if self.do_not_track && self.pre_dnat {
             e.add("spec.preDNAT", "preDNAT and doNotTrack cannot both be true");
         }
         if (self.do_not_track || self.pre_dnat) && !self.apply_on_forward {
-            e.add("spec.applyOnForward", "must be true when doNotTrack or preDNAT is true");
+            e.add(
+                "spec.applyOnForward",
+                "must be true when doNotTrack or preDNAT is true",
+            );
         }
         if self.pre_dnat && !self.egress.is_empty() {
             e.add("spec.egress", "a preDNAT policy cannot have egress rules");
@@ -352,9 +375,14 @@ impl Resource {
                 }
                 Naming::DefaultOrNode => {
                     let ok = m.name == "default"
-                        || m.name.strip_prefix("node.").is_some_and(|n| dns_subdomain(n).is_ok());
+                        || m.name
+                            .strip_prefix("node.")
+                            .is_some_and(|n| dns_subdomain(n).is_ok());
                     if !ok {
-                        e.add("metadata.name", format!("{:?} must be \"default\" or \"node.<node name>\"", m.name));
+                        e.add(
+                            "metadata.name",
+                            format!("{:?} must be \"default\" or \"node.<node name>\"", m.name),
+                        );
                     }
                 }
                 Naming::DefaultOnly if m.name != "default" => {
@@ -370,7 +398,10 @@ impl Resource {
                 }
             }
             (Some(ns), false) if !ns.is_empty() => {
-                e.add("metadata.namespace", format!("{kind} is not namespaced, but namespace {ns:?} was given"));
+                e.add(
+                    "metadata.namespace",
+                    format!("{kind} is not namespaced, but namespace {ns:?} was given"),
+                );
             }
             _ => {}
         }

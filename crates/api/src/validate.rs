@@ -27,7 +27,11 @@ pub struct ValidationError {
 }
 
 fn join(errors: &[FieldError]) -> String {
-    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// Collects field errors while a resource is checked.
@@ -38,7 +42,10 @@ pub struct Errors {
 
 impl Errors {
     pub fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
-        self.items.push(FieldError { path: path.into(), reason: reason.into() });
+        self.items.push(FieldError {
+            path: path.into(),
+            reason: reason.into(),
+        });
     }
 
     pub fn is_empty(&self) -> bool {
@@ -49,7 +56,10 @@ impl Errors {
         if self.items.is_empty() {
             Ok(())
         } else {
-            Err(ValidationError { resource, errors: self.items })
+            Err(ValidationError {
+                resource,
+                errors: self.items,
+            })
         }
     }
 
@@ -70,21 +80,31 @@ impl Errors {
 
     /// A CIDR or bare address.
     pub fn net(&mut self, path: &str, text: &str) -> Option<IpNet> {
-        parse_cidr_or_ip(text).map_err(|e| self.add(path, e.to_string())).ok()
+        parse_cidr_or_ip(text)
+            .map_err(|e| self.add(path, e.to_string()))
+            .ok()
     }
 
     pub fn nets(&mut self, path: &str, list: &[String]) -> Vec<IpNet> {
-        list.iter().enumerate().filter_map(|(i, n)| self.net(&format!("{path}[{i}]"), n)).collect()
+        list.iter()
+            .enumerate()
+            .filter_map(|(i, n)| self.net(&format!("{path}[{i}]"), n))
+            .collect()
     }
 
     pub fn ip(&mut self, path: &str, text: &str) -> Option<std::net::IpAddr> {
-        text.parse().map_err(|_| self.add(path, format!("{text:?} is not an IP address"))).ok()
+        text.parse()
+            .map_err(|_| self.add(path, format!("{text:?} is not an IP address")))
+            .ok()
     }
 
     /// A value that must be one of a fixed set of spellings.
     pub fn one_of(&mut self, path: &str, value: &str, allowed: &[&str]) {
         if !allowed.contains(&value) {
-            self.add(path, format!("{value:?} is not one of {}", allowed.join(", ")));
+            self.add(
+                path,
+                format!("{value:?} is not one of {}", allowed.join(", ")),
+            );
         }
     }
 
@@ -94,7 +114,10 @@ impl Errors {
                 self.add(format!("{path}[{k}]"), format!("invalid label key: {why}"));
             }
             if let Err(why) = label_value(v) {
-                self.add(format!("{path}[{k}]"), format!("invalid label value {v:?}: {why}"));
+                self.add(
+                    format!("{path}[{k}]"),
+                    format!("invalid label value {v:?}: {why}"),
+                );
             }
         }
     }
@@ -104,7 +127,9 @@ fn qualified_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 63 {
         return Err("must be 1-63 characters".into());
     }
-    let ok_inner = name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    let ok_inner = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     let ends = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
     if !ok_inner || !ends(name.bytes().next()) || !ends(name.bytes().last()) {
         return Err("must consist of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
@@ -139,7 +164,9 @@ pub fn dns_subdomain(name: &str) -> Result<(), String> {
     }
     for part in name.split('.') {
         let ok = !part.is_empty()
-            && part.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && part
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
             && !part.starts_with('-')
             && !part.ends_with('-');
         if !ok {
@@ -161,14 +188,20 @@ pub fn dns_label(name: &str) -> Result<(), String> {
 pub fn as_number(text: &str) -> Result<u32, String> {
     let parsed = match text.split_once('.') {
         Some((hi, lo)) => {
-            let hi: u32 = hi.parse().map_err(|_| format!("{text:?} is not an AS number"))?;
-            let lo: u32 = lo.parse().map_err(|_| format!("{text:?} is not an AS number"))?;
+            let hi: u32 = hi
+                .parse()
+                .map_err(|_| format!("{text:?} is not an AS number"))?;
+            let lo: u32 = lo
+                .parse()
+                .map_err(|_| format!("{text:?} is not an AS number"))?;
             if hi > 0xffff || lo > 0xffff {
                 return Err(format!("{text:?} is not an AS number"));
             }
             (hi << 16) | lo
         }
-        None => text.parse().map_err(|_| format!("{text:?} is not an AS number (1-4294967295)"))?,
+        None => text
+            .parse()
+            .map_err(|_| format!("{text:?} is not an AS number (1-4294967295)"))?,
     };
     if parsed == 0 {
         return Err("AS number 0 is reserved".into());

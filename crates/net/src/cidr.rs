@@ -17,15 +17,22 @@ pub fn parse_cidr_or_ip(text: &str) -> Result<IpNet, CidrError> {
     if let Ok(net) = text.parse::<IpNet>() {
         return Ok(net.trunc());
     }
-    text.parse::<IpAddr>().map(IpNet::from).map_err(|_| CidrError::Syntax(text.to_string()))
+    text.parse::<IpAddr>()
+        .map(IpNet::from)
+        .map_err(|_| CidrError::Syntax(text.to_string()))
 }
 
 /// Parses a CIDR that must name a network exactly (no host bits), as an
 /// IP pool or reservation must.
 pub fn parse_network(text: &str) -> Result<IpNet, CidrError> {
-    let net: IpNet = text.parse().map_err(|_| CidrError::Syntax(text.to_string()))?;
+    let net: IpNet = text
+        .parse()
+        .map_err(|_| CidrError::Syntax(text.to_string()))?;
     if net.trunc() != net {
-        return Err(CidrError::HostBits { given: text.to_string(), network: net.trunc() });
+        return Err(CidrError::HostBits {
+            given: text.to_string(),
+            network: net.trunc(),
+        });
     }
     Ok(net)
 }
@@ -36,13 +43,25 @@ mod tests {
 
     #[test]
     fn spellings() {
-        assert_eq!(parse_cidr_or_ip("10.0.0.1").unwrap().to_string(), "10.0.0.1/32");
-        assert_eq!(parse_cidr_or_ip("10.0.0.1/8").unwrap().to_string(), "10.0.0.0/8");
-        assert_eq!(parse_cidr_or_ip("fd00::1").unwrap().to_string(), "fd00::1/128");
+        assert_eq!(
+            parse_cidr_or_ip("10.0.0.1").unwrap().to_string(),
+            "10.0.0.1/32"
+        );
+        assert_eq!(
+            parse_cidr_or_ip("10.0.0.1/8").unwrap().to_string(),
+            "10.0.0.0/8"
+        );
+        assert_eq!(
+            parse_cidr_or_ip("fd00::1").unwrap().to_string(),
+            "fd00::1/128"
+        );
         assert!(parse_cidr_or_ip("10.0.0/8").is_err());
         assert!(parse_cidr_or_ip("10.0.0.0/33").is_err());
         assert_eq!(parse_network("192.168.0.0/16").unwrap().prefix_len(), 16);
         let err = parse_network("192.168.1.0/16").unwrap_err();
-        assert_eq!(err.to_string(), "\"192.168.1.0/16\" has host bits set; did you mean 192.168.0.0/16?");
+        assert_eq!(
+            err.to_string(),
+            "\"192.168.1.0/16\" has host bits set; did you mean 192.168.0.0/16?"
+        );
     }
 }

@@ -21,7 +21,10 @@ pub enum PortError {
 }
 
 fn port_number(text: &str) -> Result<u16, PortError> {
-    let n: i64 = text.trim().parse().map_err(|_| PortError::Syntax(text.to_string()))?;
+    let n: i64 = text
+        .trim()
+        .parse()
+        .map_err(|_| PortError::Syntax(text.to_string()))?;
     u16::try_from(n).map_err(|_| PortError::OutOfRange(n))
 }
 
@@ -30,7 +33,9 @@ fn port_number(text: &str) -> Result<u16, PortError> {
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 15
-        && name.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
         && name.bytes().any(|b| b.is_ascii_lowercase())
         && !name.starts_with('-')
         && !name.ends_with('-')
@@ -39,18 +44,26 @@ fn valid_name(name: &str) -> bool {
 
 impl Port {
     pub fn single(port: u16) -> Self {
-        Port::Range { min: port, max: port }
+        Port::Range {
+            min: port,
+            max: port,
+        }
     }
 
     pub fn range(min: u16, max: u16) -> Result<Self, PortError> {
         if min > max {
-            return Err(PortError::Reversed { min: min.into(), max: max.into() });
+            return Err(PortError::Reversed {
+                min: min.into(),
+                max: max.into(),
+            });
         }
         Ok(Port::Range { min, max })
     }
 
     pub fn from_number(n: i64) -> Result<Self, PortError> {
-        u16::try_from(n).map(Port::single).map_err(|_| PortError::OutOfRange(n))
+        u16::try_from(n)
+            .map(Port::single)
+            .map_err(|_| PortError::OutOfRange(n))
     }
 
     /// Parses `"80"`, `"8000:8080"` or a port name such as `"http"`.
@@ -122,8 +135,14 @@ mod tests {
     #[test]
     fn forms() {
         assert_eq!(Port::parse("80").unwrap(), Port::single(80));
-        assert_eq!(Port::parse("80:90").unwrap(), Port::Range { min: 80, max: 90 });
-        assert_eq!(Port::parse("http-alt").unwrap(), Port::Named("http-alt".into()));
+        assert_eq!(
+            Port::parse("80:90").unwrap(),
+            Port::Range { min: 80, max: 90 }
+        );
+        assert_eq!(
+            Port::parse("http-alt").unwrap(),
+            Port::Named("http-alt".into())
+        );
         assert_eq!(
             Port::parse("90:80").unwrap_err().to_string(),
             "port range 90:80 is reversed (the first port must not exceed the second)"
@@ -132,7 +151,10 @@ mod tests {
         assert!(Port::parse("Http").is_err());
         assert!(Port::parse("").is_err());
         let json: Vec<Port> = serde_json::from_str(r#"[80, "1000:2000", "dns"]"#).unwrap();
-        assert_eq!(serde_json::to_string(&json).unwrap(), r#"[80,"1000:2000","dns"]"#);
+        assert_eq!(
+            serde_json::to_string(&json).unwrap(),
+            r#"[80,"1000:2000","dns"]"#
+        );
         assert!(serde_json::from_str::<Port>("-1").is_err());
     }
 }

@@ -4,8 +4,14 @@ use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
 
 /// The names Calico accepts, with their protocol numbers.
-const NAMED: &[(&str, u8)] =
-    &[("TCP", 6), ("UDP", 17), ("ICMP", 1), ("ICMPv6", 58), ("SCTP", 132), ("UDPLite", 136)];
+const NAMED: &[(&str, u8)] = &[
+    ("TCP", 6),
+    ("UDP", 17),
+    ("ICMP", 1),
+    ("ICMPv6", 58),
+    ("SCTP", 132),
+    ("UDPLite", 136),
+];
 
 /// A protocol, remembering how it was written so it reads back the same.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

@@ -88,7 +88,11 @@ impl<'a> Lexer<'a> {
     }
 
     fn label(&mut self) -> Option<String> {
-        let len = self.rest().bytes().take_while(|b| is_label_byte(*b)).count();
+        let len = self
+            .rest()
+            .bytes()
+            .take_while(|b| is_label_byte(*b))
+            .count();
         if len == 0 {
             return None;
         }
@@ -102,7 +106,12 @@ impl<'a> Lexer<'a> {
     }
 
     /// `word(` ... `)` with optional blanks inside; returns what was between.
-    fn call(&mut self, start: usize, name: &str, with_label: bool) -> Result<Option<String>, ParseError> {
+    fn call(
+        &mut self,
+        start: usize,
+        name: &str,
+        with_label: bool,
+    ) -> Result<Option<String>, ParseError> {
         self.skip_ws();
         let arg = if with_label {
             let Some(label) = self.label() else {
@@ -128,7 +137,10 @@ impl<'a> Lexer<'a> {
             if lx.eat("with") {
                 Ok(tok)
             } else {
-                Err(lx.err(start, format!("expected '{first} with' after label '{label}'")))
+                Err(lx.err(
+                    start,
+                    format!("expected '{first} with' after label '{label}'"),
+                ))
             }
         };
         if self.eat("contains") {

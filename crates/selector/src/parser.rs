@@ -17,8 +17,14 @@ pub struct ParseError {
 
 impl ParseError {
     pub(crate) fn at(src: &str, byte_offset: usize, message: impl Into<String>) -> Self {
-        let column = src.get(..byte_offset).map_or(byte_offset, |s| s.chars().count()) + 1;
-        ParseError { column, message: message.into() }
+        let column = src
+            .get(..byte_offset)
+            .map_or(byte_offset, |s| s.chars().count())
+            + 1;
+        ParseError {
+            column,
+            message: message.into(),
+        }
     }
 }
 
@@ -34,11 +40,19 @@ pub(crate) fn parse(src: &str) -> Result<Expr, ParseError> {
     if tokens.len() == 1 {
         return Ok(Expr::All);
     }
-    let mut p = Parser { src, tokens, pos: 0, depth: 0 };
+    let mut p = Parser {
+        src,
+        tokens,
+        pos: 0,
+        depth: 0,
+    };
     let expr = p.or()?;
     match p.peek() {
         Tok::Eof => Ok(expr),
-        other => Err(p.error(format!("unexpected {} after a complete expression", other.describe()))),
+        other => Err(p.error(format!(
+            "unexpected {} after a complete expression",
+            other.describe()
+        ))),
     }
 }
 
@@ -74,7 +88,11 @@ impl Parser<'_> {
             self.bump();
             ops.push(self.and()?);
         }
-        Ok(if ops.len() == 1 { ops.remove(0) } else { Expr::Or(ops) })
+        Ok(if ops.len() == 1 {
+            ops.remove(0)
+        } else {
+            Expr::Or(ops)
+        })
     }
 
     fn and(&mut self) -> Result<Expr, ParseError> {
@@ -83,10 +101,17 @@ impl Parser<'_> {
             self.bump();
             ops.push(self.unary()?);
         }
-        Ok(if ops.len() == 1 { ops.remove(0) } else { Expr::And(ops) })
+        Ok(if ops.len() == 1 {
+            ops.remove(0)
+        } else {
+            Expr::And(ops)
+        })
     }
 
-    fn nested<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ParseError>) -> Result<T, ParseError> {
+    fn nested<T>(
+        &mut self,
+        f: impl FnOnce(&mut Self) -> Result<T, ParseError>,
+    ) -> Result<T, ParseError> {
         if self.depth >= MAX_DEPTH {
             return Err(self.error(format!("selector nests deeper than {MAX_DEPTH} levels")));
         }
@@ -131,7 +156,10 @@ impl Parser<'_> {
                 self.bump();
                 Ok(s)
             }
-            other => Err(self.error(format!("expected a quoted string after {after}, found {}", other.describe()))),
+            other => Err(self.error(format!(
+                "expected a quoted string after {after}, found {}",
+                other.describe()
+            ))),
         }
     }
 
@@ -157,7 +185,10 @@ impl Parser<'_> {
 
     fn set(&mut self, after: &str) -> Result<BTreeSet<String>, ParseError> {
         if *self.peek() != Tok::LBrace {
-            return Err(self.error(format!("expected '{{' to start a set after {after}, found {}", self.peek().describe())));
+            return Err(self.error(format!(
+                "expected '{{' to start a set after {after}, found {}",
+                self.peek().describe()
+            )));
         }
         self.bump();
         let mut values = BTreeSet::new();
@@ -172,7 +203,10 @@ impl Parser<'_> {
                 Tok::RBrace => return Ok(values),
                 other => {
                     self.pos -= usize::from(other != Tok::Eof);
-                    return Err(self.error(format!("expected ',' or '}}' in a set, found {}", other.describe())));
+                    return Err(self.error(format!(
+                        "expected ',' or '}}' in a set, found {}",
+                        other.describe()
+                    )));
                 }
             }
         }

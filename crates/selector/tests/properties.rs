@@ -3,7 +3,7 @@
 
 use calico_selector::{Expr, Selector};
 use proptest::prelude::*;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 fn label() -> impl Strategy<Value = String> {
     prop_oneof![
@@ -16,7 +16,12 @@ fn label() -> impl Strategy<Value = String> {
 
 /// Values may hold either quote character, but not both (no literal can).
 fn value() -> impl Strategy<Value = String> {
-    prop_oneof!["[a-z0-9 ._-]{0,6}", "[a-z\"]{0,4}", "[a-z']{0,4}", Just(String::new())]
+    prop_oneof![
+        "[a-z0-9 ._-]{0,6}",
+        "[a-z\"]{0,4}",
+        "[a-z']{0,4}",
+        Just(String::new())
+    ]
 }
 
 fn leaf() -> impl Strategy<Value = Expr> {

@@ -4,11 +4,15 @@ use calico_selector::Selector;
 use std::collections::BTreeMap;
 
 fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
-    pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 /// (selector, labels, expected match)
-const MATCHES: &[(&str, &[(&str, &str)], bool)] = &[
+type Case = (&'static str, &'static [(&'static str, &'static str)], bool);
+const MATCHES: &[Case] = &[
     (r#"a == "b""#, &[("a", "b")], true),
     (r#"a == "b""#, &[("a", "b"), ("c", "d")], true),
     (r#"a == "b""#, &[], false),
@@ -42,7 +46,11 @@ const MATCHES: &[(&str, &[(&str, &str)], bool)] = &[
     (r#"a ends with "a""#, &[("a", "aab")], false),
     (r#"a endswith "a""#, &[("a", "bba")], true),
     (r#"!a in {"a"}"#, &[("a", "b")], true),
-    (r#"!a == "a1" && b == "b1""#, &[("a", "a1"), ("b", "b1")], false),
+    (
+        r#"!a == "a1" && b == "b1""#,
+        &[("a", "a1"), ("b", "b1")],
+        false,
+    ),
     ("has(a)", &[("a", "b")], true),
     ("has(b)", &[("a", "b")], false),
     ("!has(a)", &[("b", "b")], true),
@@ -61,12 +69,28 @@ const MATCHES: &[(&str, &[(&str, &str)], bool)] = &[
     ("!(has(b) || !has(a))", &[("a", "a")], true),
     ("a == 'a1' || b != 'b1'", &[("a", "a1"), ("b", "b1")], true),
     ("a != 'a1' || b != 'b1'", &[("a", "a1"), ("b", "b1")], false),
-    ("! a == 'a1' || ! b == 'b1'", &[("a", "a1"), ("b", "b1")], false),
-    ("(a == 'x' || b == 'y') && c == 'z'", &[("b", "y"), ("c", "z")], true),
+    (
+        "! a == 'a1' || ! b == 'b1'",
+        &[("a", "a1"), ("b", "b1")],
+        false,
+    ),
+    (
+        "(a == 'x' || b == 'y') && c == 'z'",
+        &[("b", "y"), ("c", "z")],
+        true,
+    ),
     ("a == 'x' || b == 'y' && c == 'z'", &[("a", "x")], true),
     ("a == 'x' || b == 'y' && c == 'z'", &[("b", "y")], false),
-    ("projectcalico.org/namespace == 'ns-1'", &[("projectcalico.org/namespace", "ns-1")], true),
-    ("app.kubernetes.io/name in {'web', 'db'}", &[("app.kubernetes.io/name", "db")], true),
+    (
+        "projectcalico.org/namespace == 'ns-1'",
+        &[("projectcalico.org/namespace", "ns-1")],
+        true,
+    ),
+    (
+        "app.kubernetes.io/name in {'web', 'db'}",
+        &[("app.kubernetes.io/name", "db")],
+        true,
+    ),
     ("\ta\t==\t'b'", &[("a", "b")], true),
     ("a == 'ünï'", &[("a", "ünï")], true),
 ];
@@ -78,7 +102,11 @@ fn matching() {
         let l = labels(pairs);
         assert_eq!(parsed.matches(&l), *want, "{sel:?} against {pairs:?}");
         let again = Selector::parse(&parsed.to_string()).expect("canonical form parses");
-        assert_eq!(again.matches(&l), *want, "canonical {parsed} against {pairs:?}");
+        assert_eq!(
+            again.matches(&l),
+            *want,
+            "canonical {parsed} against {pairs:?}"
+        );
         assert_eq!(again, parsed, "round trip of {sel:?}");
     }
 }
@@ -98,14 +126,23 @@ const CANONICAL: &[(&str, &str)] = &[
     (r#"a!='"'"#, r#"a != '"'"#),
     ("a == 'b'", r#"a == "b""#),
     (r#"a in {"d", "a", "b"}"#, r#"a in {"a", "b", "d"}"#),
-    (r#"a in {"z", "z", "x", "y", "x", "a"}"#, r#"a in {"a", "x", "y", "z"}"#),
+    (
+        r#"a in {"z", "z", "x", "y", "x", "a"}"#,
+        r#"a in {"a", "x", "y", "z"}"#,
+    ),
     ("a not in {'q'}", r#"a not in {"q"}"#),
     ("a in {}", "a in {}"),
     ("k == 'v' && x == 'y'", r#"(k == "v" && x == "y")"#),
     ("k == 'v' || has(x)", r#"(k == "v" || has(x))"#),
     ("!(k == 'v')", r#"!k == "v""#),
-    ("a == 'a' && b == 'b' && c == 'c'", r#"(a == "a" && b == "b" && c == "c")"#),
-    ("(a == 'a' && b == 'b') && c == 'c'", r#"((a == "a" && b == "b") && c == "c")"#),
+    (
+        "a == 'a' && b == 'b' && c == 'c'",
+        r#"(a == "a" && b == "b" && c == "c")"#,
+    ),
+    (
+        "(a == 'a' && b == 'b') && c == 'c'",
+        r#"((a == "a" && b == "b") && c == "c")"#,
+    ),
     (
         "!(!(k == 'v' && has(t) || all()) && (a in {'b', 'c'}))",
         r#"!(!((k == "v" && has(t)) || all()) && a in {"b", "c"})"#,

@@ -34,7 +34,11 @@ pub struct WorkloadEndpointSpec {
     pub workload: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
-    #[serde(default, rename = "containerID", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "containerID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub container_id: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub pod: String,
@@ -46,9 +50,17 @@ pub struct WorkloadEndpointSpec {
     pub ip_networks: Vec<String>,
     #[serde(default, rename = "ipNATs", skip_serializing_if = "Vec::is_empty")]
     pub ip_nats: Vec<IpNat>,
-    #[serde(default, rename = "ipv4Gateway", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4Gateway",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_gateway: String,
-    #[serde(default, rename = "ipv6Gateway", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv6Gateway",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv6_gateway: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
@@ -64,9 +76,15 @@ pub struct WorkloadEndpointSpec {
 
 fn check_mac(e: &mut Errors, path: &str, mac: &str) {
     let parts: Vec<&str> = mac.split(':').collect();
-    let ok = parts.len() == 6 && parts.iter().all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
+    let ok = parts.len() == 6
+        && parts
+            .iter()
+            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
     if !ok {
-        e.add(path, format!("{mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"));
+        e.add(
+            path,
+            format!("{mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+        );
     }
 }
 
@@ -74,32 +92,50 @@ fn check_ports(e: &mut Errors, ports: &[EndpointPort]) {
     for (i, p) in ports.iter().enumerate() {
         let path = format!("spec.ports[{i}]");
         if calico_net::Port::parse(&p.name).map_or(true, |port| !port.is_named()) {
-            e.add(format!("{path}.name"), format!("{:?} is not a valid port name", p.name));
+            e.add(
+                format!("{path}.name"),
+                format!("{:?} is not a valid port name", p.name),
+            );
         }
         if !p.protocol.supports_ports() {
-            e.add(format!("{path}.protocol"), format!("{} has no ports", p.protocol));
+            e.add(
+                format!("{path}.protocol"),
+                format!("{} has no ports", p.protocol),
+            );
         }
         if p.port == 0 {
             e.add(format!("{path}.port"), "port must be 1-65535");
         }
         if ports[..i].iter().any(|q| q.name == p.name) {
-            e.add(format!("{path}.name"), format!("port name {:?} is used twice", p.name));
+            e.add(
+                format!("{path}.name"),
+                format!("port name {:?} is used twice", p.name),
+            );
         }
     }
 }
 
 impl WorkloadEndpointSpec {
     pub(crate) fn check(&self, e: &mut Errors) {
-        for (field, value) in [("node", &self.node), ("interfaceName", &self.interface_name)] {
+        for (field, value) in [
+            ("node", &self.node),
+            ("interfaceName", &self.interface_name),
+        ] {
             if value.is_empty() {
                 e.add(format!("spec.{field}"), "is required");
             }
         }
         if self.interface_name.len() > 15 {
-            e.add("spec.interfaceName", "interface names are at most 15 characters");
+            e.add(
+                "spec.interfaceName",
+                "interface names are at most 15 characters",
+            );
         }
         e.nets("spec.ipNetworks", &self.ip_networks);
-        e.nets("spec.allowSpoofedSourcePrefixes", &self.allow_spoofed_source_prefixes);
+        e.nets(
+            "spec.allowSpoofedSourcePrefixes",
+            &self.allow_spoofed_source_prefixes,
+        );
         for (i, nat) in self.ip_nats.iter().enumerate() {
             e.ip(&format!("spec.ipNATs[{i}].internalIP"), &nat.internal_ip);
             e.ip(&format!("spec.ipNATs[{i}].externalIP"), &nat.external_ip);

@@ -92,7 +92,10 @@ const FIELDS: &[(&str, Ty)] = &[
     ("routeSyncDisabled", Ty::Bool),
     ("routeTableRange", Ty::Object),
     ("routeTableRanges", Ty::Object),
-    ("serviceLoopPrevention", Ty::OneOf(&["Drop", "Reject", "Disabled"])),
+    (
+        "serviceLoopPrevention",
+        Ty::OneOf(&["Drop", "Reject", "Disabled"]),
+    ),
     ("sidecarAccelerationEnabled", Ty::Bool),
     ("usageReportingEnabled", Ty::Bool),
     ("useInternalDataplaneDriver", Ty::Bool),
@@ -159,7 +162,11 @@ fn check_value(e: &mut Errors, path: &str, ty: Ty, value: &Value) {
             Some(text) => e.one_of(path, text, allowed),
             None => e.add(path, format!("must be one of {}", allowed.join(", "))),
         },
-        Ty::Strings if !value.as_array().is_some_and(|a| a.iter().all(Value::is_string)) => {
+        Ty::Strings
+            if !value
+                .as_array()
+                .is_some_and(|a| a.iter().all(Value::is_string)) =>
+        {
             e.add(path, "must be a list of strings");
         }
         Ty::ProtoPorts => check_proto_ports(e, path, value),
@@ -188,7 +195,11 @@ fn check_proto_ports(e: &mut Errors, path: &str, value: &Value) {
             Some(proto) => e.one_of(&format!("{p}.protocol"), proto, &["TCP", "UDP", "SCTP"]),
             None => e.add(format!("{p}.protocol"), "is required"),
         }
-        if !obj.get("port").and_then(Value::as_u64).is_some_and(|n| (1..=65535).contains(&n)) {
+        if !obj
+            .get("port")
+            .and_then(Value::as_u64)
+            .is_some_and(|n| (1..=65535).contains(&n))
+        {
             e.add(format!("{p}.port"), "must be 1-65535");
         }
         if let Some(net) = obj.get("net").and_then(Value::as_str) {

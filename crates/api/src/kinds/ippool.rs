@@ -43,7 +43,11 @@ pub struct IpPoolSpec {
     pub nat_outgoing: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub disabled: bool,
-    #[serde(default, rename = "disableBGPExport", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "disableBGPExport",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub disable_bgp_export: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub block_size: Option<u8>,
@@ -67,7 +71,8 @@ impl IpPoolSpec {
         if self.allowed_uses.is_empty() {
             self.allowed_uses = vec![IpPoolUse::Workload, IpPoolUse::Tunnel];
         }
-        self.assignment_mode.get_or_insert(AssignmentMode::Automatic);
+        self.assignment_mode
+            .get_or_insert(AssignmentMode::Automatic);
     }
 
     pub(crate) fn check(&self, e: &mut Errors) {
@@ -79,11 +84,21 @@ impl IpPoolSpec {
             }
         };
         if let (Some(net), Some(bs)) = (net, self.block_size) {
-            let (lo, hi) = if net.addr().is_ipv4() { (20, 32) } else { (116, 128) };
+            let (lo, hi) = if net.addr().is_ipv4() {
+                (20, 32)
+            } else {
+                (116, 128)
+            };
             if !(lo..=hi).contains(&bs) {
-                e.add("spec.blockSize", format!("block size {bs} is out of range {lo}-{hi} for this address family"));
+                e.add(
+                    "spec.blockSize",
+                    format!("block size {bs} is out of range {lo}-{hi} for this address family"),
+                );
             } else if bs < net.prefix_len() {
-                e.add("spec.blockSize", format!("block size /{bs} is larger than the pool {net}"));
+                e.add(
+                    "spec.blockSize",
+                    format!("block size /{bs} is larger than the pool {net}"),
+                );
             }
         }
         if let Some(net) = net {
@@ -91,11 +106,19 @@ impl IpPoolSpec {
                 e.add("spec.ipipMode", "IPIP is not supported for IPv6 pools");
             }
             if net.prefix_len() == 0 && !self.disabled {
-                e.add("spec.cidr", format!("{net} covers every address; an enabled pool must be smaller"));
+                e.add(
+                    "spec.cidr",
+                    format!("{net} covers every address; an enabled pool must be smaller"),
+                );
             }
         }
-        if self.ipip_mode.is_some_and(|m| !m.is_never()) && self.vxlan_mode.is_some_and(|m| !m.is_never()) {
-            e.add("spec.vxlanMode", "ipipMode and vxlanMode cannot both be enabled");
+        if self.ipip_mode.is_some_and(|m| !m.is_never())
+            && self.vxlan_mode.is_some_and(|m| !m.is_never())
+        {
+            e.add(
+                "spec.vxlanMode",
+                "ipipMode and vxlanMode cannot both be enabled",
+            );
         }
         if !self.node_selector.is_empty() {
             e.selector("spec.nodeSelector", &self.node_selector, false);
@@ -107,7 +130,10 @@ impl IpPoolSpec {
             e.add("spec.allowedUses", "a use is listed twice");
         }
         if self.allowed_uses.contains(&IpPoolUse::LoadBalancer) && self.allowed_uses.len() > 1 {
-            e.add("spec.allowedUses", "LoadBalancer cannot be combined with other uses");
+            e.add(
+                "spec.allowedUses",
+                "LoadBalancer cannot be combined with other uses",
+            );
         }
     }
 }

@@ -44,18 +44,31 @@ pub fn check_duration(e: &mut Errors, path: &str, text: &str) {
     let mut rest = text;
     let mut any = false;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(rest.len());
-        let unit_len = rest[digits..].find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len() - digits);
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let unit_len = rest[digits..]
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len() - digits);
         let (num, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
-        if num.is_empty() || num.parse::<f64>().is_err() || !["ns", "us", "µs", "ms", "s", "m", "h"].contains(&unit) {
-            e.add(path, format!("{text:?} is not a duration (like 90s, 1m30s, 250ms)"));
+        if num.is_empty()
+            || num.parse::<f64>().is_err()
+            || !["ns", "us", "µs", "ms", "s", "m", "h"].contains(&unit)
+        {
+            e.add(
+                path,
+                format!("{text:?} is not a duration (like 90s, 1m30s, 250ms)"),
+            );
             return;
         }
         any = true;
         rest = &rest[digits + unit_len..];
     }
     if !any && text != "0" {
-        e.add(path, format!("{text:?} is not a duration (like 90s, 1m30s, 250ms)"));
+        e.add(
+            path,
+            format!("{text:?} is not a duration (like 90s, 1m30s, 250ms)"),
+        );
     }
 }
 
@@ -64,13 +77,29 @@ pub fn check_duration(e: &mut Errors, path: &str, text: &str) {
 pub struct NodeBgpSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<AsNumber>,
-    #[serde(default, rename = "ipv4Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_address: String,
-    #[serde(default, rename = "ipv6Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv6Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv6_address: String,
-    #[serde(default, rename = "ipv4IPIPTunnelAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4IPIPTunnelAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_ipip_tunnel_addr: String,
-    #[serde(default, rename = "routeReflectorClusterID", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "routeReflectorClusterID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub route_reflector_cluster_id: String,
 }
 
@@ -93,9 +122,17 @@ pub struct NodeAddress {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeWireguardSpec {
-    #[serde(default, rename = "interfaceIPv4Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "interfaceIPv4Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface_ipv4_address: String,
-    #[serde(default, rename = "interfaceIPv6Address", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "interfaceIPv6Address",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub interface_ipv6_address: String,
 }
 
@@ -104,13 +141,29 @@ pub struct NodeWireguardSpec {
 pub struct NodeSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bgp: Option<NodeBgpSpec>,
-    #[serde(default, rename = "ipv4VXLANTunnelAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv4VXLANTunnelAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv4_vxlan_tunnel_addr: String,
-    #[serde(default, rename = "vxlanTunnelMACAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "vxlanTunnelMACAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub vxlan_tunnel_mac_addr: String,
-    #[serde(default, rename = "ipv6VXLANTunnelAddr", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "ipv6VXLANTunnelAddr",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub ipv6_vxlan_tunnel_addr: String,
-    #[serde(default, rename = "vxlanTunnelMACAddrV6", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "vxlanTunnelMACAddrV6",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub vxlan_tunnel_mac_addr_v6: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orch_refs: Vec<OrchRef>,
@@ -133,12 +186,21 @@ impl NodeSpec {
                 e.ip("spec.bgp.ipv4IPIPTunnelAddr", &bgp.ipv4_ipip_tunnel_addr);
             }
             if !bgp.route_reflector_cluster_id.is_empty()
-                && bgp.route_reflector_cluster_id.parse::<std::net::Ipv4Addr>().is_err()
+                && bgp
+                    .route_reflector_cluster_id
+                    .parse::<std::net::Ipv4Addr>()
+                    .is_err()
             {
-                e.add("spec.bgp.routeReflectorClusterID", "must be written as an IPv4 address (like 224.0.0.1)");
+                e.add(
+                    "spec.bgp.routeReflectorClusterID",
+                    "must be written as an IPv4 address (like 224.0.0.1)",
+                );
             }
         }
-        for (field, value) in [("ipv4VXLANTunnelAddr", &self.ipv4_vxlan_tunnel_addr), ("ipv6VXLANTunnelAddr", &self.ipv6_vxlan_tunnel_addr)] {
+        for (field, value) in [
+            ("ipv4VXLANTunnelAddr", &self.ipv4_vxlan_tunnel_addr),
+            ("ipv6VXLANTunnelAddr", &self.ipv6_vxlan_tunnel_addr),
+        ] {
             if !value.is_empty() {
                 e.ip(&format!("spec.{field}"), value);
             }
@@ -212,7 +274,10 @@ pub fn split_peer_ip(text: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
 impl BgpPeerSpec {
     pub(crate) fn check(&self, e: &mut Errors) {
         if !self.node.is_empty() && !self.node_selector.is_empty() {
-            e.add("spec.nodeSelector", "node and nodeSelector cannot both be set");
+            e.add(
+                "spec.nodeSelector",
+                "node and nodeSelector cannot both be set",
+            );
         }
         if !self.node_selector.is_empty() {
             e.selector("spec.nodeSelector", &self.node_selector, false);
@@ -220,31 +285,58 @@ impl BgpPeerSpec {
         if !self.peer_selector.is_empty() {
             e.selector("spec.peerSelector", &self.peer_selector, false);
             if !self.peer_ip.is_empty() || self.as_number.is_some() {
-                e.add("spec.peerSelector", "peerSelector cannot be combined with peerIP or asNumber");
+                e.add(
+                    "spec.peerSelector",
+                    "peerSelector cannot be combined with peerIP or asNumber",
+                );
             }
         } else if self.peer_ip.is_empty() {
-            e.add("spec.peerIP", "a BGP peer needs peerIP and asNumber, or peerSelector");
+            e.add(
+                "spec.peerIP",
+                "a BGP peer needs peerIP and asNumber, or peerSelector",
+            );
         } else {
             if split_peer_ip(&self.peer_ip).is_none() {
-                e.add("spec.peerIP", format!("{:?} is not an IP address (optionally with :port)", self.peer_ip));
+                e.add(
+                    "spec.peerIP",
+                    format!(
+                        "{:?} is not an IP address (optionally with :port)",
+                        self.peer_ip
+                    ),
+                );
             }
             if self.as_number.is_none() {
                 e.add("spec.asNumber", "is required with peerIP");
             }
         }
         if !self.source_address.is_empty() {
-            e.one_of("spec.sourceAddress", &self.source_address, &["UseNodeIP", "None"]);
+            e.one_of(
+                "spec.sourceAddress",
+                &self.source_address,
+                &["UseNodeIP", "None"],
+            );
         }
         if !self.next_hop_mode.is_empty() {
-            e.one_of("spec.nextHopMode", &self.next_hop_mode, &["Auto", "Self", "Keep"]);
+            e.one_of(
+                "spec.nextHopMode",
+                &self.next_hop_mode,
+                &["Auto", "Self", "Keep"],
+            );
         }
-        for (field, value) in [("maxRestartTime", &self.max_restart_time), ("keepaliveTime", &self.keepalive_time)] {
+        for (field, value) in [
+            ("maxRestartTime", &self.max_restart_time),
+            ("keepaliveTime", &self.keepalive_time),
+        ] {
             if !value.is_empty() {
                 check_duration(e, &format!("spec.{field}"), value);
             }
         }
         if !self.local_workload_selector.is_empty() {
-            e.selector("spec.localWorkloadSelector", &self.local_workload_selector, false);
+            e.selector(
+                "spec.localWorkloadSelector",
+                &self.local_workload_selector,
+                false,
+            );
         }
     }
 }
@@ -279,11 +371,23 @@ pub struct BgpConfigurationSpec {
     pub node_to_node_mesh_enabled: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<AsNumber>,
-    #[serde(default, rename = "serviceLoadBalancerIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceLoadBalancerIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_load_balancer_ips: Vec<ServiceIpBlock>,
-    #[serde(default, rename = "serviceExternalIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceExternalIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_external_ips: Vec<ServiceIpBlock>,
-    #[serde(default, rename = "serviceClusterIPs", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        rename = "serviceClusterIPs",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub service_cluster_ips: Vec<ServiceIpBlock>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen_port: Option<u16>,
@@ -303,12 +407,18 @@ pub struct BgpConfigurationSpec {
     pub program_cluster_routes: Option<String>,
 }
 
-pub(crate) const LOG_LEVELS: &[&str] = &["Trace", "Debug", "Info", "Warning", "Error", "Fatal", "Panic"];
+pub(crate) const LOG_LEVELS: &[&str] = &[
+    "Trace", "Debug", "Info", "Warning", "Error", "Fatal", "Panic",
+];
 
 impl BgpConfigurationSpec {
     pub(crate) fn check(&self, e: &mut Errors) {
         if !self.log_severity_screen.is_empty() {
-            e.one_of("spec.logSeverityScreen", &self.log_severity_screen, LOG_LEVELS);
+            e.one_of(
+                "spec.logSeverityScreen",
+                &self.log_severity_screen,
+                LOG_LEVELS,
+            );
         }
         for (field, list) in [
             ("serviceLoadBalancerIPs", &self.service_load_balancer_ips),
@@ -329,7 +439,11 @@ impl BgpConfigurationSpec {
             e.net(&format!("spec.prefixAdvertisements[{i}].cidr"), &pa.cidr);
             for (j, c) in pa.communities.iter().enumerate() {
                 if !self.communities.iter().any(|known| &known.name == c) {
-                    check_community(e, &format!("spec.prefixAdvertisements[{i}].communities[{j}]"), c);
+                    check_community(
+                        e,
+                        &format!("spec.prefixAdvertisements[{i}].communities[{j}]"),
+                        c,
+                    );
                 }
             }
         }
@@ -337,7 +451,11 @@ impl BgpConfigurationSpec {
             e.one_of("spec.bindMode", &self.bind_mode, &["None", "NodeIP"]);
         }
         if !self.node_mesh_max_restart_time.is_empty() {
-            check_duration(e, "spec.nodeMeshMaxRestartTime", &self.node_mesh_max_restart_time);
+            check_duration(
+                e,
+                "spec.nodeMeshMaxRestartTime",
+                &self.node_mesh_max_restart_time,
+            );
         }
     }
 }
@@ -351,14 +469,21 @@ fn check_community(e: &mut Errors, path: &str, value: &str) {
         _ => false,
     };
     if !ok {
-        e.add(path, format!("{value:?} is not a community (aa:nn or aa:nn:mm) or a named community"));
+        e.add(
+            path,
+            format!("{value:?} is not a community (aa:nn or aa:nn:mm) or a named community"),
+        );
     }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ClusterInformationSpec {
-    #[serde(default, rename = "clusterGUID", skip_serializing_if = "String::is_empty")]
+    #[serde(
+        default,
+        rename = "clusterGUID",
+        skip_serializing_if = "String::is_empty"
+    )]
     pub cluster_guid: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub cluster_type: String,

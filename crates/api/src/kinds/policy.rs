@@ -138,7 +138,11 @@ impl Rule {
 pub struct NetworkPolicySpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::number::float"
+    )]
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<Rule>,
@@ -159,7 +163,11 @@ pub struct NetworkPolicySpec {
 pub struct GlobalNetworkPolicySpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub tier: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::number::float"
+    )]
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<Rule>,
@@ -171,7 +179,11 @@ pub struct GlobalNetworkPolicySpec {
     pub types: Vec<PolicyType>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub do_not_track: bool,
-    #[serde(default, rename = "preDNAT", skip_serializing_if = "std::ops::Not::not")]
+    #[serde(
+        default,
+        rename = "preDNAT",
+        skip_serializing_if = "std::ops::Not::not"
+    )]
     pub pre_dnat: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub apply_on_forward: bool,
@@ -192,7 +204,11 @@ pub enum TierDefaultAction {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TierSpec {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "crate::number::float"
+    )]
     pub order: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_action: Option<TierDefaultAction>,
@@ -236,13 +252,21 @@ fn check_icmp(e: &mut Errors, path: &str, icmp: &Icmp, protocol: Option<&Protoco
         e.add(path, "ICMP type/code needs protocol ICMP or ICMPv6");
     }
     match icmp.kind {
-        Some(t) if !(0..=254).contains(&t) => e.add(format!("{path}.type"), format!("ICMP type {t} is out of range 0-254")),
-        None if icmp.code.is_some() => e.add(format!("{path}.code"), "ICMP code needs an ICMP type"),
+        Some(t) if !(0..=254).contains(&t) => e.add(
+            format!("{path}.type"),
+            format!("ICMP type {t} is out of range 0-254"),
+        ),
+        None if icmp.code.is_some() => {
+            e.add(format!("{path}.code"), "ICMP code needs an ICMP type")
+        }
         _ => {}
     }
     if let Some(c) = icmp.code {
         if !(0..=255).contains(&c) {
-            e.add(format!("{path}.code"), format!("ICMP code {c} is out of range 0-255"));
+            e.add(
+                format!("{path}.code"),
+                format!("ICMP code {c} is out of range 0-255"),
+            );
         }
     }
 }
@@ -261,15 +285,24 @@ fn check_rule(e: &mut Errors, path: &str, rule: &Rule) {
     }
     if let (Some(p), Some(np)) = (&rule.protocol, &rule.not_protocol) {
         if p.number() == np.number() {
-            e.add(format!("{path}.notProtocol"), format!("protocol and notProtocol are both {p}"));
+            e.add(
+                format!("{path}.notProtocol"),
+                format!("protocol and notProtocol are both {p}"),
+            );
         }
     }
     for (side, ent) in [("source", &rule.source), ("destination", &rule.destination)] {
         let sp = format!("{path}.{side}");
         check_entity(e, &sp, ent, rule);
     }
-    if rule.http.is_some() && rule.action != crate::Action::Allow && rule.action != crate::Action::Deny {
-        e.add(format!("{path}.http"), "HTTP match is only valid on Allow or Deny rules");
+    if rule.http.is_some()
+        && rule.action != crate::Action::Allow
+        && rule.action != crate::Action::Deny
+    {
+        e.add(
+            format!("{path}.http"),
+            "HTTP match is only valid on Allow or Deny rules",
+        );
     }
 }
 
@@ -281,7 +314,10 @@ fn check_entity(e: &mut Errors, path: &str, ent: &EntityRule, rule: &Rule) {
             for (i, n) in list.iter().enumerate() {
                 let family = if n.addr().is_ipv4() { 4 } else { 6 };
                 if family != v {
-                    e.add(format!("{path}.{field}[{i}]"), format!("{n} is IPv{family} but the rule has ipVersion {v}"));
+                    e.add(
+                        format!("{path}.{field}[{i}]"),
+                        format!("{n} is IPv{family} but the rule has ipVersion {v}"),
+                    );
                 }
             }
         }
@@ -293,25 +329,46 @@ fn check_entity(e: &mut Errors, path: &str, ent: &EntityRule, rule: &Rule) {
         e.selector(&format!("{path}.notSelector"), &ent.not_selector, false);
     }
     if !ent.namespace_selector.is_empty() {
-        e.selector(&format!("{path}.namespaceSelector"), &ent.namespace_selector, true);
+        e.selector(
+            &format!("{path}.namespaceSelector"),
+            &ent.namespace_selector,
+            true,
+        );
     }
     if let Some(sa) = &ent.service_accounts {
         if !sa.selector.is_empty() {
-            e.selector(&format!("{path}.serviceAccounts.selector"), &sa.selector, false);
+            e.selector(
+                &format!("{path}.serviceAccounts.selector"),
+                &sa.selector,
+                false,
+            );
         }
     }
     let ports_ok = rule.protocol.as_ref().is_some_and(Protocol::supports_ports);
     for (field, ports) in [("ports", &ent.ports), ("notPorts", &ent.not_ports)] {
         if !ports.is_empty() && !ports_ok {
-            e.add(format!("{path}.{field}"), "rules that match ports must set protocol to TCP, UDP, SCTP or UDPLite");
+            e.add(
+                format!("{path}.{field}"),
+                "rules that match ports must set protocol to TCP, UDP, SCTP or UDPLite",
+            );
         }
     }
     if let Some(svc) = &ent.services {
         if svc.name.is_empty() {
-            e.add(format!("{path}.services.name"), "a service match needs a name");
+            e.add(
+                format!("{path}.services.name"),
+                "a service match needs a name",
+            );
         }
-        if !ent.nets.is_empty() || !ent.selector.is_empty() || !ent.not_nets.is_empty() || !ent.not_selector.is_empty() {
-            e.add(format!("{path}.services"), "services cannot be combined with nets, notNets, selector or notSelector");
+        if !ent.nets.is_empty()
+            || !ent.selector.is_empty()
+            || !ent.not_nets.is_empty()
+            || !ent.not_selector.is_empty()
+        {
+            e.add(
+                format!("{path}.services"),
+                "services cannot be combined with nets, notNets, selector or notSelector",
+            );
         }
     }
 }
@@ -322,7 +379,13 @@ pub(crate) fn check_order(e: &mut Errors, path: &str, order: Option<f64>) {
     }
 }
 
-pub(crate) fn check_types(e: &mut Errors, path: &str, types: &[PolicyType], has_egress: bool, has_ingress: bool) {
+pub(crate) fn check_types(
+    e: &mut Errors,
+    path: &str,
+    types: &[PolicyType],
+    has_egress: bool,
+    has_ingress: bool,
+) {
     let mut seen = std::collections::BTreeSet::new();
     for (i, t) in types.iter().enumerate() {
         if !seen.insert(*t) {
@@ -331,10 +394,16 @@ pub(crate) fn check_types(e: &mut Errors, path: &str, types: &[PolicyType], has_
     }
     if !types.is_empty() {
         if has_egress && !types.contains(&PolicyType::Egress) {
-            e.add(path, "the policy has egress rules but its types do not include Egress");
+            e.add(
+                path,
+                "the policy has egress rules but its types do not include Egress",
+            );
         }
         if has_ingress && !types.contains(&PolicyType::Ingress) {
-            e.add(path, "the policy has ingress rules but its types do not include Ingress");
+            e.add(
+                path,
+                "the policy has ingress rules but its types do not include Ingress",
+            );
         }
     }
 }
