@@ -1,0 +1,276 @@
+//! The etcd v3 backend.
+//!
+//! The `Store` trait is blocking; etcd's client is async. This crate owns a
+//! small tokio runtime (one worker thread) that drives the gRPC channel and
+//! watch streams, and callers block on it. Nothing async leaks out.
+//!
+//! Compare-and-swap maps to etcd transactions: create compares
+//! `create_revision == 0`, update and delete compare `mod_revision`.
+
+use calico_datastore::{Event, KeyValue, Listing, Revision, StopOnDrop, Store, StoreError, Watch};
+use etcd_client::{
+    Client, Compare, CompareOp, ConnectOptions, EventType, GetOptions, Txn, TxnOp, WatchOptions,
+};
+use std::sync::mpsc;
+use std::time::Duration;
+use tokio::runtime::Runtime;
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// A connection to an etcd cluster.
+pub struct EtcdStore {
+    rt: Runtime,
+    client: Client,
+    endpoints: Vec<String>,
+}
+
+impl std::fmt::Debug for EtcdStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdStore")
+            .field("endpoints", &self.endpoints)
+            .finish_non_exhaustive()
+    }
+}
+
+fn map_err(e: etcd_client::Error) -> StoreError {
+    match e {
+        etcd_client::Error::TransportError(t) => StoreError::Unavailable(t.to_string()),
+        etcd_client::Error::GRpcStatus(s)
+            if matches!(
+                s.code(),
+                tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED
+            ) =>
+        {
+            StoreError::Unavailable(s.message().to_string())
+        }
+        other => StoreError::Backend(other.to_string()),
+    }
+}
+
+mod tonic_code {
+    pub const UNAVAILABLE: tonic::Code = tonic::Code::Unavailable;
+    pub const DEADLINE_EXCEEDED: tonic::Code = tonic::Code::DeadlineExceeded;
+}
+
+fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
+    Ok(KeyValue {
+        key: kv
+            .key_str()
+            .map_err(|e| StoreError::Backend(format!("non-UTF-8 key: {e}")))?
+            .to_string(),
+        value: kv.value().to_vec(),
+        create_revision: kv.create_revision(),
+        mod_revision: kv.mod_revision(),
+    })
+}
+
+fn header_rev(h: Option<&etcd_client::ResponseHeader>) -> Revision {
+    h.map_or(0, etcd_client::ResponseHeader::revision)
+}
+
+impl EtcdStore {
+    /// Connects to `endpoints` (`http://host:port` or `host:port`).
+    pub fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
+        if endpoints.is_empty() {
+            return Err(StoreError::Unavailable("no etcd endpoints given".into()));
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("etcd-client")
+            .enable_all()
+            .build()
+            .map_err(|e| {
+                StoreError::Backend(format!("cannot start the etcd client runtime: {e}"))
+            })?;
+        let opts = ConnectOptions::new()
+            .with_connect_timeout(CONNECT_TIMEOUT)
+            .with_timeout(REQUEST_TIMEOUT);
+        let client = rt
+            .block_on(Client::connect(endpoints, Some(opts)))
+            .map_err(|e| {
+                StoreError::Unavailable(format!(
+                    "cannot connect to etcd at {}: {e}",
+                    endpoints.join(",")
+                ))
+            })?;
+        Ok(EtcdStore {
+            rt,
+            client,
+            endpoints: endpoints.to_vec(),
+        })
+    }
+
+    /// Current value's revisions, read after a failed transaction to explain it.
+    fn explain(&self, key: &str, expected: Revision) -> StoreError {
+        match self.get(key) {
+            Ok(None) => StoreError::NotFound { key: key.into() },
+            Ok(Some(kv)) => StoreError::Conflict {
+                key: key.into(),
+                expected,
+                actual: Some(kv.mod_revision),
+            },
+            Err(e) => e,
+        }
+    }
+}
+
+impl Store for EtcdStore {
+    fn get(&self, key: &str) -> Result<Option<KeyValue>, StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = self.rt.block_on(kv.get(key, None)).map_err(map_err)?;
+        resp.kvs().first().map(convert).transpose()
+    }
+
+    fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        let mut kv = self.client.kv_client();
+        let resp = self
+            .rt
+            .block_on(kv.get(prefix, Some(GetOptions::new().with_prefix())))
+            .map_err(map_err)?;
+        let items = resp
+            .kvs()
+            .iter()
+            .map(convert)
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Listing {
+            items,
+            revision: header_rev(resp.header()),
+        })
+    }
+
+    fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::create_revision(key, CompareOp::Equal, 0)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let resp = self
+            .rt
+            .block_on(self.client.kv_client().txn(txn))
+            .map_err(map_err)?;
+        if resp.succeeded() {
+            Ok(header_rev(resp.header()))
+        } else {
+            Err(StoreError::AlreadyExists { key: key.into() })
+        }
+    }
+
+    fn update(&self, key: &str, value: &[u8], expected: Revision) -> Result<Revision, StoreError> {
+        let txn = Txn::new()
+            .when([Compare::mod_revision(key, CompareOp::Equal, expected)])
+            .and_then([TxnOp::put(key, value, None)]);
+        let resp = self
+            .rt
+            .block_on(self.client.kv_client().txn(txn))
+            .map_err(map_err)?;
+        if resp.succeeded() {
+            Ok(header_rev(resp.header()))
+        } else {
+            Err(self.explain(key, expected))
+        }
+    }
+
+    fn delete(&self, key: &str, expected: Option<Revision>) -> Result<Revision, StoreError> {
+        let compare = match expected {
+            Some(rev) => Compare::mod_revision(key, CompareOp::Equal, rev),
+            None => Compare::create_revision(key, CompareOp::Greater, 0),
+        };
+        let txn = Txn::new()
+            .when([compare])
+            .and_then([TxnOp::delete(key, None)]);
+        let resp = self
+            .rt
+            .block_on(self.client.kv_client().txn(txn))
+            .map_err(map_err)?;
+        if resp.succeeded() {
+            Ok(header_rev(resp.header()))
+        } else {
+            Err(self.explain(key, expected.unwrap_or(0)))
+        }
+    }
+
+    fn watch(&self, prefix: &str, from: Revision) -> Result<Watch, StoreError> {
+        let start = if from > 0 { from } else { self.revision()? + 1 };
+        let opts = WatchOptions::new().with_prefix().with_start_revision(start);
+        let mut wc = self.client.watch_client();
+        let prefix = prefix.to_string();
+        let mut stream = self
+            .rt
+            .block_on(wc.watch(prefix.clone(), Some(opts)))
+            .map_err(map_err)?;
+        // Wait for the server to confirm the watch, so nothing written after
+        // this call returns can be missed, and a compacted start is reported now.
+        let first = self.rt.block_on(stream.message()).map_err(map_err)?;
+        let Some(first) = first else {
+            return Err(StoreError::Unavailable(
+                "etcd closed the watch stream".into(),
+            ));
+        };
+        if first.canceled() {
+            return Err(if first.compact_revision() > 0 {
+                StoreError::Compacted {
+                    requested: start,
+                    oldest: first.compact_revision(),
+                }
+            } else {
+                StoreError::Backend(format!("etcd refused the watch: {}", first.cancel_reason()))
+            });
+        }
+        let (tx, rx) = mpsc::channel();
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        self.rt.spawn(async move {
+            let mut pending = Some(first);
+            loop {
+                let resp = match pending.take() {
+                    Some(r) => r,
+                    None => tokio::select! {
+                        _ = &mut stop_rx => return,
+                        msg = stream.message() => match msg {
+                            Ok(Some(r)) => r,
+                            Ok(None) => {
+                                let _ = tx.send(Err(StoreError::Unavailable("etcd closed the watch stream".into())));
+                                return;
+                            }
+                            Err(e) => {
+                                let _ = tx.send(Err(map_err(e)));
+                                return;
+                            }
+                        },
+                    },
+                };
+                if resp.canceled() {
+                    let err = if resp.compact_revision() > 0 {
+                        StoreError::Compacted { requested: start, oldest: resp.compact_revision() }
+                    } else {
+                        StoreError::Backend(format!("etcd cancelled the watch: {}", resp.cancel_reason()))
+                    };
+                    let _ = tx.send(Err(err));
+                    return;
+                }
+                for ev in resp.events() {
+                    let Some(kv) = ev.kv() else { continue };
+                    let event = match (ev.event_type(), convert(kv)) {
+                        (EventType::Put, Ok(kv)) => Ok(Event::Put(kv)),
+                        (EventType::Delete, Ok(kv)) => Ok(Event::Delete { key: kv.key, mod_revision: kv.mod_revision }),
+                        (_, Err(e)) => Err(e),
+                    };
+                    if tx.send(event).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Watch::new(
+            rx,
+            Some(StopOnDrop::new(move || {
+                let _ = stop_tx.send(());
+            })),
+        ))
+    }
+
+    fn revision(&self) -> Result<Revision, StoreError> {
+        let mut kv = self.client.kv_client();
+        // A point read of an absent key is the cheapest way to read the header revision.
+        let resp = self.rt.block_on(kv.get("\0", None)).map_err(map_err)?;
+        Ok(header_rev(resp.header()))
+    }
+}

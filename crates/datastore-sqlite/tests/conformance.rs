@@ -1,0 +1,65 @@
+//! The embedded store passes the datastore conformance suite, each check on a fresh file.
+
+use calico_datastore::{conformance_tests, Store};
+use calico_datastore_sqlite::SqliteStore;
+use calico_test_support::TempStore;
+use std::sync::Arc;
+
+fn fresh() -> (Arc<dyn Store>, String) {
+    let store = TempStore::new(|dir| SqliteStore::open(dir.join("calico.db")).expect("open"));
+    (Arc::new(store), "/test/".to_string())
+}
+
+conformance_tests!(fresh());
+
+/// Separate connections to one file (as separate processes have) still
+/// serialise their compare-and-swap updates.
+#[test]
+fn separate_connections_lose_no_updates() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let first = SqliteStore::open(&path).expect("open");
+    first.create("/counter", b"0").expect("create");
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            let path = path.clone();
+            scope.spawn(move || {
+                let store = SqliteStore::open(&path).expect("open");
+                for _ in 0..50 {
+                    loop {
+                        let kv = store.get("/counter").expect("get").expect("present");
+                        let n: u32 = String::from_utf8_lossy(&kv.value).parse().expect("number");
+                        match store.update(
+                            "/counter",
+                            (n + 1).to_string().as_bytes(),
+                            kv.mod_revision,
+                        ) {
+                            Ok(_) => break,
+                            Err(calico_datastore::StoreError::Conflict { .. }) => continue,
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(
+        first.get("/counter").expect("get").expect("present").value,
+        b"200"
+    );
+}
+
+/// A watch opened on one connection sees writes made through another.
+#[test]
+fn watch_sees_other_connections() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let watcher = SqliteStore::open(&path).expect("open");
+    let writer = SqliteStore::open(&path).expect("open");
+    let w = watcher.watch("/x/", 0).expect("watch");
+    let rev = writer.create("/x/a", b"1").expect("create");
+    let ev = w
+        .recv_timeout(std::time::Duration::from_secs(5))
+        .expect("event");
+    assert_eq!(ev.revision(), rev);
+}

@@ -1,0 +1,126 @@
+//! Starts a real etcd (from the `etcd-server` package) for a test.
+//!
+//! etcd listens on free loopback ports with a fresh temp data dir. It is
+//! stopped by PID when the handle drops; a shell watchdog also stops it if
+//! the test process dies first, so no etcd outlives its test binary.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct EtcdServer {
+    pub endpoint: String,
+    pub client_port: u16,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+fn healthy(port: u16) -> bool {
+    let Ok(mut s) =
+        TcpStream::connect_timeout(&([127, 0, 0, 1], port).into(), Duration::from_millis(200))
+    else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_millis(500)));
+    if s.write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.contains("\"health\":\"true\"") || body.contains("\"health\": \"true\"")
+}
+
+impl EtcdServer {
+    /// Starts etcd and waits until it reports healthy. Panics with a clear
+    /// message if etcd is not installed (run `make test`, which installs it).
+    pub fn start() -> EtcdServer {
+        let which = Command::new("sh").args(["-c", "command -v etcd"]).output();
+        if !which.is_ok_and(|o| o.status.success()) {
+            panic!("etcd is not installed: run `scripts/setup` (or `make test`), which installs etcd-server");
+        }
+        let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let (client_port, peer_port) = (crate::free_port(), crate::free_port());
+        let client = format!("http://127.0.0.1:{client_port}");
+        let peer = format!("http://127.0.0.1:{peer_port}");
+        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
+        // The watchdog loop ends etcd when the test process ($PARENT) is gone.
+        let script = r#"etcd "$@" & e=$!; trap 'kill $e 2>/dev/null; wait $e; rm -rf "$SCRATCH"' EXIT TERM INT
+while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; done"#;
+        let child = Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .arg("etcd-watchdog")
+            .args(["--name", "test", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .args([
+                "--listen-client-urls",
+                &client,
+                "--advertise-client-urls",
+                &client,
+            ])
+            .args([
+                "--listen-peer-urls",
+                &peer,
+                "--initial-advertise-peer-urls",
+                &peer,
+            ])
+            .args(["--initial-cluster", &format!("test={peer}")])
+            .args(["--log-level", "error"])
+            .env("PARENT", std::process::id().to_string())
+            .env("SCRATCH", dir.path())
+            .env("ETCD_UNSUPPORTED_ARCH", "")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn etcd");
+        let mut server = EtcdServer {
+            endpoint: client,
+            client_port,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !healthy(client_port) {
+            if let Ok(Some(status)) = server.child.try_wait() {
+                let log = std::fs::read_to_string(server._dir.path().join("etcd.log"))
+                    .unwrap_or_default();
+                panic!("etcd exited during start ({status}):\n{log}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not become healthy within {START_TIMEOUT:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    /// One etcd shared by every test in this test binary. Tests sharing it
+    /// must use key prefixes of their own.
+    pub fn shared() -> &'static EtcdServer {
+        static SHARED: OnceLock<EtcdServer> = OnceLock::new();
+        SHARED.get_or_init(EtcdServer::start)
+    }
+
+    /// Stops etcd (the watchdog shell kills it on TERM).
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

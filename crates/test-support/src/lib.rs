@@ -1,0 +1,28 @@
+//! Helpers shared by tests: a real etcd on a free loopback port, and
+//! unique names for keys and namespaces.
+
+mod etcd;
+mod temp_store;
+
+pub use etcd::EtcdServer;
+pub use temp_store::TempStore;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A name unique to this process and call: `<tag>-<pid>-<n>`.
+pub fn unique(tag: &str) -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!(
+        "{tag}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; bind soon after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free loopback port")
+}
