@@ -1,0 +1,201 @@
+//! Choosing and opening the datastore, the way Calico components do:
+//! `DATASTORE_TYPE=etcdv3` with `ETCD_ENDPOINTS` selects etcd; otherwise
+//! the embedded file at `CALICO_DATASTORE_PATH` (default
+//! `/var/lib/calico/calico.db`). calicoctl also reads a CalicoAPIConfig
+//! file, whose settings the environment overrides.
+
+use calico_datastore::{Store, StoreError};
+use serde::Deserialize;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+pub const DEFAULT_PATH: &str = "/var/lib/calico/calico.db";
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatastoreConfig {
+    Embedded { path: PathBuf },
+    Etcd { endpoints: Vec<String> },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("DATASTORE_TYPE={0:?} is not supported (use etcdv3, or leave it unset for the embedded datastore)")]
+    UnsupportedType(String),
+    #[error("DATASTORE_TYPE=etcdv3 needs ETCD_ENDPOINTS (like http://127.0.0.1:2379)")]
+    NoEndpoints,
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("cannot create the directory for the embedded datastore {path}: {reason}")]
+    Directory { path: String, reason: String },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// The `spec` of a CalicoAPIConfig file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ApiConfigSpec {
+    #[serde(default)]
+    datastore_type: String,
+    #[serde(default)]
+    etcd_endpoints: String,
+    #[serde(default)]
+    datastore_path: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct ApiConfig {
+    #[serde(default)]
+    spec: ApiConfigSpec,
+}
+
+impl DatastoreConfig {
+    /// From a config file (if given and present) overridden by `env`.
+    pub fn resolve(
+        file: Option<&Path>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Self, ConfigError> {
+        let mut spec = ApiConfigSpec::default();
+        if let Some(path) = file.filter(|p| p.exists()) {
+            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            let cfg: ApiConfig = serde_norway::from_str(&text).map_err(|e| ConfigError::File {
+                path: path.display().to_string(),
+                reason: e.to_string(),
+            })?;
+            spec = cfg.spec;
+        }
+        let get =
+            |name: &str, fallback: String| env(name).filter(|v| !v.is_empty()).unwrap_or(fallback);
+        let ty = get("DATASTORE_TYPE", spec.datastore_type);
+        let endpoints = get("ETCD_ENDPOINTS", spec.etcd_endpoints);
+        let path = get("CALICO_DATASTORE_PATH", spec.datastore_path);
+        match ty.as_str() {
+            "etcdv3" => {
+                let endpoints: Vec<String> = endpoints
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|e| !e.is_empty())
+                    .map(String::from)
+                    .collect();
+                if endpoints.is_empty() {
+                    return Err(ConfigError::NoEndpoints);
+                }
+                Ok(DatastoreConfig::Etcd { endpoints })
+            }
+            "" | "embedded" => Ok(DatastoreConfig::Embedded {
+                path: PathBuf::from(if path.is_empty() {
+                    DEFAULT_PATH.to_string()
+                } else {
+                    path
+                }),
+            }),
+            other => Err(ConfigError::UnsupportedType(other.to_string())),
+        }
+    }
+
+    /// From the process environment alone.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::resolve(None, &|k| std::env::var(k).ok())
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            DatastoreConfig::Embedded { path } => {
+                format!("embedded datastore at {}", path.display())
+            }
+            DatastoreConfig::Etcd { endpoints } => format!("etcd at {}", endpoints.join(",")),
+        }
+    }
+}
+
+/// Opens the configured store (creating the embedded file's directory if needed).
+pub fn open_store(cfg: &DatastoreConfig) -> Result<Arc<dyn Store>, ConfigError> {
+    Ok(match cfg {
+        DatastoreConfig::Embedded { path } => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| ConfigError::Directory {
+                    path: dir.display().to_string(),
+                    reason: e.to_string(),
+                })?;
+            }
+            Arc::new(calico_datastore_sqlite::SqliteStore::open(path)?)
+        }
+        DatastoreConfig::Etcd { endpoints } => {
+            Arc::new(calico_datastore_etcd::EtcdStore::connect(endpoints)?)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |k| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == k)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    #[test]
+    fn selection() {
+        assert_eq!(
+            DatastoreConfig::resolve(None, &env(&[])).unwrap(),
+            DatastoreConfig::Embedded {
+                path: DEFAULT_PATH.into()
+            }
+        );
+        assert_eq!(
+            DatastoreConfig::resolve(
+                None,
+                &env(&[
+                    ("DATASTORE_TYPE", "etcdv3"),
+                    ("ETCD_ENDPOINTS", "http://a:1, http://b:2")
+                ])
+            )
+            .unwrap(),
+            DatastoreConfig::Etcd {
+                endpoints: vec!["http://a:1".into(), "http://b:2".into()]
+            }
+        );
+        assert!(matches!(
+            DatastoreConfig::resolve(None, &env(&[("DATASTORE_TYPE", "etcdv3")])),
+            Err(ConfigError::NoEndpoints)
+        ));
+        assert!(matches!(
+            DatastoreConfig::resolve(None, &env(&[("DATASTORE_TYPE", "kubernetes")])),
+            Err(ConfigError::UnsupportedType(_))
+        ));
+    }
+
+    #[test]
+    fn config_file_then_env() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calicoctl.cfg");
+        std::fs::write(&file, "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {}\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: http://10.0.0.1:2379\n").unwrap();
+        assert_eq!(
+            DatastoreConfig::resolve(Some(&file), &env(&[])).unwrap(),
+            DatastoreConfig::Etcd {
+                endpoints: vec!["http://10.0.0.1:2379".into()]
+            }
+        );
+        assert_eq!(
+            DatastoreConfig::resolve(
+                Some(&file),
+                &env(&[
+                    ("DATASTORE_TYPE", "embedded"),
+                    ("CALICO_DATASTORE_PATH", "/tmp/x.db")
+                ])
+            )
+            .unwrap(),
+            DatastoreConfig::Embedded {
+                path: "/tmp/x.db".into()
+            }
+        );
+    }
+}
