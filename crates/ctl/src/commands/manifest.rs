@@ -1,0 +1,221 @@
+//! apply / create / replace / delete from manifest files.
+//!
+//! A manifest is decoded and validated whole before anything is written:
+//! one invalid resource means nothing is written. Writes then go one by
+//! one; each reports its own success or failure.
+
+use crate::input::{client, read_manifest};
+use anyhow::{bail, Result};
+use calico_api::{decode_manifest, Kind, Resource};
+use calico_client::{Applied, Client, ClientError};
+use std::path::Path;
+use std::process::ExitCode;
+
+#[derive(clap::Args, Debug)]
+pub struct FileArgs {
+    /// Manifest file (YAML or JSON, one or more documents); `-` reads standard input.
+    #[arg(short = 'f', long = "filename", required = true)]
+    pub files: Vec<String>,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct CreateArgs {
+    #[command(flatten)]
+    pub files: FileArgs,
+    /// Leave resources that already exist alone instead of failing.
+    #[arg(long)]
+    pub skip_exists: bool,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct DeleteArgs {
+    /// Manifest file naming the resources to delete.
+    #[arg(short = 'f', long = "filename", conflicts_with_all = ["kind", "names"])]
+    pub files: Vec<String>,
+    /// Resource kind (ippool, networkpolicy, gnp, ...).
+    pub kind: Option<String>,
+    /// Names of the resources.
+    pub names: Vec<String>,
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+    /// Succeed for resources that do not exist.
+    #[arg(long)]
+    pub skip_not_exists: bool,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Apply,
+    Replace,
+}
+
+/// Tiers go first so the policies in them can be written; delete goes in reverse.
+fn rank(kind: Kind) -> u8 {
+    match kind {
+        Kind::Tier => 0,
+        Kind::ClusterInformation | Kind::FelixConfiguration | Kind::BGPConfiguration => 1,
+        _ => 2,
+    }
+}
+
+fn load(files: &[String]) -> Result<Vec<Resource>> {
+    let mut all = Vec::new();
+    let mut problems = Vec::new();
+    for f in files {
+        match decode_manifest(&read_manifest(f)?) {
+            Ok(rs) => all.extend(rs),
+            Err(e) => problems.extend(e.problems.iter().map(|p| format!("{f}: {p}"))),
+        }
+    }
+    if !problems.is_empty() {
+        bail!(
+            "nothing was written; the manifest has {} problem(s):\n{}",
+            problems.len(),
+            problems.join("\n")
+        );
+    }
+    if all.is_empty() {
+        bail!("no resources found in {}", files.join(", "));
+    }
+    all.sort_by_key(|r| rank(r.kind()));
+    Ok(all)
+}
+
+/// A verb as the summary needs it: ("apply", "applied").
+type Verb = (&'static str, &'static str);
+
+/// Prints the summary and picks the exit code.
+fn summary((base, verb): Verb, ok: usize, failed: usize) -> ExitCode {
+    let total = ok + failed;
+    if failed == 0 {
+        println!("Successfully {verb} {ok} resource(s)");
+        ExitCode::SUCCESS
+    } else if ok == 0 {
+        eprintln!("Failed to {base} any of {total} resource(s)");
+        ExitCode::FAILURE
+    } else {
+        eprintln!("Partial success: {verb} {ok} out of {total} resource(s)");
+        ExitCode::FAILURE
+    }
+}
+
+fn each(
+    resources: Vec<Resource>,
+    verb: Verb,
+    mut op: impl FnMut(Resource) -> Result<Option<String>, ClientError>,
+) -> ExitCode {
+    let (mut ok, mut failed) = (0, 0);
+    for r in resources {
+        let name = r.display_name();
+        match op(r) {
+            Ok(Some(what)) => {
+                ok += 1;
+                println!("{what} {name}");
+            }
+            Ok(None) => ok += 1,
+            Err(e) => {
+                failed += 1;
+                eprintln!("Failed: {name}: {e}");
+            }
+        }
+    }
+    summary(verb, ok, failed)
+}
+
+pub fn apply(config: &Path, args: &FileArgs, mode: Mode) -> Result<ExitCode> {
+    let resources = load(&args.files)?;
+    let c = client(config)?;
+    Ok(match mode {
+        Mode::Apply => each(resources, ("apply", "applied"), |r| {
+            c.apply(r).map(|(_, how)| {
+                Some(
+                    if how == Applied::Created {
+                        "Created"
+                    } else {
+                        "Updated"
+                    }
+                    .to_string(),
+                )
+            })
+        }),
+        Mode::Replace => each(resources, ("replace", "replaced"), |r| {
+            c.replace(r).map(|_| Some("Replaced".into()))
+        }),
+    })
+}
+
+pub fn create(config: &Path, args: &CreateArgs) -> Result<ExitCode> {
+    let resources = load(&args.files.files)?;
+    let c = client(config)?;
+    Ok(each(resources, ("create", "created"), |r| {
+        match c.create(r) {
+            Ok(_) => Ok(Some("Created".into())),
+            Err(ClientError::AlreadyExists(_)) if args.skip_exists => {
+                Ok(Some("Skipped (exists)".into()))
+            }
+            Err(e) => Err(e),
+        }
+    }))
+}
+
+fn delete_one(
+    c: &Client,
+    kind: Kind,
+    ns: Option<&str>,
+    name: &str,
+    skip_missing: bool,
+) -> Result<Option<String>, ClientError> {
+    match c.delete(kind, ns, name, None) {
+        Ok(_) => Ok(Some("Deleted".into())),
+        Err(ClientError::NotFound(_)) if skip_missing => Ok(Some("Skipped (not found)".into())),
+        Err(e) => Err(e),
+    }
+}
+
+pub fn delete(config: &Path, args: &DeleteArgs) -> Result<ExitCode> {
+    if !args.files.is_empty() {
+        let mut resources = load(&args.files)?;
+        resources.reverse();
+        resources.sort_by_key(|r| std::cmp::Reverse(rank(r.kind())));
+        let c = client(config)?;
+        return Ok(each(resources, ("delete", "deleted"), |r| {
+            let m = r.meta();
+            delete_one(
+                &c,
+                r.kind(),
+                m.namespace.as_deref(),
+                &m.name,
+                args.skip_not_exists,
+            )
+        }));
+    }
+    let Some(kind_text) = &args.kind else {
+        bail!("name the resources to delete: calicoctl delete -f FILE, or calicoctl delete KIND NAME...");
+    };
+    let kind = crate::commands::get::parse_kind(kind_text)?;
+    if args.names.is_empty() {
+        bail!("name at least one {kind} to delete");
+    }
+    let ns = kind
+        .namespaced()
+        .then(|| args.namespace.as_deref().unwrap_or("default"));
+    let c = client(config)?;
+    let (mut ok, mut failed) = (0, 0);
+    for name in &args.names {
+        match delete_one(&c, kind, ns, name, args.skip_not_exists) {
+            Ok(what) => {
+                ok += 1;
+                let shown = match ns {
+                    Some(ns) => format!("{kind}({ns}/{name})"),
+                    None => format!("{kind}({name})"),
+                };
+                println!("{} {shown}", what.unwrap_or_default());
+            }
+            Err(e) => {
+                failed += 1;
+                eprintln!("Failed: {e}");
+            }
+        }
+    }
+    Ok(summary(("delete", "deleted"), ok, failed))
+}

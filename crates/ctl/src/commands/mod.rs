@@ -1,0 +1,7 @@
+//! One module per calicoctl command group.
+
+pub mod edit;
+pub mod get;
+pub mod manifest;
+pub mod selector;
+pub mod version;

@@ -1,0 +1,279 @@
+//! calicoctl end to end: the binary against the embedded store and a real etcd.
+
+use calico_test_support::EtcdServer;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// Where a calicoctl invocation points.
+enum Backend {
+    Embedded(tempfile::TempDir),
+    Etcd(EtcdServer),
+}
+
+impl Backend {
+    fn embedded() -> Self {
+        Backend::Embedded(tempfile::tempdir().expect("tempdir"))
+    }
+
+    fn ctl(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_calicoctl"));
+        cmd.args(["--config", "/nonexistent/calicoctl.cfg"])
+            .args(args);
+        cmd.env_remove("DATASTORE_TYPE")
+            .env_remove("ETCD_ENDPOINTS")
+            .env_remove("CALICO_DATASTORE_PATH");
+        match self {
+            Backend::Embedded(dir) => {
+                cmd.env("CALICO_DATASTORE_PATH", dir.path().join("calico.db"))
+            }
+            Backend::Etcd(etcd) => cmd
+                .env("DATASTORE_TYPE", "etcdv3")
+                .env("ETCD_ENDPOINTS", &etcd.endpoint),
+        };
+        cmd.output().expect("run calicoctl")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        assert!(
+            out.status.success(),
+            "calicoctl {args:?} failed: {}{}",
+            stdout(&out),
+            stderr(&out)
+        );
+        stdout(&out)
+    }
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn strip_server_fields(mut v: Value) -> Value {
+    if let Some(meta) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for f in ["resourceVersion", "uid", "creationTimestamp"] {
+            meta.remove(f);
+        }
+    }
+    v
+}
+
+fn manifest_round_trip(b: &Backend) {
+    let path = repo().join("examples/manifests/cluster.yaml");
+    let file = path.to_str().expect("utf-8 path");
+    let out = b.ok(&["apply", "-f", file]);
+    assert!(out.contains("Successfully applied 21 resource(s)"), "{out}");
+
+    let text = std::fs::read_to_string(&path).expect("manifest");
+    let docs = calico_api::documents(&text).expect("yaml");
+    for doc in &docs {
+        let kind = doc["kind"].as_str().expect("kind");
+        let name = doc["metadata"]["name"].as_str().expect("name");
+        let mut args = vec!["get", kind, name, "-o", "yaml"];
+        if let Some(ns) = doc["metadata"]["namespace"].as_str() {
+            args.extend(["-n", ns]);
+        }
+        let yaml = b.ok(&args);
+        let got: Value = serde_norway::from_str(&yaml).expect("get prints YAML");
+        assert!(
+            got["metadata"]["resourceVersion"]
+                .as_str()
+                .is_some_and(|v| !v.is_empty()),
+            "{kind}/{name} has a resourceVersion"
+        );
+        assert!(
+            got["metadata"]["uid"].is_string() && got["metadata"]["creationTimestamp"].is_string()
+        );
+        assert_eq!(
+            &strip_server_fields(got),
+            doc,
+            "{kind}/{name} reads back differently"
+        );
+    }
+
+    // Lists come back as <Kind>List with every item.
+    let list: Value =
+        serde_norway::from_str(&b.ok(&["get", "globalnetworkpolicies", "-o", "yaml"]))
+            .expect("yaml");
+    assert_eq!(list["kind"], "GlobalNetworkPolicyList");
+    assert_eq!(list["items"].as_array().map(Vec::len), Some(4));
+    let all_ns: Value =
+        serde_norway::from_str(&b.ok(&["get", "networkpolicy", "-A", "-o", "json"])).expect("json");
+    assert_eq!(all_ns["items"].as_array().map(Vec::len), Some(2));
+
+    let out = b.ok(&["delete", "-f", file]);
+    assert!(out.contains("Successfully deleted 21 resource(s)"), "{out}");
+    for doc in &docs {
+        let kind = doc["kind"].as_str().expect("kind");
+        let name = doc["metadata"]["name"].as_str().expect("name");
+        let mut args = vec!["get", kind, name];
+        if let Some(ns) = doc["metadata"]["namespace"].as_str() {
+            args.extend(["-n", ns]);
+        }
+        let out = b.ctl(&args);
+        assert_eq!(out.status.code(), Some(1), "{kind}/{name} still there");
+        assert!(
+            stderr(&out).contains("resource does not exist"),
+            "{}",
+            stderr(&out)
+        );
+    }
+}
+
+#[test]
+fn manifest_applies_reads_back_and_deletes_embedded() {
+    manifest_round_trip(&Backend::embedded());
+}
+
+#[test]
+fn manifest_applies_reads_back_and_deletes_etcd() {
+    manifest_round_trip(&Backend::Etcd(EtcdServer::start()));
+}
+
+#[test]
+fn kubernetes_policies_are_stored_converted() {
+    let b = Backend::Etcd(EtcdServer::start());
+    let file = repo().join("examples/manifests/k8s-policies.yaml");
+    b.ok(&["apply", "-f", file.to_str().expect("path")]);
+    let got: Value = serde_norway::from_str(&b.ok(&[
+        "get",
+        "networkpolicy",
+        "knp.default.api-allow",
+        "-n",
+        "shop",
+        "-o",
+        "yaml",
+    ]))
+    .expect("yaml");
+    assert_eq!(got["spec"]["order"], 1000);
+    assert_eq!(got["spec"]["selector"], "projectcalico.org/orchestrator == 'k8s' && app == 'api' && tier in { 'backend', 'internal' }");
+    let table = b.ok(&["get", "networkpolicy", "-n", "shop"]);
+    assert!(table.contains("knp.default.default-deny"), "{table}");
+}
+
+#[test]
+fn an_invalid_manifest_writes_nothing() {
+    let b = Backend::embedded();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: good}\nspec: {cidr: 10.1.0.0/16}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: bad}\nspec:\n  ingress:\n  - action: Allow\n    protocol: TCP\n    destination: {ports: ['90:80']}\n",
+    )
+    .expect("write");
+    let out = b.ctl(&["apply", "-f", file.to_str().expect("path")]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("nothing was written"), "{err}");
+    assert!(err.contains("document 2 (GlobalNetworkPolicy(bad)): spec.ingress[0].destination.ports[0]: port range 90:80 is reversed"), "{err}");
+    let table = b.ok(&["get", "ippools"]);
+    assert_eq!(
+        table.trim(),
+        "NAME   CIDR   SELECTOR",
+        "nothing was written: {table}"
+    );
+}
+
+#[test]
+fn create_replace_delete_by_name_and_exit_codes() {
+    let b = Backend::embedded();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pool.yaml");
+    std::fs::write(&file, "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.9.0.0/16}\n").expect("write");
+    let f = file.to_str().expect("path");
+    b.ok(&["create", "-f", f]);
+    let again = b.ctl(&["create", "-f", f]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("resource already exists: IPPool(p)"),
+        "{}",
+        stderr(&again)
+    );
+    b.ok(&["create", "--skip-exists", "-f", f]);
+    b.ok(&["replace", "-f", f]);
+    b.ok(&["label", "ippool", "p", "zone=a"]);
+    let relabel = b.ctl(&["label", "ippool", "p", "zone=b"]);
+    assert_eq!(
+        relabel.status.code(),
+        Some(1),
+        "changing a label needs --overwrite"
+    );
+    b.ok(&["label", "ippool", "p", "zone=b", "--overwrite"]);
+    assert!(b
+        .ok(&["get", "ippool", "-l", "zone == 'b'"])
+        .contains("10.9.0.0/16"));
+    assert!(!b
+        .ok(&["get", "ippool", "-l", "zone == 'a'"])
+        .contains("10.9.0.0/16"));
+    b.ok(&[
+        "patch",
+        "ippool",
+        "p",
+        "-p",
+        r#"{"spec":{"disabled":true}}"#,
+    ]);
+    assert!(b
+        .ok(&["get", "ippool", "p", "-o", "yaml"])
+        .contains("disabled: true"));
+    let bad_patch = b.ctl(&[
+        "patch",
+        "ippool",
+        "p",
+        "-p",
+        r#"{"spec":{"cidr":"nonsense"}}"#,
+    ]);
+    assert_eq!(bad_patch.status.code(), Some(1));
+    assert!(
+        stderr(&bad_patch).contains("spec.cidr"),
+        "{}",
+        stderr(&bad_patch)
+    );
+    b.ok(&["delete", "ippool", "p"]);
+    let gone = b.ctl(&["delete", "ippool", "p"]);
+    assert_eq!(gone.status.code(), Some(1));
+    b.ok(&["delete", "ippool", "p", "--skip-not-exists"]);
+    let unknown = b.ctl(&["get", "widgets"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(stderr(&unknown).contains("unknown resource kind \"widgets\""));
+}
+
+#[test]
+fn selector_subcommands() {
+    let b = Backend::embedded();
+    assert_eq!(
+        b.ok(&[
+            "selector",
+            "match",
+            "app == 'web' && !has(x)",
+            "--labels",
+            r#"{"app":"web"}"#
+        ])
+        .trim(),
+        "true"
+    );
+    assert_eq!(
+        b.ok(&["selector", "match", "app in {'a','b'}", "--labels", "app=c"])
+            .trim(),
+        "false"
+    );
+    assert_eq!(
+        b.ok(&["selector", "canonical", "a=='b'&&has(c)"]).trim(),
+        r#"(a == "b" && has(c))"#
+    );
+    assert_eq!(b.ok(&["selector", "validate", "all()"]).trim(), "valid");
+    let bad = b.ctl(&["selector", "match", "app == ", "--labels", "{}"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(stderr(&bad).contains("column 8"), "{}", stderr(&bad));
+    let bad_labels = b.ctl(&["selector", "match", "all()", "--labels", "{nope"]);
+    assert_eq!(bad_labels.status.code(), Some(2));
+}
