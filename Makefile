@@ -12,6 +12,7 @@ build: setup
 lint: setup
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) check --manifest-path fuzz/Cargo.toml
 
 test: lint
 	$(CARGO) test --workspace
