@@ -230,13 +230,7 @@ impl Spec for NetworkPolicySpec {
         }
         check_rules(e, "spec.ingress", &self.ingress);
         check_rules(e, "spec.egress", &self.egress);
-        check_types(
-            e,
-            "spec.types",
-            &self.types,
-            !self.egress.is_empty(),
-            !self.ingress.is_empty(),
-        );
+        check_types(e, "spec.types", &self.types);
     }
 }
 
@@ -260,13 +254,7 @@ impl Spec for GlobalNetworkPolicySpec {
         }
         check_rules(e, "spec.ingress", &self.ingress);
         check_rules(e, "spec.egress", &self.egress);
-        check_types(
-            e,
-            "spec.types",
-            &self.types,
-            !self.egress.is_empty(),
-            !self.ingress.is_empty(),
-        );
+        check_types(e, "spec.types", &self.types);
         if self.do_not_track && self.pre_dnat {
             e.add("spec.preDNAT", "preDNAT and doNotTrack cannot both be true");
         }

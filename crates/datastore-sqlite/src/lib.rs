@@ -22,10 +22,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-/// Log rows kept for watches; older revisions report `Compacted`.
-const HISTORY: i64 = 100_000;
-/// How often the log is trimmed (in revisions).
-const TRIM_EVERY: i64 = 1_000;
+/// Log rows kept for watches by default; older revisions report `Compacted`.
+pub const DEFAULT_HISTORY: i64 = 100_000;
 /// How often a watch looks for commits made by other processes.
 const POLL: Duration = Duration::from_millis(2);
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +49,7 @@ pub struct SqliteStore {
     path: PathBuf,
     conn: Mutex<Connection>,
     notifier: Arc<Notifier>,
+    history: i64,
 }
 
 fn backend(e: rusqlite::Error) -> StoreError {
@@ -94,6 +93,11 @@ fn current_revision(conn: &Connection) -> rusqlite::Result<Revision> {
 impl SqliteStore {
     /// Opens (creating if needed) the store at `path`; its directory must exist.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with_history(path, DEFAULT_HISTORY)
+    }
+
+    /// Like [`SqliteStore::open`], keeping about `history` writes for watches.
+    pub fn open_with_history(path: impl AsRef<Path>, history: i64) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         let conn = open_conn(&path)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
@@ -102,6 +106,7 @@ impl SqliteStore {
             path,
             conn: Mutex::new(conn),
             notifier,
+            history: history.max(1),
         })
     }
 
@@ -126,9 +131,13 @@ impl SqliteStore {
             .map_err(backend)?;
         let next = current_revision(&tx).map_err(backend)? + 1;
         let out = f(&tx, next)?;
-        if next % TRIM_EVERY == 0 {
-            tx.execute("DELETE FROM log WHERE rev <= ?1", params![next - HISTORY])
-                .map_err(backend)?;
+        // Trim a tenth of the history at a time, so trimming is rare and cheap.
+        if next % (self.history / 10).max(1) == 0 {
+            tx.execute(
+                "DELETE FROM log WHERE rev <= ?1",
+                params![next - self.history],
+            )
+            .map_err(backend)?;
         }
         tx.commit().map_err(backend)?;
         self.notifier.notify();
@@ -309,10 +318,8 @@ fn poll(
         if seen_version != Some(version) {
             seen_version = Some(version);
             match read_log(conn, prefix, &end, next) {
-                Ok((events, last)) => {
-                    if let Some((_, oldest)) =
-                        last.filter(|(first, oldest)| *first > next && *oldest > next)
-                    {
+                Ok((events, trimmed_past)) => {
+                    if let Some(oldest) = trimmed_past {
                         let _ = tx.send(Err(StoreError::Compacted {
                             requested: next,
                             oldest,
@@ -336,18 +343,17 @@ fn poll(
     }
 }
 
-/// Log events from `from` on, and (first row revision, oldest kept) when history was trimmed past `from`.
-#[allow(clippy::type_complexity)]
+/// Log events from `from` on, and the oldest kept revision if history was trimmed past `from`.
 fn read_log(
     conn: &Connection,
     prefix: &str,
     end: &[u8],
     from: Revision,
-) -> Result<(Vec<Event>, Option<(Revision, Revision)>), StoreError> {
+) -> Result<(Vec<Event>, Option<Revision>), StoreError> {
     let oldest: Revision = conn
         .query_row("SELECT COALESCE(MIN(rev), 0) FROM log", [], |r| r.get(0))
         .map_err(backend)?;
-    let trimmed = (oldest > from).then_some((oldest, oldest));
+    let trimmed = (oldest > from).then_some(oldest);
     let mut stmt = conn
         .prepare_cached(// Unary `+` keeps the planner on the revision (rowid) range.
             "SELECT rev, key, value, create_rev FROM log WHERE rev >= ?1 AND +key >= ?2 AND +key < CAST(?3 AS TEXT) ORDER BY rev")

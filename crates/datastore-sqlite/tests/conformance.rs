@@ -63,3 +63,30 @@ fn watch_sees_other_connections() {
         .expect("event");
     assert_eq!(ev.revision(), rev);
 }
+
+/// Watching from a revision whose history was trimmed fails with `Compacted`
+/// (the caller must list again); recent revisions still replay.
+#[test]
+fn trimmed_history_reports_compacted() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open_with_history(dir.path().join("small.db"), 50).expect("open");
+    for i in 0..200 {
+        store.create(&format!("/k/{i}"), b"v").expect("create");
+    }
+    match store.watch("/k/", 1) {
+        Err(calico_datastore::StoreError::Compacted { requested, oldest }) => {
+            assert_eq!(requested, 1);
+            assert!(oldest > 1 && oldest <= 200 - 50 + 1, "oldest {oldest}");
+        }
+        other => panic!("expected Compacted, got {other:?}"),
+    }
+    let w = store.watch("/k/", 190).expect("recent history replays");
+    assert_eq!(
+        w.recv_timeout(std::time::Duration::from_secs(5))
+            .expect("event")
+            .revision(),
+        190
+    );
+    // Current values are never trimmed.
+    assert_eq!(store.list("/k/").expect("list").items.len(), 200);
+}

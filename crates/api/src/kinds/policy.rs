@@ -379,31 +379,14 @@ pub(crate) fn check_order(e: &mut Errors, path: &str, order: Option<f64>) {
     }
 }
 
-pub(crate) fn check_types(
-    e: &mut Errors,
-    path: &str,
-    types: &[PolicyType],
-    has_egress: bool,
-    has_ingress: bool,
-) {
+/// Types may not repeat. Rules for a direction the policy does not apply to
+/// are accepted and ignored, as Calico does (Kubernetes policies without
+/// `policyTypes` convert to exactly that).
+pub(crate) fn check_types(e: &mut Errors, path: &str, types: &[PolicyType]) {
     let mut seen = std::collections::BTreeSet::new();
     for (i, t) in types.iter().enumerate() {
         if !seen.insert(*t) {
             e.add(format!("{path}[{i}]"), format!("{t:?} is listed twice"));
-        }
-    }
-    if !types.is_empty() {
-        if has_egress && !types.contains(&PolicyType::Egress) {
-            e.add(
-                path,
-                "the policy has egress rules but its types do not include Egress",
-            );
-        }
-        if has_ingress && !types.contains(&PolicyType::Ingress) {
-            e.add(
-                path,
-                "the policy has ingress rules but its types do not include Ingress",
-            );
         }
     }
 }

@@ -85,17 +85,26 @@ fn load(files: &[String]) -> Result<Vec<Resource>> {
 type Verb = (&'static str, &'static str);
 
 /// Prints the summary and picks the exit code.
-fn summary((base, verb): Verb, ok: usize, failed: usize) -> ExitCode {
+/// `what` is "resource(s)", or "'IPPool' resource(s)" when all share a kind, as calicoctl says.
+fn summary((base, verb): Verb, what: &str, ok: usize, failed: usize) -> ExitCode {
     let total = ok + failed;
     if failed == 0 {
-        println!("Successfully {verb} {ok} resource(s)");
+        println!("Successfully {verb} {ok} {what}");
         ExitCode::SUCCESS
     } else if ok == 0 {
-        eprintln!("Failed to {base} any of {total} resource(s)");
+        eprintln!("Failed to {base} any of {total} {what}");
         ExitCode::FAILURE
     } else {
-        eprintln!("Partial success: {verb} {ok} out of {total} resource(s)");
+        eprintln!("Partial success: {verb} {ok} out of {total} {what}");
         ExitCode::FAILURE
+    }
+}
+
+fn what(kinds: impl IntoIterator<Item = Kind>) -> String {
+    let mut kinds = kinds.into_iter();
+    match kinds.next() {
+        Some(first) if kinds.all(|k| k == first) => format!("'{first}' resource(s)"),
+        _ => "resource(s)".into(),
     }
 }
 
@@ -104,6 +113,7 @@ fn each(
     verb: Verb,
     mut op: impl FnMut(Resource) -> Result<Option<String>, ClientError>,
 ) -> ExitCode {
+    let what = what(resources.iter().map(Resource::kind));
     let (mut ok, mut failed) = (0, 0);
     for r in resources {
         let name = r.display_name();
@@ -119,7 +129,7 @@ fn each(
             }
         }
     }
-    summary(verb, ok, failed)
+    summary(verb, &what, ok, failed)
 }
 
 pub fn apply(config: &Path, args: &FileArgs, mode: Mode) -> Result<ExitCode> {
@@ -217,5 +227,5 @@ pub fn delete(config: &Path, args: &DeleteArgs) -> Result<ExitCode> {
             }
         }
     }
-    Ok(summary(("delete", "deleted"), ok, failed))
+    Ok(summary(("delete", "deleted"), &what([kind]), ok, failed))
 }
