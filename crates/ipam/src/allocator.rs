@@ -186,6 +186,16 @@ impl Ipam {
 
     fn handle_add(&self, handle: &str, block: &IpNet, n: usize) -> Result<(), IpamError> {
         let key = handle_key(handle);
+        // Most handles are new (one per workload): try creating first.
+        let fresh = Handle {
+            block: BTreeMap::from([(block.to_string(), n)]),
+            deleted: false,
+        };
+        match self.store.create(&key, &encode(&fresh)) {
+            Ok(_) => return Ok(()),
+            Err(StoreError::AlreadyExists { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
         for _ in 0..ATTEMPTS {
             let outcome = match self.store.get(&key)? {
                 Some(kv) => {
@@ -297,7 +307,41 @@ impl Ipam {
         })
     }
 
+    /// Makes `node`'s affinity for `net` confirmed, whatever state it is in.
+    fn confirm_affinity(&self, node: &str, net: &IpNet) -> Result<(), IpamError> {
+        let key = affinity_key(node, net);
+        let confirmed = encode(&Affinity {
+            state: AffinityState::Confirmed,
+            deleted: false,
+        });
+        for _ in 0..ATTEMPTS {
+            let outcome = match self.store.get(&key)? {
+                Some(kv) if decode::<Affinity>(&kv)?.state == AffinityState::Confirmed => {
+                    return Ok(())
+                }
+                Some(kv) => self.store.update(&key, &confirmed, kv.mod_revision),
+                None => self.store.create(&key, &confirmed),
+            };
+            match outcome {
+                Ok(_) => return Ok(()),
+                Err(
+                    StoreError::Conflict { .. }
+                    | StoreError::AlreadyExists { .. }
+                    | StoreError::NotFound { .. },
+                ) => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(IpamError::Contention {
+            what: format!("the affinity of {node} for {net}"),
+        })
+    }
+
     /// Claims an unclaimed block of `pool` for `node`; None when the pool is full.
+    ///
+    /// The affinity is written (pending) before the block, so a crash never
+    /// leaves a block that no node knows it owns. Whoever creates the block
+    /// owns it; a loser whose node is not the owner withdraws its affinity.
     fn claim_block(
         &self,
         node: &str,
@@ -305,6 +349,7 @@ impl Ipam {
         block_len: u8,
         existing: &BTreeSet<IpNet>,
     ) -> Result<Option<IpNet>, IpamError> {
+        let host = format!("host:{node}");
         for candidate in crate::pools::candidate_blocks(pool, block_len, node) {
             if existing.contains(&candidate) {
                 continue;
@@ -318,29 +363,31 @@ impl Ipam {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
-            let block = Block::new(candidate, Some(format!("host:{node}")));
+            let block = Block::new(candidate, Some(host.clone()));
             match self.store.create(&block_key(&candidate), &encode(&block)) {
                 Ok(_) => {}
                 Err(StoreError::AlreadyExists { .. }) => {
-                    // Someone else claimed it between our listing and now.
-                    let _ = self.store.delete(&aff_key, None);
-                    continue;
+                    let owner = self.read_block(&candidate)?.and_then(|(b, _)| b.affinity);
+                    if owner.as_deref() != Some(host.as_str()) {
+                        // Another node won it: withdraw our affinity (unless it moved on meanwhile).
+                        if let Some(kv) = self.store.get(&aff_key)? {
+                            if decode::<Affinity>(&kv)?.state == AffinityState::Pending {
+                                match self.store.delete(&aff_key, Some(kv.mod_revision)) {
+                                    Ok(_)
+                                    | Err(
+                                        StoreError::NotFound { .. } | StoreError::Conflict { .. },
+                                    ) => {}
+                                    Err(e) => return Err(e.into()),
+                                }
+                            }
+                        }
+                        continue;
+                    }
+                    // Another allocator on this same node claimed it: it is ours too.
                 }
                 Err(e) => return Err(e.into()),
             }
-            let confirmed = Affinity {
-                state: AffinityState::Confirmed,
-                deleted: false,
-            };
-            match self.store.get(&aff_key)? {
-                Some(kv) => {
-                    self.store
-                        .update(&aff_key, &encode(&confirmed), kv.mod_revision)?;
-                }
-                None => {
-                    self.store.create(&aff_key, &encode(&confirmed))?;
-                }
-            }
+            self.confirm_affinity(node, &candidate)?;
             return Ok(Some(candidate));
         }
         Ok(None)
@@ -530,19 +577,9 @@ impl Ipam {
         for _ in 0..ATTEMPTS {
             let Some((mut block, rev)) = self.read_block(&block_net)? else {
                 // Claim exactly this block for the node, then retry the allocation.
-                let aff_key = affinity_key(node, &block_net);
                 let block = Block::new(block_net, Some(format!("host:{node}")));
                 match self.store.create(&block_key(&block_net), &encode(&block)) {
-                    Ok(_) => {
-                        let confirmed = Affinity {
-                            state: AffinityState::Confirmed,
-                            deleted: false,
-                        };
-                        match self.store.create(&aff_key, &encode(&confirmed)) {
-                            Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
-                            Err(e) => return Err(e.into()),
-                        }
-                    }
+                    Ok(_) => self.confirm_affinity(node, &block_net)?,
                     Err(StoreError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e.into()),
                 }

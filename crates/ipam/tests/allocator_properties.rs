@@ -21,9 +21,18 @@ impl Clock for FixedClock {
 
 #[derive(Debug, Clone)]
 enum Op {
-    Assign { node: u8, handle: u8, v4: usize, v6: usize },
-    ReleaseHandle { handle: u8 },
-    ReleaseIp { pick: usize },
+    Assign {
+        node: u8,
+        handle: u8,
+        v4: usize,
+        v6: usize,
+    },
+    ReleaseHandle {
+        handle: u8,
+    },
+    ReleaseIp {
+        pick: usize,
+    },
 }
 
 fn op() -> impl Strategy<Value = Op> {

@@ -23,7 +23,10 @@ fn op() -> impl Strategy<Value = Op> {
 }
 
 fn attr(h: u8) -> Attribute {
-    Attribute { handle: Some(format!("h{h}")), secondary: Some(BTreeMap::from([("pod".into(), format!("p{h}"))])) }
+    Attribute {
+        handle: Some(format!("h{h}")),
+        secondary: Some(BTreeMap::from([("pod".into(), format!("p{h}"))])),
+    }
 }
 
 proptest! {
@@ -79,7 +82,10 @@ proptest! {
 
 #[test]
 fn json_shape_is_calicos() {
-    let mut b = Block::new("192.168.0.0/30".parse().unwrap(), Some("host:node-1".into()));
+    let mut b = Block::new(
+        "192.168.0.0/30".parse().unwrap(),
+        Some("host:node-1".into()),
+    );
     b.allocate(1, &attr(1), &|_| true);
     let v: serde_json::Value = serde_json::to_value(&b).unwrap();
     assert_eq!(v["cidr"], "192.168.0.0/30");
