@@ -6,7 +6,7 @@ use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
 
-struct WallClock;
+pub struct WallClock;
 
 impl Clock for WallClock {
     fn now_rfc3339(&self) -> String {

@@ -50,6 +50,9 @@ enum Command {
     Label(commands::edit::LabelArgs),
     /// Show client and cluster versions.
     Version,
+    /// IP address management: usage, leaks, release, settings.
+    #[command(subcommand)]
+    Ipam(commands::ipam::IpamCommand),
     /// Check, canonicalise and evaluate selectors.
     #[command(subcommand)]
     Selector(commands::selector::SelectorCommand),
@@ -71,6 +74,7 @@ fn main() -> ExitCode {
         Command::Get(a) => commands::get::run(&cli.config, &a),
         Command::Patch(a) => commands::edit::patch(&cli.config, &a),
         Command::Label(a) => commands::edit::label(&cli.config, &a),
+        Command::Ipam(cmd) => commands::ipam::run(&cli.config, &cmd),
     };
     match outcome {
         Ok(code) => code,

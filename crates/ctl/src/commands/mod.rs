@@ -2,6 +2,7 @@
 
 pub mod edit;
 pub mod get;
+pub mod ipam;
 pub mod manifest;
 pub mod selector;
 pub mod version;
