@@ -99,7 +99,7 @@ impl PoolSet {
                 });
             }
         }
-        pools.sort_by(|a, b| a.cidr.cmp(&b.cidr));
+        pools.sort_by_key(|p| p.cidr);
         Ok(PoolSet {
             pools,
             reservations: reservations(client)?,
