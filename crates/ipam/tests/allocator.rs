@@ -255,3 +255,51 @@ fn gc_releases_old_leaks_and_orphan_blocks_only() {
     assert!(after.is_clean(), "{after:?}");
     assert_eq!(after.in_use, 2);
 }
+
+/// GC running while allocators work never frees a live (young) allocation,
+/// even when addresses it saw as leaks are reused in between.
+#[test]
+fn gc_races_with_allocation_safely() {
+    let ipam = Arc::new(setup(&pool("p", "10.0.0.0/26", ", blockSize: 28")));
+    // 30 old allocations with no workload: leaks.
+    let mut old = req("n1", "old", 1);
+    old.attrs.insert("timestamp".into(), "2020-01-01T00:00:00Z".into());
+    for i in 0..30 {
+        old.handle = format!("old{i}");
+        ipam.auto_assign(&old).unwrap();
+    }
+    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_795_305_600); // 2026-11-22T00:00:00Z
+    let young_handles: Vec<String> = std::thread::scope(|s| {
+        let gc = s.spawn(|| {
+            for _ in 0..20 {
+                ipam.gc(now, Duration::from_secs(60)).unwrap();
+            }
+        });
+        let workers: Vec<_> = (0..3)
+            .map(|w| {
+                let ipam = &ipam;
+                s.spawn(move || {
+                    let mut mine = Vec::new();
+                    for i in 0..10 {
+                        let h = format!("young{w}.{i}");
+                        match ipam.auto_assign(&req(&format!("n{w}"), &h, 1)) {
+                            Ok(_) => mine.push(h),
+                            Err(IpamError::Exhausted { .. }) => {}
+                            Err(e) => panic!("{e}"),
+                        }
+                    }
+                    mine
+                })
+            })
+            .collect();
+        gc.join().unwrap();
+        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+    });
+    ipam.gc(now, Duration::from_secs(60)).unwrap();
+    for h in &young_handles {
+        assert_eq!(ipam.ips_by_handle(h).unwrap().len(), 1, "GC freed live allocation {h}");
+    }
+    let report = ipam.check(now, Duration::from_secs(60)).unwrap();
+    assert!(report.leaks.is_empty() && report.problems.is_empty(), "{report:?}");
+    assert_eq!(report.in_use, young_handles.len());
+}
