@@ -26,7 +26,21 @@ use std::time::Duration;
 pub const DEFAULT_HISTORY: i64 = 100_000;
 /// How often a watch looks for commits made by other processes.
 const POLL: Duration = Duration::from_millis(2);
+/// How long a writer waits for the file lock before reporting `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Pause between attempts to take the lock: short, because transactions are.
+const BUSY_PAUSE: Duration = Duration::from_micros(100);
+
+/// SQLite's default busy handler sleeps in growing steps (up to 100 ms);
+/// our write transactions last tens of microseconds, so retry often instead.
+fn busy(attempt: i32) -> bool {
+    let waited = BUSY_PAUSE * u32::try_from(attempt).unwrap_or(u32::MAX);
+    if waited >= BUSY_TIMEOUT {
+        return false;
+    }
+    std::thread::sleep(BUSY_PAUSE);
+    true
+}
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS kv (
@@ -67,9 +81,9 @@ fn backend(e: rusqlite::Error) -> StoreError {
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
-    let conn = Connection::open(path)
+    let mut conn = Connection::open(path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-    conn.busy_timeout(BUSY_TIMEOUT).map_err(backend)?;
+    conn.busy_handler(Some(busy)).map_err(backend)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(backend)?;
     conn.pragma_update(None, "synchronous", "NORMAL")

@@ -263,7 +263,8 @@ fn gc_races_with_allocation_safely() {
     let ipam = Arc::new(setup(&pool("p", "10.0.0.0/26", ", blockSize: 28")));
     // 30 old allocations with no workload: leaks.
     let mut old = req("n1", "old", 1);
-    old.attrs.insert("timestamp".into(), "2020-01-01T00:00:00Z".into());
+    old.attrs
+        .insert("timestamp".into(), "2020-01-01T00:00:00Z".into());
     for i in 0..30 {
         old.handle = format!("old{i}");
         ipam.auto_assign(&old).unwrap();
@@ -293,13 +294,23 @@ fn gc_races_with_allocation_safely() {
             })
             .collect();
         gc.join().unwrap();
-        workers.into_iter().flat_map(|w| w.join().unwrap()).collect()
+        workers
+            .into_iter()
+            .flat_map(|w| w.join().unwrap())
+            .collect()
     });
     ipam.gc(now, Duration::from_secs(60)).unwrap();
     for h in &young_handles {
-        assert_eq!(ipam.ips_by_handle(h).unwrap().len(), 1, "GC freed live allocation {h}");
+        assert_eq!(
+            ipam.ips_by_handle(h).unwrap().len(),
+            1,
+            "GC freed live allocation {h}"
+        );
     }
     let report = ipam.check(now, Duration::from_secs(60)).unwrap();
-    assert!(report.leaks.is_empty() && report.problems.is_empty(), "{report:?}");
+    assert!(
+        report.leaks.is_empty() && report.problems.is_empty(),
+        "{report:?}"
+    );
     assert_eq!(report.in_use, young_handles.len());
 }
