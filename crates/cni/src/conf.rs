@@ -30,7 +30,9 @@ impl<'de> Deserialize<'de> for Flag {
             Value::String(s) if s == "true" => Ok(Flag(Some(true))),
             Value::String(s) if s == "false" => Ok(Flag(Some(false))),
             Value::Null => Ok(Flag(None)),
-            other => Err(serde::de::Error::custom(format!("expected true or false, got {other}"))),
+            other => Err(serde::de::Error::custom(format!(
+                "expected true or false, got {other}"
+            ))),
         }
     }
 }
@@ -124,16 +126,34 @@ pub const DEFAULT_MTU: u32 = 1500;
 
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
-        let raw: Value = serde_json::from_slice(stdin)
-            .map_err(|e| CniError::new(code::DECODE_FAILURE, "cannot decode the network configuration", e.to_string()))?;
-        let mut conf: NetConf = serde_json::from_value(raw.clone())
-            .map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid network configuration", e.to_string()))?;
+        let raw: Value = serde_json::from_slice(stdin).map_err(|e| {
+            CniError::new(
+                code::DECODE_FAILURE,
+                "cannot decode the network configuration",
+                e.to_string(),
+            )
+        })?;
+        let mut conf: NetConf = serde_json::from_value(raw.clone()).map_err(|e| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                "invalid network configuration",
+                e.to_string(),
+            )
+        })?;
         conf.raw = raw;
         if conf.name.is_empty() {
-            return Err(CniError::new(code::INVALID_CONFIG, "invalid network configuration", "\"name\" is required"));
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "invalid network configuration",
+                "\"name\" is required",
+            ));
         }
-        if conf.mtu == Some(0) || conf.mtu.is_some_and(|m| m < 68 || m > 65535) {
-            return Err(CniError::new(code::INVALID_CONFIG, "invalid network configuration", "\"mtu\" must be 68-65535"));
+        if conf.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
+            return Err(CniError::new(
+                code::INVALID_CONFIG,
+                "invalid network configuration",
+                "\"mtu\" must be 68-65535",
+            ));
         }
         Ok(conf)
     }
@@ -148,13 +168,25 @@ impl NetConf {
             .clone()
             .filter(|n| !n.is_empty())
             .or_else(|| env("NODENAME").filter(|n| !n.is_empty()))
-            .or_else(|| std::fs::read_to_string("/var/lib/calico/nodename").ok().map(|s| s.trim().to_string()).filter(|n| !n.is_empty()))
-            .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string()))
+            .or_else(|| {
+                std::fs::read_to_string("/var/lib/calico/nodename")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+                    .filter(|n| !n.is_empty())
+            })
+            .or_else(|| {
+                std::fs::read_to_string("/proc/sys/kernel/hostname")
+                    .ok()
+                    .map(|s| s.trim().to_string())
+            })
             .unwrap_or_else(|| "localhost".into())
     }
 
     /// The datastore: settings in the config override the environment.
-    pub fn datastore(&self, env: &dyn Fn(&str) -> Option<String>) -> Result<DatastoreConfig, CniError> {
+    pub fn datastore(
+        &self,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<DatastoreConfig, CniError> {
         let lookup = |name: &str| -> Option<String> {
             let from_conf = match name {
                 "DATASTORE_TYPE" => self.datastore_type.clone(),
@@ -164,11 +196,20 @@ impl NetConf {
             };
             from_conf.filter(|v| !v.is_empty()).or_else(|| env(name))
         };
-        DatastoreConfig::resolve(None, &lookup).map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid datastore settings", e.to_string()))
+        DatastoreConfig::resolve(None, &lookup).map_err(|e| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                "invalid datastore settings",
+                e.to_string(),
+            )
+        })
     }
 
     pub fn ipam(&self) -> IpamConf {
-        self.ipam.clone().unwrap_or(IpamConf { kind: "calico-ipam".into(), ..Default::default() })
+        self.ipam.clone().unwrap_or(IpamConf {
+            kind: "calico-ipam".into(),
+            ..Default::default()
+        })
     }
 
     pub fn embedded_path(&self) -> Option<PathBuf> {

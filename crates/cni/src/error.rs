@@ -36,7 +36,12 @@ pub struct CniError {
 
 impl CniError {
     pub fn new(code: u32, msg: impl Into<String>, details: impl Into<String>) -> Self {
-        CniError { cni_version: crate::LATEST.into(), code, msg: msg.into(), details: details.into() }
+        CniError {
+            cni_version: crate::LATEST.into(),
+            code,
+            msg: msg.into(),
+            details: details.into(),
+        }
     }
 
     pub fn with_version(mut self, v: &str) -> Self {

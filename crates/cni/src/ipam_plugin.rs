@@ -25,11 +25,23 @@ fn ipam_err(e: calico_ipam::IpamError) -> CniError {
 }
 
 /// Client and IPAM for the configured datastore.
-pub(crate) fn open(conf: &NetConf, get: &dyn Fn(&str) -> Option<String>) -> Result<(Client, Ipam), CniError> {
+pub(crate) fn open(
+    conf: &NetConf,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<(Client, Ipam), CniError> {
     let cfg = conf.datastore(get)?;
-    let store = open_store(&cfg).map_err(|e| CniError::new(code::TRY_AGAIN_LATER, format!("cannot reach the {}", cfg.describe()), e.to_string()))?;
+    let store = open_store(&cfg).map_err(|e| {
+        CniError::new(
+            code::TRY_AGAIN_LATER,
+            format!("cannot reach the {}", cfg.describe()),
+            e.to_string(),
+        )
+    })?;
     let clock = Arc::new(crate::WallClock);
-    Ok((Client::new(Arc::clone(&store), clock.clone()), Ipam::new(store, clock)))
+    Ok((
+        Client::new(Arc::clone(&store), clock.clone()),
+        Ipam::new(store, clock),
+    ))
 }
 
 pub(crate) fn handle(conf: &NetConf, container_id: &str) -> String {
@@ -37,7 +49,12 @@ pub(crate) fn handle(conf: &NetConf, container_id: &str) -> String {
 }
 
 /// Addresses for this attachment: the ones it already holds (a retried ADD), or new ones.
-pub(crate) fn assign(ipam: &Ipam, conf: &NetConf, env: &Env, node: &str) -> Result<Vec<IpNet>, CniError> {
+pub(crate) fn assign(
+    ipam: &Ipam,
+    conf: &NetConf,
+    env: &Env,
+    node: &str,
+) -> Result<Vec<IpNet>, CniError> {
     let handle = handle(conf, &env.container_id);
     let held = ipam.ips_by_handle(&handle).map_err(ipam_err)?;
     if !held.is_empty() {
@@ -47,7 +64,10 @@ pub(crate) fn assign(ipam: &Ipam, conf: &NetConf, env: &Env, node: &str) -> Resu
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
     let mut attrs = BTreeMap::from([
         ("node".to_string(), node.to_string()),
-        ("timestamp".to_string(), humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()),
+        (
+            "timestamp".to_string(),
+            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+        ),
     ]);
     if w.orchestrator == "k8s" {
         attrs.insert("namespace".into(), w.namespace.clone());
@@ -64,31 +84,53 @@ pub(crate) fn assign(ipam: &Ipam, conf: &NetConf, env: &Env, node: &str) -> Resu
         tunnel: false,
     };
     if req.num_v4 + req.num_v6 == 0 {
-        return Err(CniError::new(code::INVALID_CONFIG, "invalid IPAM configuration", "assign_ipv4 and assign_ipv6 are both false"));
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            "invalid IPAM configuration",
+            "assign_ipv4 and assign_ipv6 are both false",
+        ));
     }
     let got = ipam.auto_assign(&req).map_err(ipam_err)?;
     Ok(got.v4.into_iter().chain(got.v6).collect())
 }
 
 pub(crate) fn release(ipam: &Ipam, conf: &NetConf, container_id: &str) -> Result<(), CniError> {
-    ipam.release_handle(&handle(conf, container_id)).map(|_| ()).map_err(ipam_err)
+    ipam.release_handle(&handle(conf, container_id))
+        .map(|_| ())
+        .map_err(ipam_err)
 }
 
 /// STATUS: the datastore answers and some enabled pool exists.
 pub(crate) fn status(client: &Client) -> Result<(), CniError> {
-    let pools = client
-        .list(calico_api::Kind::IPPool, None)
-        .map_err(|e| CniError::new(code::NOT_AVAILABLE, "the datastore is not available", e.to_string()))?;
-    let enabled = pools.items.iter().any(|r| matches!(r, calico_api::Resource::IPPool(p) if !p.spec.disabled));
+    let pools = client.list(calico_api::Kind::IPPool, None).map_err(|e| {
+        CniError::new(
+            code::NOT_AVAILABLE,
+            "the datastore is not available",
+            e.to_string(),
+        )
+    })?;
+    let enabled = pools
+        .items
+        .iter()
+        .any(|r| matches!(r, calico_api::Resource::IPPool(p) if !p.spec.disabled));
     if !enabled {
-        return Err(CniError::new(code::NOT_AVAILABLE, "no enabled IP pool exists", "create an IPPool"));
+        return Err(CniError::new(
+            code::NOT_AVAILABLE,
+            "no enabled IP pool exists",
+            "create an IPPool",
+        ));
     }
     Ok(())
 }
 
 /// GC: releases this network's handles whose container is not a valid attachment.
 pub(crate) fn gc(ipam: &Ipam, conf: &NetConf) -> Result<Vec<String>, CniError> {
-    let valid: BTreeSet<String> = conf.valid_attachments.iter().flatten().map(|a| a.container_id.clone()).collect();
+    let valid: BTreeSet<String> = conf
+        .valid_attachments
+        .iter()
+        .flatten()
+        .map(|a| a.container_id.clone())
+        .collect();
     let prefix = format!("{}{}.", calico_ipam::model::HANDLE_PREFIX, conf.name);
     let handles = ipam.store().list(&prefix).map_err(datastore_err)?;
     let mut released = Vec::new();
@@ -102,21 +144,43 @@ pub(crate) fn gc(ipam: &Ipam, conf: &NetConf) -> Result<Vec<String>, CniError> {
     Ok(released)
 }
 
-pub(crate) fn run(env: &Env, conf: &NetConf, get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Value>, CniError> {
+pub(crate) fn run(
+    env: &Env,
+    conf: &NetConf,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Value>, CniError> {
     let (client, ipam) = open(conf, get)?;
     match env.command {
         Command::Add => {
             let node = conf.node(get);
             let ips = assign(&ipam, conf, env, &node)?;
-            let result = CniResult { ips: ips.into_iter().map(|n| (n, None)).collect(), ..Default::default() };
+            let result = CniResult {
+                ips: ips.into_iter().map(|n| (n, None)).collect(),
+                ..Default::default()
+            };
             Ok(Some(result.to_json(&conf.cni_version)))
         }
         Command::Del => release(&ipam, conf, &env.container_id).map(|()| None),
         Command::Check => {
-            let want: BTreeSet<std::net::IpAddr> = conf.prev_result.as_ref().map(CniResult::ips_of).unwrap_or_default().iter().map(IpNet::addr).collect();
-            let held: BTreeSet<std::net::IpAddr> = ipam.ips_by_handle(&handle(conf, &env.container_id)).map_err(ipam_err)?.into_iter().collect();
+            let want: BTreeSet<std::net::IpAddr> = conf
+                .prev_result
+                .as_ref()
+                .map(CniResult::ips_of)
+                .unwrap_or_default()
+                .iter()
+                .map(IpNet::addr)
+                .collect();
+            let held: BTreeSet<std::net::IpAddr> = ipam
+                .ips_by_handle(&handle(conf, &env.container_id))
+                .map_err(ipam_err)?
+                .into_iter()
+                .collect();
             if want != held {
-                return Err(CniError::new(code::CHECK_FAILED, "addresses differ from the previous result", format!("expected {want:?}, IPAM holds {held:?}")));
+                return Err(CniError::new(
+                    code::CHECK_FAILED,
+                    "addresses differ from the previous result",
+                    format!("expected {want:?}, IPAM holds {held:?}"),
+                ));
             }
             Ok(None)
         }

@@ -36,15 +36,27 @@ impl calico_client::Clock for WallClock {
 }
 
 /// Runs one CNI invocation; returns the JSON to print on success.
-pub fn run(plugin: Plugin, get: &dyn Fn(&str) -> Option<String>, stdin: &[u8]) -> Result<Option<Value>, CniError> {
+pub fn run(
+    plugin: Plugin,
+    get: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+) -> Result<Option<Value>, CniError> {
     let env = env::Env::read(get)?;
     if env.command == env::Command::Version {
-        let asked = serde_json::from_slice::<Value>(stdin).ok().and_then(|v| v.get("cniVersion")?.as_str().map(String::from));
-        return Ok(Some(json!({ "cniVersion": asked.unwrap_or_else(|| LATEST.into()), "supportedVersions": SUPPORTED })));
+        let asked = serde_json::from_slice::<Value>(stdin)
+            .ok()
+            .and_then(|v| v.get("cniVersion")?.as_str().map(String::from));
+        return Ok(Some(
+            json!({ "cniVersion": asked.unwrap_or_else(|| LATEST.into()), "supportedVersions": SUPPORTED }),
+        ));
     }
     let conf = conf::NetConf::parse(stdin)?;
     if !SUPPORTED.contains(&conf.cni_version.as_str()) {
-        return Err(CniError::new(error::code::INCOMPATIBLE_VERSION, format!("cniVersion {:?} is not supported", conf.cni_version), format!("supported: {}", SUPPORTED.join(", "))));
+        return Err(CniError::new(
+            error::code::INCOMPATIBLE_VERSION,
+            format!("cniVersion {:?} is not supported", conf.cni_version),
+            format!("supported: {}", SUPPORTED.join(", ")),
+        ));
     }
     let version = conf.cni_version.clone();
     let out = match plugin {
@@ -59,7 +71,11 @@ pub fn main(plugin: Plugin) -> std::process::ExitCode {
     let mut stdin = Vec::new();
     let outcome = match std::io::stdin().read_to_end(&mut stdin) {
         Ok(_) => run(plugin, &|k| std::env::var(k).ok(), &stdin),
-        Err(e) => Err(CniError::new(error::code::IO_FAILURE, "cannot read stdin", e.to_string())),
+        Err(e) => Err(CniError::new(
+            error::code::IO_FAILURE,
+            "cannot read stdin",
+            e.to_string(),
+        )),
     };
     let mut out = std::io::stdout().lock();
     match outcome {

@@ -15,15 +15,28 @@ pub struct Workload {
 }
 
 impl Workload {
-    pub fn from_args(args: &std::collections::BTreeMap<String, String>, container_id: &str, ifname: &str) -> Self {
+    pub fn from_args(
+        args: &std::collections::BTreeMap<String, String>,
+        container_id: &str,
+        ifname: &str,
+    ) -> Self {
         match args.get("K8S_POD_NAME").filter(|n| !n.is_empty()) {
             Some(pod) => Workload {
                 orchestrator: "k8s",
-                namespace: args.get("K8S_POD_NAMESPACE").filter(|n| !n.is_empty()).cloned().unwrap_or_else(|| "default".into()),
+                namespace: args
+                    .get("K8S_POD_NAMESPACE")
+                    .filter(|n| !n.is_empty())
+                    .cloned()
+                    .unwrap_or_else(|| "default".into()),
                 name: pod.clone(),
                 endpoint: ifname.to_string(),
             },
-            None => Workload { orchestrator: "cni", namespace: "default".into(), name: container_id.to_string(), endpoint: ifname.to_string() },
+            None => Workload {
+                orchestrator: "cni",
+                namespace: "default".into(),
+                name: container_id.to_string(),
+                endpoint: ifname.to_string(),
+            },
         }
     }
 
@@ -36,7 +49,11 @@ impl Workload {
 
     /// `<node>-<orchestrator>-<workload>-<endpoint>`, dashes in each part doubled.
     pub fn endpoint_name(&self, node: &str) -> String {
-        [node, self.orchestrator, &self.name, &self.endpoint].iter().map(|p| p.replace('-', "--")).collect::<Vec<_>>().join("-")
+        [node, self.orchestrator, &self.name, &self.endpoint]
+            .iter()
+            .map(|p| p.replace('-', "--"))
+            .collect::<Vec<_>>()
+            .join("-")
     }
 }
 
@@ -47,7 +64,10 @@ mod tests {
 
     #[test]
     fn calico_names() {
-        let args = BTreeMap::from([("K8S_POD_NAME".to_string(), "web-7d9c8b".to_string()), ("K8S_POD_NAMESPACE".to_string(), "shop".to_string())]);
+        let args = BTreeMap::from([
+            ("K8S_POD_NAME".to_string(), "web-7d9c8b".to_string()),
+            ("K8S_POD_NAMESPACE".to_string(), "shop".to_string()),
+        ]);
         let w = Workload::from_args(&args, "abc", "eth0");
         assert_eq!(w.endpoint_name("node-1"), "node--1-k8s-web--7d9c8b-eth0");
         // SHA-1("shop.web-7d9c8b") = 3c6e8d0c16b...
@@ -55,8 +75,17 @@ mod tests {
         assert_eq!(v.len(), 15);
         assert!(v.starts_with("cali"));
         let digest = Sha1::digest(b"shop.web-7d9c8b");
-        assert_eq!(&v[4..], &format!("{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}", digest[0], digest[1], digest[2], digest[3], digest[4], digest[5])[..11]);
+        assert_eq!(
+            &v[4..],
+            &format!(
+                "{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
+                digest[0], digest[1], digest[2], digest[3], digest[4], digest[5]
+            )[..11]
+        );
         let plain = Workload::from_args(&BTreeMap::new(), "c0ffee", "eth1");
-        assert_eq!((plain.orchestrator, plain.endpoint_name("n")), ("cni", "n-cni-c0ffee-eth1".to_string()));
+        assert_eq!(
+            (plain.orchestrator, plain.endpoint_name("n")),
+            ("cni", "n-cni-c0ffee-eth1".to_string())
+        );
     }
 }

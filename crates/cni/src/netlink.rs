@@ -24,7 +24,10 @@ pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
     #[error("cannot open network namespace {path}: {source}")]
-    Netns { path: String, source: std::io::Error },
+    Netns {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot enter network namespace {path}: {reason}")]
     Setns { path: String, reason: String },
     #[error("netlink: {what}: {reason}")]
@@ -32,14 +35,20 @@ pub enum KernelError {
     #[error("interface {0} does not exist")]
     NoLink(String),
     #[error("cannot set {path}: {source}")]
-    Sysctl { path: String, source: std::io::Error },
+    Sysctl {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("cannot start the netlink runtime: {0}")]
     Runtime(std::io::Error),
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError {
     let what = what.into();
-    move |e| KernelError::Netlink { what, reason: e.to_string() }
+    move |e| KernelError::Netlink {
+        what,
+        reason: e.to_string(),
+    }
 }
 
 /// What a workload interface looks like once wired.
@@ -61,7 +70,11 @@ impl std::fmt::Debug for Kernel {
 }
 
 fn mac_string(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    bytes
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }
 
 fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
@@ -89,12 +102,18 @@ async fn link_index(h: &Handle, name: &str) -> Result<Option<(u32, String)>, Ker
 }
 
 fn sysctl(path: &str, value: &str) -> Result<(), KernelError> {
-    std::fs::write(path, value).map_err(|source| KernelError::Sysctl { path: path.into(), source })
+    std::fs::write(path, value).map_err(|source| KernelError::Sysctl {
+        path: path.into(),
+        source,
+    })
 }
 
 impl Kernel {
     pub fn new() -> Result<Self, KernelError> {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_io().build().map_err(KernelError::Runtime)?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(KernelError::Runtime)?;
         let host = {
             let _guard = rt.enter();
             let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Runtime)?;
@@ -107,81 +126,179 @@ impl Kernel {
     /// A netlink handle whose socket lives in the namespace at `path`.
     fn handle_in(&self, path: &Path) -> Result<Handle, KernelError> {
         let shown = path.display().to_string();
-        let ns = File::open(path).map_err(|source| KernelError::Netns { path: shown.clone(), source })?;
+        let ns = File::open(path).map_err(|source| KernelError::Netns {
+            path: shown.clone(),
+            source,
+        })?;
         let rt = self.rt.handle().clone();
         let joined = std::thread::spawn(move || {
-            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| e.to_string())?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(|e| e.to_string())?;
             let _guard = rt.enter();
             rtnetlink::new_connection().map_err(|e| e.to_string())
         })
         .join()
-        .map_err(|_| KernelError::Setns { path: shown.clone(), reason: "thread panicked".into() })?;
-        let (conn, handle, _) = joined.map_err(|reason| KernelError::Setns { path: shown, reason })?;
+        .map_err(|_| KernelError::Setns {
+            path: shown.clone(),
+            reason: "thread panicked".into(),
+        })?;
+        let (conn, handle, _) = joined.map_err(|reason| KernelError::Setns {
+            path: shown,
+            reason,
+        })?;
         self.rt.spawn(conn);
         Ok(handle)
     }
 
     /// Whether `name` exists in the host namespace; its MAC if so.
     pub fn host_link(&self, name: &str) -> Result<Option<String>, KernelError> {
-        self.rt.block_on(async { Ok(link_index(&self.host, name).await?.map(|(_, mac)| mac)) })
+        self.rt
+            .block_on(async { Ok(link_index(&self.host, name).await?.map(|(_, mac)| mac)) })
     }
 
     /// Creates the veth pair (host side `host_if` here, `container_if` in the
     /// namespace), addresses and routes on both sides, proxy ARP on the host.
-    pub fn wire(&self, netns: &Path, host_if: &str, container_if: &str, mtu: u32, ips: &[calico_net::IpNet]) -> Result<WorkloadLink, KernelError> {
-        let ns_file = File::open(netns).map_err(|source| KernelError::Netns { path: netns.display().to_string(), source })?;
+    pub fn wire(
+        &self,
+        netns: &Path,
+        host_if: &str,
+        container_if: &str,
+        mtu: u32,
+        ips: &[calico_net::IpNet],
+    ) -> Result<WorkloadLink, KernelError> {
+        let ns_file = File::open(netns).map_err(|source| KernelError::Netns {
+            path: netns.display().to_string(),
+            source,
+        })?;
         let cont = self.handle_in(netns)?;
         let host = self.host.clone();
         use std::os::fd::AsRawFd;
         let fd = ns_file.as_raw_fd();
         self.rt.block_on(async {
             // veth: host side named host_if, peer created directly in the container namespace.
-            let peer = LinkUnspec::new_with_name(container_if).mtu(mtu).setns_by_fd(fd).build();
-            let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(netlink_packet_route::link::InfoKind::Veth)
-                .name(host_if.to_string())
+            let peer = LinkUnspec::new_with_name(container_if)
                 .mtu(mtu)
-                .address(HOST_MAC.to_vec())
-                .set_info_data(netlink_packet_route::link::InfoData::Veth(netlink_packet_route::link::InfoVeth::Peer(peer)))
+                .setns_by_fd(fd)
                 .build();
-            host.link().add(veth).execute().await.map_err(nl(format!("create veth {host_if}")))?;
-            let (host_idx, host_mac) = link_index(&host, host_if).await?.ok_or_else(|| KernelError::NoLink(host_if.into()))?;
+            let veth = LinkMessageBuilder::<LinkVeth>::new_with_info_kind(
+                netlink_packet_route::link::InfoKind::Veth,
+            )
+            .name(host_if.to_string())
+            .mtu(mtu)
+            .address(HOST_MAC.to_vec())
+            .set_info_data(netlink_packet_route::link::InfoData::Veth(
+                netlink_packet_route::link::InfoVeth::Peer(peer),
+            ))
+            .build();
+            host.link()
+                .add(veth)
+                .execute()
+                .await
+                .map_err(nl(format!("create veth {host_if}")))?;
+            let (host_idx, host_mac) = link_index(&host, host_if)
+                .await?
+                .ok_or_else(|| KernelError::NoLink(host_if.into()))?;
             let v4 = ips.iter().any(|n| n.addr().is_ipv4());
             let v6 = ips.iter().any(|n| n.addr().is_ipv6());
             sysctl(&format!("/proc/sys/net/ipv4/conf/{host_if}/proxy_arp"), "1")?;
-            sysctl(&format!("/proc/sys/net/ipv4/neigh/{host_if}/proxy_delay"), "0")?;
+            sysctl(
+                &format!("/proc/sys/net/ipv4/neigh/{host_if}/proxy_delay"),
+                "0",
+            )?;
             if v6 && Path::new(&format!("/proc/sys/net/ipv6/conf/{host_if}")).exists() {
                 sysctl(&format!("/proc/sys/net/ipv6/conf/{host_if}/proxy_ndp"), "1")?;
                 sysctl(&format!("/proc/sys/net/ipv6/conf/{host_if}/accept_ra"), "0")?;
             }
-            host.link().set(LinkUnspec::new_with_index(host_idx).up().build()).execute().await.map_err(nl(format!("set {host_if} up")))?;
+            host.link()
+                .set(LinkUnspec::new_with_index(host_idx).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("set {host_if} up")))?;
 
-            let (cidx, cmac) = link_index(&cont, container_if).await?.ok_or_else(|| KernelError::NoLink(container_if.into()))?;
+            let (cidx, cmac) = link_index(&cont, container_if)
+                .await?
+                .ok_or_else(|| KernelError::NoLink(container_if.into()))?;
             if let Some((lo, _)) = link_index(&cont, "lo").await? {
-                cont.link().set(LinkUnspec::new_with_index(lo).up().build()).execute().await.map_err(nl("set lo up"))?;
+                cont.link()
+                    .set(LinkUnspec::new_with_index(lo).up().build())
+                    .execute()
+                    .await
+                    .map_err(nl("set lo up"))?;
             }
-            cont.link().set(LinkUnspec::new_with_index(cidx).up().build()).execute().await.map_err(nl(format!("set {container_if} up")))?;
+            cont.link()
+                .set(LinkUnspec::new_with_index(cidx).up().build())
+                .execute()
+                .await
+                .map_err(nl(format!("set {container_if} up")))?;
             for net in ips {
                 let len = if net.addr().is_ipv4() { 32 } else { 128 };
-                cont.address().add(cidx, net.addr(), len).replace().execute().await.map_err(nl(format!("add {} to {container_if}", net.addr())))?;
+                cont.address()
+                    .add(cidx, net.addr(), len)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl(format!("add {} to {container_if}", net.addr())))?;
             }
             if v4 {
-                let gw = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(GATEWAY_V4, 32).output_interface(cidx).scope(RouteScope::Link).build();
-                cont.route().add(gw).replace().execute().await.map_err(nl("add gateway route"))?;
-                let default = RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(Ipv4Addr::UNSPECIFIED, 0).gateway(GATEWAY_V4).output_interface(cidx).build();
-                cont.route().add(default).replace().execute().await.map_err(nl("add default route"))?;
+                let gw = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(GATEWAY_V4, 32)
+                    .output_interface(cidx)
+                    .scope(RouteScope::Link)
+                    .build();
+                cont.route()
+                    .add(gw)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl("add gateway route"))?;
+                let default = RouteMessageBuilder::<Ipv4Addr>::new()
+                    .destination_prefix(Ipv4Addr::UNSPECIFIED, 0)
+                    .gateway(GATEWAY_V4)
+                    .output_interface(cidx)
+                    .build();
+                cont.route()
+                    .add(default)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl("add default route"))?;
             }
             if v6 {
-                let default = RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(Ipv6Addr::UNSPECIFIED, 0).gateway(GATEWAY_V6).output_interface(cidx).build();
-                cont.route().add(default).replace().execute().await.map_err(nl("add IPv6 default route"))?;
+                let default = RouteMessageBuilder::<Ipv6Addr>::new()
+                    .destination_prefix(Ipv6Addr::UNSPECIFIED, 0)
+                    .gateway(GATEWAY_V6)
+                    .output_interface(cidx)
+                    .build();
+                cont.route()
+                    .add(default)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl("add IPv6 default route"))?;
             }
             for net in ips {
                 let route = match net.addr() {
-                    IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new().destination_prefix(a, 32).output_interface(host_idx).scope(RouteScope::Link).build(),
-                    IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new().destination_prefix(a, 128).output_interface(host_idx).build(),
+                    IpAddr::V4(a) => RouteMessageBuilder::<Ipv4Addr>::new()
+                        .destination_prefix(a, 32)
+                        .output_interface(host_idx)
+                        .scope(RouteScope::Link)
+                        .build(),
+                    IpAddr::V6(a) => RouteMessageBuilder::<Ipv6Addr>::new()
+                        .destination_prefix(a, 128)
+                        .output_interface(host_idx)
+                        .build(),
                 };
-                host.route().add(route).replace().execute().await.map_err(nl(format!("add host route to {}", net.addr())))?;
+                host.route()
+                    .add(route)
+                    .replace()
+                    .execute()
+                    .await
+                    .map_err(nl(format!("add host route to {}", net.addr())))?;
             }
-            Ok(WorkloadLink { host_mac, container_mac: cmac })
+            Ok(WorkloadLink {
+                host_mac,
+                container_mac: cmac,
+            })
         })
     }
 
@@ -189,7 +306,9 @@ impl Kernel {
     pub fn unwire(&self, host_if: &str) -> Result<bool, KernelError> {
         let host = self.host.clone();
         self.rt.block_on(async {
-            let Some((idx, _)) = link_index(&host, host_if).await? else { return Ok(false) };
+            let Some((idx, _)) = link_index(&host, host_if).await? else {
+                return Ok(false);
+            };
             match host.link().del(idx).execute().await {
                 Ok(()) => Ok(true),
                 Err(e) if is_errno(&e, nix::libc::ENODEV) => Ok(false),
@@ -199,10 +318,16 @@ impl Kernel {
     }
 
     /// The container interface's MAC and addresses, if it exists.
-    pub fn container_link(&self, netns: &Path, container_if: &str) -> Result<Option<(String, Vec<IpAddr>)>, KernelError> {
+    pub fn container_link(
+        &self,
+        netns: &Path,
+        container_if: &str,
+    ) -> Result<Option<(String, Vec<IpAddr>)>, KernelError> {
         let cont = self.handle_in(netns)?;
         self.rt.block_on(async {
-            let Some((idx, mac)) = link_index(&cont, container_if).await? else { return Ok(None) };
+            let Some((idx, mac)) = link_index(&cont, container_if).await? else {
+                return Ok(None);
+            };
             let mut addrs = cont.address().get().set_link_index_filter(idx).execute();
             let mut ips = Vec::new();
             while let Some(msg) = addrs.try_next().await.map_err(nl("list addresses"))? {

@@ -34,26 +34,55 @@ enum Addresses<'a> {
 }
 
 /// Runs a delegated IPAM plugin found on CNI_PATH.
-fn delegate(kind: &str, env: &Env, conf: &NetConf, command: &str) -> Result<Option<Value>, CniError> {
-    let bin = env.path.iter().map(|d| Path::new(d).join(kind)).find(|p| p.is_file()).ok_or_else(|| {
-        CniError::new(code::INVALID_CONFIG, format!("IPAM plugin {kind:?} not found on CNI_PATH"), env.path.join(":"))
-    })?;
+fn delegate(
+    kind: &str,
+    env: &Env,
+    conf: &NetConf,
+    command: &str,
+) -> Result<Option<Value>, CniError> {
+    let bin = env
+        .path
+        .iter()
+        .map(|d| Path::new(d).join(kind))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                format!("IPAM plugin {kind:?} not found on CNI_PATH"),
+                env.path.join(":"),
+            )
+        })?;
     let mut child = std::process::Command::new(&bin)
         .env("CNI_COMMAND", command)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| CniError::new(code::IO_FAILURE, format!("cannot run {}", bin.display()), e.to_string()))?;
+        .map_err(|e| {
+            CniError::new(
+                code::IO_FAILURE,
+                format!("cannot run {}", bin.display()),
+                e.to_string(),
+            )
+        })?;
     if let Some(mut stdin) = child.stdin.take() {
         use std::io::Write;
         let _ = stdin.write_all(conf.raw.to_string().as_bytes());
     }
-    let out = child.wait_with_output().map_err(|e| CniError::new(code::IO_FAILURE, "IPAM plugin failed", e.to_string()))?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| CniError::new(code::IO_FAILURE, "IPAM plugin failed", e.to_string()))?;
     let parsed: Option<Value> = serde_json::from_slice(&out.stdout).ok();
     if !out.status.success() {
-        let msg = parsed.as_ref().and_then(|v| v.get("msg")?.as_str().map(String::from)).unwrap_or_else(|| "IPAM plugin failed".into());
-        return Err(CniError::new(code::IPAM, format!("{kind}: {msg}"), String::from_utf8_lossy(&out.stdout).to_string()));
+        let msg = parsed
+            .as_ref()
+            .and_then(|v| v.get("msg")?.as_str().map(String::from))
+            .unwrap_or_else(|| "IPAM plugin failed".into());
+        return Err(CniError::new(
+            code::IPAM,
+            format!("{kind}: {msg}"),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+        ));
     }
     Ok(parsed)
 }
@@ -66,7 +95,11 @@ impl Addresses<'_> {
                 let result = delegate(kind, env, conf, "ADD")?.unwrap_or_default();
                 let ips = CniResult::ips_of(&result);
                 if ips.is_empty() {
-                    return Err(CniError::new(code::IPAM, format!("{kind} returned no addresses"), result.to_string()));
+                    return Err(CniError::new(
+                        code::IPAM,
+                        format!("{kind} returned no addresses"),
+                        result.to_string(),
+                    ));
                 }
                 Ok(ips.into_iter().map(|n| IpNet::from(n.addr())).collect())
             }
@@ -81,55 +114,144 @@ impl Addresses<'_> {
     }
 }
 
-fn endpoint(conf: &NetConf, env: &Env, w: &Workload, node: &str, ips: &[IpNet], host_if: &str, mac: &str) -> Result<Resource, CniError> {
-    let mut labels: BTreeMap<String, String> = conf.args.cni.labels.iter().map(|l| (l.key.clone(), l.value.clone())).collect();
+fn endpoint(
+    conf: &NetConf,
+    env: &Env,
+    w: &Workload,
+    node: &str,
+    ips: &[IpNet],
+    host_if: &str,
+    mac: &str,
+) -> Result<Resource, CniError> {
+    let mut labels: BTreeMap<String, String> = conf
+        .args
+        .cni
+        .labels
+        .iter()
+        .map(|l| (l.key.clone(), l.value.clone()))
+        .collect();
     labels.insert("projectcalico.org/namespace".into(), w.namespace.clone());
-    labels.insert("projectcalico.org/orchestrator".into(), w.orchestrator.into());
-    let mut profiles = vec![if w.orchestrator == "k8s" { format!("kns.{}", w.namespace) } else { conf.name.clone() }];
-    let service_account = labels.get("projectcalico.org/serviceaccount").cloned().unwrap_or_default();
+    labels.insert(
+        "projectcalico.org/orchestrator".into(),
+        w.orchestrator.into(),
+    );
+    let mut profiles = vec![if w.orchestrator == "k8s" {
+        format!("kns.{}", w.namespace)
+    } else {
+        conf.name.clone()
+    }];
+    let service_account = labels
+        .get("projectcalico.org/serviceaccount")
+        .cloned()
+        .unwrap_or_default();
     if !service_account.is_empty() {
         profiles.push(format!("ksa.{}.{service_account}", w.namespace));
     }
     let mut ports = Vec::new();
     for p in &conf.args.cni.ports {
-        let protocol = Protocol::parse(&p.protocol).map_err(|e| CniError::new(code::INVALID_CONFIG, "invalid args.cni.ports", e.to_string()))?;
-        ports.push(EndpointPort { name: p.name.clone(), protocol, port: p.port, host_port: None, host_ip: String::new() });
+        let protocol = Protocol::parse(&p.protocol).map_err(|e| {
+            CniError::new(
+                code::INVALID_CONFIG,
+                "invalid args.cni.ports",
+                e.to_string(),
+            )
+        })?;
+        ports.push(EndpointPort {
+            name: p.name.clone(),
+            protocol,
+            port: p.port,
+            host_port: None,
+            host_ip: String::new(),
+        });
     }
     let spec = WorkloadEndpointSpec {
         orchestrator: w.orchestrator.into(),
-        workload: if w.orchestrator == "k8s" { String::new() } else { w.name.clone() },
+        workload: if w.orchestrator == "k8s" {
+            String::new()
+        } else {
+            w.name.clone()
+        },
         node: node.into(),
         container_id: env.container_id.clone(),
-        pod: if w.orchestrator == "k8s" { w.name.clone() } else { String::new() },
+        pod: if w.orchestrator == "k8s" {
+            w.name.clone()
+        } else {
+            String::new()
+        },
         endpoint: w.endpoint.clone(),
         service_account_name: service_account,
-        ip_networks: ips.iter().map(|n| IpNet::new(n.addr(), n.max_prefix_len()).map_or_else(|_| n.to_string(), |h| h.to_string())).collect(),
+        ip_networks: ips
+            .iter()
+            .map(|n| {
+                IpNet::new(n.addr(), n.max_prefix_len())
+                    .map_or_else(|_| n.to_string(), |h| h.to_string())
+            })
+            .collect(),
         profiles,
         interface_name: host_if.into(),
         mac: mac.into(),
         ports,
         ..Default::default()
     };
-    let meta = ObjectMeta { name: w.endpoint_name(node), namespace: Some(w.namespace.clone()), labels, ..Default::default() };
+    let meta = ObjectMeta {
+        name: w.endpoint_name(node),
+        namespace: Some(w.namespace.clone()),
+        labels,
+        ..Default::default()
+    };
     let r = Resource::WorkloadEndpoint(Object::new(meta, spec));
-    r.validate().map_err(|e| CniError::new(code::INVALID_CONFIG, "the workload endpoint would be invalid", e.to_string()))?;
+    r.validate().map_err(|e| {
+        CniError::new(
+            code::INVALID_CONFIG,
+            "the workload endpoint would be invalid",
+            e.to_string(),
+        )
+    })?;
     Ok(r)
 }
 
-fn result(env: &Env, host_if: &str, host_mac: &str, container_mac: &str, ips: &[IpNet]) -> CniResult {
+fn result(
+    env: &Env,
+    host_if: &str,
+    host_mac: &str,
+    container_mac: &str,
+    ips: &[IpNet],
+) -> CniResult {
     let mut routes = Vec::new();
     if ips.iter().any(|n| n.addr().is_ipv4()) {
-        routes.push((IpNet::V4(calico_net::Ipv4Net::default()), Some(GATEWAY_V4.into())));
+        routes.push((
+            IpNet::V4(calico_net::Ipv4Net::default()),
+            Some(GATEWAY_V4.into()),
+        ));
     }
     if ips.iter().any(|n| n.addr().is_ipv6()) {
-        routes.push((IpNet::V6(calico_net::Ipv6Net::default()), Some(GATEWAY_V6.into())));
+        routes.push((
+            IpNet::V6(calico_net::Ipv6Net::default()),
+            Some(GATEWAY_V6.into()),
+        ));
     }
     CniResult {
         interfaces: vec![
-            Interface { name: host_if.into(), mac: host_mac.into(), sandbox: None },
-            Interface { name: env.ifname.clone(), mac: container_mac.into(), sandbox: Some(env.netns.clone()) },
+            Interface {
+                name: host_if.into(),
+                mac: host_mac.into(),
+                sandbox: None,
+            },
+            Interface {
+                name: env.ifname.clone(),
+                mac: container_mac.into(),
+                sandbox: Some(env.netns.clone()),
+            },
         ],
-        ips: ips.iter().map(|n| (IpNet::new(n.addr(), n.max_prefix_len()).unwrap_or(*n), Some(1))).collect(),
+        ips: ips
+            .iter()
+            .map(|n| {
+                (
+                    IpNet::new(n.addr(), n.max_prefix_len()).unwrap_or(*n),
+                    Some(1),
+                )
+            })
+            .collect(),
         routes,
     }
 }
@@ -142,17 +264,35 @@ fn existing_endpoint(client: &Client, ns: &str, name: &str) -> Result<Option<Res
     }
 }
 
-fn add(env: &Env, conf: &NetConf, client: &Client, addrs: &Addresses<'_>, node: &str) -> Result<Value, CniError> {
+fn add(
+    env: &Env,
+    conf: &NetConf,
+    client: &Client,
+    addrs: &Addresses<'_>,
+    node: &str,
+) -> Result<Value, CniError> {
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
     let host_if = w.host_veth();
     let kernel = Kernel::new().map_err(kernel_err)?;
     let netns = Path::new(&env.netns);
 
     // A retried ADD for the same container: same addresses, interfaces as they are.
-    if let Some(Resource::WorkloadEndpoint(wep)) = existing_endpoint(client, &w.namespace, &w.endpoint_name(node))? {
+    if let Some(Resource::WorkloadEndpoint(wep)) =
+        existing_endpoint(client, &w.namespace, &w.endpoint_name(node))?
+    {
         if wep.spec.container_id == env.container_id {
-            if let (Some(host_mac), Some((cmac, _))) = (kernel.host_link(&host_if).map_err(kernel_err)?, kernel.container_link(netns, &env.ifname).map_err(kernel_err)?) {
-                let ips: Vec<IpNet> = wep.spec.ip_networks.iter().filter_map(|n| n.parse().ok()).collect();
+            if let (Some(host_mac), Some((cmac, _))) = (
+                kernel.host_link(&host_if).map_err(kernel_err)?,
+                kernel
+                    .container_link(netns, &env.ifname)
+                    .map_err(kernel_err)?,
+            ) {
+                let ips: Vec<IpNet> = wep
+                    .spec
+                    .ip_networks
+                    .iter()
+                    .filter_map(|n| n.parse().ok())
+                    .collect();
                 return Ok(result(env, &host_if, &host_mac, &cmac, &ips).to_json(&conf.cni_version));
             }
         }
@@ -164,7 +304,10 @@ fn add(env: &Env, conf: &NetConf, client: &Client, addrs: &Addresses<'_>, node: 
         err
     };
     // Anything left by an interrupted attempt goes first.
-    kernel.unwire(&host_if).map_err(kernel_err).map_err(undo_ips)?;
+    kernel
+        .unwire(&host_if)
+        .map_err(kernel_err)
+        .map_err(undo_ips)?;
     let link = match kernel.wire(netns, &host_if, &env.ifname, conf.mtu(), &ips) {
         Ok(link) => link,
         Err(e) => {
@@ -176,18 +319,27 @@ fn add(env: &Env, conf: &NetConf, client: &Client, addrs: &Addresses<'_>, node: 
         let _ = kernel.unwire(&host_if);
         undo_ips(err)
     };
-    let wep = endpoint(conf, env, &w, node, &ips, &host_if, &link.container_mac).map_err(undo_all)?;
+    let wep =
+        endpoint(conf, env, &w, node, &ips, &host_if, &link.container_mac).map_err(undo_all)?;
     client.apply(wep).map_err(datastore_err).map_err(undo_all)?;
     Ok(result(env, &host_if, &link.host_mac, &link.container_mac, &ips).to_json(&conf.cni_version))
 }
 
-fn del(env: &Env, conf: &NetConf, client: &Client, addrs: &Addresses<'_>, node: &str) -> Result<(), CniError> {
+fn del(
+    env: &Env,
+    conf: &NetConf,
+    client: &Client,
+    addrs: &Addresses<'_>,
+    node: &str,
+) -> Result<(), CniError> {
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
     let kernel = Kernel::new().map_err(kernel_err)?;
     // Only this container's endpoint: a newer sandbox of the same pod keeps its own.
     let wep = existing_endpoint(client, &w.namespace, &w.endpoint_name(node))?;
     let ours = match &wep {
-        Some(Resource::WorkloadEndpoint(e)) => e.spec.container_id == env.container_id || e.spec.container_id.is_empty(),
+        Some(Resource::WorkloadEndpoint(e)) => {
+            e.spec.container_id == env.container_id || e.spec.container_id.is_empty()
+        }
         _ => false,
     };
     if ours || wep.is_none() {
@@ -195,7 +347,12 @@ fn del(env: &Env, conf: &NetConf, client: &Client, addrs: &Addresses<'_>, node: 
     }
     addrs.release(conf, env)?;
     if ours {
-        match client.delete(Kind::WorkloadEndpoint, Some(&w.namespace), &w.endpoint_name(node), None) {
+        match client.delete(
+            Kind::WorkloadEndpoint,
+            Some(&w.namespace),
+            &w.endpoint_name(node),
+            None,
+        ) {
             Ok(_) | Err(ClientError::NotFound(_)) => {}
             Err(e) => return Err(datastore_err(e)),
         }
@@ -204,20 +361,44 @@ fn del(env: &Env, conf: &NetConf, client: &Client, addrs: &Addresses<'_>, node: 
 }
 
 fn check(env: &Env, conf: &NetConf, client: &Client, node: &str) -> Result<(), CniError> {
-    let fail = |what: String| CniError::new(code::CHECK_FAILED, "the workload is not wired as recorded", what);
-    let prev = conf.prev_result.as_ref().ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs prevResult", ""))?;
+    let fail = |what: String| {
+        CniError::new(
+            code::CHECK_FAILED,
+            "the workload is not wired as recorded",
+            what,
+        )
+    };
+    let prev = conf
+        .prev_result
+        .as_ref()
+        .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs prevResult", ""))?;
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
     let kernel = Kernel::new().map_err(kernel_err)?;
-    let Some(Resource::WorkloadEndpoint(wep)) = existing_endpoint(client, &w.namespace, &w.endpoint_name(node))? else {
-        return Err(fail(format!("no WorkloadEndpoint {}", w.endpoint_name(node))));
+    let Some(Resource::WorkloadEndpoint(wep)) =
+        existing_endpoint(client, &w.namespace, &w.endpoint_name(node))?
+    else {
+        return Err(fail(format!(
+            "no WorkloadEndpoint {}",
+            w.endpoint_name(node)
+        )));
     };
     if wep.spec.container_id != env.container_id {
-        return Err(fail(format!("the WorkloadEndpoint belongs to container {}", wep.spec.container_id)));
+        return Err(fail(format!(
+            "the WorkloadEndpoint belongs to container {}",
+            wep.spec.container_id
+        )));
     }
-    if kernel.host_link(&w.host_veth()).map_err(kernel_err)?.is_none() {
+    if kernel
+        .host_link(&w.host_veth())
+        .map_err(kernel_err)?
+        .is_none()
+    {
         return Err(fail(format!("host interface {} is missing", w.host_veth())));
     }
-    let Some((_, have)) = kernel.container_link(Path::new(&env.netns), &env.ifname).map_err(kernel_err)? else {
+    let Some((_, have)) = kernel
+        .container_link(Path::new(&env.netns), &env.ifname)
+        .map_err(kernel_err)?
+    else {
         return Err(fail(format!("{} is missing in {}", env.ifname, env.netns)));
     };
     for want in CniResult::ips_of(prev) {
@@ -231,16 +412,33 @@ fn check(env: &Env, conf: &NetConf, client: &Client, node: &str) -> Result<(), C
 /// GC: removes this node's endpoints (and their veths) and addresses for
 /// containers that are not valid attachments.
 fn gc(conf: &NetConf, client: &Client, ipam: &Ipam, node: &str) -> Result<(), CniError> {
-    let valid: std::collections::BTreeSet<(String, String)> =
-        conf.valid_attachments.iter().flatten().map(|a| (a.container_id.clone(), a.ifname.clone())).collect();
+    let valid: std::collections::BTreeSet<(String, String)> = conf
+        .valid_attachments
+        .iter()
+        .flatten()
+        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .collect();
     let kernel = Kernel::new().map_err(kernel_err)?;
-    for r in client.list(Kind::WorkloadEndpoint, None).map_err(datastore_err)?.items {
-        let Resource::WorkloadEndpoint(e) = &r else { continue };
-        if e.spec.node != node || valid.contains(&(e.spec.container_id.clone(), e.spec.endpoint.clone())) {
+    for r in client
+        .list(Kind::WorkloadEndpoint, None)
+        .map_err(datastore_err)?
+        .items
+    {
+        let Resource::WorkloadEndpoint(e) = &r else {
+            continue;
+        };
+        if e.spec.node != node
+            || valid.contains(&(e.spec.container_id.clone(), e.spec.endpoint.clone()))
+        {
             continue;
         }
         kernel.unwire(&e.spec.interface_name).map_err(kernel_err)?;
-        match client.delete(Kind::WorkloadEndpoint, e.metadata.namespace.as_deref(), &e.metadata.name, None) {
+        match client.delete(
+            Kind::WorkloadEndpoint,
+            e.metadata.namespace.as_deref(),
+            &e.metadata.name,
+            None,
+        ) {
             Ok(_) | Err(ClientError::NotFound(_)) => {}
             Err(err) => return Err(datastore_err(err)),
         }
@@ -248,11 +446,19 @@ fn gc(conf: &NetConf, client: &Client, ipam: &Ipam, node: &str) -> Result<(), Cn
     ipam_plugin::gc(ipam, conf).map(|_| ())
 }
 
-pub(crate) fn run(env: &Env, conf: &NetConf, get: &dyn Fn(&str) -> Option<String>) -> Result<Option<Value>, CniError> {
+pub(crate) fn run(
+    env: &Env,
+    conf: &NetConf,
+    get: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Value>, CniError> {
     let (client, ipam) = ipam_plugin::open(conf, get)?;
     let node = conf.node(get);
     let kind = conf.ipam().kind;
-    let addrs = if kind.is_empty() || kind == "calico-ipam" { Addresses::Calico(&ipam) } else { Addresses::Delegate(kind) };
+    let addrs = if kind.is_empty() || kind == "calico-ipam" {
+        Addresses::Calico(&ipam)
+    } else {
+        Addresses::Delegate(kind)
+    };
     match env.command {
         Command::Add => add(env, conf, &client, &addrs, &node).map(Some),
         Command::Del => del(env, conf, &client, &addrs, &node).map(|()| None),

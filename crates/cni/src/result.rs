@@ -69,7 +69,11 @@ impl CniResult {
     pub fn ips_of(prev: &Value) -> Vec<IpNet> {
         prev.get("ips")
             .and_then(Value::as_array)
-            .map(|ips| ips.iter().filter_map(|ip| ip.get("address")?.as_str()?.parse().ok()).collect())
+            .map(|ips| {
+                ips.iter()
+                    .filter_map(|ip| ip.get("address")?.as_str()?.parse().ok())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }

@@ -2,9 +2,11 @@
 //! unique names for keys and namespaces.
 
 mod etcd;
+mod netns;
 mod temp_store;
 
 pub use etcd::EtcdServer;
+pub use netns::Netns;
 pub use temp_store::TempStore;
 
 use std::sync::atomic::{AtomicU64, Ordering};

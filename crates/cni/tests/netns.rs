@@ -1,0 +1,447 @@
+//! The calico plugin called exactly as a container runtime calls it, in
+//! network namespaces made for each test: a node namespace (where the
+//! plugin runs) and pod namespaces.
+
+use calico_test_support::Netns;
+use serde_json::{json, Value};
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+struct Cluster {
+    node: Netns,
+    _dir: tempfile::TempDir,
+    db: String,
+}
+
+fn calicoctl(db: &str, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_calico").replace("/calico", "/calicoctl"))
+        .args(["--config", "/nonexistent"])
+        .args(args)
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("calicoctl (build the workspace first)")
+}
+
+impl Cluster {
+    fn new(pool: &str) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let db = dir.path().join("calico.db").display().to_string();
+        if !pool.is_empty() {
+            let file = dir.path().join("pool.yaml");
+            std::fs::write(&file, format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pool}}\nspec: {{cidr: {pool}}}\n")).expect("write");
+            let out = calicoctl(&db, &["apply", "-f", file.to_str().expect("path")]);
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let node = Netns::new("cni-node");
+        node.make_node("10.250.9.1/24");
+        Cluster {
+            node,
+            _dir: dir,
+            db,
+        }
+    }
+
+    fn conf(&self, version: &str) -> Value {
+        json!({
+            "cniVersion": version, "name": "k8s-pod-network", "type": "calico",
+            "nodename": "node-1", "datastore_path": self.db, "mtu": 1400,
+            "ipam": {"type": "calico-ipam"},
+            "args": {"cni": {"labels": [{"key": "app", "value": "web"}], "ports": [{"name": "http", "port": 8080}]}}
+        })
+    }
+
+    /// Runs a plugin in the node namespace with CNI_* set as a runtime would.
+    fn cni(
+        &self,
+        plugin: &str,
+        command: &str,
+        pod: Option<&Netns>,
+        container: &str,
+        args: &str,
+        conf: &Value,
+    ) -> (Output, Value) {
+        let bin = if plugin.starts_with('/') {
+            plugin.to_string()
+        } else {
+            env!("CARGO_BIN_EXE_calico").replace("/calico", &format!("/{plugin}"))
+        };
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", &self.node.name, &bin])
+            .env("CNI_COMMAND", command)
+            .env("CNI_CONTAINERID", container)
+            .env("CNI_NETNS", pod.map(Netns::path).unwrap_or_default())
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_ARGS", args)
+            .env("CNI_PATH", "/usr/lib/cni")
+            .env_remove("DATASTORE_TYPE")
+            .env_remove("CALICO_DATASTORE_PATH")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn plugin");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.to_string().as_bytes())
+            .expect("write conf");
+        let out = child.wait_with_output().expect("plugin");
+        let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out, v)
+    }
+
+    fn add(&self, pod: &Netns, container: &str, name: &str) -> Value {
+        let (out, v) = self.cni(
+            "calico",
+            "ADD",
+            Some(pod),
+            container,
+            &format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME={name}"),
+            &self.conf("1.0.0"),
+        );
+        assert!(
+            out.status.success(),
+            "ADD failed: {v} {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        v
+    }
+
+    fn del(&self, pod: Option<&Netns>, container: &str, name: &str) {
+        let (out, v) = self.cni(
+            "calico",
+            "DEL",
+            pod,
+            container,
+            &format!("K8S_POD_NAMESPACE=shop;K8S_POD_NAME={name}"),
+            &self.conf("1.0.0"),
+        );
+        assert!(out.status.success(), "DEL failed: {v}");
+    }
+
+    fn ctl(&self, args: &[&str]) -> String {
+        let out = calicoctl(&self.db, args);
+        assert!(
+            out.status.success(),
+            "calicoctl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn in_use(&self) -> usize {
+        let out = self.ctl(&["ipam", "show"]);
+        let line = out
+            .lines()
+            .find(|l| l.contains("IP Pool"))
+            .expect("pool row");
+        line.split('|')
+            .nth(4)
+            .and_then(|c| c.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .expect("in use")
+    }
+}
+
+fn ip_of(result: &Value) -> String {
+    result["ips"][0]["address"]
+        .as_str()
+        .expect("address")
+        .trim_end_matches("/32")
+        .to_string()
+}
+
+#[test]
+fn two_pods_reach_each_other_and_everything_goes_on_del() {
+    let c = Cluster::new("10.77.0.0/16");
+    let (a, b) = (Netns::new("cni-pod-a"), Netns::new("cni-pod-b"));
+    let ra = c.add(&a, "aaaa1", "web-a");
+    let rb = c.add(&b, "bbbb2", "web-b");
+    // The result as the spec wants it.
+    assert_eq!(ra["cniVersion"], "1.0.0");
+    assert_eq!(ra["interfaces"][1]["name"], "eth0");
+    assert_eq!(ra["interfaces"][1]["sandbox"], a.path());
+    assert_eq!(ra["ips"][0]["interface"], 1);
+    assert_eq!(ra["routes"][0]["gw"], "169.254.1.1");
+    let host_if = ra["interfaces"][0]["name"]
+        .as_str()
+        .expect("host if")
+        .to_string();
+    assert!(host_if.starts_with("cali") && host_if.len() == 15);
+    // The kernel: /32 on eth0, routes via 169.254.1.1, MTU, host route, proxy ARP.
+    let (ipa, ipb) = (ip_of(&ra), ip_of(&rb));
+    assert!(a
+        .ok(&["ip", "-4", "addr", "show", "eth0"])
+        .contains(&format!("{ipa}/32")));
+    assert!(a.ok(&["ip", "link", "show", "eth0"]).contains("mtu 1400"));
+    let routes = a.ok(&["ip", "route"]);
+    assert!(
+        routes.contains("default via 169.254.1.1 dev eth0")
+            && routes.contains("169.254.1.1 dev eth0"),
+        "{routes}"
+    );
+    assert!(c
+        .node
+        .ok(&["ip", "route"])
+        .contains(&format!("{ipa} dev {host_if} ")));
+    assert_eq!(
+        c.node
+            .ok(&[
+                "cat",
+                &format!("/proc/sys/net/ipv4/conf/{host_if}/proxy_arp")
+            ])
+            .trim(),
+        "1"
+    );
+    // Real packets: pod to pod through the node, node to pod.
+    a.ok(&["ping", "-c1", "-W2", &ipb]);
+    b.ok(&["ping", "-c1", "-W2", &ipa]);
+    c.node.ok(&["ping", "-c1", "-W2", &ipa]);
+    // The endpoint in the datastore.
+    let wep: Value = serde_norway::from_str(&c.ctl(&[
+        "get",
+        "wep",
+        "node--1-k8s-web--a-eth0",
+        "-n",
+        "shop",
+        "-o",
+        "yaml",
+    ]))
+    .expect("yaml");
+    assert_eq!(wep["spec"]["containerID"], "aaaa1");
+    assert_eq!(wep["spec"]["interfaceName"], host_if.as_str());
+    assert_eq!(wep["spec"]["ipNetworks"][0], format!("{ipa}/32"));
+    assert_eq!(wep["spec"]["profiles"][0], "kns.shop");
+    assert_eq!(wep["spec"]["ports"][0]["name"], "http");
+    assert_eq!(wep["metadata"]["labels"]["app"], "web");
+    assert_eq!(
+        wep["metadata"]["labels"]["projectcalico.org/orchestrator"],
+        "k8s"
+    );
+    assert_eq!(c.in_use(), 2);
+
+    c.del(Some(&a), "aaaa1", "web-a");
+    assert!(
+        !c.node.ok(&["ip", "link"]).contains(&host_if),
+        "host veth removed"
+    );
+    assert_eq!(c.in_use(), 1);
+    assert!(!c.ctl(&["get", "wep", "-n", "shop"]).contains("web-a"));
+    // DEL again, and DEL with the namespace already gone: both succeed.
+    c.del(Some(&a), "aaaa1", "web-a");
+    drop(b);
+    c.del(None, "bbbb2", "web-b");
+    assert_eq!(c.in_use(), 0);
+}
+
+#[test]
+fn a_retried_add_changes_nothing_and_leaks_nothing() {
+    let c = Cluster::new("10.78.0.0/16");
+    let p = Netns::new("cni-pod-r");
+    let first = c.add(&p, "cccc3", "retry");
+    let second = c.add(&p, "cccc3", "retry");
+    assert_eq!(first, second);
+    assert_eq!(c.in_use(), 1);
+    c.del(Some(&p), "cccc3", "retry");
+    assert_eq!(c.in_use(), 0);
+}
+
+#[test]
+fn a_failed_add_leaves_nothing_behind() {
+    let c = Cluster::new("10.79.0.0/16");
+    let p = Netns::new("cni-pod-f");
+    // eth0 already exists in the pod: creating the veth peer must fail.
+    p.ok(&[
+        "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p",
+    ]);
+    let (out, v) = c.cni(
+        "calico",
+        "ADD",
+        Some(&p),
+        "dddd4",
+        "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=fail",
+        &c.conf("1.0.0"),
+    );
+    assert!(!out.status.success());
+    assert_eq!(v["code"], 102, "{v}");
+    assert!(
+        v["msg"].as_str().is_some_and(|m| m.contains("cannot wire")),
+        "{v}"
+    );
+    assert_eq!(c.in_use(), 0, "the address was released");
+    assert!(!c.node.ok(&["ip", "link"]).contains("cali"), "no veth left");
+    assert!(
+        !c.ctl(&["get", "wep", "-A"]).contains("fail"),
+        "no endpoint left"
+    );
+}
+
+#[test]
+fn versions_errors_status_and_check() {
+    let c = Cluster::new("");
+    let p = Netns::new("cni-pod-v");
+    // VERSION
+    let (out, v) = c.cni(
+        "calico",
+        "VERSION",
+        None,
+        "",
+        "",
+        &json!({"cniVersion": "1.1.0"}),
+    );
+    assert!(out.status.success());
+    assert_eq!(
+        v["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+    // Bad environment: reserved code 4.
+    let (out, v) = c.cni("calico", "ADD", None, "eeee5", "", &c.conf("1.0.0"));
+    assert!(!out.status.success());
+    assert_eq!(
+        (v["code"].as_u64(), v["msg"].as_str()),
+        (Some(4), Some("CNI_NETNS is required for this command"))
+    );
+    // Unsupported version: code 1.
+    let (_, v) = c.cni("calico", "ADD", Some(&p), "eeee5", "", &c.conf("2.0.0"));
+    assert_eq!(v["code"], 1);
+    // STATUS without a pool: code 50; then with one.
+    let (out, v) = c.cni("calico", "STATUS", None, "", "", &c.conf("1.1.0"));
+    assert!(!out.status.success());
+    assert_eq!(v["code"], 50);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("pool.yaml");
+    std::fs::write(&file, "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pool}\nspec: {cidr: 10.80.0.0/16}\n").expect("write");
+    c.ctl(&["apply", "-f", file.to_str().expect("path")]);
+    assert!(c
+        .cni("calico", "STATUS", None, "", "", &c.conf("1.1.0"))
+        .0
+        .status
+        .success());
+    // 0.4.0 results carry "version" on each address.
+    let (out, v) = c.cni(
+        "calico",
+        "ADD",
+        Some(&p),
+        "eeee5",
+        "K8S_POD_NAME=old",
+        &c.conf("0.4.0"),
+    );
+    assert!(out.status.success(), "{v}");
+    assert_eq!(v["ips"][0]["version"], "4");
+    // CHECK passes, then fails once the veth is gone.
+    let mut conf = c.conf("0.4.0");
+    conf["prevResult"] = v.clone();
+    assert!(c
+        .cni(
+            "calico",
+            "CHECK",
+            Some(&p),
+            "eeee5",
+            "K8S_POD_NAME=old",
+            &conf
+        )
+        .0
+        .status
+        .success());
+    let host_if = v["interfaces"][0]["name"].as_str().expect("name");
+    c.node.ok(&["ip", "link", "del", host_if]);
+    let (out, v) = c.cni(
+        "calico",
+        "CHECK",
+        Some(&p),
+        "eeee5",
+        "K8S_POD_NAME=old",
+        &conf,
+    );
+    assert!(!out.status.success());
+    assert_eq!(v["code"], 103, "{v}");
+}
+
+#[test]
+fn gc_removes_attachments_that_are_not_valid() {
+    let c = Cluster::new("10.81.0.0/16");
+    let (keep, gone) = (Netns::new("cni-pod-k"), Netns::new("cni-pod-g"));
+    c.add(&keep, "keep1", "keep");
+    let rg = c.add(&gone, "gone1", "gone");
+    let mut conf = c.conf("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "keep1", "ifname": "eth0"}]);
+    let (out, v) = c.cni("calico", "GC", None, "", "", &conf);
+    assert!(out.status.success(), "{v}");
+    assert_eq!(c.in_use(), 1);
+    let links = c.node.ok(&["ip", "link"]);
+    assert!(!links.contains(rg["interfaces"][0]["name"].as_str().expect("name")));
+    let weps = c.ctl(&["get", "wep", "-A"]);
+    assert!(weps.contains("keep") && !weps.contains("gone"), "{weps}");
+}
+
+#[test]
+fn chained_with_the_stock_plugins() {
+    if !std::path::Path::new("/usr/lib/cni/tuning").exists() {
+        panic!("containernetworking-plugins are not installed: run scripts/setup");
+    }
+    let c = Cluster::new("10.82.0.0/16");
+    let p = Netns::new("cni-pod-c");
+    let args = "IgnoreUnknown=1;K8S_POD_NAMESPACE=shop;K8S_POD_NAME=chained";
+    let prev = c.add(&p, "ffff6", "chained");
+    let mut tuning = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tuning", "sysctl": {"net.ipv4.conf.eth0.accept_local": "1"}});
+    tuning["prevResult"] = prev.clone();
+    let (out, after_tuning) = c.cni(
+        "/usr/lib/cni/tuning",
+        "ADD",
+        Some(&p),
+        "ffff6",
+        args,
+        &tuning,
+    );
+    assert!(
+        out.status.success(),
+        "tuning: {after_tuning} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        p.ok(&["cat", "/proc/sys/net/ipv4/conf/eth0/accept_local"])
+            .trim(),
+        "1"
+    );
+    let mut bandwidth = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "bandwidth",
+        "runtimeConfig": {"bandwidth": {"ingressRate": 1_000_000, "ingressBurst": 100_000, "egressRate": 1_000_000, "egressBurst": 100_000}}});
+    bandwidth["prevResult"] = after_tuning.clone();
+    let (out, after_bw) = c.cni(
+        "/usr/lib/cni/bandwidth",
+        "ADD",
+        Some(&p),
+        "ffff6",
+        args,
+        &bandwidth,
+    );
+    assert!(
+        out.status.success(),
+        "bandwidth: {after_bw} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let host_if = prev["interfaces"][0]["name"].as_str().expect("name");
+    assert!(
+        c.node
+            .ok(&["tc", "qdisc", "show", "dev", host_if])
+            .contains("tbf"),
+        "bandwidth shaped the host veth"
+    );
+    // Tear down in reverse, as a runtime does.
+    for (bin, conf) in [
+        ("/usr/lib/cni/bandwidth", &bandwidth),
+        ("/usr/lib/cni/tuning", &tuning),
+    ] {
+        let mut conf = conf.clone();
+        conf["prevResult"] = after_bw.clone();
+        let (out, v) = c.cni(bin, "DEL", Some(&p), "ffff6", args, &conf);
+        assert!(out.status.success(), "{bin} DEL: {v}");
+    }
+    c.del(Some(&p), "ffff6", "chained");
+    assert_eq!(c.in_use(), 0);
+}

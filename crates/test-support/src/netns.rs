@@ -1,0 +1,77 @@
+//! Throwaway network namespaces for tests, removed when dropped (even when
+//! the test panics).
+
+use std::process::{Command, Output};
+
+/// A network namespace `name`, deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    pub name: String,
+}
+
+fn ip(args: &[&str]) -> Output {
+    Command::new("ip").args(args).output().expect("run ip")
+}
+
+impl Netns {
+    /// Creates the namespace with `lo` up. The name gets the process id
+    /// and a counter appended so parallel tests never collide.
+    pub fn new(tag: &str) -> Netns {
+        let name = crate::unique(tag);
+        let out = ip(&["netns", "add", &name]);
+        assert!(
+            out.status.success(),
+            "ip netns add {name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ns = Netns { name };
+        ns.ok(&["ip", "link", "set", "lo", "up"]);
+        ns
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn exec(&self, cmd: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &self.name])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    }
+
+    /// Runs a command inside the namespace and insists it succeeds; returns stdout.
+    pub fn ok(&self, cmd: &[&str]) -> String {
+        let out = self.exec(cmd);
+        assert!(
+            out.status.success(),
+            "{cmd:?} in {}: {}{}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Gives the namespace an address on an uplink (one end of a veth pair
+    /// whose other end stays in the namespace), a default route through it
+    /// and IP forwarding, as a node has.
+    pub fn make_node(&self, addr_cidr: &str) {
+        self.ok(&[
+            "ip", "link", "add", "uplink0", "type", "veth", "peer", "name", "uplink1",
+        ]);
+        self.ok(&["ip", "addr", "add", addr_cidr, "dev", "uplink0"]);
+        self.ok(&["ip", "link", "set", "uplink1", "up"]);
+        self.ok(&["ip", "link", "set", "uplink0", "up"]);
+        self.ok(&["ip", "route", "add", "default", "dev", "uplink0"]);
+        self.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = ip(&["netns", "del", &self.name]);
+    }
+}
