@@ -26,4 +26,4 @@ pub use kinds::policy::{
 };
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Object, Resource, API_VERSION};
-pub use validate::{label_key, label_value, FieldError, ValidationError};
+pub use validate::{dns_label, dns_subdomain, label_key, label_value, FieldError, ValidationError};

@@ -20,14 +20,20 @@ impl Workload {
         container_id: &str,
         ifname: &str,
     ) -> Self {
-        match args.get("K8S_POD_NAME").filter(|n| !n.is_empty()) {
+        let namespace = args
+            .get("K8S_POD_NAMESPACE")
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .unwrap_or_else(|| "default".into());
+        // Runtimes such as podman pass container names that are not valid
+        // Kubernetes names (`bold_moore`); those workloads are plain CNI ones.
+        let pod = args.get("K8S_POD_NAME").filter(|n| {
+            calico_api::dns_subdomain(n).is_ok() && calico_api::dns_label(&namespace).is_ok()
+        });
+        match pod {
             Some(pod) => Workload {
                 orchestrator: "k8s",
-                namespace: args
-                    .get("K8S_POD_NAMESPACE")
-                    .filter(|n| !n.is_empty())
-                    .cloned()
-                    .unwrap_or_else(|| "default".into()),
+                namespace,
                 name: pod.clone(),
                 endpoint: ifname.to_string(),
             },
