@@ -7,6 +7,7 @@
 //! that namespace (by a short-lived thread that entered it).
 
 use futures_util::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags};
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::RouteScope;
 use rtnetlink::{Handle, LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -232,10 +233,15 @@ impl Kernel {
                 .map_err(nl(format!("set {container_if} up")))?;
             for net in ips {
                 let len = if net.addr().is_ipv4() { 32 } else { 128 };
-                cont.address()
-                    .add(cidx, net.addr(), len)
-                    .replace()
-                    .execute()
+                let mut req = cont.address().add(cidx, net.addr(), len).replace();
+                if net.addr().is_ipv6() {
+                    // No duplicate address detection: the address is ours (IPAM), and
+                    // a tentative address would not be usable for a second or more.
+                    req.message_mut()
+                        .attributes
+                        .push(AddressAttribute::Flags(AddressFlags::Nodad));
+                }
+                req.execute()
                     .await
                     .map_err(nl(format!("add {} to {container_if}", net.addr())))?;
             }
@@ -332,7 +338,7 @@ impl Kernel {
             let mut ips = Vec::new();
             while let Some(msg) = addrs.try_next().await.map_err(nl("list addresses"))? {
                 for a in &msg.attributes {
-                    if let netlink_packet_route::address::AddressAttribute::Address(ip) = a {
+                    if let AddressAttribute::Address(ip) = a {
                         ips.push(*ip);
                     }
                 }

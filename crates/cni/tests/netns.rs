@@ -445,3 +445,80 @@ fn chained_with_the_stock_plugins() {
     c.del(Some(&p), "ffff6", "chained");
     assert_eq!(c.in_use(), 0);
 }
+
+#[test]
+fn dual_stack_pods() {
+    let c = Cluster::new("10.83.0.0/16");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("v6.yaml");
+    std::fs::write(&file, "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: 'fd00:83::/112'}\n").expect("write");
+    c.ctl(&["apply", "-f", file.to_str().expect("path")]);
+    c.node
+        .ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let mut conf = c.conf("1.0.0");
+    conf["ipam"]["assign_ipv6"] = json!("true");
+    let (a, b) = (Netns::new("cni-pod-6a"), Netns::new("cni-pod-6b"));
+    let (out, ra) = c.cni(
+        "calico",
+        "ADD",
+        Some(&a),
+        "six1",
+        "K8S_POD_NAME=six-a",
+        &conf,
+    );
+    assert!(out.status.success(), "{ra}");
+    let (out, rb) = c.cni(
+        "calico",
+        "ADD",
+        Some(&b),
+        "six2",
+        "K8S_POD_NAME=six-b",
+        &conf,
+    );
+    assert!(out.status.success(), "{rb}");
+    let v6 = |r: &Value| {
+        r["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .filter_map(|i| i["address"].as_str())
+            .find(|a| a.contains(':'))
+            .expect("v6")
+            .trim_end_matches("/128")
+            .to_string()
+    };
+    let (a6, b6) = (v6(&ra), v6(&rb));
+    assert!(a
+        .ok(&["ip", "-6", "addr", "show", "eth0"])
+        .contains(&format!("{a6}/128")));
+    assert!(a
+        .ok(&["ip", "-6", "route"])
+        .contains("default via fe80::ecee:eeff:feee:eeee dev eth0"));
+    assert!(c
+        .node
+        .ok(&["ip", "-6", "route"])
+        .contains(&format!("{a6} dev ")));
+    assert!(ra["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .any(|r| r["dst"] == "::/0" && r["gw"] == "fe80::ecee:eeff:feee:eeee"));
+    a.ok(&["ping", "-6", "-c1", "-W3", &b6]);
+    c.cni(
+        "calico",
+        "DEL",
+        Some(&a),
+        "six1",
+        "K8S_POD_NAME=six-a",
+        &conf,
+    );
+    c.cni(
+        "calico",
+        "DEL",
+        Some(&b),
+        "six2",
+        "K8S_POD_NAME=six-b",
+        &conf,
+    );
+    assert_eq!(c.in_use(), 0);
+}
