@@ -207,10 +207,29 @@ impl Spec for IpPoolSpec {
     }
 }
 
-impl Spec for IpReservationSpec {
-    fn check(&self, e: &mut Errors) {
-        IpReservationSpec::check(self, e);
+/// What NetworkPolicy and GlobalNetworkPolicy check alike.
+#[allow(clippy::too_many_arguments)]
+fn check_policy(
+    e: &mut Errors,
+    order: Option<f64>,
+    selector: &str,
+    service_account_selector: &str,
+    ingress: &[Rule],
+    egress: &[Rule],
+    types: &[crate::PolicyType],
+) {
+    check_order(e, "spec.order", order);
+    e.selector("spec.selector", selector, false);
+    if !service_account_selector.is_empty() {
+        e.selector(
+            "spec.serviceAccountSelector",
+            service_account_selector,
+            false,
+        );
     }
+    check_rules(e, "spec.ingress", ingress);
+    check_rules(e, "spec.egress", egress);
+    check_types(e, "spec.types", types);
 }
 
 impl Spec for NetworkPolicySpec {
@@ -219,18 +238,16 @@ impl Spec for NetworkPolicySpec {
         default_types(&mut self.types, !self.egress.is_empty());
     }
     fn check(&self, e: &mut Errors) {
-        check_order(e, "spec.order", self.order);
-        e.selector("spec.selector", &self.selector, false);
-        if !self.service_account_selector.is_empty() {
-            e.selector(
-                "spec.serviceAccountSelector",
-                &self.service_account_selector,
-                false,
-            );
-        }
-        check_rules(e, "spec.ingress", &self.ingress);
-        check_rules(e, "spec.egress", &self.egress);
-        check_types(e, "spec.types", &self.types);
+        let s = self;
+        check_policy(
+            e,
+            s.order,
+            &s.selector,
+            &s.service_account_selector,
+            &s.ingress,
+            &s.egress,
+            &s.types,
+        );
     }
 }
 
@@ -240,21 +257,19 @@ impl Spec for GlobalNetworkPolicySpec {
         default_types(&mut self.types, !self.egress.is_empty());
     }
     fn check(&self, e: &mut Errors) {
-        check_order(e, "spec.order", self.order);
-        e.selector("spec.selector", &self.selector, false);
+        let s = self;
+        check_policy(
+            e,
+            s.order,
+            &s.selector,
+            &s.service_account_selector,
+            &s.ingress,
+            &s.egress,
+            &s.types,
+        );
         if !self.namespace_selector.is_empty() {
             e.selector("spec.namespaceSelector", &self.namespace_selector, true);
         }
-        if !self.service_account_selector.is_empty() {
-            e.selector(
-                "spec.serviceAccountSelector",
-                &self.service_account_selector,
-                false,
-            );
-        }
-        check_rules(e, "spec.ingress", &self.ingress);
-        check_rules(e, "spec.egress", &self.egress);
-        check_types(e, "spec.types", &self.types);
         if self.do_not_track && self.pre_dnat {
             e.add("spec.preDNAT", "preDNAT and doNotTrack cannot both be true");
         }
@@ -276,53 +291,33 @@ impl Spec for TierSpec {
     }
 }
 
-impl Spec for NetworkSetSpec {
-    fn check(&self, e: &mut Errors) {
-        NetworkSetSpec::check(self, e);
-    }
+/// Kinds whose checks live with their types, in the kinds modules.
+macro_rules! checked_in_module {
+    ($($spec:ty),*) => {$(
+        impl Spec for $spec {
+            fn check(&self, e: &mut Errors) {
+                <$spec>::check(self, e);
+            }
+        }
+    )*};
 }
+
+checked_in_module!(
+    IpReservationSpec,
+    NetworkSetSpec,
+    WorkloadEndpointSpec,
+    HostEndpointSpec,
+    NodeSpec,
+    BgpPeerSpec,
+    BgpConfigurationSpec,
+    FelixConfigurationSpec
+);
 
 impl Spec for ProfileSpec {
     fn check(&self, e: &mut Errors) {
         check_rules(e, "spec.ingress", &self.ingress);
         check_rules(e, "spec.egress", &self.egress);
         e.label_map("spec.labelsToApply", &self.labels_to_apply);
-    }
-}
-
-impl Spec for WorkloadEndpointSpec {
-    fn check(&self, e: &mut Errors) {
-        WorkloadEndpointSpec::check(self, e);
-    }
-}
-
-impl Spec for HostEndpointSpec {
-    fn check(&self, e: &mut Errors) {
-        HostEndpointSpec::check(self, e);
-    }
-}
-
-impl Spec for NodeSpec {
-    fn check(&self, e: &mut Errors) {
-        NodeSpec::check(self, e);
-    }
-}
-
-impl Spec for BgpPeerSpec {
-    fn check(&self, e: &mut Errors) {
-        BgpPeerSpec::check(self, e);
-    }
-}
-
-impl Spec for BgpConfigurationSpec {
-    fn check(&self, e: &mut Errors) {
-        BgpConfigurationSpec::check(self, e);
-    }
-}
-
-impl Spec for FelixConfigurationSpec {
-    fn check(&self, e: &mut Errors) {
-        FelixConfigurationSpec::check(self, e);
     }
 }
 

@@ -92,6 +92,35 @@ pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
+/// A write that lost a race (someone changed, created or deleted the key
+/// first) is retried from fresh reads; any other failure is final.
+fn settle<T>(outcome: Result<T, StoreError>) -> Result<Option<T>, IpamError> {
+    match outcome {
+        Ok(v) => Ok(Some(v)),
+        Err(
+            StoreError::Conflict { .. }
+            | StoreError::AlreadyExists { .. }
+            | StoreError::NotFound { .. },
+        ) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Runs `attempt` until it succeeds (`Some`), fails, or loses too many races.
+fn retry_cas<T>(
+    what: &str,
+    mut attempt: impl FnMut() -> Result<Option<T>, IpamError>,
+) -> Result<T, IpamError> {
+    for _ in 0..ATTEMPTS {
+        if let Some(v) = attempt()? {
+            return Ok(v);
+        }
+    }
+    Err(IpamError::Contention {
+        what: what.to_string(),
+    })
+}
+
 fn host_net(ip: IpAddr) -> IpNet {
     IpNet::from(ip)
 }
@@ -120,7 +149,7 @@ impl Ipam {
     }
 
     pub fn set_config(&self, change: impl Fn(&mut IpamConfig)) -> Result<IpamConfig, IpamError> {
-        for _ in 0..ATTEMPTS {
+        retry_cas("the IPAM configuration", || {
             let current = self.store.get(CONFIG_KEY)?;
             let mut cfg = match &current {
                 Some(kv) => decode(kv)?,
@@ -133,18 +162,7 @@ impl Ipam {
                     .update(CONFIG_KEY, &encode(&cfg), kv.mod_revision),
                 None => self.store.create(CONFIG_KEY, &encode(&cfg)),
             };
-            match outcome {
-                Ok(_) => return Ok(cfg),
-                Err(
-                    StoreError::Conflict { .. }
-                    | StoreError::AlreadyExists { .. }
-                    | StoreError::NotFound { .. },
-                ) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::Contention {
-            what: "the IPAM configuration".into(),
+            settle(outcome.map(|_| cfg))
         })
     }
 
@@ -196,41 +214,24 @@ impl Ipam {
             Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
         }
-        for _ in 0..ATTEMPTS {
+        retry_cas(&format!("handle {handle}"), || {
             let outcome = match self.store.get(&key)? {
                 Some(kv) => {
                     let mut h: Handle = decode(&kv)?;
                     *h.block.entry(block.to_string()).or_default() += n;
                     self.store.update(&key, &encode(&h), kv.mod_revision)
                 }
-                None => {
-                    let h = Handle {
-                        block: BTreeMap::from([(block.to_string(), n)]),
-                        deleted: false,
-                    };
-                    self.store.create(&key, &encode(&h))
-                }
+                None => self.store.create(&key, &encode(&fresh)),
             };
-            match outcome {
-                Ok(_) => return Ok(()),
-                Err(
-                    StoreError::Conflict { .. }
-                    | StoreError::AlreadyExists { .. }
-                    | StoreError::NotFound { .. },
-                ) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("handle {handle}"),
+            settle(outcome.map(|_| ()))
         })
     }
 
     fn handle_remove(&self, handle: &str, block: &IpNet, n: usize) -> Result<(), IpamError> {
         let key = handle_key(handle);
-        for _ in 0..ATTEMPTS {
+        retry_cas(&format!("handle {handle}"), || {
             let Some(kv) = self.store.get(&key)? else {
-                return Ok(());
+                return Ok(Some(()));
             };
             let mut h: Handle = decode(&kv)?;
             let cidr = block.to_string();
@@ -245,14 +246,7 @@ impl Ipam {
             } else {
                 self.store.update(&key, &encode(&h), kv.mod_revision)
             };
-            match outcome {
-                Ok(_) | Err(StoreError::NotFound { .. }) => return Ok(()),
-                Err(StoreError::Conflict { .. }) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("handle {handle}"),
+            settle(outcome.map(|_| ()))
         })
     }
 
@@ -314,26 +308,15 @@ impl Ipam {
             state: AffinityState::Confirmed,
             deleted: false,
         });
-        for _ in 0..ATTEMPTS {
+        retry_cas(&format!("the affinity of {node} for {net}"), || {
             let outcome = match self.store.get(&key)? {
                 Some(kv) if decode::<Affinity>(&kv)?.state == AffinityState::Confirmed => {
-                    return Ok(())
+                    return Ok(Some(()))
                 }
                 Some(kv) => self.store.update(&key, &confirmed, kv.mod_revision),
                 None => self.store.create(&key, &confirmed),
             };
-            match outcome {
-                Ok(_) => return Ok(()),
-                Err(
-                    StoreError::Conflict { .. }
-                    | StoreError::AlreadyExists { .. }
-                    | StoreError::NotFound { .. },
-                ) => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::Contention {
-            what: format!("the affinity of {node} for {net}"),
+            settle(outcome.map(|_| ()))
         })
     }
 

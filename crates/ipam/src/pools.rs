@@ -1,7 +1,7 @@
 //! Which pools an allocation may use, and which addresses are reserved.
 
 use crate::allocator::IpamError;
-use calico_api::{AssignmentMode, IpPoolUse, Kind, Resource};
+use calico_api::{AssignmentMode, IpPoolSpec, IpPoolUse, Kind, Resource};
 use calico_client::{Client, ClientError};
 use calico_net::{parse_cidr_or_ip, IpNet};
 use calico_selector::Selector;
@@ -37,6 +37,34 @@ fn node_labels(client: &Client, node: &str) -> Result<BTreeMap<String, String>, 
     }
 }
 
+/// Enabled pools of a family, sorted by CIDR, with their specs.
+fn enabled_pools(client: &Client, family: u8) -> Result<Vec<(IpPoolSpec, Pool)>, IpamError> {
+    let mut out = Vec::new();
+    for r in client.list(Kind::IPPool, None)?.items {
+        let Resource::IPPool(p) = r else { continue };
+        let Ok(cidr) = p.spec.cidr.parse::<IpNet>() else {
+            continue;
+        };
+        if cidr.addr().is_ipv4() != (family == 4) || p.spec.disabled {
+            continue;
+        }
+        let block_size = p
+            .spec
+            .block_size
+            .unwrap_or(if family == 4 { 26 } else { 122 });
+        out.push((
+            p.spec,
+            Pool {
+                name: p.metadata.name,
+                cidr,
+                block_size,
+            },
+        ));
+    }
+    out.sort_by_key(|(_, pool)| pool.cidr);
+    Ok(out)
+}
+
 fn reservations(client: &Client) -> Result<Vec<(String, IpNet)>, IpamError> {
     let mut out = Vec::new();
     for r in client.list(Kind::IPReservation, None)?.items {
@@ -63,43 +91,25 @@ impl PoolSet {
         restrict: &[String],
     ) -> Result<Self, IpamError> {
         let labels = node_labels(client, node)?;
-        let mut pools = Vec::new();
-        for r in client.list(Kind::IPPool, None)?.items {
-            let Resource::IPPool(p) = r else { continue };
-            let Ok(cidr) = p.spec.cidr.parse::<IpNet>() else {
-                continue;
-            };
-            let fam = if cidr.addr().is_ipv4() { 4 } else { 6 };
-            let named = restrict
-                .iter()
-                .any(|w| *w == p.metadata.name || w.parse::<IpNet>().ok() == Some(cidr));
-            let wanted_use = match use_ {
-                Use::Workload => IpPoolUse::Workload,
-                Use::Tunnel => IpPoolUse::Tunnel,
-            };
-            let uses_ok =
-                p.spec.allowed_uses.is_empty() || p.spec.allowed_uses.contains(&wanted_use);
-            let auto_ok = p.spec.assignment_mode != Some(AssignmentMode::Manual) || named;
-            let selected = Selector::parse(&p.spec.node_selector).is_ok_and(|s| s.matches(&labels));
-            if fam == family
-                && !p.spec.disabled
-                && uses_ok
-                && auto_ok
-                && selected
-                && (restrict.is_empty() || named)
-            {
-                let block_size = p
-                    .spec
-                    .block_size
-                    .unwrap_or(if family == 4 { 26 } else { 122 });
-                pools.push(Pool {
-                    name: p.metadata.name.clone(),
-                    cidr,
-                    block_size,
-                });
-            }
-        }
-        pools.sort_by_key(|p| p.cidr);
+        let wanted_use = match use_ {
+            Use::Workload => IpPoolUse::Workload,
+            Use::Tunnel => IpPoolUse::Tunnel,
+        };
+        let pools = enabled_pools(client, family)?
+            .into_iter()
+            .filter(|(spec, pool)| {
+                let named = restrict
+                    .iter()
+                    .any(|w| *w == pool.name || w.parse::<IpNet>().ok() == Some(pool.cidr));
+                let uses_ok =
+                    spec.allowed_uses.is_empty() || spec.allowed_uses.contains(&wanted_use);
+                let auto_ok = spec.assignment_mode != Some(AssignmentMode::Manual) || named;
+                let selected =
+                    Selector::parse(&spec.node_selector).is_ok_and(|s| s.matches(&labels));
+                uses_ok && auto_ok && selected && (restrict.is_empty() || named)
+            })
+            .map(|(_, pool)| pool)
+            .collect();
         Ok(PoolSet {
             pools,
             reservations: reservations(client)?,
@@ -108,24 +118,10 @@ impl PoolSet {
 
     /// Every enabled pool of `family`, whatever its selector or uses.
     pub fn load_all_enabled(client: &Client, family: u8) -> Result<Self, IpamError> {
-        let mut pools = Vec::new();
-        for r in client.list(Kind::IPPool, None)?.items {
-            let Resource::IPPool(p) = r else { continue };
-            let Ok(cidr) = p.spec.cidr.parse::<IpNet>() else {
-                continue;
-            };
-            if cidr.addr().is_ipv4() == (family == 4) && !p.spec.disabled {
-                let block_size = p
-                    .spec
-                    .block_size
-                    .unwrap_or(if family == 4 { 26 } else { 122 });
-                pools.push(Pool {
-                    name: p.metadata.name.clone(),
-                    cidr,
-                    block_size,
-                });
-            }
-        }
+        let pools = enabled_pools(client, family)?
+            .into_iter()
+            .map(|(_, pool)| pool)
+            .collect();
         Ok(PoolSet {
             pools,
             reservations: reservations(client)?,
