@@ -79,13 +79,7 @@ pub fn decode_resource(v: Value) -> Result<Resource, String> {
     if api == crate::k8s::API_VERSION && kind == "NetworkPolicy" {
         let knp: K8sNetworkPolicy = serde_path_to_error::deserialize(v)
             .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-        knp.validate().map_err(|e| {
-            e.errors
-                .iter()
-                .map(ToString::to_string)
-                .collect::<Vec<_>>()
-                .join("; ")
-        })?;
+        knp.validate().map_err(|e| e.reasons())?;
         let mut res = knp.to_calico();
         res.apply_defaults();
         return Ok(res);
@@ -100,13 +94,7 @@ pub fn decode_resource(v: Value) -> Result<Resource, String> {
     };
     let mut res = Resource::from_parts(k, v)?;
     res.apply_defaults();
-    res.validate().map_err(|e| {
-        e.errors
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join("; ")
-    })?;
+    res.validate().map_err(|e| e.reasons())?;
     Ok(res)
 }
 

@@ -26,6 +26,13 @@ pub struct ValidationError {
     pub errors: Vec<FieldError>,
 }
 
+impl ValidationError {
+    /// Every field error, `path: reason; path: reason`.
+    pub fn reasons(&self) -> String {
+        join(&self.errors)
+    }
+}
+
 fn join(errors: &[FieldError]) -> String {
     errors
         .iter()
