@@ -2,57 +2,81 @@
 //! network namespaces made for each test: a node namespace (where the
 //! plugin runs) and pod namespaces.
 
-use calico_test_support::Netns;
+use calico_test_support::{EtcdServer, Netns};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
 struct Cluster {
+    // Field order matters: the etcd inside the node namespace stops before the namespace goes.
+    etcd: Option<EtcdServer>,
     node: Netns,
     _dir: tempfile::TempDir,
     db: String,
 }
 
-fn calicoctl(db: &str, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_calico").replace("/calico", "/calicoctl"))
-        .args(["--config", "/nonexistent"])
+/// calicoctl against the cluster's datastore: the embedded file, or the etcd
+/// inside the node namespace (so calicoctl runs there too).
+fn calicoctl(db: &str, etcd: Option<(&EtcdServer, &Netns)>, args: &[&str]) -> Output {
+    let bin = env!("CARGO_BIN_EXE_calico").replace("/calico", "/calicoctl");
+    let mut cmd = match etcd {
+        Some((e, node)) => {
+            let mut c = Command::new("nsenter");
+            c.arg(format!("--net={}", node.path())).arg(&bin);
+            c.env("DATASTORE_TYPE", "etcdv3")
+                .env("ETCD_ENDPOINTS", &e.endpoint);
+            c
+        }
+        None => {
+            let mut c = Command::new(&bin);
+            c.env("CALICO_DATASTORE_PATH", db)
+                .env_remove("DATASTORE_TYPE");
+            c
+        }
+    };
+    cmd.args(["--config", "/nonexistent"])
         .args(args)
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
         .output()
         .expect("calicoctl (build the workspace first)")
 }
 
 impl Cluster {
     fn new(pool: &str) -> Cluster {
+        Self::with(pool, false)
+    }
+
+    fn with(pool: &str, use_etcd: bool) -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let db = dir.path().join("calico.db").display().to_string();
-        if !pool.is_empty() {
-            let file = dir.path().join("pool.yaml");
-            std::fs::write(&file, format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pool}}\nspec: {{cidr: {pool}}}\n")).expect("write");
-            let out = calicoctl(&db, &["apply", "-f", file.to_str().expect("path")]);
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
         let node = Netns::new("cni-node");
         node.make_node("10.250.9.1/24");
-        Cluster {
+        let etcd = use_etcd.then(|| EtcdServer::start_in_netns(&node.path()));
+        let c = Cluster {
+            etcd,
             node,
             _dir: dir,
             db,
+        };
+        if !pool.is_empty() {
+            let file = c._dir.path().join("pool.yaml");
+            std::fs::write(&file, format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pool}}\nspec: {{cidr: {pool}}}\n")).expect("write");
+            c.ctl(&["apply", "-f", file.to_str().expect("path")]);
         }
+        c
     }
 
     fn conf(&self, version: &str) -> Value {
-        json!({
+        let mut conf = json!({
             "cniVersion": version, "name": "k8s-pod-network", "type": "calico",
             "nodename": "node-1", "datastore_path": self.db, "mtu": 1400,
             "ipam": {"type": "calico-ipam"},
             "args": {"cni": {"labels": [{"key": "app", "value": "web"}], "ports": [{"name": "http", "port": 8080}]}}
-        })
+        });
+        if let Some(e) = &self.etcd {
+            conf["datastore_type"] = json!("etcdv3");
+            conf["etcd_endpoints"] = json!(e.endpoint);
+        }
+        conf
     }
 
     /// Runs a plugin in the node namespace with CNI_* set as a runtime would.
@@ -126,7 +150,7 @@ impl Cluster {
     }
 
     fn ctl(&self, args: &[&str]) -> String {
-        let out = calicoctl(&self.db, args);
+        let out = calicoctl(&self.db, self.etcd.as_ref().map(|e| (e, &self.node)), args);
         assert!(
             out.status.success(),
             "calicoctl {args:?}: {}",
@@ -521,4 +545,26 @@ fn dual_stack_pods() {
         &conf,
     );
     assert_eq!(c.in_use(), 0);
+}
+
+/// The same plugin against a real etcd (running inside the node namespace,
+/// where the plugin and calicoctl reach it on loopback).
+#[test]
+fn pods_on_an_etcd_datastore() {
+    let c = Cluster::with("10.84.0.0/16", true);
+    let (a, b) = (Netns::new("cni-pod-ea"), Netns::new("cni-pod-eb"));
+    let ra = c.add(&a, "etcd1", "web-a");
+    let rb = c.add(&b, "etcd2", "web-b");
+    a.ok(&["ping", "-c1", "-W2", &ip_of(&rb)]);
+    assert_eq!(
+        c.add(&a, "etcd1", "web-a"),
+        ra,
+        "a retried ADD is idempotent on etcd too"
+    );
+    assert_eq!(c.in_use(), 2);
+    assert!(c.ctl(&["get", "wep", "-n", "shop"]).contains("web-b"));
+    c.del(Some(&a), "etcd1", "web-a");
+    c.del(Some(&b), "etcd2", "web-b");
+    assert_eq!(c.in_use(), 0);
+    assert!(!c.ctl(&["get", "wep", "-n", "shop"]).contains("web"));
 }

@@ -41,6 +41,16 @@ impl EtcdServer {
     /// Starts etcd and waits until it reports healthy. Panics with a clear
     /// message if etcd is not installed (run `make test`, which installs it).
     pub fn start() -> EtcdServer {
+        Self::start_in(None)
+    }
+
+    /// Starts etcd inside the network namespace at `netns` (a path such as
+    /// `/run/netns/x`), listening on that namespace's loopback.
+    pub fn start_in_netns(netns: &str) -> EtcdServer {
+        Self::start_in(Some(netns))
+    }
+
+    fn start_in(netns: Option<&str>) -> EtcdServer {
         let which = Command::new("sh").args(["-c", "command -v etcd"]).output();
         if !which.is_ok_and(|o| o.status.success()) {
             panic!("etcd is not installed: run `scripts/setup` (or `make test`), which installs etcd-server");
@@ -53,7 +63,15 @@ impl EtcdServer {
         // The watchdog loop ends etcd when the test process ($PARENT) is gone.
         let script = r#"etcd "$@" & e=$!; trap 'kill $e 2>/dev/null; wait $e; rm -rf "$SCRATCH"' EXIT TERM INT
 while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; done"#;
-        let child = Command::new("sh")
+        let mut cmd = match netns {
+            Some(path) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net={path}")).arg("sh");
+                c
+            }
+            None => Command::new("sh"),
+        };
+        let child = cmd
             .arg("-c")
             .arg(script)
             .arg("etcd-watchdog")
@@ -88,7 +106,19 @@ while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; don
             _dir: dir,
         };
         let deadline = Instant::now() + START_TIMEOUT;
-        while !healthy(client_port) {
+        let ready = || match netns {
+            Some(path) => Command::new("nsenter")
+                .arg(format!("--net={path}"))
+                .args([
+                    "curl",
+                    "-sf",
+                    &format!("http://127.0.0.1:{client_port}/health"),
+                ])
+                .output()
+                .is_ok_and(|o| o.status.success()),
+            None => healthy(client_port),
+        };
+        while !ready() {
             if let Ok(Some(status)) = server.child.try_wait() {
                 let log = std::fs::read_to_string(server._dir.path().join("etcd.log"))
                     .unwrap_or_default();
