@@ -16,11 +16,13 @@
 
 mod ast;
 mod eval;
+mod index;
 mod lexer;
 mod parser;
 
 pub use ast::Expr;
 pub use eval::Labels;
+pub use index::{LabelIndex, MatchEvent};
 pub use parser::ParseError;
 
 /// A parsed selector.
