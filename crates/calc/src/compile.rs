@@ -1,0 +1,230 @@
+//! Rule compilation: Calico rules to match criteria over nets, ports and
+//! named sets. Selectors become sets identified by their scoped, canonical
+//! selector; the graph keeps their members.
+
+use crate::intent::{CompiledRule, CompiledRules, PortRange, SideMatch};
+use calico_api::{EntityRule, Rule};
+use calico_net::{parse_cidr_or_ip, Port};
+use calico_selector::{Expr, Selector};
+use sha1::{Digest, Sha1};
+use std::collections::BTreeSet;
+
+pub const NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
+pub const NAMESPACE_PREFIX: &str = "pcns.";
+
+/// What a set holds: addresses of what a selector matches, or their
+/// address+port pairs for a named port.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SetSpec {
+    Selector(String),
+    NamedPort {
+        selector: String,
+        protocol: u8,
+        port: String,
+    },
+}
+
+impl SetSpec {
+    pub fn selector(&self) -> &str {
+        match self {
+            SetSpec::Selector(s) | SetSpec::NamedPort { selector: s, .. } => s,
+        }
+    }
+
+    /// A short, stable name: `s` or `n` and 16 hex digits of a SHA-1.
+    pub fn id(&self) -> String {
+        let (tag, text) = match self {
+            SetSpec::Selector(s) => ("s", s.clone()),
+            SetSpec::NamedPort {
+                selector,
+                protocol,
+                port,
+            } => ("n", format!("{selector}|{protocol}|{port}")),
+        };
+        let digest = Sha1::digest(text.as_bytes());
+        let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+        format!("{tag}{hex}")
+    }
+}
+
+/// Rewrites a namespace selector over namespace labels into one over the
+/// `pcns.`-prefixed labels endpoints inherit from their namespace profile.
+fn namespace_expr(e: &Expr) -> Expr {
+    let k = |key: &String| format!("{NAMESPACE_PREFIX}{key}");
+    match e {
+        Expr::All => Expr::Has(NAMESPACE_LABEL.into()),
+        Expr::Global => Expr::Not(Box::new(Expr::Has(NAMESPACE_LABEL.into()))),
+        Expr::Has(key) => Expr::Has(k(key)),
+        Expr::Eq(key, v) => Expr::Eq(k(key), v.clone()),
+        Expr::Ne(key, v) => Expr::Ne(k(key), v.clone()),
+        Expr::In(key, v) => Expr::In(k(key), v.clone()),
+        Expr::NotIn(key, v) => Expr::NotIn(k(key), v.clone()),
+        Expr::Contains(key, v) => Expr::Contains(k(key), v.clone()),
+        Expr::StartsWith(key, v) => Expr::StartsWith(k(key), v.clone()),
+        Expr::EndsWith(key, v) => Expr::EndsWith(k(key), v.clone()),
+        Expr::Not(inner) => Expr::Not(Box::new(namespace_expr(inner))),
+        Expr::And(ops) => Expr::And(ops.iter().map(namespace_expr).collect()),
+        Expr::Or(ops) => Expr::Or(ops.iter().map(namespace_expr).collect()),
+    }
+}
+
+fn and(parts: Vec<Expr>) -> Expr {
+    let parts: Vec<Expr> = parts.into_iter().filter(|e| *e != Expr::All).collect();
+    match parts.len() {
+        0 => Expr::All,
+        1 => parts.into_iter().next().unwrap_or(Expr::All),
+        _ => Expr::And(parts),
+    }
+}
+
+fn parse(text: &str) -> Expr {
+    Selector::parse(text)
+        .map(|s| s.expr().clone())
+        .unwrap_or(Expr::Not(Box::new(Expr::All)))
+}
+
+/// The selector a policy applies to: its own, scoped to its namespace
+/// (NetworkPolicy) or by its namespaceSelector (GlobalNetworkPolicy).
+pub fn policy_selector(
+    selector: &str,
+    namespace: Option<&str>,
+    namespace_selector: &str,
+) -> Selector {
+    let mut parts = Vec::new();
+    if let Some(ns) = namespace {
+        parts.push(Expr::Eq(NAMESPACE_LABEL.into(), ns.into()));
+    } else if !namespace_selector.is_empty() {
+        parts.push(namespace_expr(&parse(namespace_selector)));
+    }
+    parts.push(parse(selector));
+    Selector::from_expr(and(parts))
+}
+
+/// A rule side's selector, scoped as Calico scopes it: by namespaceSelector
+/// when given, else to the policy's namespace (NetworkPolicy), else global.
+fn scoped(selector: &str, namespace_selector: &str, namespace: Option<&str>) -> String {
+    let mut parts = Vec::new();
+    if !namespace_selector.is_empty() {
+        parts.push(namespace_expr(&parse(namespace_selector)));
+    } else if let Some(ns) = namespace {
+        parts.push(Expr::Eq(NAMESPACE_LABEL.into(), ns.into()));
+    }
+    parts.push(parse(selector));
+    Selector::from_expr(and(parts)).to_string()
+}
+
+fn ranges(ports: &[Port]) -> Vec<PortRange> {
+    ports
+        .iter()
+        .filter_map(|p| match p {
+            Port::Range { min, max } => Some(PortRange {
+                min: *min,
+                max: *max,
+            }),
+            Port::Named(_) => None,
+        })
+        .collect()
+}
+
+fn names(ports: &[Port]) -> Vec<&str> {
+    ports
+        .iter()
+        .filter_map(|p| match p {
+            Port::Named(n) => Some(n.as_str()),
+            Port::Range { .. } => None,
+        })
+        .collect()
+}
+
+/// Compiles one side; `sets` collects every set it needs.
+fn side(
+    e: &EntityRule,
+    protocol: Option<u8>,
+    namespace: Option<&str>,
+    sets: &mut BTreeSet<SetSpec>,
+) -> SideMatch {
+    let nets = |list: &[String]| {
+        list.iter()
+            .filter_map(|n| parse_cidr_or_ip(n).ok())
+            .collect()
+    };
+    let mut m = SideMatch {
+        nets: nets(&e.nets),
+        not_nets: nets(&e.not_nets),
+        ports: ranges(&e.ports),
+        not_ports: ranges(&e.not_ports),
+        ..Default::default()
+    };
+    let has_selector = !e.selector.is_empty() || !e.namespace_selector.is_empty();
+    let selector = if has_selector {
+        Some(scoped(&e.selector, &e.namespace_selector, namespace))
+    } else {
+        None
+    };
+    if let Some(sel) = &selector {
+        let spec = SetSpec::Selector(sel.clone());
+        m.sets.push(spec.id());
+        sets.insert(spec);
+    }
+    if !e.not_selector.is_empty() {
+        let spec = SetSpec::Selector(scoped(&e.not_selector, &e.namespace_selector, namespace));
+        m.not_sets.push(spec.id());
+        sets.insert(spec);
+    }
+    // Named ports resolve against what the side selects (everything, without a selector).
+    let named_selector = selector.unwrap_or_else(|| "all()".into());
+    for (list, out) in [
+        (&e.ports, &mut m.named_port_sets),
+        (&e.not_ports, &mut m.not_named_port_sets),
+    ] {
+        for name in names(list) {
+            let spec = SetSpec::NamedPort {
+                selector: named_selector.clone(),
+                protocol: protocol.unwrap_or(6),
+                port: name.to_string(),
+            };
+            out.push(spec.id());
+            sets.insert(spec);
+        }
+    }
+    m
+}
+
+fn icmp(i: Option<&calico_api::Icmp>) -> Option<(u8, Option<u8>)> {
+    let i = i?;
+    let t = u8::try_from(i.kind?).ok()?;
+    Some((t, i.code.and_then(|c| u8::try_from(c).ok())))
+}
+
+pub fn rule(r: &Rule, namespace: Option<&str>, sets: &mut BTreeSet<SetSpec>) -> CompiledRule {
+    let protocol = r.protocol.as_ref().map(calico_net::Protocol::number);
+    CompiledRule {
+        action: r.action,
+        ip_version: r.ip_version,
+        protocol,
+        not_protocol: r.not_protocol.as_ref().map(calico_net::Protocol::number),
+        icmp: icmp(r.icmp.as_ref()),
+        not_icmp: icmp(r.not_icmp.as_ref()),
+        src: side(&r.source, protocol, namespace, sets),
+        dst: side(&r.destination, protocol, namespace, sets),
+    }
+}
+
+pub fn rules(
+    ingress: &[Rule],
+    egress: &[Rule],
+    namespace: Option<&str>,
+) -> (CompiledRules, BTreeSet<SetSpec>) {
+    let mut sets = BTreeSet::new();
+    let compiled = CompiledRules {
+        ingress: ingress
+            .iter()
+            .map(|r| rule(r, namespace, &mut sets))
+            .collect(),
+        egress: egress
+            .iter()
+            .map(|r| rule(r, namespace, &mut sets))
+            .collect(),
+    };
+    (compiled, sets)
+}

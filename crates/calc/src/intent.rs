@@ -1,0 +1,156 @@
+//! What the calculation graph tells the dataplane: the one internal API
+//! between them. Plain data; no kernel or datastore types.
+
+use calico_api::Action;
+use calico_net::IpNet;
+use serde::Serialize;
+use std::collections::BTreeSet;
+
+/// Identifies an IP set by what it selects (a hash of the canonical selector).
+pub type SetId = String;
+
+/// A policy, by tier, kind and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct PolicyId {
+    pub tier: String,
+    /// Namespace for NetworkPolicy; None for GlobalNetworkPolicy.
+    pub namespace: Option<String>,
+    pub name: String,
+}
+
+/// A workload endpoint, by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct EndpointId {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// A port match: a range, always resolved to numbers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct PortRange {
+    pub min: u16,
+    pub max: u16,
+}
+
+/// Match criteria for one side (source or destination) of a rule.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SideMatch {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub nets: Vec<IpNet>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_nets: Vec<IpNet>,
+    /// Address sets (from selectors), all must match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sets: Vec<SetId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_sets: Vec<SetId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub ports: Vec<PortRange>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_ports: Vec<PortRange>,
+    /// Address+port sets for named ports; any may match.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub named_port_sets: Vec<SetId>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_named_port_sets: Vec<SetId>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CompiledRule {
+    pub action: Action,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip_version: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<u8>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_protocol: Option<u8>,
+    /// (type, code)
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<(u8, Option<u8>)>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub not_icmp: Option<(u8, Option<u8>)>,
+    pub src: SideMatch,
+    pub dst: SideMatch,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct CompiledRules {
+    pub ingress: Vec<CompiledRule>,
+    pub egress: Vec<CompiledRule>,
+}
+
+/// What happens when no policy of a tier decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum TierEnd {
+    Deny,
+    Pass,
+}
+
+/// The policies of one tier that apply to an endpoint in one direction, in order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TierPolicies {
+    pub tier: String,
+    pub end: TierEnd,
+    pub policies: Vec<PolicyId>,
+}
+
+/// A local workload endpoint and what applies to it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct EndpointIntent {
+    pub interface: String,
+    pub ips: Vec<IpNet>,
+    /// Ingress (to the workload). Empty: the profiles decide.
+    pub ingress: Vec<TierPolicies>,
+    /// Egress (from the workload). Empty: the profiles decide.
+    pub egress: Vec<TierPolicies>,
+    pub profiles: Vec<String>,
+}
+
+/// One member of an address+port set.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct AddrPort {
+    pub net: IpNet,
+    pub protocol: u8,
+    pub port: u16,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum SetMembers {
+    Nets(BTreeSet<IpNet>),
+    NamedPorts(BTreeSet<AddrPort>),
+}
+
+/// A change the dataplane must make. Sets come before the policies that
+/// use them, policies before the endpoints that use them; removals in
+/// the reverse order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum Intent {
+    SetUpdate {
+        id: SetId,
+        members: SetMembers,
+    },
+    SetRemove {
+        id: SetId,
+    },
+    PolicyUpdate {
+        id: PolicyId,
+        rules: CompiledRules,
+    },
+    PolicyRemove {
+        id: PolicyId,
+    },
+    ProfileUpdate {
+        name: String,
+        rules: CompiledRules,
+    },
+    ProfileRemove {
+        name: String,
+    },
+    EndpointUpdate {
+        id: EndpointId,
+        endpoint: EndpointIntent,
+    },
+    EndpointRemove {
+        id: EndpointId,
+    },
+}

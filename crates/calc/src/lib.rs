@@ -1,0 +1,17 @@
+//! The node agent's calculation graph (Calico's Felix calc graph).
+//!
+//! Pure and deterministic: no I/O, no clock. Datastore updates go in
+//! (`Update`); dataplane intents come out (`Intent`): which IP sets exist
+//! with which members, which policies and profiles are compiled to which
+//! rules, and, per local workload endpoint, which tiers and policies apply
+//! in each direction, in order.
+
+mod compile;
+mod graph;
+pub mod intent;
+mod state;
+
+pub use compile::{policy_selector, SetSpec};
+pub use graph::{CalcGraph, Update};
+pub use intent::*;
+pub use state::DesiredState;
