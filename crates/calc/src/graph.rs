@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// A change from the datastore.
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)] // each update is moved once; boxing buys nothing
 pub enum Update {
     Put(Resource),
     Delete {
@@ -116,9 +117,19 @@ fn order_key(o: Option<f64>) -> (bool, OrdF64) {
 }
 
 /// f64 ordered totally (orders are validated finite).
-#[derive(Debug, Clone, Copy, PartialEq, PartialOrd)]
+#[derive(Debug, Clone, Copy)]
 struct OrdF64(f64);
+impl PartialEq for OrdF64 {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other) == std::cmp::Ordering::Equal
+    }
+}
 impl Eq for OrdF64 {}
+impl PartialOrd for OrdF64 {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
 impl Ord for OrdF64 {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
         self.0.total_cmp(&other.0)
