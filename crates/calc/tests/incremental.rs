@@ -89,7 +89,11 @@ spec: {nets: [198.51.100.0/24]}
 }
 
 fn key(r: &Resource) -> (String, Option<String>, String) {
-    (r.kind().to_string(), r.meta().namespace.clone(), r.meta().name.clone())
+    (
+        r.kind().to_string(),
+        r.meta().namespace.clone(),
+        r.meta().name.clone(),
+    )
 }
 
 proptest! {
