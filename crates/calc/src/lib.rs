@@ -9,9 +9,9 @@
 mod compile;
 mod graph;
 pub mod intent;
-mod state;
+pub mod state;
 
 pub use compile::{policy_selector, SetSpec};
 pub use graph::{CalcGraph, Update};
 pub use intent::*;
-pub use state::DesiredState;
+pub use state::{policy_key, DesiredState};

@@ -1,0 +1,33 @@
+//! The nftables dataplane.
+//!
+//! `render` turns the desired state (what the calculation graph's intents
+//! describe) into one `inet calico` table; `apply` loads it in a single
+//! `nft -f` transaction that replaces only that table, so no packet ever
+//! sees half a policy and other tables are never touched.
+//!
+//! Layout (forward hook; the input hook runs the same from-workload part):
+//!
+//! ```text
+//! forward: ct established,related accept; ct invalid drop
+//!          clear marks; iifname vmap @from-wl      (egress of the sender)
+//!          unknown/denied cali* from here: drop
+//!          clear marks; oifname vmap @to-wl        (ingress of the receiver)
+//!          unknown/denied cali* to here: drop; accept
+//! fw-<if>/tw-<if>: per endpoint and direction: each tier in order
+//!          (fw-<if>-t<n> jumps to each policy chain; a policy's Allow sets
+//!          the accept mark and returns, Pass the pass mark, Deny drops),
+//!          then the tier's end (drop, or pass); no tier decided: drop;
+//!          passed past the last tier, or no policy at all: the profiles.
+//! p-<hash>-in/-out, r-<hash>-in/-out: compiled policy and profile rules.
+//! sets: one v4 and one v6 set per selector; named ports as addr . proto . port.
+//! ```
+
+mod apply;
+mod render;
+
+pub use apply::{apply, ApplyError, TABLE};
+pub use render::render;
+
+/// Marks used between chains (bits 16 and 17, clear of kube-proxy's).
+pub const MARK_ACCEPT: u32 = 0x1_0000;
+pub const MARK_PASS: u32 = 0x2_0000;

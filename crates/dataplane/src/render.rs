@@ -1,0 +1,462 @@
+//! Desired state to nft text. Pure: the same state always renders the
+//! same text, byte for byte.
+
+use crate::{MARK_ACCEPT, MARK_PASS, TABLE};
+use calico_api::Action;
+use calico_calc::{
+    policy_key, CompiledRule, CompiledRules, DesiredState, EndpointIntent, PortRange, SetMembers,
+    SideMatch, TierEnd,
+};
+use calico_net::IpNet;
+use sha1::{Digest, Sha1};
+use std::fmt::Write;
+
+const CLEAR: u32 = !(MARK_ACCEPT | MARK_PASS);
+
+fn short_hash(text: &str) -> String {
+    Sha1::digest(text.as_bytes())
+        .iter()
+        .take(6)
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+fn policy_chain(key: &str, ingress: bool) -> String {
+    format!(
+        "p-{}-{}",
+        short_hash(key),
+        if ingress { "in" } else { "out" }
+    )
+}
+
+fn profile_chain(name: &str, ingress: bool) -> String {
+    format!(
+        "r-{}-{}",
+        short_hash(name),
+        if ingress { "in" } else { "out" }
+    )
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn addr(self) -> &'static str {
+        match self {
+            Family::V4 => "ip",
+            Family::V6 => "ip6",
+        }
+    }
+    fn suffix(self) -> &'static str {
+        match self {
+            Family::V4 => "v4",
+            Family::V6 => "v6",
+        }
+    }
+    fn of(net: &IpNet) -> Family {
+        if net.addr().is_ipv4() {
+            Family::V4
+        } else {
+            Family::V6
+        }
+    }
+}
+
+fn net_text(net: &IpNet) -> String {
+    if net.prefix_len() == net.max_prefix_len() {
+        net.addr().to_string()
+    } else {
+        net.to_string()
+    }
+}
+
+fn net_list(nets: &[IpNet], f: Family) -> Option<String> {
+    let list: Vec<String> = nets
+        .iter()
+        .filter(|n| Family::of(n) == f)
+        .map(net_text)
+        .collect();
+    (!list.is_empty()).then(|| format!("{{ {} }}", list.join(", ")))
+}
+
+fn port_list(ports: &[PortRange]) -> String {
+    let items: Vec<String> = ports
+        .iter()
+        .map(|p| {
+            if p.min == p.max {
+                p.min.to_string()
+            } else {
+                format!("{}-{}", p.min, p.max)
+            }
+        })
+        .collect();
+    format!("{{ {} }}", items.join(", "))
+}
+
+fn addressed(m: &SideMatch) -> bool {
+    !(m.nets.is_empty()
+        && m.not_nets.is_empty()
+        && m.sets.is_empty()
+        && m.not_sets.is_empty()
+        && m.named_port_sets.is_empty()
+        && m.not_named_port_sets.is_empty())
+}
+
+/// The families a rule is rendered for: its ipVersion, or the family its
+/// ICMP or nets imply, or both when it matches address sets; `None` (one
+/// family-agnostic rule) when nothing in it is about addresses.
+fn families(r: &CompiledRule) -> Vec<Option<Family>> {
+    match r.ip_version {
+        Some(4) => return vec![Some(Family::V4)],
+        Some(6) => return vec![Some(Family::V6)],
+        _ => {}
+    }
+    if r.protocol == Some(1) || r.icmp.is_some() && r.protocol != Some(58) {
+        return vec![Some(Family::V4)];
+    }
+    if r.protocol == Some(58) {
+        return vec![Some(Family::V6)];
+    }
+    if !addressed(&r.src) && !addressed(&r.dst) {
+        return vec![None];
+    }
+    let nets: Vec<&IpNet> = [&r.src, &r.dst]
+        .iter()
+        .flat_map(|s| s.nets.iter())
+        .collect();
+    if nets.is_empty() {
+        return vec![Some(Family::V4), Some(Family::V6)];
+    }
+    [Family::V4, Family::V6]
+        .into_iter()
+        .filter(|f| nets.iter().any(|n| Family::of(n) == *f))
+        .map(Some)
+        .collect()
+}
+
+/// One side's match text in one family; None when it cannot match there
+/// (nets of the other family only). `alt` picks which port alternative.
+fn side(m: &SideMatch, f: Option<Family>, dir: &str, port_alt: Option<&PortAlt>) -> Option<String> {
+    let Some(f) = f else {
+        // Family-agnostic: only ports can be matched.
+        let mut parts = Vec::new();
+        if let Some(PortAlt::Numbers(p)) = port_alt {
+            parts.push(format!("th {dir}port {}", port_list(p)));
+        }
+        if !m.not_ports.is_empty() {
+            parts.push(format!("th {dir}port != {}", port_list(&m.not_ports)));
+        }
+        return Some(parts.join(" "));
+    };
+    let a = f.addr();
+    let mut parts = Vec::new();
+    if !m.nets.is_empty() {
+        parts.push(format!("{a} {dir}addr {}", net_list(&m.nets, f)?));
+    }
+    if let Some(l) = net_list(&m.not_nets, f) {
+        parts.push(format!("{a} {dir}addr != {l}"));
+    }
+    for s in &m.sets {
+        parts.push(format!("{a} {dir}addr @{s}_{}", f.suffix()));
+    }
+    for s in &m.not_sets {
+        parts.push(format!("{a} {dir}addr != @{s}_{}", f.suffix()));
+    }
+    match port_alt {
+        Some(PortAlt::Numbers(p)) => parts.push(format!("th {dir}port {}", port_list(p))),
+        Some(PortAlt::Named(s)) => parts.push(format!(
+            "{a} {dir}addr . meta l4proto . th {dir}port @{s}_{}",
+            f.suffix()
+        )),
+        None => {}
+    }
+    if !m.not_ports.is_empty() {
+        parts.push(format!("th {dir}port != {}", port_list(&m.not_ports)));
+    }
+    for s in &m.not_named_port_sets {
+        parts.push(format!(
+            "{a} {dir}addr . meta l4proto . th {dir}port != @{s}_{}",
+            f.suffix()
+        ));
+    }
+    Some(parts.join(" "))
+}
+
+/// Ports in a side are alternatives: the numbers, or any named-port set.
+enum PortAlt {
+    Numbers(Vec<PortRange>),
+    Named(String),
+}
+
+fn port_alts(m: &SideMatch) -> Vec<Option<PortAlt>> {
+    let mut alts: Vec<Option<PortAlt>> = Vec::new();
+    if !m.ports.is_empty() {
+        alts.push(Some(PortAlt::Numbers(m.ports.clone())));
+    }
+    alts.extend(
+        m.named_port_sets
+            .iter()
+            .map(|s| Some(PortAlt::Named(s.clone()))),
+    );
+    if alts.is_empty() {
+        alts.push(None);
+    }
+    alts
+}
+
+fn verdict(action: Action) -> String {
+    match action {
+        Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#x} return"),
+        Action::Pass => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
+        Action::Deny => "drop".into(),
+        Action::Log => "log prefix \"calico-packet: \" level info".into(),
+    }
+}
+
+fn rule_lines(r: &CompiledRule, out: &mut Vec<String>) {
+    let fams = families(r);
+    for f in fams.iter().copied() {
+        let mut common = Vec::new();
+        if let Some(p) = r.protocol {
+            common.push(format!("meta l4proto {p}"));
+        }
+        if let Some(p) = r.not_protocol {
+            common.push(format!("meta l4proto != {p}"));
+        }
+        let icmp = |(t, c): (u8, Option<u8>), neg: bool| {
+            let kw = if f == Some(Family::V6) {
+                "icmpv6"
+            } else {
+                "icmp"
+            };
+            let op = if neg { "!= " } else { "" };
+            match c {
+                Some(c) => format!("{kw} type {op}{t} {kw} code {op}{c}"),
+                None => format!("{kw} type {op}{t}"),
+            }
+        };
+        if let Some(i) = r.icmp {
+            common.push(icmp(i, false));
+        }
+        if let Some(i) = r.not_icmp {
+            common.push(icmp(i, true));
+        }
+        if let Some(f) = f.filter(|_| r.ip_version.is_some() || fams.len() == 1) {
+            common.push(format!(
+                "meta nfproto {}",
+                if f == Family::V4 { "ipv4" } else { "ipv6" }
+            ));
+        }
+        for sp in port_alts(&r.src) {
+            for dp in port_alts(&r.dst) {
+                let (Some(s), Some(d)) = (
+                    side(&r.src, f, "s", sp.as_ref()),
+                    side(&r.dst, f, "d", dp.as_ref()),
+                ) else {
+                    continue;
+                };
+                let parts: Vec<&str> = common
+                    .iter()
+                    .map(String::as_str)
+                    .chain([s.as_str(), d.as_str()])
+                    .filter(|p| !p.is_empty())
+                    .collect();
+                let matches = parts.join(" ");
+                let v = verdict(r.action);
+                out.push(if matches.is_empty() {
+                    v
+                } else {
+                    format!("{matches} {v}")
+                });
+            }
+        }
+    }
+}
+
+fn rules_chain(name: &str, rules: &[CompiledRule], text: &mut String) {
+    let mut lines = Vec::new();
+    for r in rules {
+        rule_lines(r, &mut lines);
+    }
+    let _ = writeln!(text, "\tchain {name} {{");
+    for l in lines {
+        let _ = writeln!(text, "\t\t{l}");
+    }
+    let _ = writeln!(text, "\t}}");
+}
+
+fn endpoint_chains(ep: &EndpointIntent, text: &mut String) {
+    for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
+        let chain = format!("{prefix}-{}", ep.interface);
+        let mut body = Vec::new();
+        for (n, tier) in tiers.iter().enumerate() {
+            let tier_chain = format!("{chain}-t{n}");
+            let mut tl = Vec::new();
+            for p in &tier.policies {
+                tl.push(format!("jump {}", policy_chain(&policy_key(p), ingress)));
+                tl.push(format!(
+                    "meta mark & {:#x} != 0 return",
+                    MARK_ACCEPT | MARK_PASS
+                ));
+            }
+            tl.push(match tier.end {
+                TierEnd::Deny => "drop".into(),
+                TierEnd::Pass => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
+            });
+            let _ = writeln!(text, "\tchain {tier_chain} {{");
+            for l in tl {
+                let _ = writeln!(text, "\t\t{l}");
+            }
+            let _ = writeln!(text, "\t}}");
+            body.push(format!("jump {tier_chain}"));
+            body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
+            body.push(format!("meta mark set meta mark & {CLEAR:#x}"));
+        }
+        // Reached only if every tier passed (or there were none): the profiles decide.
+        for p in &ep.profiles {
+            body.push(format!("jump {}", profile_chain(p, ingress)));
+            body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
+        }
+        body.push("drop".into());
+        let _ = writeln!(text, "\tchain {chain} {{");
+        for l in body {
+            let _ = writeln!(text, "\t\t{l}");
+        }
+        let _ = writeln!(text, "\t}}");
+    }
+}
+
+fn set_defs(state: &DesiredState, text: &mut String) {
+    for (id, members) in &state.sets {
+        for f in [Family::V4, Family::V6] {
+            let (ty, flags, elements): (&str, &str, Vec<String>) = match members {
+                SetMembers::Nets(nets) => (
+                    if f == Family::V4 {
+                        "ipv4_addr"
+                    } else {
+                        "ipv6_addr"
+                    },
+                    "flags interval; auto-merge; ",
+                    nets.iter()
+                        .filter(|n| Family::of(n) == f)
+                        .map(|n| n.to_string())
+                        .collect(),
+                ),
+                SetMembers::NamedPorts(ps) => (
+                    if f == Family::V4 {
+                        "ipv4_addr . inet_proto . inet_service"
+                    } else {
+                        "ipv6_addr . inet_proto . inet_service"
+                    },
+                    "",
+                    ps.iter()
+                        .filter(|p| Family::of(&p.net) == f)
+                        .map(|p| format!("{} . {} . {}", p.net.addr(), p.protocol, p.port))
+                        .collect(),
+                ),
+            };
+            let _ = write!(text, "\tset {id}_{} {{ type {ty}; {flags}", f.suffix());
+            if !elements.is_empty() {
+                let _ = write!(text, "elements = {{ {} }}; ", elements.join(", "));
+            }
+            let _ = writeln!(text, "}}");
+        }
+    }
+}
+
+fn rules_of(rules: &CompiledRules, ingress: bool) -> &[CompiledRule] {
+    if ingress {
+        &rules.ingress
+    } else {
+        &rules.egress
+    }
+}
+
+/// The whole `inet calico` table.
+pub fn render(state: &DesiredState) -> String {
+    let mut t = String::new();
+    let _ = writeln!(t, "table inet {TABLE} {{");
+    set_defs(state, &mut t);
+    for (dir, prefix) in [("from", "fw"), ("to", "tw")] {
+        let elements: Vec<String> = state
+            .endpoints
+            .values()
+            .map(|e| format!("\"{}\" : jump {prefix}-{}", e.interface, e.interface))
+            .collect();
+        let _ = write!(t, "\tmap {dir}-wl {{ type ifname : verdict; ");
+        if !elements.is_empty() {
+            let _ = write!(t, "elements = {{ {} }}; ", elements.join(", "));
+        }
+        let _ = writeln!(t, "}}");
+    }
+    for (key, rules) in &state.policies {
+        for ingress in [true, false] {
+            rules_chain(
+                &policy_chain(key, ingress),
+                rules_of(rules, ingress),
+                &mut t,
+            );
+        }
+    }
+    for (name, rules) in &state.profiles {
+        for ingress in [true, false] {
+            rules_chain(
+                &profile_chain(name, ingress),
+                rules_of(rules, ingress),
+                &mut t,
+            );
+        }
+    }
+    // Profiles an endpoint names but nobody defined: nothing allowed.
+    let mut missing: Vec<&String> = state
+        .endpoints
+        .values()
+        .flat_map(|e| e.profiles.iter())
+        .filter(|p| !state.profiles.contains_key(*p))
+        .collect();
+    missing.sort();
+    missing.dedup();
+    for p in missing {
+        for ingress in [true, false] {
+            rules_chain(&profile_chain(p, ingress), &[], &mut t);
+        }
+    }
+    for ep in state.endpoints.values() {
+        endpoint_chains(ep, &mut t);
+    }
+    let clear = format!("meta mark set meta mark & {CLEAR:#x}");
+    let undecided = format!("meta mark & {MARK_ACCEPT:#x} == 0");
+    let _ = writeln!(
+        t,
+        "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;"
+    );
+    let _ = writeln!(
+        t,
+        "\t\tct state established,related accept\n\t\tct state invalid drop"
+    );
+    let _ = writeln!(
+        t,
+        "\t\t{clear}\n\t\tiifname vmap @from-wl\n\t\tiifname \"cali*\" {undecided} drop"
+    );
+    let _ = writeln!(
+        t,
+        "\t\t{clear}\n\t\toifname vmap @to-wl\n\t\toifname \"cali*\" {undecided} drop\n\t}}"
+    );
+    let _ = writeln!(
+        t,
+        "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;"
+    );
+    let _ = writeln!(
+        t,
+        "\t\tct state established,related accept\n\t\tct state invalid drop"
+    );
+    let _ = writeln!(
+        t,
+        "\t\t{clear}\n\t\tiifname vmap @from-wl\n\t\tiifname \"cali*\" {undecided} drop\n\t}}"
+    );
+    let _ = writeln!(t, "}}");
+    t
+}

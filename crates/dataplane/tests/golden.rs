@@ -1,0 +1,54 @@
+//! Datastore state -> intents -> nft text. The calc crate's golden inputs
+//! are rendered and compared with `tests/golden/<name>.nft` here (`BLESS=1`
+//! rewrites them), and nft itself checks each ruleset in a throwaway
+//! namespace.
+
+use calico_api::decode_manifest;
+use calico_calc::{CalcGraph, DesiredState, Update};
+use calico_test_support::Netns;
+use std::fs;
+use std::path::Path;
+
+#[test]
+fn golden_rulesets_render_and_load() {
+    let inputs = Path::new(env!("CARGO_MANIFEST_DIR")).join("../calc/tests/golden");
+    let outputs = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/golden");
+    let bless = std::env::var_os("BLESS").is_some();
+    let ns = Netns::new("nft-check");
+    let mut failures = Vec::new();
+    for entry in fs::read_dir(&inputs).expect("inputs") {
+        let f = entry.expect("entry").path();
+        if f.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let mut g = CalcGraph::new("node-1");
+        let mut state = DesiredState::default();
+        for r in decode_manifest(&fs::read_to_string(&f).expect("read")).expect("valid") {
+            state.apply(&g.apply(Update::Put(r))).expect("ordering");
+        }
+        let text = calico_dataplane::render(&state);
+        let out = outputs.join(f.with_extension("nft").file_name().expect("name"));
+        if bless {
+            fs::write(&out, &text).expect("bless");
+        } else if fs::read_to_string(&out).unwrap_or_default() != text {
+            failures.push(format!("--- {}\n{text}", out.display()));
+        }
+        // nft accepts it (checked, not committed, in a namespace of our own).
+        let file =
+            std::env::temp_dir().join(format!("{}.nft", calico_test_support::unique("ruleset")));
+        fs::write(&file, &text).expect("write");
+        let check = ns.exec(&["nft", "-c", "-f", file.to_str().expect("path")]);
+        let _ = fs::remove_file(&file);
+        assert!(
+            check.status.success(),
+            "nft rejects {}: {}",
+            f.display(),
+            String::from_utf8_lossy(&check.stderr)
+        );
+    }
+    assert!(
+        failures.is_empty(),
+        "golden mismatches (BLESS=1 to accept):\n{}",
+        failures.join("\n")
+    );
+}
