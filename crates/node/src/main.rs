@@ -1,0 +1,43 @@
+//! calico-node: the agent every node runs.
+//!
+//! ```text
+//! datastore ──list, then watch──► decode ──Update──► CalcGraph ──Intent──►
+//!   DesiredState ──render──► nft text ──apply (one transaction)──► kernel
+//! ```
+//!
+//! Today it runs the policy dataplane (`felix`). Routes, BGP, health and
+//! metrics come next (see the issues).
+
+#![allow(clippy::print_stdout)]
+
+mod felix;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "calico-node", version, about = "The calico-rs node agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Program network policy for this node's workloads into nftables, following the datastore.
+    Felix(felix::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Felix(a) => felix::run(&a),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("calico-node: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
