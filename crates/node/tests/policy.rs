@@ -95,8 +95,10 @@ impl Node {
             .iter()
             .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
+        // Named ports, as the CNI conventions' args carry them.
+        let ports = json!([{"name": "serve-80-tcp", "protocol": "TCP", "port": 80}, {"name": "serve-81-tcp", "protocol": "TCP", "port": 81}, {"name": "serve-80-udp", "protocol": "UDP", "port": 80}]);
         let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
-            "datastore_path": self.db(), "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels}}});
+            "datastore_path": self.db(), "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels, "ports": ports}}});
         let mut child = Command::new("ip")
             .args([
                 "netns",
@@ -138,9 +140,9 @@ impl Node {
             .expect("ip")
             .trim_end_matches("/32")
             .to_string();
-        // A TCP server on port 80 in the pod.
+        // Servers in the pod: TCP 80 and 81, UDP 80 (each answers "ok").
         let server = Command::new("ip")
-            .args(["netns", "exec", &pod.name, "python3", "-c", "import socket\ns=socket.socket()\ns.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('0.0.0.0', 80))\ns.listen(16)\nwhile True:\n    c,_=s.accept(); c.sendall(b'ok'); c.close()"])
+            .args(["netns", "exec", &pod.name, "python3", "-c", SERVER])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -150,10 +152,34 @@ impl Node {
     }
 }
 
-/// Whether `from` can open a TCP connection to `ip`:80 (1 s timeout, retried once).
+const SERVER: &str = "
+import socket, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.sendall(b'ok'); c.close()
+def udp(port):
+    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', port))
+    while True:
+        _, peer = s.recvfrom(64); s.sendto(b'ok', peer)
+for t in [threading.Thread(target=tcp, args=(80,)), threading.Thread(target=tcp, args=(81,)), threading.Thread(target=udp, args=(80,))]:
+    t.daemon = True; t.start()
+threading.Event().wait()
+";
+
+/// Whether `from` reaches `ip`:`port` over `proto` (0.5 s timeout, tried twice).
+fn probe(from: &Netns, ip: &str, port: u16, proto: &str) -> bool {
+    let code = if proto == "udp" {
+        format!("import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(0.5)\ns.sendto(b'x', ('{ip}', {port}))\nassert s.recv(2) == b'ok'")
+    } else {
+        format!("import socket\ns=socket.create_connection(('{ip}', {port}), timeout=0.5)\nassert s.recv(2) == b'ok'")
+    };
+    (0..2).any(|_| from.exec(&["python3", "-c", &code]).status.success())
+}
+
 fn tcp(from: &Netns, ip: &str) -> bool {
-    let probe = format!("import socket\ns=socket.create_connection(('{ip}', 80), timeout=1)\nassert s.recv(2) == b'ok'");
-    (0..2).any(|_| from.exec(&["python3", "-c", &probe]).status.success())
+    probe(from, ip, 80, "tcp")
 }
 
 fn ping(from: &Netns, ip: &str) -> bool {
@@ -213,4 +239,178 @@ fn kubernetes_policies_enforced_on_real_packets() {
             .contains("someone-else"),
         "other tables untouched"
     );
+}
+
+/// A Kubernetes NetworkPolicy conformance suite over namespaces x, y, z
+/// with pods a, b, c each, TCP 80/81 and UDP 80.
+#[test]
+fn kubernetes_network_policy_conformance() {
+    let ns = Netns::new("conf-node");
+    ns.make_node("10.250.4.1/24");
+    let mut node = Node {
+        ns,
+        dir: tempfile::tempdir().expect("tempdir"),
+        servers: Vec::new(),
+    };
+    let mut setup = String::from("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.87.0.0/16}\n");
+    for n in ["x", "y", "z"] {
+        setup.push_str(&format!("---\napiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {{name: kns.{n}}}\nspec: {{ingress: [{{action: Allow}}], egress: [{{action: Allow}}], labelsToApply: {{pcns.kubernetes.io/metadata.name: {n}, pcns.ns: {n}}}}}\n"));
+    }
+    node.ctl_apply(&setup);
+    let mut pods = std::collections::BTreeMap::new();
+    for n in ["x", "y", "z"] {
+        for p in ["a", "b", "c"] {
+            let (netns, ip) = node.pod(n, &format!("{n}{p}"), &[("pod", p)]);
+            pods.insert(format!("{n}/{p}"), (netns, ip));
+        }
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    node.felix();
+    let reach = |from: &str, to: &str, port: u16, proto: &str| {
+        probe(&pods[from].0, &pods[to].1, port, proto)
+    };
+    let policy = |yaml: &str| {
+        node.ctl_apply(yaml);
+        node.felix();
+    };
+    let knp = |name: &str, ns: &str, spec: &str| {
+        format!("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: {name}, namespace: {ns}}}\nspec: {spec}\n")
+    };
+
+    assert!(
+        reach("y/a", "x/a", 80, "tcp") && reach("x/b", "x/a", 80, "udp"),
+        "open before any policy"
+    );
+
+    // Default deny ingress in x.
+    policy(&knp(
+        "deny",
+        "x",
+        "{podSelector: {}, policyTypes: [Ingress]}",
+    ));
+    assert!(
+        !reach("y/a", "x/a", 80, "tcp")
+            && !reach("x/b", "x/c", 81, "tcp")
+            && !reach("z/c", "x/b", 80, "udp")
+    );
+    assert!(
+        reach("x/a", "y/b", 80, "tcp"),
+        "egress from x is not affected"
+    );
+
+    // Namespace selector: from namespace y into x/a.
+    policy(&knp("from-y", "x", "{podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}]}]}"));
+    assert!(
+        reach("y/a", "x/a", 80, "tcp")
+            && reach("y/c", "x/a", 81, "tcp")
+            && reach("y/b", "x/a", 80, "udp")
+    );
+    assert!(
+        !reach("z/a", "x/a", 80, "tcp") && !reach("x/b", "x/a", 80, "tcp"),
+        "not z, not x itself"
+    );
+    assert!(!reach("y/a", "x/b", 80, "tcp"), "only x/a is opened");
+
+    // Pod selector across all namespaces: pods labelled b may reach x/c on TCP 81 only.
+    policy(&knp("b-to-c", "x", "{podSelector: {matchLabels: {pod: c}}, ingress: [{from: [{namespaceSelector: {}, podSelector: {matchLabels: {pod: b}}}], ports: [{port: 81}]}]}"));
+    assert!(reach("z/b", "x/c", 81, "tcp") && reach("x/b", "x/c", 81, "tcp"));
+    assert!(!reach("z/b", "x/c", 80, "tcp") && !reach("z/a", "x/c", 81, "tcp"));
+
+    // ipBlock with except: the whole pool except y/c into x/b, UDP only.
+    let except = format!("{}/32", pods["y/c"].1);
+    policy(&knp("ipblock", "x", &format!("{{podSelector: {{matchLabels: {{pod: b}}}}, ingress: [{{from: [{{ipBlock: {{cidr: 10.87.0.0/16, except: ['{except}']}}}}], ports: [{{protocol: UDP, port: 80}}]}}]}}")));
+    assert!(reach("y/a", "x/b", 80, "udp") && reach("z/c", "x/b", 80, "udp"));
+    assert!(!reach("y/c", "x/b", 80, "udp"), "the excepted address");
+    assert!(!reach("y/a", "x/b", 80, "tcp"), "UDP only");
+
+    // Named port and endPort, in namespace y (default deny there first).
+    policy(&knp(
+        "deny",
+        "y",
+        "{podSelector: {}, policyTypes: [Ingress]}",
+    ));
+    policy(&knp(
+        "named",
+        "y",
+        "{podSelector: {matchLabels: {pod: a}}, ingress: [{ports: [{port: serve-81-tcp}]}]}",
+    ));
+    let (r81, r80) = (
+        reach("z/a", "y/a", 81, "tcp"),
+        reach("z/a", "y/a", 80, "tcp"),
+    );
+    if !(r81 && !r80) {
+        let wep = Command::new(bin("calicoctl"))
+            .args([
+                "--config",
+                "/nonexistent",
+                "get",
+                "wep",
+                "-n",
+                "y",
+                "-o",
+                "yaml",
+            ])
+            .env("CALICO_DATASTORE_PATH", node.db())
+            .output()
+            .expect("get");
+        panic!(
+            "the named port resolves to 81 (81: {r81}, 80: {r80}):\n{}",
+            String::from_utf8_lossy(&wep.stdout)
+        );
+    }
+    policy(&knp(
+        "range",
+        "y",
+        "{podSelector: {matchLabels: {pod: b}}, ingress: [{ports: [{port: 80, endPort: 81}]}]}",
+    ));
+    assert!(
+        reach("z/a", "y/b", 80, "tcp")
+            && reach("z/a", "y/b", 81, "tcp")
+            && !reach("z/a", "y/b", 80, "udp")
+    );
+
+    // Egress: z/a may only talk to namespace y.
+    policy(&knp("egress", "z", "{podSelector: {matchLabels: {pod: a}}, policyTypes: [Egress], egress: [{to: [{namespaceSelector: {matchLabels: {ns: y}}}]}]}"));
+    assert!(
+        reach("z/a", "y/b", 80, "tcp"),
+        "to y is allowed (and y/b admits 80)"
+    );
+    assert!(
+        !reach("z/a", "z/b", 80, "tcp") && !reach("z/a", "x/b", 80, "udp"),
+        "elsewhere is not"
+    );
+    assert!(
+        reach("z/b", "z/c", 80, "tcp"),
+        "other pods in z are unaffected"
+    );
+
+    // Policy update: x/a now admits namespace z instead of y.
+    policy(&knp("from-y", "x", "{podSelector: {matchLabels: {pod: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: z}}}]}]}"));
+    assert!(reach("z/b", "x/a", 80, "tcp") && !reach("y/a", "x/a", 80, "tcp"));
+
+    // Label change: relabel z/c as a "b" pod; the b-to-c rule now admits it.
+    assert!(!reach("z/c", "x/c", 81, "tcp"));
+    let out = Command::new(bin("calicoctl"))
+        .args([
+            "--config",
+            "/nonexistent",
+            "label",
+            "workloadendpoint",
+            "node--1-k8s-zc-eth0",
+            "pod=b",
+            "--overwrite",
+            "-n",
+            "z",
+        ])
+        .env("CALICO_DATASTORE_PATH", node.db())
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("calicoctl label");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    node.felix();
+    assert!(reach("z/c", "x/c", 81, "tcp"), "the new label is honoured");
 }
