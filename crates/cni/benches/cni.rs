@@ -12,10 +12,9 @@ use calico_api::decode_manifest;
 use calico_client::{Client, Clock};
 use calico_datastore::Store;
 use calico_datastore_sqlite::SqliteStore;
-use calico_test_support::Netns;
+use calico_test_support::{run_cni, CniCall, Netns};
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -29,28 +28,15 @@ impl Clock for FixedClock {
 /// Runs a plugin (already inside the node namespace); returns how long it took.
 fn invoke(bin: &str, command: &str, pod: &Netns, container: &str, conf: &Value) -> Duration {
     let start = Instant::now();
-    let mut child = Command::new(bin)
-        .env("CNI_COMMAND", command)
-        .env("CNI_CONTAINERID", container)
-        .env("CNI_NETNS", pod.path())
-        .env("CNI_IFNAME", "eth0")
-        .env(
-            "CNI_ARGS",
-            format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={container}"),
-        )
-        .env("CNI_PATH", "/usr/lib/cni")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn plugin");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(conf.to_string().as_bytes())
-        .expect("conf");
-    let out = child.wait_with_output().expect("plugin");
+    let args = format!("IgnoreUnknown=1;K8S_POD_NAMESPACE=bench;K8S_POD_NAME={container}");
+    let call = CniCall {
+        command,
+        container,
+        netns: &pod.path(),
+        ifname: "eth0",
+        args: &args,
+    };
+    let out = run_cni(Command::new(bin), &call, &conf.to_string());
     let took = start.elapsed();
     assert!(
         out.status.success(),

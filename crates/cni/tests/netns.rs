@@ -2,10 +2,9 @@
 //! network namespaces made for each test: a node namespace (where the
 //! plugin runs) and pod namespaces.
 
-use calico_test_support::{EtcdServer, Netns};
+use calico_test_support::{run_cni, CniCall, EtcdServer, Netns};
 use serde_json::{json, Value};
-use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
 struct Cluster {
     // Field order matters: the etcd inside the node namespace stops before the namespace goes.
@@ -94,28 +93,17 @@ impl Cluster {
         } else {
             env!("CARGO_BIN_EXE_calico").replace("/calico", &format!("/{plugin}"))
         };
-        let mut child = Command::new("ip")
-            .args(["netns", "exec", &self.node.name, &bin])
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", container)
-            .env("CNI_NETNS", pod.map(Netns::path).unwrap_or_default())
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_ARGS", args)
-            .env("CNI_PATH", "/usr/lib/cni")
-            .env_remove("DATASTORE_TYPE")
-            .env_remove("CALICO_DATASTORE_PATH")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn plugin");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.to_string().as_bytes())
-            .expect("write conf");
-        let out = child.wait_with_output().expect("plugin");
+        let mut program = Command::new("ip");
+        program.args(["netns", "exec", &self.node.name, &bin]);
+        let netns = pod.map(Netns::path).unwrap_or_default();
+        let call = CniCall {
+            command,
+            container,
+            netns: &netns,
+            ifname: "eth0",
+            args,
+        };
+        let out = run_cni(program, &call, &conf.to_string());
         let v = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
         (out, v)
     }

@@ -2,9 +2,8 @@
 //! in a node namespace, policy applied by `calico-node felix`, probed with
 //! ping and TCP. Everything runs in namespaces this test creates.
 
-use calico_test_support::Netns;
+use calico_test_support::{run_cni, CniCall, Netns};
 use serde_json::json;
-use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
@@ -99,36 +98,23 @@ impl Node {
         let ports = json!([{"name": "serve-80-tcp", "protocol": "TCP", "port": 80}, {"name": "serve-81-tcp", "protocol": "TCP", "port": 81}, {"name": "serve-80-udp", "protocol": "UDP", "port": 80}]);
         let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
             "datastore_path": self.db(), "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels, "ports": ports}}});
-        let mut child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.ns.name,
-                bin("calico").to_str().expect("path"),
-            ])
-            .env("CNI_COMMAND", "ADD")
-            .env(
-                "CNI_CONTAINERID",
-                calico_test_support::unique("c").replace('-', ""),
-            )
-            .env("CNI_NETNS", pod.path())
-            .env("CNI_IFNAME", "eth0")
-            .env(
-                "CNI_ARGS",
-                format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}"),
-            )
-            .env("CNI_PATH", "/usr/lib/cni")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .expect("cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.to_string().as_bytes())
-            .expect("conf");
-        let out = child.wait_with_output().expect("cni");
+        let mut program = Command::new("ip");
+        program.args([
+            "netns",
+            "exec",
+            &self.ns.name,
+            bin("calico").to_str().expect("path"),
+        ]);
+        let container = calico_test_support::unique("c").replace('-', "");
+        let args = format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
+        let call = CniCall {
+            command: "ADD",
+            container: &container,
+            netns: &pod.path(),
+            ifname: "eth0",
+            args: &args,
+        };
+        let out = run_cni(program, &call, &conf.to_string());
         assert!(
             out.status.success(),
             "ADD: {}",

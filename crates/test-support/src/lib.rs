@@ -1,10 +1,12 @@
 //! Helpers shared by tests: a real etcd on a free loopback port, and
 //! unique names for keys and namespaces.
 
+mod cni;
 mod etcd;
 mod netns;
 mod temp_store;
 
+pub use cni::{run_cni, CniCall};
 pub use etcd::EtcdServer;
 pub use netns::Netns;
 pub use temp_store::TempStore;

@@ -1,0 +1,41 @@
+//! Calling a CNI plugin exactly as a container runtime does.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+/// The CNI_* environment of one invocation.
+#[derive(Debug, Clone, Copy)]
+pub struct CniCall<'a> {
+    pub command: &'a str,
+    pub container: &'a str,
+    /// Path of the container's network namespace ("" for none).
+    pub netns: &'a str,
+    pub ifname: &'a str,
+    pub args: &'a str,
+}
+
+/// Runs `program` (the plugin, possibly wrapped in `ip netns exec`) with the
+/// call's environment and `conf` on stdin; returns what it printed.
+pub fn run_cni(mut program: Command, call: &CniCall<'_>, conf: &str) -> Output {
+    let mut child = program
+        .env("CNI_COMMAND", call.command)
+        .env("CNI_CONTAINERID", call.container)
+        .env("CNI_NETNS", call.netns)
+        .env("CNI_IFNAME", call.ifname)
+        .env("CNI_ARGS", call.args)
+        .env("CNI_PATH", "/usr/lib/cni")
+        .env_remove("DATASTORE_TYPE")
+        .env_remove("CALICO_DATASTORE_PATH")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn the CNI plugin");
+    child
+        .stdin
+        .take()
+        .expect("plugin stdin")
+        .write_all(conf.as_bytes())
+        .expect("write the network configuration");
+    child.wait_with_output().expect("wait for the CNI plugin")
+}
