@@ -1,0 +1,169 @@
+//! Pod-to-pod TCP throughput and 64-byte UDP packet rate through the
+//! enforced dataplane, with no policy and with 1,000 policies and a 10,000
+//! member network set, side by side in one run (iperf3, pods on one node).
+//!
+//! `cargo bench -p calico-node --bench policy_throughput` (SECS per
+//! measurement, default 5).
+
+#![allow(clippy::print_stdout)]
+
+use calico_api::decode_manifest;
+use calico_client::{Client, Clock};
+use calico_datastore_sqlite::SqliteStore;
+use calico_test_support::{run_cni, CniCall, Netns};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+struct FixedClock;
+impl Clock for FixedClock {
+    fn now_rfc3339(&self) -> String {
+        "2026-11-22T00:00:00Z".into()
+    }
+}
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
+}
+
+struct KillOnDrop(std::process::Child);
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn iperf(client: &Netns, server_ip: &str, secs: u32, udp: bool) -> f64 {
+    let secs = secs.to_string();
+    let mut args = vec!["iperf3", "-c", server_ip, "-t", &secs, "-J"];
+    if udp {
+        args.extend(["-u", "-b", "0", "-l", "64"]);
+    }
+    let out = client.exec(&args);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    if udp {
+        let s = &v["end"]["sum"];
+        let packets =
+            s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0);
+        packets / s["seconds"].as_f64().unwrap_or(1.0)
+    } else {
+        v["end"]["sum_received"]["bits_per_second"]
+            .as_f64()
+            .unwrap_or(0.0)
+    }
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let secs: u32 = std::env::var("SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    let client = Client::new(
+        Arc::new(SqliteStore::open(&db).expect("db")),
+        Arc::new(FixedClock),
+    );
+    let seed = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.89.0.0/16}\n---\n\
+                apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.bench}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n";
+    for r in decode_manifest(seed).expect("seed") {
+        client.create(r).expect("seed");
+    }
+    let node = Netns::new("tput-node");
+    node.make_node("10.250.3.1/24");
+    let mut pods = Vec::new();
+    for name in ["client", "server"] {
+        let pod = Netns::new(&format!("tput-{name}"));
+        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
+            "datastore_path": db, "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
+        let mut program = Command::new("ip");
+        program.args([
+            "netns",
+            "exec",
+            &node.name,
+            bin("calico").to_str().expect("path"),
+        ]);
+        let args = format!("K8S_POD_NAMESPACE=bench;K8S_POD_NAME={name}");
+        let call = CniCall {
+            command: "ADD",
+            container: name,
+            netns: &pod.path(),
+            ifname: "eth0",
+            args: &args,
+        };
+        let out = run_cni(program, &call, &conf.to_string());
+        assert!(
+            out.status.success(),
+            "ADD: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("result");
+        let ip = v["ips"][0]["address"]
+            .as_str()
+            .expect("ip")
+            .trim_end_matches("/32")
+            .to_string();
+        pods.push((pod, ip));
+    }
+    let server = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &pods[1].0.name, "iperf3", "-s"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("iperf3 server"),
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let felix = || {
+        let out = Command::new("nsenter")
+            .arg(format!("--net={}", node.path()))
+            .arg(bin("calico-node"))
+            .args(["felix", "--once", "--node", "node-1"])
+            .env("CALICO_DATASTORE_PATH", &db)
+            .env_remove("DATASTORE_TYPE")
+            .output()
+            .expect("felix");
+        assert!(
+            out.status.success(),
+            "felix: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    felix();
+    let (c, server_ip) = (&pods[0].0, pods[1].1.clone());
+    let base_tcp = iperf(c, &server_ip, secs, false);
+    let base_udp = iperf(c, &server_ip, secs, true);
+
+    // 1,000 policies on the server (999 that do not match iperf's traffic,
+    // then one that allows it) and a 10,000-member set it is checked against.
+    let mut manifest = String::new();
+    let nets: Vec<String> = (0..10_000u32)
+        .map(|i| format!("172.{}.{}.{}/32", 16 + (i >> 16), (i >> 8) & 0xff, i & 0xff))
+        .collect();
+    manifest.push_str(&format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {{name: big, labels: {{feed: big}}}}\nspec: {{nets: [{}]}}\n", nets.join(", ")));
+    for j in 0..999 {
+        manifest.push_str(&format!("---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: p{j:04}}}\nspec: {{order: {j}, selector: app == 'server', ingress: [{{action: Deny, protocol: TCP, source: {{selector: feed == 'big'}}, destination: {{ports: [{}]}}}}]}}\n", 10_000 + j));
+    }
+    manifest.push_str("---\napiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: p9999}\nspec: {order: 9999, selector: app == 'server', ingress: [{action: Deny, source: {selector: feed == 'big'}}, {action: Allow}]}\n");
+    for r in decode_manifest(&manifest).expect("policies") {
+        client.create(r).expect("create");
+    }
+    felix();
+    let pol_tcp = iperf(c, &server_ip, secs, false);
+    let pol_udp = iperf(c, &server_ip, secs, true);
+    drop(server);
+    println!(
+        "TCP  no policy {:.2} Gbit/s | 1,000 policies + 10,000-member set {:.2} Gbit/s ({:.0}%)",
+        base_tcp / 1e9,
+        pol_tcp / 1e9,
+        100.0 * pol_tcp / base_tcp
+    );
+    println!(
+        "UDP 64 B  no policy {:.0} kpps | 1,000 policies + 10,000-member set {:.0} kpps ({:.0}%)",
+        base_udp / 1e3,
+        pol_udp / 1e3,
+        100.0 * pol_udp / base_udp
+    );
+}
