@@ -1,11 +1,13 @@
 //! The policy agent loop: list, compute, apply; then watch and apply changes.
 
+use crate::status::{self, Metrics, Status};
 use anyhow::{anyhow, Context, Result};
 use calico_calc::{CalcGraph, DesiredState, Update};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
 use calico_client::{open_store, DatastoreConfig};
 use calico_datastore::{Event, Store, StoreError, WatchError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -15,6 +17,14 @@ pub struct Args {
     /// Apply the current state once and exit.
     #[arg(long)]
     pub once: bool,
+    /// Address for /liveness, /readiness and /status (Calico's FELIX_HEALTHHOST).
+    #[arg(long, env = "FELIX_HEALTHHOST", default_value = "127.0.0.1")]
+    pub health_host: String,
+    #[arg(long, env = "FELIX_HEALTHPORT", default_value_t = 9099)]
+    pub health_port: u16,
+    /// Port for /metrics (Calico's FELIX_PROMETHEUSMETRICSPORT).
+    #[arg(long, env = "FELIX_PROMETHEUSMETRICSPORT", default_value_t = 9091)]
+    pub metrics_port: u16,
 }
 
 fn decode(kv_value: &[u8]) -> Result<calico_api::Resource, String> {
@@ -45,14 +55,32 @@ struct Agent {
     graph: CalcGraph,
     state: DesiredState,
     applied: Option<String>,
+    /// The newest datastore revision fed to the graph.
+    revision: i64,
+    status: Arc<Mutex<Status>>,
+    metrics: Arc<Metrics>,
 }
 
 impl Agent {
-    fn new(node: &str) -> Self {
+    fn new(node: &str, status: Arc<Mutex<Status>>, metrics: Arc<Metrics>) -> Self {
         Agent {
             graph: CalcGraph::new(node),
             state: DesiredState::default(),
             applied: None,
+            revision: 0,
+            status,
+            metrics,
+        }
+    }
+
+    fn report(&self, in_sync: bool) {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.in_sync = in_sync;
+        if in_sync {
+            s.applied_revision = self.revision;
         }
     }
 
@@ -68,19 +96,51 @@ impl Agent {
     fn sync(&mut self) -> Result<()> {
         let text = calico_dataplane::render(&self.state);
         if self.applied.as_deref() != Some(text.as_str()) {
-            calico_dataplane::apply(&text).context("applying the nftables ruleset")?;
+            let start = Instant::now();
+            if let Err(e) = calico_dataplane::apply(&text) {
+                self.metrics.apply_errors.inc();
+                self.report(false);
+                return Err(e).context("applying the nftables ruleset");
+            }
+            self.metrics
+                .apply_seconds
+                .observe(start.elapsed().as_secs_f64());
             self.applied = Some(text);
         }
+        let m = &self.metrics;
+        m.endpoints
+            .set(i64::try_from(self.state.endpoints.len()).unwrap_or(i64::MAX));
+        m.policies
+            .set(i64::try_from(self.state.policies.len()).unwrap_or(i64::MAX));
+        let members: usize = self
+            .state
+            .sets
+            .values()
+            .map(|s| match s {
+                calico_calc::SetMembers::Nets(n) => n.len(),
+                calico_calc::SetMembers::NamedPorts(p) => p.len(),
+            })
+            .sum();
+        m.set_members
+            .set(i64::try_from(members).unwrap_or(i64::MAX));
+        self.report(true);
         Ok(())
     }
 }
 
 /// Lists everything and builds a fresh agent; returns it and the revision read.
-fn resync(store: &dyn Store, node: &str) -> Result<(Agent, i64)> {
+fn resync(
+    store: &dyn Store,
+    node: &str,
+    status: &Arc<Mutex<Status>>,
+    metrics: &Arc<Metrics>,
+) -> Result<(Agent, i64)> {
+    metrics.resyncs.inc();
     let listing = store
         .list(RESOURCE_PREFIX)
         .context("listing the datastore")?;
-    let mut agent = Agent::new(node);
+    let mut agent = Agent::new(node, Arc::clone(status), Arc::clone(metrics));
+    agent.revision = listing.revision;
     for kv in &listing.items {
         if let Some(u) = to_update(&Event::Put(kv.clone())) {
             agent.feed(u)?;
@@ -93,7 +153,20 @@ fn resync(store: &dyn Store, node: &str) -> Result<(Agent, i64)> {
 pub fn run(args: &Args) -> Result<()> {
     let cfg = DatastoreConfig::from_env()?;
     let store = open_store(&cfg).with_context(|| format!("opening the {}", cfg.describe()))?;
-    let (mut agent, mut revision) = resync(store.as_ref(), &args.node)?;
+    let status = Arc::new(Mutex::new(Status {
+        node: args.node.clone(),
+        ..Default::default()
+    }));
+    let metrics = Arc::new(Metrics::new());
+    if !args.once {
+        let health = format!("{}:{}", args.health_host, args.health_port);
+        status::serve(&health, Arc::clone(&status), Arc::clone(&metrics))
+            .with_context(|| format!("serving health on {health}"))?;
+        let prom = format!("{}:{}", args.health_host, args.metrics_port);
+        status::serve(&prom, Arc::clone(&status), Arc::clone(&metrics))
+            .with_context(|| format!("serving metrics on {prom}"))?;
+    }
+    let (mut agent, mut revision) = resync(store.as_ref(), &args.node, &status, &metrics)?;
     if args.once {
         return Ok(());
     }
@@ -101,7 +174,7 @@ pub fn run(args: &Args) -> Result<()> {
         let watch = match store.watch(RESOURCE_PREFIX, revision + 1) {
             Ok(w) => w,
             Err(StoreError::Compacted { .. }) => {
-                (agent, revision) = resync(store.as_ref(), &args.node)?;
+                (agent, revision) = resync(store.as_ref(), &args.node, &status, &metrics)?;
                 continue;
             }
             Err(e) => return Err(e.into()),
@@ -109,11 +182,13 @@ pub fn run(args: &Args) -> Result<()> {
         loop {
             match watch.recv_timeout(Duration::from_secs(30)) {
                 Ok(ev) => {
+                    agent.revision = ev.revision();
                     if let Some(u) = to_update(&ev) {
                         agent.feed(u)?;
                     }
                     // Take whatever else already arrived, then apply once.
                     while let Some(Ok(ev)) = watch.try_recv() {
+                        agent.revision = ev.revision();
                         if let Some(u) = to_update(&ev) {
                             agent.feed(u)?;
                         }
@@ -129,7 +204,7 @@ pub fn run(args: &Args) -> Result<()> {
                     }
                 }
                 Err(WatchError::Store(StoreError::Compacted { .. })) => {
-                    (agent, revision) = resync(store.as_ref(), &args.node)?;
+                    (agent, revision) = resync(store.as_ref(), &args.node, &status, &metrics)?;
                     break;
                 }
                 Err(e) => return Err(anyhow!("watching the datastore: {e}")),

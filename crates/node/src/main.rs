@@ -5,12 +5,13 @@
 //!   DesiredState ──render──► nft text ──apply (one transaction)──► kernel
 //! ```
 //!
-//! Today it runs the policy dataplane (`felix`). Routes, BGP, health and
-//! metrics come next (see the issues).
+//! Today it runs the policy dataplane (`felix`), with health, an in-sync
+//! report and metrics. Routes and BGP come next (see the issues).
 
 #![allow(clippy::print_stdout)]
 
 mod felix;
+mod status;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

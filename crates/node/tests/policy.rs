@@ -400,3 +400,106 @@ fn kubernetes_network_policy_conformance() {
     node.felix();
     assert!(reach("z/c", "x/c", 81, "tcp"), "the new label is honoured");
 }
+
+/// The running agent: health, the in-sync report tools wait on, and metrics.
+#[test]
+fn health_status_and_metrics() {
+    let ns = Netns::new("status-node");
+    ns.make_node("10.250.2.1/24");
+    let node = Node {
+        ns,
+        dir: tempfile::tempdir().expect("tempdir"),
+        servers: Vec::new(),
+    };
+    node.ctl_apply("apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: ep, namespace: default, labels: {app: web}}\nspec: {node: node-1, interfaceName: cali0000stat1, ipNetworks: [10.90.0.1/32]}\n");
+    let agent = Command::new("nsenter")
+        .arg(format!("--net={}", node.ns.path()))
+        .arg(bin("calico-node"))
+        .args(["felix", "--node", "node-1"])
+        .env("CALICO_DATASTORE_PATH", node.db())
+        .env_remove("DATASTORE_TYPE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("felix");
+    struct Stop(Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _agent = Stop(agent);
+    let get = |path: &str| {
+        node.ns.exec(&[
+            "curl",
+            "-s",
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            &format!("http://127.0.0.1:{path}"),
+        ])
+    };
+    let body = |path: &str| String::from_utf8_lossy(&get(path).stdout).into_owned();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !body("9099/readiness").ends_with("200") {
+        assert!(std::time::Instant::now() < deadline, "never became ready");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(body("9099/liveness").ends_with("200"));
+    // Write a policy; the in-sync report reaches the revision of that write.
+    node.ctl_apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: web}\nspec: {selector: app == 'web', ingress: [{action: Allow, protocol: TCP, destination: {ports: [8443]}}]}\n");
+    let out = Command::new(bin("calicoctl"))
+        .args([
+            "--config",
+            "/nonexistent",
+            "get",
+            "gnp",
+            "web",
+            "-o",
+            "json",
+        ])
+        .env("CALICO_DATASTORE_PATH", node.db())
+        .output()
+        .expect("get");
+    let written: i64 = serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("json")
+        ["metadata"]["resourceVersion"]
+        .as_str()
+        .expect("rv")
+        .parse()
+        .expect("number");
+    loop {
+        let text = body("9099/status");
+        let json = text.rsplit_once('\n').map_or("", |(j, _)| j);
+        let v: serde_json::Value = serde_json::from_str(json).unwrap_or_default();
+        if v["in_sync"] == true && v["applied_revision"].as_i64().unwrap_or(0) >= written {
+            assert_eq!(v["node"], "node-1");
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never reported revision {written}: {text}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        node.ns
+            .ok(&["nft", "list", "table", "inet", "calico"])
+            .contains("dport 8443"),
+        "in sync means the rule is in the kernel"
+    );
+    let metrics = body("9091/metrics");
+    assert!(
+        metrics.contains("felix_active_local_endpoints 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("felix_active_local_policies 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("felix_dataplane_apply_seconds_count"),
+        "{metrics}"
+    );
+}
