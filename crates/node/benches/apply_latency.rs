@@ -10,20 +10,10 @@
 use calico_api::decode_manifest;
 use calico_client::{Client, Clock};
 use calico_datastore_sqlite::SqliteStore;
-use calico_test_support::Netns;
+use calico_test_support::{KillOnDrop, Netns};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-/// Stops the agent even when the benchmark panics.
-struct KillOnDrop(std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 struct FixedClock;
 impl Clock for FixedClock {

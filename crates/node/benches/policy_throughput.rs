@@ -10,7 +10,7 @@
 use calico_api::decode_manifest;
 use calico_client::{Client, Clock};
 use calico_datastore_sqlite::SqliteStore;
-use calico_test_support::{run_cni, CniCall, Netns};
+use calico_test_support::{cni_add, CniCall, KillOnDrop, Netns};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -24,14 +24,6 @@ impl Clock for FixedClock {
 
 fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
-}
-
-struct KillOnDrop(std::process::Child);
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn iperf(client: &Netns, server_ip: &str, secs: u32, udp: bool) -> f64 {
@@ -93,18 +85,7 @@ fn main() {
             ifname: "eth0",
             args: &args,
         };
-        let out = run_cni(program, &call, &conf.to_string());
-        assert!(
-            out.status.success(),
-            "ADD: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("result");
-        let ip = v["ips"][0]["address"]
-            .as_str()
-            .expect("ip")
-            .trim_end_matches("/32")
-            .to_string();
+        let ip = cni_add(program, &call, &conf.to_string());
         pods.push((pod, ip));
     }
     let server = KillOnDrop(

@@ -2,10 +2,10 @@
 //! in a node namespace, policy applied by `calico-node felix`, probed with
 //! ping and TCP. Everything runs in namespaces this test creates.
 
-use calico_test_support::{run_cni, CniCall, Netns};
+use calico_test_support::{cni_add, CniCall, KillOnDrop, Netns};
 use serde_json::json;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
@@ -14,16 +14,8 @@ fn bin(name: &str) -> PathBuf {
 struct Node {
     ns: Netns,
     dir: tempfile::TempDir,
-    servers: Vec<Child>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        for s in &mut self.servers {
-            let _ = s.kill();
-            let _ = s.wait();
-        }
-    }
+    /// Pod servers, stopped when the node goes.
+    servers: Vec<KillOnDrop>,
 }
 
 impl Node {
@@ -114,18 +106,7 @@ impl Node {
             ifname: "eth0",
             args: &args,
         };
-        let out = run_cni(program, &call, &conf.to_string());
-        assert!(
-            out.status.success(),
-            "ADD: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("result");
-        let ip = v["ips"][0]["address"]
-            .as_str()
-            .expect("ip")
-            .trim_end_matches("/32")
-            .to_string();
+        let ip = cni_add(program, &call, &conf.to_string());
         // Servers in the pod: TCP 80 and 81, UDP 80 (each answers "ok").
         let server = Command::new("ip")
             .args(["netns", "exec", &pod.name, "python3", "-c", SERVER])
@@ -133,7 +114,7 @@ impl Node {
             .stderr(Stdio::null())
             .spawn()
             .expect("server");
-        self.servers.push(server);
+        self.servers.push(KillOnDrop(server));
         (pod, ip)
     }
 }
@@ -422,14 +403,7 @@ fn health_status_and_metrics() {
         .stderr(Stdio::null())
         .spawn()
         .expect("felix");
-    struct Stop(Child);
-    impl Drop for Stop {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _agent = Stop(agent);
+    let _agent = KillOnDrop(agent);
     let get = |path: &str| {
         node.ns.exec(&[
             "curl",

@@ -39,3 +39,20 @@ pub fn run_cni(mut program: Command, call: &CniCall<'_>, conf: &str) -> Output {
         .expect("write the network configuration");
     child.wait_with_output().expect("wait for the CNI plugin")
 }
+
+/// Runs an ADD that must succeed and returns the first address of its
+/// result, without the prefix length (`10.0.0.5`).
+pub fn cni_add(program: Command, call: &CniCall<'_>, conf: &str) -> String {
+    let out = run_cni(program, call, conf);
+    assert!(
+        out.status.success(),
+        "ADD failed: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let result: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("the ADD result is JSON");
+    let address = result["ips"][0]["address"]
+        .as_str()
+        .expect("the result has an address");
+    address.split('/').next().unwrap_or(address).to_string()
+}

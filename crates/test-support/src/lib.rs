@@ -6,7 +6,7 @@ mod etcd;
 mod netns;
 mod temp_store;
 
-pub use cni::{run_cni, CniCall};
+pub use cni::{cni_add, run_cni, CniCall};
 pub use etcd::EtcdServer;
 pub use netns::Netns;
 pub use temp_store::TempStore;
@@ -29,4 +29,16 @@ pub fn free_port() -> u16 {
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
         .expect("no free loopback port")
+}
+
+/// A child process killed (and reaped) when this is dropped, even when the
+/// test panics.
+#[derive(Debug)]
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
