@@ -1,5 +1,7 @@
-//! Loading the table: one `nft -f -` transaction.
+//! Loading the table into the kernel: always one `nft -f -` transaction,
+//! so a packet sees either the old ruleset or the new one.
 
+use crate::table::Table;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
@@ -13,28 +15,89 @@ pub enum ApplyError {
     Refused(String),
 }
 
-/// Replaces table `inet calico` with `ruleset` atomically (create-if-absent,
-/// delete and re-add in one transaction). Nothing changes if nft refuses it.
-pub fn apply(ruleset: &str) -> Result<(), ApplyError> {
-    let script = format!("add table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}");
-    let mut child = Command::new("nft")
-        .args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(ApplyError::Spawn)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(ApplyError::Spawn)?;
+/// How an update reached the kernel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// Nothing differed.
+    Unchanged,
+    /// Only the differences were sent.
+    Delta,
+    /// The whole table was replaced.
+    Full,
+}
+
+/// Where nft runs: this process's network namespace, or a named one
+/// (`/run/netns/NAME`, as `ip netns` makes them).
+#[derive(Debug, Clone, Default)]
+pub struct Nft {
+    netns: Option<String>,
+}
+
+impl Nft {
+    pub fn in_netns(name: &str) -> Self {
+        Nft {
+            netns: Some(name.to_string()),
+        }
     }
-    let out = child.wait_with_output().map_err(ApplyError::Spawn)?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(ApplyError::Refused(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+
+    fn run(&self, script: &str) -> Result<(), ApplyError> {
+        let mut cmd = match &self.netns {
+            None => Command::new("nft"),
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}")).arg("nft");
+                c
+            }
+        };
+        let mut child = cmd
+            .args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(ApplyError::Spawn)?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin
+                .write_all(script.as_bytes())
+                .map_err(ApplyError::Spawn)?;
+        }
+        let out = child.wait_with_output().map_err(ApplyError::Spawn)?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(ApplyError::Refused(
+                String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            ))
+        }
+    }
+
+    /// Replaces table `inet calico` with `ruleset` atomically (create if
+    /// absent, delete and re-add in one transaction). Nothing changes if
+    /// nft refuses it, and no other table is touched.
+    pub fn apply(&self, ruleset: &str) -> Result<(), ApplyError> {
+        self.run(&format!(
+            "add table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
         ))
     }
+
+    /// Brings the kernel from `old` (what was last applied) to `new`: the
+    /// delta when there is one, in one transaction. If the kernel no longer
+    /// holds `old` (someone changed or deleted our table) nft refuses the
+    /// delta and the whole table is replaced instead, which also repairs it.
+    pub fn update(&self, old: Option<&Table>, new: &Table) -> Result<Applied, ApplyError> {
+        if let Some(script) = old.and_then(|o| new.delta(o)) {
+            if script.is_empty() {
+                return Ok(Applied::Unchanged);
+            }
+            if self.run(&script).is_ok() {
+                return Ok(Applied::Delta);
+            }
+        }
+        self.apply(&new.to_text()).map(|()| Applied::Full)
+    }
+}
+
+/// [`Nft::apply`] in this network namespace.
+pub fn apply(ruleset: &str) -> Result<(), ApplyError> {
+    Nft::default().apply(ruleset)
 }

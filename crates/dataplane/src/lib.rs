@@ -24,9 +24,11 @@
 
 mod apply;
 mod render;
+mod table;
 
-pub use apply::{apply, ApplyError, TABLE};
-pub use render::render;
+pub use apply::{apply, Applied, ApplyError, Nft, TABLE};
+pub use render::{build, render};
+pub use table::{Chain, Collection, Table};
 
 /// Marks used between chains (bits 16 and 17, clear of kube-proxy's).
 pub const MARK_ACCEPT: u32 = 0x1_0000;

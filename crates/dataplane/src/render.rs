@@ -1,7 +1,8 @@
 //! Desired state to nft text. Pure: the same state always renders the
 //! same text, byte for byte.
 
-use crate::{MARK_ACCEPT, MARK_PASS, TABLE};
+use crate::table::{Chain, Collection, Table};
+use crate::{MARK_ACCEPT, MARK_PASS};
 use calico_api::Action;
 use calico_calc::{
     policy_key, CompiledRule, CompiledRules, DesiredState, EndpointIntent, PortRange, SetMembers,
@@ -9,7 +10,7 @@ use calico_calc::{
 };
 use calico_net::IpNet;
 use sha1::{Digest, Sha1};
-use std::fmt::Write;
+use std::collections::BTreeSet;
 
 const CLEAR: u32 = !(MARK_ACCEPT | MARK_PASS);
 
@@ -276,24 +277,32 @@ fn rule_lines(r: &CompiledRule, out: &mut Vec<String>) {
     }
 }
 
-fn rules_chain(name: &str, rules: &[CompiledRule], text: &mut String) {
+fn rules_chain(name: &str, rules: &[CompiledRule]) -> Chain {
     let mut lines = Vec::new();
     for r in rules {
         rule_lines(r, &mut lines);
     }
-    let _ = writeln!(text, "\tchain {name} {{");
-    for l in lines {
-        let _ = writeln!(text, "\t\t{l}");
+    Chain {
+        name: name.to_string(),
+        hook: None,
+        rules: lines,
     }
-    let _ = writeln!(text, "\t}}");
 }
 
-fn endpoint_chains(ep: &EndpointIntent, text: &mut String) {
+fn chain(name: String, rules: Vec<String>) -> Chain {
+    Chain {
+        name,
+        hook: None,
+        rules,
+    }
+}
+
+fn endpoint_chains(ep: &EndpointIntent, chains: &mut Vec<Chain>) {
     for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
-        let chain = format!("{prefix}-{}", ep.interface);
+        let name = format!("{prefix}-{}", ep.interface);
         let mut body = Vec::new();
         for (n, tier) in tiers.iter().enumerate() {
-            let tier_chain = format!("{chain}-t{n}");
+            let tier_chain = format!("{name}-t{n}");
             let mut tl = Vec::new();
             for p in &tier.policies {
                 tl.push(format!("jump {}", policy_chain(&policy_key(p), ingress)));
@@ -306,12 +315,8 @@ fn endpoint_chains(ep: &EndpointIntent, text: &mut String) {
                 TierEnd::Deny => "drop".into(),
                 TierEnd::Pass => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
             });
-            let _ = writeln!(text, "\tchain {tier_chain} {{");
-            for l in tl {
-                let _ = writeln!(text, "\t\t{l}");
-            }
-            let _ = writeln!(text, "\t}}");
             body.push(format!("jump {tier_chain}"));
+            chains.push(chain(tier_chain, tl));
             body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
             body.push(format!("meta mark set meta mark & {CLEAR:#x}"));
         }
@@ -321,15 +326,25 @@ fn endpoint_chains(ep: &EndpointIntent, text: &mut String) {
             body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
         }
         body.push("drop".into());
-        let _ = writeln!(text, "\tchain {chain} {{");
-        for l in body {
-            let _ = writeln!(text, "\t\t{l}");
-        }
-        let _ = writeln!(text, "\t}}");
+        chains.push(chain(name, body));
     }
 }
 
-fn set_defs(state: &DesiredState, text: &mut String) {
+/// Nets with every net inside another one left out, so that an interval
+/// set holds them without merging (and each can later be deleted alone).
+fn outermost(nets: &BTreeSet<IpNet>, f: Family) -> Vec<String> {
+    let mut sorted: Vec<&IpNet> = nets.iter().filter(|n| Family::of(n) == f).collect();
+    sorted.sort_by_key(|n| (n.network(), n.prefix_len()));
+    let mut kept: Vec<&IpNet> = Vec::new();
+    for n in sorted {
+        if kept.last().is_none_or(|k| !k.contains(n)) {
+            kept.push(n);
+        }
+    }
+    kept.iter().map(|n| n.to_string()).collect()
+}
+
+fn set_defs(state: &DesiredState, out: &mut Vec<Collection>) {
     for (id, members) in &state.sets {
         for f in [Family::V4, Family::V6] {
             let (ty, flags, elements): (&str, &str, Vec<String>) = match members {
@@ -339,11 +354,8 @@ fn set_defs(state: &DesiredState, text: &mut String) {
                     } else {
                         "ipv6_addr"
                     },
-                    "flags interval; auto-merge; ",
-                    nets.iter()
-                        .filter(|n| Family::of(n) == f)
-                        .map(|n| n.to_string())
-                        .collect(),
+                    "flags interval; ",
+                    outermost(nets, f),
                 ),
                 SetMembers::NamedPorts(ps) => (
                     if f == Family::V4 {
@@ -358,11 +370,12 @@ fn set_defs(state: &DesiredState, text: &mut String) {
                         .collect(),
                 ),
             };
-            let _ = write!(text, "\tset {id}_{} {{ type {ty}; {flags}", f.suffix());
-            if !elements.is_empty() {
-                let _ = write!(text, "elements = {{ {} }}; ", elements.join(", "));
-            }
-            let _ = writeln!(text, "}}");
+            out.push(Collection {
+                kind: "set",
+                name: format!("{id}_{}", f.suffix()),
+                decl: format!("type {ty}; {flags}"),
+                elements,
+            });
         }
     }
 }
@@ -375,39 +388,41 @@ fn rules_of(rules: &CompiledRules, ingress: bool) -> &[CompiledRule] {
     }
 }
 
-/// The whole `inet calico` table.
+/// The whole `inet calico` table as text.
 pub fn render(state: &DesiredState) -> String {
-    let mut t = String::new();
-    let _ = writeln!(t, "table inet {TABLE} {{");
-    set_defs(state, &mut t);
+    build(state).to_text()
+}
+
+/// The whole `inet calico` table.
+pub fn build(state: &DesiredState) -> Table {
+    let mut t = Table::default();
+    set_defs(state, &mut t.collections);
     for (dir, prefix) in [("from", "fw"), ("to", "tw")] {
-        let elements: Vec<String> = state
-            .endpoints
-            .values()
-            .map(|e| format!("\"{}\" : jump {prefix}-{}", e.interface, e.interface))
-            .collect();
-        let _ = write!(t, "\tmap {dir}-wl {{ type ifname : verdict; ");
-        if !elements.is_empty() {
-            let _ = write!(t, "elements = {{ {} }}; ", elements.join(", "));
-        }
-        let _ = writeln!(t, "}}");
+        t.collections.push(Collection {
+            kind: "map",
+            name: format!("{dir}-wl"),
+            decl: "type ifname : verdict; ".into(),
+            elements: state
+                .endpoints
+                .values()
+                .map(|e| format!("\"{}\" : jump {prefix}-{}", e.interface, e.interface))
+                .collect(),
+        });
     }
     for (key, rules) in &state.policies {
         for ingress in [true, false] {
-            rules_chain(
+            t.chains.push(rules_chain(
                 &policy_chain(key, ingress),
                 rules_of(rules, ingress),
-                &mut t,
-            );
+            ));
         }
     }
     for (name, rules) in &state.profiles {
         for ingress in [true, false] {
-            rules_chain(
+            t.chains.push(rules_chain(
                 &profile_chain(name, ingress),
                 rules_of(rules, ingress),
-                &mut t,
-            );
+            ));
         }
     }
     // Profiles an endpoint names but nobody defined: nothing allowed.
@@ -421,42 +436,42 @@ pub fn render(state: &DesiredState) -> String {
     missing.dedup();
     for p in missing {
         for ingress in [true, false] {
-            rules_chain(&profile_chain(p, ingress), &[], &mut t);
+            t.chains.push(rules_chain(&profile_chain(p, ingress), &[]));
         }
     }
     for ep in state.endpoints.values() {
-        endpoint_chains(ep, &mut t);
+        endpoint_chains(ep, &mut t.chains);
     }
     let clear = format!("meta mark set meta mark & {CLEAR:#x}");
     let undecided = format!("meta mark & {MARK_ACCEPT:#x} == 0");
-    let _ = writeln!(
-        t,
-        "\tchain forward {{\n\t\ttype filter hook forward priority filter; policy accept;"
-    );
-    let _ = writeln!(
-        t,
-        "\t\tct state established,related accept\n\t\tct state invalid drop"
-    );
-    let _ = writeln!(
-        t,
-        "\t\t{clear}\n\t\tiifname vmap @from-wl\n\t\tiifname \"cali*\" {undecided} drop"
-    );
-    let _ = writeln!(
-        t,
-        "\t\t{clear}\n\t\toifname vmap @to-wl\n\t\toifname \"cali*\" {undecided} drop\n\t}}"
-    );
-    let _ = writeln!(
-        t,
-        "\tchain input {{\n\t\ttype filter hook input priority filter; policy accept;"
-    );
-    let _ = writeln!(
-        t,
-        "\t\tct state established,related accept\n\t\tct state invalid drop"
-    );
-    let _ = writeln!(
-        t,
-        "\t\t{clear}\n\t\tiifname vmap @from-wl\n\t\tiifname \"cali*\" {undecided} drop\n\t}}"
-    );
-    let _ = writeln!(t, "}}");
+    let fast_path = [
+        "ct state established,related accept".to_string(),
+        "ct state invalid drop".to_string(),
+    ];
+    let from_wl = [
+        clear.clone(),
+        "iifname vmap @from-wl".to_string(),
+        format!("iifname \"cali*\" {undecided} drop"),
+    ];
+    let to_wl = [
+        clear,
+        "oifname vmap @to-wl".to_string(),
+        format!("oifname \"cali*\" {undecided} drop"),
+    ];
+    t.chains.push(Chain {
+        name: "forward".into(),
+        hook: Some("type filter hook forward priority filter; policy accept;".into()),
+        rules: fast_path
+            .iter()
+            .chain(&from_wl)
+            .chain(&to_wl)
+            .cloned()
+            .collect(),
+    });
+    t.chains.push(Chain {
+        name: "input".into(),
+        hook: Some("type filter hook input priority filter; policy accept;".into()),
+        rules: fast_path.iter().chain(&from_wl).cloned().collect(),
+    });
     t
 }
