@@ -1,0 +1,246 @@
+//! The kernel's main routing table through rtnetlink. rtnetlink is async;
+//! a current-thread runtime private to [`Kernel`] drives it, so callers see
+//! plain blocking calls.
+
+use crate::plan::{Op, Route, Target};
+use calico_net::IpNet;
+use futures_util::TryStreamExt;
+use netlink_packet_route::link::LinkAttribute;
+use netlink_packet_route::route::{
+    RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
+};
+use netlink_packet_route::AddressFamily;
+use rtnetlink::{Handle, RouteMessageBuilder};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    #[error("cannot start the netlink runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("netlink: {what}: {reason}")]
+    Netlink { what: String, reason: String },
+    #[error("interface {0} does not exist")]
+    NoLink(String),
+}
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
+    let what = what.into();
+    move |e| RouteError::Netlink {
+        what,
+        reason: e.to_string(),
+    }
+}
+
+fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| c.get()) == Some(-errno))
+}
+
+/// The main table, seen as one owner (a route protocol number) sees it.
+pub struct Kernel {
+    rt: tokio::runtime::Runtime,
+    handle: Handle,
+    proto: u8,
+}
+
+impl std::fmt::Debug for Kernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Kernel(proto {})", self.proto)
+    }
+}
+
+fn addr_of(a: &RouteAddress) -> Option<IpAddr> {
+    match a {
+        RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+        RouteAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+        _ => None,
+    }
+}
+
+impl Kernel {
+    /// Routes are added and listed with protocol `proto`.
+    pub fn new(proto: u8) -> Result<Self, RouteError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_io()
+            .build()
+            .map_err(RouteError::Runtime)?;
+        let handle = {
+            let _guard = rt.enter();
+            let (conn, handle, _) = rtnetlink::new_connection().map_err(RouteError::Runtime)?;
+            rt.spawn(conn);
+            handle
+        };
+        Ok(Kernel { rt, handle, proto })
+    }
+
+    async fn links(&self) -> Result<BTreeMap<u32, String>, RouteError> {
+        let mut out = BTreeMap::new();
+        let mut links = self.handle.link().get().execute();
+        while let Some(msg) = links.try_next().await.map_err(nl("list links"))? {
+            if let Some(name) = msg.attributes.iter().find_map(|a| match a {
+                LinkAttribute::IfName(n) => Some(n.clone()),
+                _ => None,
+            }) {
+                out.insert(msg.header.index, name);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn owned(&self) -> Result<Vec<(Route, RouteMessage)>, RouteError> {
+        let names = self.links().await?;
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            let mut query = RouteMessage::default();
+            query.header.address_family = family;
+            let mut routes = self.handle.route().get(query).execute();
+            while let Some(msg) = routes.try_next().await.map_err(nl("list routes"))? {
+                if u8::from(msg.header.protocol) != self.proto
+                    || msg.header.table != RouteHeader::RT_TABLE_MAIN
+                {
+                    continue;
+                }
+                if let Some(r) = to_route(&msg, &names) {
+                    out.push((r, msg));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// This owner's routes in the main table.
+    pub fn list(&self) -> Result<Vec<Route>, RouteError> {
+        self.rt
+            .block_on(self.owned())
+            .map(|v| v.into_iter().map(|(r, _)| r).collect())
+    }
+
+    /// Makes this owner's routes exactly `desired`. Every change is tried;
+    /// the ones that failed (for instance an interface that is not there
+    /// yet) come back with their error, and the rest stay applied.
+    pub fn sync(
+        &self,
+        desired: &BTreeMap<IpNet, Target>,
+    ) -> Result<Vec<(Op, RouteError)>, RouteError> {
+        self.rt.block_on(async {
+            let owned = self.owned().await?;
+            let current: Vec<Route> = owned.iter().map(|(r, _)| r.clone()).collect();
+            let mut failed = Vec::new();
+            for op in crate::plan(desired, &current) {
+                let result = match &op {
+                    Op::Delete(r) => {
+                        let msg = owned.iter().find(|(o, _)| o == r).map(|(_, m)| m.clone());
+                        match msg {
+                            Some(m) => self.delete(m).await,
+                            None => Ok(()),
+                        }
+                    }
+                    Op::Replace(r) => self.replace(r).await,
+                };
+                if let Err(e) = result {
+                    failed.push((op, e));
+                }
+            }
+            Ok(failed)
+        })
+    }
+
+    async fn delete(&self, msg: RouteMessage) -> Result<(), RouteError> {
+        match self.handle.route().del(msg).execute().await {
+            Ok(()) => Ok(()),
+            // Already gone (its interface went away with it).
+            Err(e) if is_errno(&e, nix::libc::ESRCH) || is_errno(&e, nix::libc::ENOENT) => Ok(()),
+            Err(e) => Err(nl("delete route")(e)),
+        }
+    }
+
+    async fn index(&self, name: &str) -> Result<u32, RouteError> {
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_string())
+            .execute();
+        match links.try_next().await {
+            Ok(Some(msg)) => Ok(msg.header.index),
+            Ok(None) => Err(RouteError::NoLink(name.into())),
+            Err(e) if is_errno(&e, nix::libc::ENODEV) => Err(RouteError::NoLink(name.into())),
+            Err(e) => Err(nl(format!("look up {name}"))(e)),
+        }
+    }
+
+    async fn replace(&self, r: &Route) -> Result<(), RouteError> {
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+            .map_err(|e| RouteError::Netlink {
+                what: format!("route to {}", r.dst),
+                reason: e.to_string(),
+            })?
+            .protocol(RouteProtocol::from(self.proto));
+        match &r.target {
+            Target::Device(dev) => {
+                b = b
+                    .output_interface(self.index(dev).await?)
+                    .scope(RouteScope::Link);
+            }
+            Target::Blackhole => b = b.kind(RouteType::BlackHole),
+            Target::Via {
+                gateway,
+                device,
+                onlink,
+            } => {
+                b = b.gateway(*gateway).map_err(|e| RouteError::Netlink {
+                    what: format!("route to {} via {gateway}", r.dst),
+                    reason: e.to_string(),
+                })?;
+                if let Some(dev) = device {
+                    b = b.output_interface(self.index(dev).await?);
+                }
+                if *onlink {
+                    b = b.onlink();
+                }
+            }
+        }
+        self.handle
+            .route()
+            .add(b.build())
+            .replace()
+            .execute()
+            .await
+            .map_err(nl(format!("add route to {}", r.dst)))
+    }
+}
+
+fn to_route(msg: &RouteMessage, names: &BTreeMap<u32, String>) -> Option<Route> {
+    let mut dst = None;
+    let mut gateway = None;
+    let mut oif = None;
+    for a in &msg.attributes {
+        match a {
+            RouteAttribute::Destination(d) => dst = addr_of(d),
+            RouteAttribute::Gateway(g) => gateway = addr_of(g),
+            RouteAttribute::Oif(i) => oif = names.get(i).cloned(),
+            _ => {}
+        }
+    }
+    let dst = match dst {
+        Some(a) => IpNet::new(a, msg.header.destination_prefix_length).ok()?,
+        None if msg.header.address_family == AddressFamily::Inet => "0.0.0.0/0".parse().ok()?,
+        None => "::/0".parse().ok()?,
+    };
+    let target = if msg.header.kind == RouteType::BlackHole {
+        Target::Blackhole
+    } else if let Some(gateway) = gateway {
+        Target::Via {
+            gateway,
+            device: oif,
+            onlink: msg
+                .header
+                .flags
+                .contains(netlink_packet_route::route::RouteFlags::Onlink),
+        }
+    } else {
+        Target::Device(oif?)
+    };
+    Some(Route { dst, target })
+}
