@@ -22,7 +22,7 @@ pub use kinds::node::{
 };
 pub use kinds::policy::{
     Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec,
-    Rule, TierDefaultAction, TierSpec,
+    Rule, ServiceAccountMatch, TierDefaultAction, TierSpec,
 };
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Object, Resource, API_VERSION};

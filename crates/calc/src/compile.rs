@@ -3,7 +3,7 @@
 //! selector; the graph keeps their members.
 
 use crate::intent::{CompiledRule, CompiledRules, PortRange, SideMatch};
-use calico_api::{EntityRule, Rule};
+use calico_api::{EntityRule, Rule, ServiceAccountMatch};
 use calico_net::{parse_cidr_or_ip, Port};
 use calico_selector::{Expr, Selector};
 use sha1::{Digest, Sha1};
@@ -11,6 +11,8 @@ use std::collections::BTreeSet;
 
 pub const NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
 pub const NAMESPACE_PREFIX: &str = "pcns.";
+pub const SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
+pub const SERVICE_ACCOUNT_PREFIX: &str = "pcsa.";
 
 /// What a set holds: addresses of what a selector matches, or their
 /// address+port pairs for a named port.
@@ -47,13 +49,15 @@ impl SetSpec {
     }
 }
 
-/// Rewrites a namespace selector over namespace labels into one over the
-/// `pcns.`-prefixed labels endpoints inherit from their namespace profile.
-fn namespace_expr(e: &Expr) -> Expr {
-    let k = |key: &String| format!("{NAMESPACE_PREFIX}{key}");
+/// Rewrites a selector over namespace (or service-account) labels into
+/// one over the prefixed labels endpoints inherit from that profile
+/// (`pcns.`, `pcsa.`); `all()` means "has one", `global()` "has none".
+fn prefixed(e: &Expr, prefix: &str, marker: &str) -> Expr {
+    let k = |key: &String| format!("{prefix}{key}");
+    let rec = |inner: &Expr| prefixed(inner, prefix, marker);
     match e {
-        Expr::All => Expr::Has(NAMESPACE_LABEL.into()),
-        Expr::Global => Expr::Not(Box::new(Expr::Has(NAMESPACE_LABEL.into()))),
+        Expr::All => Expr::Has(marker.into()),
+        Expr::Global => Expr::Not(Box::new(Expr::Has(marker.into()))),
         Expr::Has(key) => Expr::Has(k(key)),
         Expr::Eq(key, v) => Expr::Eq(k(key), v.clone()),
         Expr::Ne(key, v) => Expr::Ne(k(key), v.clone()),
@@ -62,10 +66,35 @@ fn namespace_expr(e: &Expr) -> Expr {
         Expr::Contains(key, v) => Expr::Contains(k(key), v.clone()),
         Expr::StartsWith(key, v) => Expr::StartsWith(k(key), v.clone()),
         Expr::EndsWith(key, v) => Expr::EndsWith(k(key), v.clone()),
-        Expr::Not(inner) => Expr::Not(Box::new(namespace_expr(inner))),
-        Expr::And(ops) => Expr::And(ops.iter().map(namespace_expr).collect()),
-        Expr::Or(ops) => Expr::Or(ops.iter().map(namespace_expr).collect()),
+        Expr::Not(inner) => Expr::Not(Box::new(rec(inner))),
+        Expr::And(ops) => Expr::And(ops.iter().map(rec).collect()),
+        Expr::Or(ops) => Expr::Or(ops.iter().map(rec).collect()),
     }
+}
+
+fn namespace_expr(e: &Expr) -> Expr {
+    prefixed(e, NAMESPACE_PREFIX, NAMESPACE_LABEL)
+}
+
+/// A serviceAccountSelector, over `pcsa.` labels.
+fn service_account_expr(e: &Expr) -> Expr {
+    prefixed(e, SERVICE_ACCOUNT_PREFIX, SERVICE_ACCOUNT_LABEL)
+}
+
+/// A rule's `serviceAccounts` match: the account is one of `names` (when
+/// given) and its labels match `selector` (when given).
+fn service_accounts_expr(sa: &ServiceAccountMatch) -> Vec<Expr> {
+    let mut parts = Vec::new();
+    if !sa.names.is_empty() {
+        parts.push(Expr::In(
+            SERVICE_ACCOUNT_LABEL.into(),
+            sa.names.iter().cloned().collect(),
+        ));
+    }
+    if !sa.selector.is_empty() {
+        parts.push(service_account_expr(&parse(&sa.selector)));
+    }
+    parts
 }
 
 fn and(parts: Vec<Expr>) -> Expr {
@@ -89,6 +118,7 @@ pub fn policy_selector(
     selector: &str,
     namespace: Option<&str>,
     namespace_selector: &str,
+    service_account_selector: &str,
 ) -> Selector {
     let mut parts = Vec::new();
     if let Some(ns) = namespace {
@@ -96,14 +126,24 @@ pub fn policy_selector(
     } else if !namespace_selector.is_empty() {
         parts.push(namespace_expr(&parse(namespace_selector)));
     }
+    if !service_account_selector.is_empty() {
+        parts.push(service_account_expr(&parse(service_account_selector)));
+    }
     parts.push(parse(selector));
     Selector::from_expr(and(parts))
 }
 
 /// A rule side's selector, scoped as Calico scopes it: by namespaceSelector
 /// when given, else to the policy's namespace (NetworkPolicy), else global.
-fn scoped(selector: &str, namespace_selector: &str, namespace: Option<&str>) -> String {
-    let mut parts = Vec::new();
+fn scoped(
+    selector: &str,
+    namespace_selector: &str,
+    namespace: Option<&str>,
+    service_accounts: Option<&ServiceAccountMatch>,
+) -> String {
+    let mut parts = service_accounts
+        .map(service_accounts_expr)
+        .unwrap_or_default();
     if !namespace_selector.is_empty() {
         parts.push(namespace_expr(&parse(namespace_selector)));
     } else if let Some(ns) = namespace {
@@ -155,9 +195,13 @@ fn side(
         not_ports: ranges(&e.not_ports),
         ..Default::default()
     };
-    let has_selector = !e.selector.is_empty() || !e.namespace_selector.is_empty();
+    let sa = e
+        .service_accounts
+        .as_ref()
+        .filter(|sa| !sa.names.is_empty() || !sa.selector.is_empty());
+    let has_selector = !e.selector.is_empty() || !e.namespace_selector.is_empty() || sa.is_some();
     let selector = if has_selector {
-        Some(scoped(&e.selector, &e.namespace_selector, namespace))
+        Some(scoped(&e.selector, &e.namespace_selector, namespace, sa))
     } else {
         None
     };
@@ -167,7 +211,12 @@ fn side(
         sets.insert(spec);
     }
     if !e.not_selector.is_empty() {
-        let spec = SetSpec::Selector(scoped(&e.not_selector, &e.namespace_selector, namespace));
+        let spec = SetSpec::Selector(scoped(
+            &e.not_selector,
+            &e.namespace_selector,
+            namespace,
+            None,
+        ));
         m.not_sets.push(spec.id());
         sets.insert(spec);
     }

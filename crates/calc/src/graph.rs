@@ -358,7 +358,12 @@ impl CalcGraph {
                     namespace: Some(ns.clone()),
                     name: p.metadata.name.clone(),
                 };
-                let sel = compile::policy_selector(&p.spec.selector, Some(&ns), "");
+                let sel = compile::policy_selector(
+                    &p.spec.selector,
+                    Some(&ns),
+                    "",
+                    &p.spec.service_account_selector,
+                );
                 let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, Some(&ns));
                 self.put_policy(id, sel, p.spec.order, &p.spec.types, rules, sets);
             }
@@ -368,8 +373,12 @@ impl CalcGraph {
                     namespace: None,
                     name: p.metadata.name.clone(),
                 };
-                let sel =
-                    compile::policy_selector(&p.spec.selector, None, &p.spec.namespace_selector);
+                let sel = compile::policy_selector(
+                    &p.spec.selector,
+                    None,
+                    &p.spec.namespace_selector,
+                    &p.spec.service_account_selector,
+                );
                 let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, None);
                 self.put_policy(id, sel, p.spec.order, &p.spec.types, rules, sets);
             }
