@@ -1,13 +1,26 @@
-//! The policy agent loop: list, compute, apply; then watch and apply changes.
+//! The policy and route agent: list, compute, apply; then watch and apply
+//! changes, with a periodic full rewrite that repairs any drift.
 
+use crate::config::{Config, Overrides};
 use crate::status::{self, Metrics, Status};
 use anyhow::{anyhow, Context, Result};
+use calico_api::{FelixConfigurationSpec, Resource};
 use calico_calc::{CalcGraph, DesiredState, Update};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
 use calico_client::{open_store, DatastoreConfig};
+use calico_dataplane::{Applied, Nft, Table};
 use calico_datastore::{Event, Store, StoreError, WatchError};
+use calico_ipam::model::{parse_affinity_key, Affinity, AffinityState, HOST_PREFIX};
+use calico_net::IpNet;
+use calico_routes::{Kernel, RouteError, Target, PROTO_AGENT};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tracing::{debug, info, warn};
+
+/// Everything the agent reads lives under this prefix: resources and the
+/// node's IPAM block affinities.
+const WATCH_PREFIX: &str = "/calico/";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -17,60 +30,64 @@ pub struct Args {
     /// Apply the current state once and exit.
     #[arg(long)]
     pub once: bool,
-    /// Address for /liveness, /readiness and /status (Calico's FELIX_HEALTHHOST).
-    #[arg(long, env = "FELIX_HEALTHHOST", default_value = "127.0.0.1")]
-    pub health_host: String,
-    #[arg(long, env = "FELIX_HEALTHPORT", default_value_t = 9099)]
-    pub health_port: u16,
-    /// Port for /metrics (Calico's FELIX_PROMETHEUSMETRICSPORT).
-    #[arg(long, env = "FELIX_PROMETHEUSMETRICSPORT", default_value_t = 9091)]
-    pub metrics_port: u16,
+    #[command(flatten)]
+    pub overrides: Overrides,
 }
 
-fn decode(kv_value: &[u8]) -> Result<calico_api::Resource, String> {
+fn decode(kv_value: &[u8]) -> Result<Resource, String> {
     let v: serde_json::Value = serde_json::from_slice(kv_value).map_err(|e| e.to_string())?;
     calico_api::decode_resource(v)
 }
 
-fn to_update(ev: &Event) -> Option<Update> {
-    match ev {
-        Event::Put(kv) => match decode(&kv.value) {
-            Ok(r) => Some(Update::Put(r)),
-            Err(e) => {
-                eprintln!("calico-node: ignoring unreadable {}: {e}", kv.key);
-                None
-            }
-        },
-        Event::Delete { key, .. } => {
-            parse_resource_key(key).map(|(kind, namespace, name)| Update::Delete {
-                kind,
-                namespace,
-                name,
-            })
-        }
-    }
-}
-
 struct Agent {
+    node: String,
     graph: CalcGraph,
     state: DesiredState,
-    applied: Option<String>,
+    /// The table the kernel holds (None: unknown, load it whole).
+    applied: Option<Table>,
+    last_full: Instant,
+    /// This node's confirmed block affinities: blackhole routes.
+    blocks: BTreeSet<IpNet>,
+    /// The routes last synced (None: sync them).
+    routes: Option<BTreeMap<IpNet, Target>>,
+    last_route_sync: Instant,
+    felix_configs: BTreeMap<String, FelixConfigurationSpec>,
     /// The newest datastore revision fed to the graph.
     revision: i64,
+    nft: Nft,
+    kernel: Option<Kernel>,
     status: Arc<Mutex<Status>>,
     metrics: Arc<Metrics>,
 }
 
 impl Agent {
-    fn new(node: &str, status: Arc<Mutex<Status>>, metrics: Arc<Metrics>) -> Self {
-        Agent {
+    fn new(
+        node: &str,
+        route_sync: bool,
+        status: Arc<Mutex<Status>>,
+        metrics: Arc<Metrics>,
+    ) -> Result<Self> {
+        let kernel = if route_sync {
+            Some(Kernel::new(PROTO_AGENT).context("opening netlink for routes")?)
+        } else {
+            None
+        };
+        Ok(Agent {
+            node: node.to_string(),
             graph: CalcGraph::new(node),
             state: DesiredState::default(),
             applied: None,
+            last_full: Instant::now(),
+            blocks: BTreeSet::new(),
+            routes: None,
+            last_route_sync: Instant::now(),
+            felix_configs: BTreeMap::new(),
             revision: 0,
+            nft: Nft::default(),
+            kernel,
             status,
             metrics,
-        }
+        })
     }
 
     fn report(&self, in_sync: bool) {
@@ -91,22 +108,115 @@ impl Agent {
             .map_err(|e| anyhow!("calculation graph broke its ordering contract: {e}"))
     }
 
-    /// Renders and, when it changed, applies the table. A refused ruleset
-    /// leaves the previous one in place (the transaction is atomic).
-    fn sync(&mut self) -> Result<()> {
-        let text = calico_dataplane::render(&self.state);
-        if self.applied.as_deref() != Some(text.as_str()) {
-            let start = Instant::now();
-            if let Err(e) = calico_dataplane::apply(&text) {
+    /// Takes one datastore event: resources go to the calculation graph
+    /// (FelixConfiguration also to the settings), this node's block
+    /// affinities to the blackhole routes, everything else is ignored.
+    fn take(&mut self, ev: &Event) -> Result<()> {
+        let key = ev.key();
+        if key.starts_with(RESOURCE_PREFIX) {
+            let update = match ev {
+                Event::Put(kv) => match decode(&kv.value) {
+                    Ok(r) => {
+                        if let Resource::FelixConfiguration(fc) = &r {
+                            self.felix_configs
+                                .insert(fc.metadata.name.clone(), fc.spec.clone());
+                        }
+                        Update::Put(r)
+                    }
+                    Err(e) => {
+                        warn!("ignoring unreadable {key}: {e}");
+                        return Ok(());
+                    }
+                },
+                Event::Delete { key, .. } => {
+                    let Some((kind, namespace, name)) = parse_resource_key(key) else {
+                        return Ok(());
+                    };
+                    if kind == calico_api::Kind::FelixConfiguration {
+                        self.felix_configs.remove(&name);
+                    }
+                    Update::Delete {
+                        kind,
+                        namespace,
+                        name,
+                    }
+                }
+            };
+            return self.feed(update);
+        }
+        if key.starts_with(HOST_PREFIX) {
+            let Some((node, block)) = parse_affinity_key(key) else {
+                return Ok(());
+            };
+            if node != self.node {
+                return Ok(());
+            }
+            let confirmed = match ev {
+                Event::Put(kv) => serde_json::from_slice::<Affinity>(&kv.value)
+                    .is_ok_and(|a| a.state == AffinityState::Confirmed && !a.deleted),
+                Event::Delete { .. } => false,
+            };
+            if confirmed {
+                self.blocks.insert(block);
+            } else {
+                self.blocks.remove(&block);
+            }
+        }
+        Ok(())
+    }
+
+    /// The settings the FelixConfiguration resources give, under `o`.
+    fn config(&self, o: &Overrides) -> (Config, Vec<String>) {
+        Config::resolve(
+            o,
+            self.felix_configs.get(&format!("node.{}", self.node)),
+            self.felix_configs.get("default"),
+        )
+    }
+
+    fn desired_routes(&self) -> BTreeMap<IpNet, Target> {
+        let mut want: BTreeMap<IpNet, Target> = self
+            .blocks
+            .iter()
+            .map(|b| (*b, Target::Blackhole))
+            .collect();
+        for ep in self.state.endpoints.values() {
+            for ip in &ep.ips {
+                want.insert(*ip, Target::Device(ep.interface.clone()));
+            }
+        }
+        want
+    }
+
+    /// Brings the kernel to the desired state: the nft delta (or the whole
+    /// table when a refresh is due or the kernel drifted), then routes.
+    /// A refused ruleset leaves the previous one in place (atomic).
+    fn sync(&mut self, cfg: &Config) -> Result<()> {
+        let table = calico_dataplane::build(&self.state);
+        if self.last_full.elapsed() >= cfg.nftables_refresh {
+            self.applied = None;
+        }
+        let start = Instant::now();
+        match self.nft.update(self.applied.as_ref(), &table) {
+            Ok(Applied::Unchanged) => {}
+            Ok(how) => {
+                if how == Applied::Full {
+                    self.last_full = Instant::now();
+                }
+                debug!("nftables: {how:?} update in {:?}", start.elapsed());
+                self.metrics
+                    .apply_seconds
+                    .observe(start.elapsed().as_secs_f64());
+                self.applied = Some(table);
+            }
+            Err(e) => {
                 self.metrics.apply_errors.inc();
+                self.applied = None;
                 self.report(false);
                 return Err(e).context("applying the nftables ruleset");
             }
-            self.metrics
-                .apply_seconds
-                .observe(start.elapsed().as_secs_f64());
-            self.applied = Some(text);
         }
+        self.sync_routes(cfg);
         let m = &self.metrics;
         m.endpoints
             .set(i64::try_from(self.state.endpoints.len()).unwrap_or(i64::MAX));
@@ -126,85 +236,200 @@ impl Agent {
         self.report(true);
         Ok(())
     }
+
+    fn sync_routes(&mut self, cfg: &Config) {
+        let Some(kernel) = &self.kernel else { return };
+        let want = self.desired_routes();
+        let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
+        if !due && self.routes.as_ref() == Some(&want) {
+            return;
+        }
+        match kernel.sync(&want) {
+            Ok(failed) => {
+                for (op, e) in failed {
+                    match e {
+                        // A workload whose interface is not there (yet): the
+                        // next refresh retries.
+                        RouteError::NoLink(_) => debug!("route {op:?} skipped: {e}"),
+                        e => {
+                            self.metrics.apply_errors.inc();
+                            warn!("route {op:?} failed: {e}");
+                        }
+                    }
+                }
+                self.routes = Some(want);
+            }
+            Err(e) => {
+                self.metrics.apply_errors.inc();
+                warn!("syncing routes: {e}");
+                self.routes = None;
+            }
+        }
+        self.last_route_sync = Instant::now();
+    }
 }
 
-/// Lists everything and builds a fresh agent; returns it and the revision read.
+/// Lists everything and builds a fresh agent from it.
 fn resync(
     store: &dyn Store,
-    node: &str,
+    args: &Args,
+    route_sync: bool,
     status: &Arc<Mutex<Status>>,
     metrics: &Arc<Metrics>,
-) -> Result<(Agent, i64)> {
+) -> Result<Agent> {
     metrics.resyncs.inc();
-    let listing = store
-        .list(RESOURCE_PREFIX)
-        .context("listing the datastore")?;
-    let mut agent = Agent::new(node, Arc::clone(status), Arc::clone(metrics));
+    let listing = store.list(WATCH_PREFIX).context("listing the datastore")?;
+    let mut agent = Agent::new(
+        &args.node,
+        route_sync,
+        Arc::clone(status),
+        Arc::clone(metrics),
+    )?;
     agent.revision = listing.revision;
-    for kv in &listing.items {
-        if let Some(u) = to_update(&Event::Put(kv.clone())) {
-            agent.feed(u)?;
-        }
+    for kv in listing.items {
+        agent.take(&Event::Put(kv))?;
     }
-    agent.sync()?;
-    Ok((agent, listing.revision))
+    Ok(agent)
+}
+
+/// Starts over in a fresh process image with the same arguments, as Felix
+/// restarts when its configuration changes.
+fn restart() -> anyhow::Error {
+    use std::os::unix::process::CommandExt;
+    let mut argv = std::env::args_os();
+    let _ = argv.next();
+    let err = std::process::Command::new("/proc/self/exe")
+        .args(argv)
+        .exec();
+    anyhow!("restarting after a configuration change: {err}")
+}
+
+fn init_logging(level: tracing::Level) {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(level)
+        .with_target(false)
+        .try_init();
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let cfg = DatastoreConfig::from_env()?;
-    let store = open_store(&cfg).with_context(|| format!("opening the {}", cfg.describe()))?;
+    let ds = DatastoreConfig::from_env()?;
+    let store = open_store(&ds).with_context(|| format!("opening the {}", ds.describe()))?;
     let status = Arc::new(Mutex::new(Status {
         node: args.node.clone(),
         ..Default::default()
     }));
     let metrics = Arc::new(Metrics::new());
-    if !args.once {
-        let health = format!("{}:{}", args.health_host, args.health_port);
-        status::serve(&health, Arc::clone(&status), Arc::clone(&metrics))
-            .with_context(|| format!("serving health on {health}"))?;
-        let prom = format!("{}:{}", args.health_host, args.metrics_port);
-        status::serve(&prom, Arc::clone(&status), Arc::clone(&metrics))
-            .with_context(|| format!("serving metrics on {prom}"))?;
+
+    // The settings come partly from the datastore, so read it first; a
+    // datastore that cannot be read yet is retried, not fatal.
+    let mut backoff = Duration::from_millis(200);
+    let route_sync_env = args.overrides.route_sync_disabled != Some(true);
+    let mut agent = loop {
+        match resync(store.as_ref(), args, route_sync_env, &status, &metrics) {
+            Ok(a) => break a,
+            Err(e) if !args.once => {
+                eprintln!("calico-node: {e:#}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+            }
+            Err(e) => return Err(e),
+        }
+    };
+    let (cfg, ignored) = agent.config(&args.overrides);
+    init_logging(cfg.level());
+    if !ignored.is_empty() {
+        warn!(
+            "FelixConfiguration fields not implemented by calico-rs, ignored: {}",
+            ignored.join(", ")
+        );
     }
-    let (mut agent, mut revision) = resync(store.as_ref(), &args.node, &status, &metrics)?;
+    if cfg.route_sync_disabled {
+        agent.kernel = None;
+    }
+    if !args.once {
+        if cfg.health_enabled {
+            let addr = cfg.health_addr();
+            status::serve(&addr, Arc::clone(&status), Arc::clone(&metrics))
+                .with_context(|| format!("serving health on {addr}"))?;
+        }
+        if cfg.metrics_enabled {
+            let addr = cfg.metrics_addr();
+            status::serve(&addr, Arc::clone(&status), Arc::clone(&metrics))
+                .with_context(|| format!("serving metrics on {addr}"))?;
+        }
+    }
+    // The first apply: retried with back-off while the node stays unready.
+    backoff = Duration::from_millis(200);
+    while let Err(e) = agent.sync(&cfg) {
+        if args.once {
+            return Err(e);
+        }
+        warn!("{e:#}; retrying in {backoff:?}");
+        std::thread::sleep(backoff);
+        backoff = (backoff * 2).min(Duration::from_secs(10));
+    }
+    info!(
+        "in sync at revision {}: {} endpoints, {} policies",
+        agent.revision,
+        agent.state.endpoints.len(),
+        agent.state.policies.len()
+    );
     if args.once {
         return Ok(());
     }
     loop {
-        let watch = match store.watch(RESOURCE_PREFIX, revision + 1) {
+        let watch = match store.watch(WATCH_PREFIX, agent.revision + 1) {
             Ok(w) => w,
             Err(StoreError::Compacted { .. }) => {
-                (agent, revision) = resync(store.as_ref(), &args.node, &status, &metrics)?;
+                agent = resync(
+                    store.as_ref(),
+                    args,
+                    !cfg.route_sync_disabled,
+                    &status,
+                    &metrics,
+                )?;
+                agent.sync(&cfg).ok();
                 continue;
             }
             Err(e) => return Err(e.into()),
         };
         loop {
-            match watch.recv_timeout(Duration::from_secs(30)) {
+            let tick = cfg
+                .nftables_refresh
+                .min(cfg.route_refresh)
+                .min(Duration::from_secs(10));
+            match watch.recv_timeout(tick) {
                 Ok(ev) => {
                     agent.revision = ev.revision();
-                    if let Some(u) = to_update(&ev) {
-                        agent.feed(u)?;
-                    }
+                    agent.take(&ev)?;
                     // Take whatever else already arrived, then apply once.
                     while let Some(Ok(ev)) = watch.try_recv() {
                         agent.revision = ev.revision();
-                        if let Some(u) = to_update(&ev) {
-                            agent.feed(u)?;
-                        }
+                        agent.take(&ev)?;
                     }
-                    if let Err(e) = agent.sync() {
-                        eprintln!("calico-node: {e:#}; will retry");
-                        agent.applied = None;
+                    if agent.config(&args.overrides).0 != cfg {
+                        info!("FelixConfiguration changed; restarting");
+                        return Err(restart());
+                    }
+                    if let Err(e) = agent.sync(&cfg) {
+                        warn!("{e:#}; will retry");
                     }
                 }
                 Err(WatchError::Timeout) => {
-                    if agent.applied.is_none() {
-                        agent.sync()?;
+                    if let Err(e) = agent.sync(&cfg) {
+                        warn!("{e:#}; will retry");
                     }
                 }
                 Err(WatchError::Store(StoreError::Compacted { .. })) => {
-                    (agent, revision) = resync(store.as_ref(), &args.node, &status, &metrics)?;
+                    agent = resync(
+                        store.as_ref(),
+                        args,
+                        !cfg.route_sync_disabled,
+                        &status,
+                        &metrics,
+                    )?;
+                    agent.sync(&cfg).ok();
                     break;
                 }
                 Err(e) => return Err(anyhow!("watching the datastore: {e}")),

@@ -10,6 +10,7 @@
 
 #![allow(clippy::print_stdout)]
 
+mod config;
 mod felix;
 mod status;
 

@@ -177,6 +177,12 @@ fn kubernetes_policies_enforced_on_real_packets() {
         tcp(&b, &ip_a) && ping(&b, &ip_a),
         "no policy: the namespace profile allows"
     );
+    // The agent owns a /32 per workload and a blackhole for the node's block.
+    let routes = node.ns.ok(&["ip", "-4", "route", "show", "proto", "80"]);
+    for ip in [&ip_a, &ip_b, &ip_c] {
+        assert!(routes.contains(&format!("{ip} dev cali")), "{routes}");
+    }
+    assert!(routes.contains("blackhole 10.86."), "{routes}");
 
     node.ctl_apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n");
     node.felix();
@@ -398,6 +404,7 @@ fn health_status_and_metrics() {
         .arg(bin("calico-node"))
         .args(["felix", "--node", "node-1"])
         .env("CALICO_DATASTORE_PATH", node.db())
+        .env("FELIX_PROMETHEUSMETRICSENABLED", "true")
         .env_remove("DATASTORE_TYPE")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -475,5 +482,21 @@ fn health_status_and_metrics() {
     assert!(
         metrics.contains("felix_dataplane_apply_seconds_count"),
         "{metrics}"
+    );
+
+    // FelixConfiguration is read from the datastore: moving the health
+    // port makes the agent restart itself and serve on the new one.
+    node.ctl_apply("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {healthPort: 9199}\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !body("9199/readiness").ends_with("200") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never served health on the configured port"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        !body("9099/liveness").ends_with("200"),
+        "the old port is closed"
     );
 }

@@ -1,0 +1,223 @@
+//! The agent's settings, resolved as Felix resolves them: environment (or
+//! command line) first, then the FelixConfiguration named `node.<node>`,
+//! then the one named `default`, then built-in defaults. Pure: the
+//! resources come in as values.
+
+use calico_api::FelixConfigurationSpec;
+use std::time::Duration;
+
+/// Settings given on the command line or in `FELIX_*` variables; these win.
+#[derive(clap::Args, Debug, Clone, Default, PartialEq, Eq)]
+pub struct Overrides {
+    #[arg(long, env = "FELIX_HEALTHENABLED")]
+    pub health_enabled: Option<bool>,
+    /// Address for /liveness, /readiness and /status.
+    #[arg(long, env = "FELIX_HEALTHHOST")]
+    pub health_host: Option<String>,
+    #[arg(long, env = "FELIX_HEALTHPORT")]
+    pub health_port: Option<u16>,
+    #[arg(long, env = "FELIX_PROMETHEUSMETRICSENABLED")]
+    pub prometheus_metrics_enabled: Option<bool>,
+    #[arg(long, env = "FELIX_PROMETHEUSMETRICSHOST")]
+    pub prometheus_metrics_host: Option<String>,
+    #[arg(long, env = "FELIX_PROMETHEUSMETRICSPORT")]
+    pub prometheus_metrics_port: Option<u16>,
+    /// Trace, Debug, Info, Warning, Error, Fatal or Panic.
+    #[arg(long, env = "FELIX_LOGSEVERITYSCREEN")]
+    pub log_severity_screen: Option<String>,
+    /// Seconds between full rewrites of the nftables table.
+    #[arg(long, env = "FELIX_NFTABLESREFRESHINTERVAL")]
+    pub nftables_refresh_interval: Option<u64>,
+    /// Seconds between full route resyncs.
+    #[arg(long, env = "FELIX_ROUTEREFRESHINTERVAL")]
+    pub route_refresh_interval: Option<u64>,
+    #[arg(long, env = "FELIX_ROUTESYNCDISABLED")]
+    pub route_sync_disabled: Option<bool>,
+}
+
+/// The settings in effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub health_enabled: bool,
+    pub health_host: String,
+    pub health_port: u16,
+    pub metrics_enabled: bool,
+    pub metrics_host: String,
+    pub metrics_port: u16,
+    pub log_level: String,
+    pub nftables_refresh: Duration,
+    pub route_refresh: Duration,
+    pub route_sync_disabled: bool,
+}
+
+/// FelixConfiguration fields this agent acts on; any other field that is
+/// set is reported once at start-up as not implemented.
+const HONOURED: &[&str] = &[
+    "healthEnabled",
+    "healthHost",
+    "healthPort",
+    "prometheusMetricsEnabled",
+    "prometheusMetricsHost",
+    "prometheusMetricsPort",
+    "logSeverityScreen",
+    "nftablesRefreshInterval",
+    "routeRefreshInterval",
+    "routeSyncDisabled",
+    // Accepted and matching what this agent does anyway.
+    "nftablesMode",
+    "bpfEnabled",
+    "ipv6Support",
+];
+
+/// A duration as the datastore writes it ("90s", "1m30s").
+fn duration(v: &str) -> Option<Duration> {
+    humantime::parse_duration(v).ok()
+}
+
+impl Config {
+    /// Resolves the settings from the overrides and the two
+    /// FelixConfiguration resources (`node.<node>` and `default`), and lists
+    /// the set fields that are not implemented (`name.field`).
+    pub fn resolve(
+        o: &Overrides,
+        node: Option<&FelixConfigurationSpec>,
+        global: Option<&FelixConfigurationSpec>,
+    ) -> (Config, Vec<String>) {
+        let layers: Vec<&FelixConfigurationSpec> = node.into_iter().chain(global).collect();
+        let b = |f: &str| layers.iter().find_map(|s| s.get_bool(f));
+        let s = |f: &str| layers.iter().find_map(|s| s.get_str(f).map(str::to_string));
+        let port = |f: &str| {
+            layers
+                .iter()
+                .find_map(|s| s.get_int(f).and_then(|p| u16::try_from(p).ok()))
+        };
+        let d = |f: &str| layers.iter().find_map(|s| s.get_str(f).and_then(duration));
+        let secs = |v: Option<u64>| v.map(Duration::from_secs);
+        let config = Config {
+            health_enabled: o.health_enabled.or(b("healthEnabled")).unwrap_or(true),
+            health_host: o
+                .health_host
+                .clone()
+                .or(s("healthHost"))
+                .unwrap_or_else(|| "localhost".into()),
+            health_port: o.health_port.or(port("healthPort")).unwrap_or(9099),
+            metrics_enabled: o
+                .prometheus_metrics_enabled
+                .or(b("prometheusMetricsEnabled"))
+                .unwrap_or(false),
+            metrics_host: o
+                .prometheus_metrics_host
+                .clone()
+                .or(s("prometheusMetricsHost"))
+                .unwrap_or_default(),
+            metrics_port: o
+                .prometheus_metrics_port
+                .or(port("prometheusMetricsPort"))
+                .unwrap_or(9091),
+            log_level: o
+                .log_severity_screen
+                .clone()
+                .or(s("logSeverityScreen"))
+                .unwrap_or_else(|| "Info".into()),
+            nftables_refresh: secs(o.nftables_refresh_interval)
+                .or(d("nftablesRefreshInterval"))
+                .unwrap_or(Duration::from_secs(90)),
+            route_refresh: secs(o.route_refresh_interval)
+                .or(d("routeRefreshInterval"))
+                .unwrap_or(Duration::from_secs(90)),
+            route_sync_disabled: o
+                .route_sync_disabled
+                .or(b("routeSyncDisabled"))
+                .unwrap_or(false),
+        };
+        let mut ignored = Vec::new();
+        for (name, spec) in [("node", node), ("default", global)] {
+            for field in spec.iter().flat_map(|s| s.fields.keys()) {
+                if !HONOURED.contains(&field.as_str()) {
+                    ignored.push(format!("{name}.{field}"));
+                }
+            }
+        }
+        (config, ignored)
+    }
+
+    /// `host:port` for the health server (an empty host means all addresses).
+    pub fn health_addr(&self) -> String {
+        listen_addr(&self.health_host, self.health_port)
+    }
+
+    pub fn metrics_addr(&self) -> String {
+        listen_addr(&self.metrics_host, self.metrics_port)
+    }
+
+    /// The tracing level for `logSeverityScreen`.
+    pub fn level(&self) -> tracing::Level {
+        match self.log_level.as_str() {
+            "Trace" => tracing::Level::TRACE,
+            "Debug" => tracing::Level::DEBUG,
+            "Warning" => tracing::Level::WARN,
+            "Error" | "Fatal" | "Panic" => tracing::Level::ERROR,
+            _ => tracing::Level::INFO,
+        }
+    }
+}
+
+fn listen_addr(host: &str, port: u16) -> String {
+    let host = match host {
+        "" => "0.0.0.0",
+        "localhost" => "127.0.0.1",
+        h => h,
+    };
+    if host.contains(':') {
+        format!("[{host}]:{port}")
+    } else {
+        format!("{host}:{port}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(json: serde_json::Value) -> FelixConfigurationSpec {
+        serde_json::from_value(json).expect("spec")
+    }
+
+    #[test]
+    fn environment_beats_node_beats_default_beats_builtin() {
+        let global = spec(serde_json::json!({
+            "healthPort": 9100, "prometheusMetricsEnabled": true,
+            "logSeverityScreen": "Warning", "routeRefreshInterval": "30s",
+            "vxlanVNI": 4096
+        }));
+        let node =
+            spec(serde_json::json!({"healthPort": 9200, "nftablesRefreshInterval": "1m30s"}));
+        let (c, ignored) = Config::resolve(&Overrides::default(), None, None);
+        assert_eq!(
+            (c.health_port, c.metrics_enabled, c.metrics_port),
+            (9099, false, 9091)
+        );
+        assert_eq!(c.health_addr(), "127.0.0.1:9099");
+        assert!(ignored.is_empty());
+
+        let (c, ignored) = Config::resolve(&Overrides::default(), Some(&node), Some(&global));
+        assert_eq!(c.health_port, 9200);
+        assert!(c.metrics_enabled);
+        assert_eq!(c.level(), tracing::Level::WARN);
+        assert_eq!(c.route_refresh, Duration::from_secs(30));
+        assert_eq!(c.nftables_refresh, Duration::from_secs(90));
+        assert_eq!(ignored, vec!["default.vxlanVNI"]);
+
+        let o = Overrides {
+            health_port: Some(9300),
+            prometheus_metrics_enabled: Some(false),
+            route_refresh_interval: Some(5),
+            ..Overrides::default()
+        };
+        let (c, _) = Config::resolve(&o, Some(&node), Some(&global));
+        assert_eq!(c.health_port, 9300);
+        assert!(!c.metrics_enabled);
+        assert_eq!(c.route_refresh, Duration::from_secs(5));
+        assert_eq!(c.metrics_addr(), "0.0.0.0:9091");
+    }
+}
