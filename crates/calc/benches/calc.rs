@@ -85,18 +85,19 @@ fn policy(j: usize, port: u16) -> Resource {
 fn build() -> CalcGraph {
     let start = Instant::now();
     let mut g = CalcGraph::new("node-1");
-    for j in 0..POLICIES {
-        g.apply(Update::Put(policy(j, 80)));
-    }
-    for i in 0..ENDPOINTS {
+    // As the agent loads a listing: one batch.
+    let policies = (0..POLICIES).map(|j| Update::Put(policy(j, 80)));
+    let endpoints = (0..ENDPOINTS).map(|i| {
         // Every 100th endpoint is on this node.
         let node = if i % (ENDPOINTS / LOCAL) == 0 {
             "node-1".to_string()
         } else {
             format!("node-{}", 2 + i % 999)
         };
-        g.apply(Update::Put(endpoint(i, &node)));
-    }
+        Update::Put(endpoint(i, &node))
+    });
+    let intents = g.apply_all(policies.chain(endpoints));
+    black_box(intents);
     eprintln!(
         "built the graph ({POLICIES} policies, {ENDPOINTS} endpoints, {LOCAL} local) in {:.1?}",
         start.elapsed()

@@ -179,6 +179,25 @@ impl CalcGraph {
         self.flush()
     }
 
+    /// Applies several updates and returns the intents for all of them at
+    /// once: what each touches is computed once for the batch (a set many
+    /// updates change is built once), so a full listing loads in time
+    /// proportional to its size. The intents are those that take the
+    /// dataplane from before the first update to after the last.
+    pub fn apply_all(&mut self, updates: impl IntoIterator<Item = Update>) -> Vec<Intent> {
+        for update in updates {
+            match update {
+                Update::Put(r) => self.put(r),
+                Update::Delete {
+                    kind,
+                    namespace,
+                    name,
+                } => self.delete(kind, namespace, name),
+            }
+        }
+        self.flush()
+    }
+
     fn events(&mut self, events: Vec<MatchEvent<SelKey, ItemKey>>) {
         for ev in events {
             let (started, sel, item) = match ev {

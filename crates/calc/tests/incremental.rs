@@ -124,4 +124,33 @@ proptest! {
         }
         prop_assert_eq!(state, expected);
     }
+
+    /// The same operations fed in batches (`apply_all`, cut at random
+    /// points) end in the same state as fed one by one, and each batch's
+    /// intents keep the ordering contract.
+    #[test]
+    fn batches_equal_single_updates(
+        ops in prop::collection::vec((any::<bool>(), 0usize..15, any::<bool>()), 1..40),
+    ) {
+        let all = universe();
+        let (mut one, mut batched) = (CalcGraph::new("node-1"), CalcGraph::new("node-1"));
+        let (mut s1, mut s2) = (DesiredState::default(), DesiredState::default());
+        let mut pending = Vec::new();
+        for (put, i, cut) in ops {
+            let r = &all[i % all.len()];
+            let u = if put {
+                Update::Put(r.clone())
+            } else {
+                let m = r.meta();
+                Update::Delete { kind: r.kind(), namespace: m.namespace.clone(), name: m.name.clone() }
+            };
+            s1.apply(&one.apply(u.clone())).map_err(TestCaseError::fail)?;
+            pending.push(u);
+            if cut {
+                s2.apply(&batched.apply_all(pending.drain(..))).map_err(TestCaseError::fail)?;
+            }
+        }
+        s2.apply(&batched.apply_all(pending)).map_err(TestCaseError::fail)?;
+        prop_assert_eq!(s1, s2);
+    }
 }

@@ -32,7 +32,11 @@ enum Anchor {
     None,
 }
 
-fn anchor(e: &Expr) -> Anchor {
+/// The label a selector is indexed under: one every match must carry.
+/// Among several required `key == value` labels the one carried by the
+/// fewest items now wins (`count`); on a tie the later one, since scoping
+/// puts broad terms (namespace) first and the selector's own terms last.
+fn anchor(e: &Expr, count: &dyn Fn(&str, &str) -> usize) -> Anchor {
     match e {
         Expr::Eq(k, v) => Anchor::KeyValue(k.clone(), v.clone()),
         Expr::In(k, vs) if vs.len() == 1 => {
@@ -44,10 +48,16 @@ fn anchor(e: &Expr) -> Anchor {
         | Expr::StartsWith(k, _)
         | Expr::EndsWith(k, _) => Anchor::Key(k.clone()),
         Expr::And(ops) => {
-            let anchors: Vec<Anchor> = ops.iter().map(anchor).collect();
+            let anchors: Vec<Anchor> = ops.iter().map(|o| anchor(o, count)).collect();
             anchors
                 .iter()
-                .find(|a| matches!(a, Anchor::KeyValue(..)))
+                .enumerate()
+                .filter_map(|(n, a)| match a {
+                    Anchor::KeyValue(k, v) => Some((count(k, v), std::cmp::Reverse(n), a)),
+                    _ => None,
+                })
+                .min_by_key(|(c, n, _)| (*c, *n))
+                .map(|(_, _, a)| a)
                 .or_else(|| anchors.iter().find(|a| matches!(a, Anchor::Key(_))))
                 .cloned()
                 .unwrap_or(Anchor::None)
@@ -205,7 +215,13 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
     /// Adds or changes a selector.
     pub fn update_selector(&mut self, id: S, selector: Selector) -> Vec<MatchEvent<S, I>> {
         self.unanchor(&id);
-        let a = anchor(selector.expr());
+        let items_kv = &self.items_kv;
+        let count = |k: &str, v: &str| {
+            items_kv
+                .get(&(k.to_string(), v.to_string()))
+                .map_or(0, BTreeSet::len)
+        };
+        let a = anchor(selector.expr(), &count);
         let mut candidates: BTreeSet<I> = self.by_selector.get(&id).cloned().unwrap_or_default();
         match &a {
             Anchor::KeyValue(k, v) => {
