@@ -9,7 +9,7 @@ use calico_calc::{CalcGraph, DesiredState, Update};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
 use calico_client::{open_store, DatastoreConfig};
 use calico_dataplane::{Applied, Nft, Table};
-use calico_datastore::{Event, Store, StoreError, WatchError};
+use calico_datastore::{Event, Store, WatchError};
 use calico_ipam::model::{parse_affinity_key, Affinity, AffinityState, HOST_PREFIX};
 use calico_net::IpNet;
 use calico_routes::{Kernel, RouteError, Target, PROTO_AGENT};
@@ -101,17 +101,21 @@ impl Agent {
         }
     }
 
-    fn feed(&mut self, update: Update) -> Result<()> {
-        let intents = self.graph.apply(update);
+    fn feed(&mut self, updates: Vec<Update>) -> Result<()> {
+        if updates.is_empty() {
+            return Ok(());
+        }
+        let intents = self.graph.apply_all(updates);
         self.state
             .apply(&intents)
             .map_err(|e| anyhow!("calculation graph broke its ordering contract: {e}"))
     }
 
-    /// Takes one datastore event: resources go to the calculation graph
-    /// (FelixConfiguration also to the settings), this node's block
-    /// affinities to the blackhole routes, everything else is ignored.
-    fn take(&mut self, ev: &Event) -> Result<()> {
+    /// Takes one datastore event: resources become an update for the
+    /// calculation graph (FelixConfiguration also goes to the settings),
+    /// this node's block affinities go to the blackhole routes, everything
+    /// else is ignored.
+    fn take(&mut self, ev: &Event) -> Option<Update> {
         let key = ev.key();
         if key.starts_with(RESOURCE_PREFIX) {
             let update = match ev {
@@ -125,13 +129,11 @@ impl Agent {
                     }
                     Err(e) => {
                         warn!("ignoring unreadable {key}: {e}");
-                        return Ok(());
+                        return None;
                     }
                 },
                 Event::Delete { key, .. } => {
-                    let Some((kind, namespace, name)) = parse_resource_key(key) else {
-                        return Ok(());
-                    };
+                    let (kind, namespace, name) = parse_resource_key(key)?;
                     if kind == calico_api::Kind::FelixConfiguration {
                         self.felix_configs.remove(&name);
                     }
@@ -142,14 +144,12 @@ impl Agent {
                     }
                 }
             };
-            return self.feed(update);
+            return Some(update);
         }
         if key.starts_with(HOST_PREFIX) {
-            let Some((node, block)) = parse_affinity_key(key) else {
-                return Ok(());
-            };
+            let (node, block) = parse_affinity_key(key)?;
             if node != self.node {
-                return Ok(());
+                return None;
             }
             let confirmed = match ev {
                 Event::Put(kv) => serde_json::from_slice::<Affinity>(&kv.value)
@@ -162,7 +162,7 @@ impl Agent {
                 self.blocks.remove(&block);
             }
         }
-        Ok(())
+        None
     }
 
     /// The settings the FelixConfiguration resources give, under `o`.
@@ -286,22 +286,28 @@ fn resync(
         Arc::clone(metrics),
     )?;
     agent.revision = listing.revision;
-    for kv in listing.items {
-        agent.take(&Event::Put(kv))?;
-    }
+    let updates: Vec<Update> = listing
+        .items
+        .into_iter()
+        .filter_map(|kv| agent.take(&Event::Put(kv)))
+        .collect();
+    agent.feed(updates)?;
     Ok(agent)
 }
 
 /// Starts over in a fresh process image with the same arguments, as Felix
-/// restarts when its configuration changes.
-fn restart() -> anyhow::Error {
+/// restarts when its configuration changes. If that fails the process
+/// exits, for its supervisor to start it again.
+fn restart() -> ! {
     use std::os::unix::process::CommandExt;
+    info!("FelixConfiguration changed; restarting");
     let mut argv = std::env::args_os();
     let _ = argv.next();
     let err = std::process::Command::new("/proc/self/exe")
         .args(argv)
         .exec();
-    anyhow!("restarting after a configuration change: {err}")
+    eprintln!("calico-node: cannot restart after a configuration change: {err}");
+    std::process::exit(1)
 }
 
 fn init_logging(level: tracing::Level) {
@@ -378,62 +384,91 @@ pub fn run(args: &Args) -> Result<()> {
     if args.once {
         return Ok(());
     }
+    // Follow the datastore. Any break in the watch (compaction, the
+    // datastore restarting, a lost connection) means listing again and
+    // rebuilding from scratch, retried with back-off; the dataplane keeps
+    // what it has meanwhile.
     loop {
-        let watch = match store.watch(WATCH_PREFIX, agent.revision + 1) {
-            Ok(w) => w,
-            Err(StoreError::Compacted { .. }) => {
-                agent = resync(
+        if let Err(e) = follow(store.as_ref(), &mut agent, args, &cfg) {
+            warn!("{e:#}; resyncing");
+            agent.report(false);
+            let mut backoff = Duration::from_millis(200);
+            agent = loop {
+                match resync(
                     store.as_ref(),
                     args,
                     !cfg.route_sync_disabled,
                     &status,
                     &metrics,
-                )?;
-                agent.sync(&cfg).ok();
+                ) {
+                    Ok(mut fresh) => {
+                        // The kernel still holds what the old agent applied.
+                        fresh.applied = agent.applied.take();
+                        break fresh;
+                    }
+                    Err(e) => {
+                        warn!("{e:#}; retrying in {backoff:?}");
+                        std::thread::sleep(backoff);
+                        backoff = (backoff * 2).min(Duration::from_secs(10));
+                    }
+                }
+            };
+            if agent.config(&args.overrides).0 != cfg {
+                restart();
+            }
+            if let Err(e) = agent.sync(&cfg) {
+                warn!("{e:#}; will retry");
+            }
+        }
+    }
+}
+
+/// Watches from the agent's revision and applies what arrives, until the
+/// watch breaks (the error says why). Returns only with an error.
+fn follow(store: &dyn Store, agent: &mut Agent, args: &Args, cfg: &Config) -> Result<()> {
+    let watch = store
+        .watch(WATCH_PREFIX, agent.revision + 1)
+        .context("watching the datastore")?;
+    let tick = cfg
+        .nftables_refresh
+        .min(cfg.route_refresh)
+        .min(Duration::from_secs(10));
+    loop {
+        let first = match watch.recv_timeout(tick) {
+            Ok(ev) => ev,
+            Err(WatchError::Timeout) => {
+                if let Err(e) = agent.sync(cfg) {
+                    warn!("{e:#}; will retry");
+                }
                 continue;
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => return Err(anyhow!("watching the datastore: {e}")),
         };
-        loop {
-            let tick = cfg
-                .nftables_refresh
-                .min(cfg.route_refresh)
-                .min(Duration::from_secs(10));
-            match watch.recv_timeout(tick) {
-                Ok(ev) => {
-                    agent.revision = ev.revision();
-                    agent.take(&ev)?;
-                    // Take whatever else already arrived, then apply once.
-                    while let Some(Ok(ev)) = watch.try_recv() {
-                        agent.revision = ev.revision();
-                        agent.take(&ev)?;
-                    }
-                    if agent.config(&args.overrides).0 != cfg {
-                        info!("FelixConfiguration changed; restarting");
-                        return Err(restart());
-                    }
-                    if let Err(e) = agent.sync(&cfg) {
-                        warn!("{e:#}; will retry");
-                    }
+        // Take whatever else already arrived too, then compute and apply once.
+        let mut updates = Vec::new();
+        let mut broken = None;
+        let mut next = Some(first);
+        while let Some(ev) = next {
+            agent.revision = ev.revision();
+            updates.extend(agent.take(&ev));
+            next = match watch.try_recv() {
+                Some(Ok(ev)) => Some(ev),
+                Some(Err(e)) => {
+                    broken = Some(e);
+                    None
                 }
-                Err(WatchError::Timeout) => {
-                    if let Err(e) = agent.sync(&cfg) {
-                        warn!("{e:#}; will retry");
-                    }
-                }
-                Err(WatchError::Store(StoreError::Compacted { .. })) => {
-                    agent = resync(
-                        store.as_ref(),
-                        args,
-                        !cfg.route_sync_disabled,
-                        &status,
-                        &metrics,
-                    )?;
-                    agent.sync(&cfg).ok();
-                    break;
-                }
-                Err(e) => return Err(anyhow!("watching the datastore: {e}")),
-            }
+                None => None,
+            };
+        }
+        agent.feed(updates)?;
+        if agent.config(&args.overrides).0 != *cfg {
+            restart();
+        }
+        if let Err(e) = agent.sync(cfg) {
+            warn!("{e:#}; will retry");
+        }
+        if let Some(e) = broken {
+            return Err(anyhow!("watching the datastore: {e}"));
         }
     }
 }

@@ -16,6 +16,8 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct EtcdServer {
     pub endpoint: String,
     pub client_port: u16,
+    peer_port: u16,
+    netns: Option<String>,
     child: Child,
     _dir: tempfile::TempDir,
 }
@@ -57,11 +59,51 @@ impl EtcdServer {
         }
         let dir = tempfile::tempdir().expect("temp dir for etcd");
         let (client_port, peer_port) = (crate::free_port(), crate::free_port());
+        let child = Self::spawn(netns, &dir, client_port, peer_port);
+        let mut server = EtcdServer {
+            endpoint: format!("http://127.0.0.1:{client_port}"),
+            client_port,
+            peer_port,
+            netns: netns.map(str::to_string),
+            child,
+            _dir: dir,
+        };
+        server.wait_ready();
+        server
+    }
+
+    /// Stops etcd and starts it again on the same ports with the same
+    /// data, as a datastore restart looks to its clients.
+    pub fn restart(&mut self) {
+        let keep = self._dir.path().join("keep");
+        std::fs::write(&keep, "").expect("keep marker");
+        self.stop();
+        std::fs::remove_file(&keep).expect("keep marker");
+        self.child = Self::spawn(
+            self.netns.as_deref(),
+            &self._dir,
+            self.client_port,
+            self.peer_port,
+        );
+        self.wait_ready();
+    }
+
+    fn spawn(
+        netns: Option<&str>,
+        dir: &tempfile::TempDir,
+        client_port: u16,
+        peer_port: u16,
+    ) -> Child {
         let client = format!("http://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
-        let log = std::fs::File::create(dir.path().join("etcd.log")).expect("etcd log");
-        // The watchdog loop ends etcd when the test process ($PARENT) is gone.
-        let script = r#"etcd "$@" & e=$!; trap 'kill $e 2>/dev/null; wait $e; rm -rf "$SCRATCH"' EXIT TERM INT
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("etcd.log"))
+            .expect("etcd log");
+        // The watchdog loop ends etcd when the test process ($PARENT) is
+        // gone; the data goes too unless a restart asked to keep it.
+        let script = r#"etcd "$@" & e=$!; trap 'kill $e 2>/dev/null; wait $e; [ -e "$SCRATCH/keep" ] || rm -rf "$SCRATCH"' EXIT TERM INT
 while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; done"#;
         let mut cmd = match netns {
             Some(path) => {
@@ -71,8 +113,7 @@ while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; don
             }
             None => Command::new("sh"),
         };
-        let child = cmd
-            .arg("-c")
+        cmd.arg("-c")
             .arg(script)
             .arg("etcd-watchdog")
             .args(["--name", "test", "--data-dir"])
@@ -98,15 +139,14 @@ while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; don
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
-            .expect("spawn etcd");
-        let mut server = EtcdServer {
-            endpoint: client,
-            client_port,
-            child,
-            _dir: dir,
-        };
+            .expect("spawn etcd")
+    }
+
+    fn wait_ready(&mut self) {
+        let (netns, client_port) = (self.netns.clone(), self.client_port);
+        let server = self;
         let deadline = Instant::now() + START_TIMEOUT;
-        let ready = || match netns {
+        let ready = || match &netns {
             Some(path) => Command::new("nsenter")
                 .arg(format!("--net={path}"))
                 .args([
@@ -130,7 +170,6 @@ while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; don
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        server
     }
 
     /// One etcd shared by every test in this test binary. Tests sharing it
