@@ -97,21 +97,8 @@ fn main() {
             .expect("iperf3 server"),
     );
     std::thread::sleep(std::time::Duration::from_millis(300));
-    let felix = || {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", node.path()))
-            .arg(bin("calico-node"))
-            .args(["felix", "--once", "--node", "node-1"])
-            .env("CALICO_DATASTORE_PATH", &db)
-            .env_remove("DATASTORE_TYPE")
-            .output()
-            .expect("felix");
-        assert!(
-            out.status.success(),
-            "felix: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    };
+    let felix =
+        || calico_test_support::felix_once(&bin("calico-node"), &node.path(), "node-1", &db);
     felix();
     let (c, server_ip) = (&pods[0].0, pods[1].1.clone());
     let base_tcp = iperf(c, &server_ip, secs, false);

@@ -64,19 +64,7 @@ impl Node {
 
     /// Runs the agent once inside the node namespace.
     fn felix(&self) {
-        let out = Command::new("nsenter")
-            .arg(format!("--net={}", self.ns.path()))
-            .arg(bin("calico-node"))
-            .args(["felix", "--once", "--node", "node-1"])
-            .env("CALICO_DATASTORE_PATH", self.db())
-            .env_remove("DATASTORE_TYPE")
-            .output()
-            .expect("calico-node");
-        assert!(
-            out.status.success(),
-            "felix: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        calico_test_support::felix_once(&bin("calico-node"), &self.ns.path(), "node-1", &self.db());
     }
 
     /// Creates a pod through the CNI plugin; returns its namespace and IP.

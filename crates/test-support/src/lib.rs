@@ -42,3 +42,22 @@ impl Drop for KillOnDrop {
         let _ = self.0.wait();
     }
 }
+
+/// Runs `calico-node felix --once --node <node>` inside the namespace at
+/// `netns` (a path) against the embedded datastore at `db`, and panics with
+/// its stderr if it fails. `program` is the calico-node binary.
+pub fn felix_once(program: &std::path::Path, netns: &str, node: &str, db: &str) {
+    let out = std::process::Command::new("nsenter")
+        .arg(format!("--net={netns}"))
+        .arg(program)
+        .args(["felix", "--once", "--node", node])
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("run calico-node");
+    assert!(
+        out.status.success(),
+        "calico-node felix --once: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
