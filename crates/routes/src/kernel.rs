@@ -145,6 +145,46 @@ impl Kernel {
         })
     }
 
+    /// Applies changes without listing first (the caller knows what it
+    /// installed): many requests in flight at once. The ones that failed
+    /// come back with their error; a deletion of a route already gone is
+    /// not a failure.
+    pub fn apply(&self, ops: &[Op]) -> Vec<(Op, RouteError)> {
+        self.rt.block_on(async {
+            let mut failed = Vec::new();
+            for chunk in ops.chunks(256) {
+                let results = futures_util::future::join_all(chunk.iter().map(|op| async move {
+                    match op {
+                        Op::Replace(r) => self.replace(r).await,
+                        Op::Delete(r) => self.delete(self.delete_message(r)?).await,
+                    }
+                }))
+                .await;
+                for (op, r) in chunk.iter().zip(results) {
+                    if let Err(e) = r {
+                        failed.push((op.clone(), e));
+                    }
+                }
+            }
+            failed
+        })
+    }
+
+    /// A message that deletes our route to `r.dst` (whatever its target).
+    fn delete_message(&self, r: &Route) -> Result<RouteMessage, RouteError> {
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+            .map_err(|e| RouteError::Netlink {
+                what: format!("route to {}", r.dst),
+                reason: e.to_string(),
+            })?
+            .protocol(RouteProtocol::from(self.proto));
+        if r.target == Target::Blackhole {
+            b = b.kind(RouteType::BlackHole);
+        }
+        Ok(b.build())
+    }
+
     async fn delete(&self, msg: RouteMessage) -> Result<(), RouteError> {
         match self.handle.route().del(msg).execute().await {
             Ok(()) => Ok(()),

@@ -15,3 +15,7 @@ pub use plan::{plan, Op, Route, Target};
 /// The protocol number calico-node's agent marks its routes with
 /// (`ip route show proto 80`).
 pub const PROTO_AGENT: u8 = 80;
+
+/// The protocol number calico-node's BGP speaker marks the routes it
+/// learned with (`ip route show proto bgp`; RTPROT_BGP).
+pub const PROTO_BGP: u8 = 186;

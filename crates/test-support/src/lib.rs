@@ -8,7 +8,7 @@ mod temp_store;
 
 pub use cni::{cni_add, run_cni, CniCall};
 pub use etcd::EtcdServer;
-pub use netns::Netns;
+pub use netns::{Fabric, Netns};
 pub use temp_store::TempStore;
 
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -75,3 +75,40 @@ impl Drop for Netns {
         let _ = ip(&["netns", "del", &self.name]);
     }
 }
+
+/// A layer-2 fabric: a namespace holding bridge `br0` that nodes attach to
+/// with a veth (`eth0` on the node side), as hosts on one switch.
+#[derive(Debug)]
+pub struct Fabric {
+    pub ns: Netns,
+    ports: std::sync::atomic::AtomicU32,
+}
+
+impl Fabric {
+    pub fn new(tag: &str) -> Fabric {
+        let ns = Netns::new(tag);
+        ns.ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        ns.ok(&["ip", "link", "set", "br0", "up"]);
+        Fabric {
+            ns,
+            ports: std::sync::atomic::AtomicU32::new(0),
+        }
+    }
+
+    /// Connects `node` to the fabric: its `eth0` gets `addr_cidr` (and
+    /// comes up, with IP forwarding on, as a node's uplink).
+    pub fn attach(&self, node: &Netns, addr_cidr: &str) {
+        let n = self
+            .ports
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = format!("p{n}");
+        self.ns.ok(&[
+            "ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &node.name,
+        ]);
+        self.ns
+            .ok(&["ip", "link", "set", &port, "master", "br0", "up"]);
+        node.ok(&["ip", "addr", "add", addr_cidr, "dev", "eth0"]);
+        node.ok(&["ip", "link", "set", "eth0", "up"]);
+        node.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    }
+}
