@@ -35,6 +35,9 @@ pub(crate) enum ToSession {
     Send(Vec<Announce>),
     EndOfRib(Vec<Afi>),
     Close(Notification),
+    /// Drop the connection without a NOTIFICATION, as a crash or a
+    /// graceful restart looks to the peer (it keeps our routes).
+    Abort,
 }
 
 /// What a connection tells the main loop.
@@ -304,6 +307,7 @@ async fn session(
                 let msgs = match cmd {
                     None => return End::Sent(cease(2)),
                     Some(ToSession::Close(n)) => return End::Sent(n),
+                    Some(ToSession::Abort) => return End::Lost("restarting".into()),
                     Some(ToSession::Send(changes)) => updates(&changes, v4, v6),
                     Some(ToSession::EndOfRib(afis)) => afis
                         .into_iter()
@@ -329,7 +333,9 @@ async fn session(
                 next_keepalive = keepalive.map_or(far, |k| Instant::now() + k);
             }
             () = tokio::time::sleep_until(hold_deadline) => {
-                return End::Sent(Notification::hold_timer_expired());
+                // The peer may be restarting: its routes are kept (RFC 4724).
+                let _ = c.send(&Message::Notification(Notification::hold_timer_expired())).await;
+                return End::Lost("hold timer expired".into());
             }
         }
     }

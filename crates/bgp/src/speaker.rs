@@ -113,7 +113,12 @@ pub struct Status {
 enum Command {
     SetPeers(Vec<PeerConfig>),
     SetLocal(BTreeSet<IpNet>),
-    Stop(std::sync::mpsc::Sender<()>),
+    /// Stop; with `restart`, without telling peers (they keep our routes
+    /// for the restart time while the next run comes up).
+    Stop {
+        done: std::sync::mpsc::Sender<()>,
+        restart: bool,
+    },
 }
 
 #[allow(clippy::large_enum_variant)] // each is moved once through a channel
@@ -217,12 +222,27 @@ impl Speaker {
 
     /// Closes every session with a Cease and stops.
     pub fn stop(mut self) {
-        self.shutdown();
+        self.shutdown(false);
     }
 
-    fn shutdown(&mut self) {
+    /// Stops for a restart: sessions are dropped without a NOTIFICATION, so
+    /// peers that support graceful restart keep forwarding to our routes
+    /// until the next run has sent them again. The kernel keeps the routes
+    /// this speaker installed.
+    pub fn stop_for_restart(mut self) {
+        self.shutdown(true);
+    }
+
+    fn shutdown(&mut self, restart: bool) {
         let (done_tx, done_rx) = std::sync::mpsc::channel();
-        if self.tx.send(Event::Command(Command::Stop(done_tx))).is_ok() {
+        if self
+            .tx
+            .send(Event::Command(Command::Stop {
+                done: done_tx,
+                restart,
+            }))
+            .is_ok()
+        {
             let _ = done_rx.recv_timeout(Duration::from_secs(5));
         }
         if let Some(t) = self.thread.take() {
@@ -233,24 +253,28 @@ impl Speaker {
 
 impl Drop for Speaker {
     fn drop(&mut self) {
-        self.shutdown();
+        self.shutdown(false);
     }
 }
 
 enum FibWork {
     Ops(Vec<FibOp>),
     Converged,
+    /// Answered once everything before it is applied.
+    Barrier(std::sync::mpsc::Sender<()>),
 }
 
 fn fib_thread(mut fib: Box<dyn Fib>, rx: &std::sync::mpsc::Receiver<FibWork>) {
     while let Ok(first) = rx.recv() {
         let mut ops = Vec::new();
         let mut converged = false;
+        let mut barriers = Vec::new();
         let mut next = Some(first);
         while let Some(w) = next {
             match w {
                 FibWork::Ops(o) => ops.extend(o),
                 FibWork::Converged => converged = true,
+                FibWork::Barrier(b) => barriers.push(b),
             }
             next = rx.try_recv().ok();
         }
@@ -259,6 +283,9 @@ fn fib_thread(mut fib: Box<dyn Fib>, rx: &std::sync::mpsc::Receiver<FibWork>) {
         }
         if converged {
             fib.converged();
+        }
+        for b in barriers {
+            let _ = b.send(());
         }
     }
 }
@@ -309,6 +336,8 @@ struct PeerState {
     awaiting_eor: bool,
     /// The restart time it announced (graceful restart), if any.
     restart_time: Option<u16>,
+    /// Sessions lost so far: a restart timer counts for one loss only.
+    losses: u64,
 }
 
 struct Main {
@@ -362,10 +391,27 @@ impl Main {
     async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
         while let Some(ev) = rx.recv().await {
             match ev {
-                Event::Command(Command::Stop(done)) => {
+                Event::Command(Command::Stop { done, restart }) => {
                     for c in self.conns.values() {
-                        let _ = c.tx.send(ToSession::Close(cease(2)));
+                        let _ = c.tx.send(if restart {
+                            ToSession::Abort
+                        } else {
+                            ToSession::Close(cease(2))
+                        });
                     }
+                    // Stopping for good: what we installed goes (a restart
+                    // keeps it forwarding for the next run to take over).
+                    if !restart {
+                        let ops: Vec<FibOp> =
+                            self.rib.learned().map(|(p, _)| FibOp::Remove(*p)).collect();
+                        let _ = self.fib.send(FibWork::Ops(ops));
+                    }
+                    let (btx, brx) = std::sync::mpsc::channel();
+                    let _ = self.fib.send(FibWork::Barrier(btx));
+                    let _ = tokio::task::spawn_blocking(move || {
+                        brx.recv_timeout(Duration::from_secs(10))
+                    })
+                    .await;
                     // Let the sessions send their Cease.
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     let _ = done.send(());
@@ -532,7 +578,7 @@ impl Main {
                 let ch = self.rib.set_local(&prefixes);
                 self.apply(ch);
             }
-            Event::Command(Command::Stop(_)) => {}
+            Event::Command(Command::Stop { .. }) => {}
             Event::Accepted(stream, from) => {
                 let ip = match from.ip() {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
@@ -568,11 +614,11 @@ impl Main {
                     self.connect(peer);
                 }
             }
-            Event::StaleExpired(peer, epoch) => {
+            Event::StaleExpired(peer, loss) => {
                 if self
                     .peers
                     .get(&peer)
-                    .is_some_and(|p| p.epoch == epoch && p.stale)
+                    .is_some_and(|p| p.losses == loss && p.stale)
                 {
                     info!("BGP {peer}: restart time over, dropping its stale routes");
                     if let Some(p) = self.peers.get_mut(&peer) {
@@ -626,6 +672,7 @@ impl Main {
                     stale: false,
                     awaiting_eor: true,
                     restart_time: None,
+                    losses: 0,
                 },
             );
             self.connect(id);
@@ -780,7 +827,8 @@ impl Main {
             return;
         }
         p.established = None;
-        let epoch = p.epoch;
+        p.losses += 1;
+        let (epoch, loss) = (p.epoch, p.losses);
         warn!("BGP {peer}: session closed: {reason}");
         // The restart time the peer announced, if it can restart gracefully.
         let restart = p.restart_time.filter(|_| graceful);
@@ -793,7 +841,7 @@ impl Main {
             let tx = self.tx.clone();
             tokio::spawn(async move {
                 tokio::time::sleep(Duration::from_secs(u64::from(t))).await;
-                let _ = tx.send(Event::StaleExpired(peer, epoch));
+                let _ = tx.send(Event::StaleExpired(peer, loss));
             });
         } else {
             self.set_state(&peer, "Connect", reason.to_string());

@@ -116,6 +116,15 @@ impl Bird {
 }
 
 fn bird_conf(id: &str, statics: &[&str], neighbors: &[&str], gr: bool) -> String {
+    bird_conf_with(
+        id,
+        statics,
+        neighbors,
+        if gr { "" } else { "graceful restart off;" },
+    )
+}
+
+fn bird_conf_with(id: &str, statics: &[&str], neighbors: &[&str], extra: &str) -> String {
     let statics: String = statics
         .iter()
         .map(|s| format!("route {s} blackhole; "))
@@ -127,8 +136,7 @@ fn bird_conf(id: &str, statics: &[&str], neighbors: &[&str], gr: bool) -> String
     );
     for (i, n) in neighbors.iter().enumerate() {
         c.push_str(&format!(
-            "protocol bgp peer{i} {{ local {id} as 64512; neighbor {n} as 64512; direct; hold time 9; connect retry time 1; {}\n  ipv4 {{ import all; export where source = RTS_STATIC; next hop self; gateway direct; }}; }}\n",
-            if gr { "" } else { "graceful restart off;" }
+            "protocol bgp peer{i} {{ local {id} as 64512; neighbor {n} as 64512; direct; hold time 9; connect retry time 1; {extra}\n  ipv4 {{ import all; export where source = RTS_STATIC; next hop self; gateway direct; }}; }}\n"
         ));
     }
     c
@@ -462,4 +470,98 @@ fn frr_session_and_routes_both_ways() {
     wait("our withdrawal at FRR", 10, || {
         !frr.vtysh("show bgp ipv4 unicast").contains("10.244.1.0/26")
     });
+}
+
+/// Graceful restart, helper side: a BIRD that dies keeps its routes in our
+/// kernel (forwarding goes on) for its restart time; if it comes back in
+/// time they never leave; if not they go when the time runs out.
+#[test]
+fn a_restarting_bird_keeps_forwarding() {
+    let fabric = Fabric::new("gr-fab");
+    let (ours, theirs) = (Netns::new("gr-us"), Netns::new("gr-bird"));
+    fabric.attach(&ours, "10.250.5.1/24");
+    fabric.attach(&theirs, "10.250.5.2/24");
+    let conf = bird_conf_with(
+        "10.250.5.2",
+        &["10.244.2.0/26"],
+        &["10.250.5.1"],
+        "graceful restart on; graceful restart time 4;",
+    );
+    let bird = Bird::start(&theirs, &conf);
+    let sp = speaker_in(&ours, config([10, 250, 5, 1], 64512));
+    sp.set_peers(vec![peer("10.250.5.2", 64512)]);
+    let learned = || routes(&ours).contains("10.244.2.0/26 via 10.250.5.2");
+    wait("bird's route", 20, learned);
+
+    bird.kill();
+    wait("the session to drop", 10, || {
+        sp.status().peers[0].state == "Stale"
+    });
+    let bird = Bird::start(&theirs, &conf);
+    let back = Instant::now();
+    while sp.status().peers[0].state != "Established" || back.elapsed() < Duration::from_secs(5) {
+        assert!(learned(), "the route left the kernel during the restart");
+        assert!(
+            back.elapsed() < Duration::from_secs(20),
+            "bird never came back"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(learned());
+
+    // Not back within its restart time: the stale route goes.
+    bird.kill();
+    let gone = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(learned(), "kept while the restart time runs");
+    wait("the stale route to go", 15, || !learned());
+    assert!(
+        gone.elapsed() >= Duration::from_secs(3),
+        "went after {:?}",
+        gone.elapsed()
+    );
+}
+
+/// Graceful restart, restarting side: our speaker stops for a restart
+/// (no NOTIFICATION); BIRD keeps forwarding to our block until the next
+/// run sends it again, and our kernel keeps the routes we had learned.
+#[test]
+fn our_restart_keeps_bird_forwarding() {
+    let fabric = Fabric::new("grs-fab");
+    let (ours, theirs) = (Netns::new("grs-us"), Netns::new("grs-bird"));
+    fabric.attach(&ours, "10.250.4.1/24");
+    fabric.attach(&theirs, "10.250.4.2/24");
+    let _bird = Bird::start(
+        &theirs,
+        &bird_conf("10.250.4.2", &["10.244.2.0/26"], &["10.250.4.1"], true),
+    );
+    let start = || {
+        let sp = speaker_in(&ours, config([10, 250, 4, 1], 64512));
+        sp.set_local(nets(&["10.244.1.0/26"]));
+        sp.set_peers(vec![peer("10.250.4.2", 64512)]);
+        sp
+    };
+    let sp = start();
+    let at_bird = || routes(&theirs).contains("10.244.1.0/26 via 10.250.4.1");
+    let at_us = || routes(&ours).contains("10.244.2.0/26 via 10.250.4.2 dev eth0 proto bgp");
+    wait("both routes", 20, || at_bird() && at_us());
+    sp.stop_for_restart();
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(at_bird(), "bird dropped our route during the restart");
+    assert!(
+        at_us(),
+        "our kernel lost its learned route during the restart"
+    );
+    let sp = start();
+    wait("the new session", 20, || {
+        sp.status()
+            .peers
+            .first()
+            .is_some_and(|p| p.state == "Established")
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(at_bird() && at_us());
+    // Stopping for good takes our learned routes out of the kernel.
+    sp.stop();
+    assert!(!routes(&ours).contains("proto bgp"), "{}", routes(&ours));
 }
