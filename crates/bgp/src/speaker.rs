@@ -213,6 +213,11 @@ impl Speaker {
         let _ = self.tx.send(Event::Command(Command::SetLocal(prefixes)));
     }
 
+    /// The live status, shared (it changes as the speaker runs).
+    pub fn status_source(&self) -> Arc<Mutex<Status>> {
+        Arc::clone(&self.status)
+    }
+
     pub fn status(&self) -> Status {
         self.status
             .lock()

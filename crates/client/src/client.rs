@@ -12,6 +12,16 @@ pub trait Clock: Send + Sync {
     fn now_rfc3339(&self) -> String;
 }
 
+/// The wall clock, for binaries.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_rfc3339(&self) -> String {
+        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("resource does not exist: {0}")]

@@ -11,5 +11,5 @@ mod client;
 pub mod config;
 pub mod keys;
 
-pub use client::{Applied, Client, ClientError, Clock, ResourceList};
+pub use client::{Applied, Client, ClientError, Clock, ResourceList, SystemClock};
 pub use config::{open_store, DatastoreConfig};

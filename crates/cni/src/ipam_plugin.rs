@@ -37,7 +37,7 @@ pub(crate) fn open(
             e.to_string(),
         )
     })?;
-    let clock = Arc::new(crate::WallClock);
+    let clock = Arc::new(calico_client::SystemClock);
     Ok((
         Client::new(Arc::clone(&store), clock.clone()),
         Ipam::new(store, clock),

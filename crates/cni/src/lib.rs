@@ -28,13 +28,6 @@ pub enum Plugin {
     CalicoIpam,
 }
 
-struct WallClock;
-impl calico_client::Clock for WallClock {
-    fn now_rfc3339(&self) -> String {
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-    }
-}
-
 /// Runs one CNI invocation; returns the JSON to print on success.
 pub fn run(
     plugin: Plugin,

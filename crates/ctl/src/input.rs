@@ -1,24 +1,16 @@
 //! Opening the datastore and reading manifest files.
 
 use anyhow::{Context, Result};
-use calico_client::{open_store, Client, Clock, DatastoreConfig};
+use calico_client::{open_store, Client, DatastoreConfig};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
-
-pub struct WallClock;
-
-impl Clock for WallClock {
-    fn now_rfc3339(&self) -> String {
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-    }
-}
 
 /// A client for the configured datastore.
 pub fn client(config: &Path) -> Result<Client> {
     let cfg = DatastoreConfig::resolve(Some(config), &|k| std::env::var(k).ok())?;
     let store = open_store(&cfg).with_context(|| format!("cannot open the {}", cfg.describe()))?;
-    Ok(Client::new(store, Arc::new(WallClock)))
+    Ok(Client::new(store, Arc::new(calico_client::SystemClock)))
 }
 
 /// The text of a manifest file, or of standard input for `-`.

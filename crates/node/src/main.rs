@@ -10,6 +10,8 @@
 
 #![allow(clippy::print_stdout)]
 
+mod bgp;
+mod bgp_plan;
 mod config;
 mod felix;
 mod status;
@@ -28,12 +30,15 @@ struct Cli {
 enum Command {
     /// Program network policy for this node's workloads into nftables, following the datastore.
     Felix(felix::Args),
+    /// Distribute routes with BGP: register this node's address, peer as the datastore says, announce its blocks and install what peers announce.
+    Bgp(bgp::Args),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Felix(a) => felix::run(&a),
+        Command::Bgp(a) => bgp::run(&a),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -50,7 +50,7 @@ fn ipam(config: &Path) -> Result<Ipam> {
     let c = client(config)?;
     Ok(Ipam::new(
         Arc::clone(c.store()),
-        Arc::new(crate::input::WallClock),
+        Arc::new(calico_client::SystemClock),
     ))
 }
 

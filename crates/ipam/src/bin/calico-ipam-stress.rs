@@ -8,18 +8,11 @@
 #![allow(clippy::print_stdout)]
 
 use anyhow::{bail, Context, Result};
-use calico_client::{open_store, Clock, DatastoreConfig};
+use calico_client::{open_store, DatastoreConfig, SystemClock};
 use calico_ipam::{AutoAssign, Ipam};
 use std::io::Write;
 use std::sync::Arc;
 use std::time::Instant;
-
-struct WallClock;
-impl Clock for WallClock {
-    fn now_rfc3339(&self) -> String {
-        humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
-    }
-}
 
 fn arg(args: &[String], name: &str) -> Option<String> {
     args.iter()
@@ -38,7 +31,7 @@ fn main() -> Result<()> {
         arg(&args, "--prefix").unwrap_or_else(|| format!("stress.{node}.{}", std::process::id()));
     let cfg = DatastoreConfig::from_env()?;
     let store = open_store(&cfg)?;
-    let ipam = Ipam::new(store, Arc::new(WallClock));
+    let ipam = Ipam::new(store, Arc::new(SystemClock));
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let start = Instant::now();
     for i in 0..count {

@@ -1,0 +1,402 @@
+//! `calico-node bgp`: registers the node's address (Calico's `IP`, `AS`),
+//! then follows the datastore and keeps the speaker's peers and announced
+//! prefixes as [`crate::bgp_plan`] says. Learned routes go to the kernel
+//! (`proto bgp`); the speaker's state is served as JSON on a Unix socket
+//! for `calicoctl node status`.
+
+use crate::bgp_plan::{plan, Inputs, Plan};
+use anyhow::{anyhow, Context, Result};
+use calico_api::{Kind, NodeBgpSpec, Object, ObjectMeta, Resource};
+use calico_bgp::{KernelFib, Speaker, SpeakerConfig, Status};
+use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
+use calico_client::{open_store, Client, DatastoreConfig, SystemClock};
+use calico_datastore::{Event, Store, WatchError};
+use calico_ipam::model::{parse_affinity_key, Affinity, AffinityState, HOST_PREFIX};
+use calico_net::IpNet;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Write;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tracing::{info, warn};
+
+pub const DEFAULT_STATUS_SOCKET: &str = "/var/run/calico/bgp.sock";
+
+#[derive(clap::Args, Debug)]
+pub struct Args {
+    /// This node's name (Calico's NODENAME).
+    #[arg(long, env = "NODENAME")]
+    pub node: String,
+    /// The node's IPv4 address with prefix length (`10.0.0.5/24`), or
+    /// `autodetect` (first address on an interface that is not Calico's,
+    /// loopback or a container bridge). Written to the Node resource.
+    /// Without it the Node resource must already carry an address.
+    #[arg(long, env = "IP")]
+    pub ip: Option<String>,
+    /// The node's AS number, written to the Node resource.
+    #[arg(long = "as", env = "AS")]
+    pub asn: Option<u32>,
+    /// Where `calicoctl node status` finds the speaker.
+    #[arg(long, env = "CALICO_BGP_STATUS_SOCKET", default_value = DEFAULT_STATUS_SOCKET)]
+    pub status_socket: String,
+    /// Seconds peers keep our routes while this node restarts.
+    #[arg(long, env = "CALICO_BGP_RESTART_TIME", default_value_t = 120)]
+    pub restart_time: u16,
+    /// Hold time offered to peers (keepalives every third of it).
+    #[arg(long, env = "CALICO_BGP_HOLD_TIME", default_value_t = 90)]
+    pub hold_time: u16,
+    /// Seconds between connection attempts to a peer that is down.
+    #[arg(long, env = "CALICO_BGP_CONNECT_RETRY", default_value_t = 5)]
+    pub connect_retry: u64,
+}
+
+/// Interfaces never used for the node's address (Calico's defaults).
+const SKIP: &[&str] = &[
+    "lo",
+    "docker",
+    "cbr",
+    "dummy",
+    "virbr",
+    "lxcbr",
+    "veth",
+    "cali",
+    "tunl",
+    "flannel",
+    "kube-ipvs",
+    "cni",
+    "vxlan.calico",
+    "vxlan-v6.calico",
+    "wireguard.cali",
+    "nodelocaldns",
+];
+
+/// The first IPv4 address (with its prefix) on an interface that is not
+/// excluded, in interface order.
+fn autodetect() -> Result<String> {
+    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
+    for a in addrs {
+        if SKIP.iter().any(|p| a.interface_name.starts_with(p)) {
+            continue;
+        }
+        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
+            continue;
+        };
+        let (Some(ip), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else {
+            continue;
+        };
+        let len = u32::from(m.ip()).count_ones();
+        return Ok(format!("{}/{len}", ip.ip()));
+    }
+    Err(anyhow!(
+        "no IPv4 address found to autodetect (set IP to the node's address)"
+    ))
+}
+
+/// Writes the node's BGP address (and AS) to its Node resource, creating
+/// it if needed, as Calico's node start-up does.
+fn register(client: &Client, args: &Args) -> Result<()> {
+    let Some(ip) = &args.ip else {
+        return Ok(());
+    };
+    let cidr = if ip == "autodetect" {
+        autodetect()?
+    } else {
+        ip.clone()
+    };
+    let net: IpNet = calico_net::parse_network(&cidr)
+        .or_else(|_| calico_net::parse_cidr_or_ip(&cidr))
+        .map_err(|e| anyhow!("IP={cidr:?}: {e}"))?;
+    if !net.addr().is_ipv4() {
+        return Err(anyhow!("IP={cidr:?}: an IPv4 address is needed"));
+    }
+    let address = format!("{}/{}", net.addr(), net.prefix_len());
+    let mut node = match client.get(Kind::Node, None, &args.node) {
+        Ok(Resource::Node(n)) => n,
+        Ok(_) => return Err(anyhow!("unexpected resource for Node {}", args.node)),
+        Err(calico_client::ClientError::NotFound(_)) => Object::new(
+            ObjectMeta {
+                name: args.node.clone(),
+                ..ObjectMeta::default()
+            },
+            calico_api::NodeSpec::default(),
+        ),
+        Err(e) => return Err(e).context("reading the Node resource"),
+    };
+    let bgp = node.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
+    bgp.ipv4_address = address.clone();
+    if let Some(a) = args.asn {
+        bgp.as_number = Some(calico_api::AsNumber(a));
+    }
+    client
+        .apply(Resource::Node(node))
+        .with_context(|| format!("writing Node {}", args.node))?;
+    info!("node {} registered with BGP address {address}", args.node);
+    Ok(())
+}
+
+/// The datastore as BGP sees it, kept up to date from events.
+#[derive(Default)]
+struct Tracker {
+    node: String,
+    inputs: Inputs,
+    /// Workload endpoint key → its addresses (this node's only).
+    workloads: BTreeMap<(Option<String>, String), Vec<IpNet>>,
+}
+
+impl Tracker {
+    fn take(&mut self, ev: &Event) {
+        let key = ev.key();
+        if key.starts_with(HOST_PREFIX) {
+            let Some((node, block)) = parse_affinity_key(key) else {
+                return;
+            };
+            if node != self.node {
+                return;
+            }
+            let confirmed = match ev {
+                Event::Put(kv) => serde_json::from_slice::<Affinity>(&kv.value)
+                    .is_ok_and(|a| a.state == AffinityState::Confirmed && !a.deleted),
+                Event::Delete { .. } => false,
+            };
+            if confirmed {
+                self.inputs.blocks.insert(block);
+            } else {
+                self.inputs.blocks.remove(&block);
+            }
+            return;
+        }
+        if !key.starts_with(RESOURCE_PREFIX) {
+            return;
+        }
+        let Some((kind, namespace, name)) = parse_resource_key(key) else {
+            return;
+        };
+        let resource = match ev {
+            Event::Put(kv) => {
+                match serde_json::from_slice(&kv.value)
+                    .map_err(|e| e.to_string())
+                    .and_then(calico_api::decode_resource)
+                {
+                    Ok(r) => Some(r),
+                    Err(e) => {
+                        warn!("ignoring unreadable {key}: {e}");
+                        return;
+                    }
+                }
+            }
+            Event::Delete { .. } => None,
+        };
+        let i = &mut self.inputs;
+        match (kind, resource) {
+            (Kind::Node, Some(Resource::Node(n))) => {
+                i.nodes.insert(name, (n.metadata.labels, n.spec));
+            }
+            (Kind::Node, _) => {
+                i.nodes.remove(&name);
+            }
+            (Kind::BGPConfiguration, r) if name == "default" => {
+                i.config = match r {
+                    Some(Resource::BGPConfiguration(c)) => Some(c.spec),
+                    _ => None,
+                };
+            }
+            (Kind::BGPPeer, Some(Resource::BGPPeer(p))) => {
+                i.peers.insert(name, p.spec);
+            }
+            (Kind::BGPPeer, _) => {
+                i.peers.remove(&name);
+            }
+            (Kind::IPPool, Some(Resource::IPPool(p))) => {
+                i.pools.insert(name, p.spec);
+            }
+            (Kind::IPPool, _) => {
+                i.pools.remove(&name);
+            }
+            (Kind::WorkloadEndpoint, r) => {
+                let k = (namespace, name);
+                match r {
+                    Some(Resource::WorkloadEndpoint(w)) if w.spec.node == self.node => {
+                        let ips = w
+                            .spec
+                            .ip_networks
+                            .iter()
+                            .filter_map(|n| calico_net::parse_cidr_or_ip(n).ok())
+                            .collect();
+                        self.workloads.insert(k, ips);
+                    }
+                    _ => {
+                        self.workloads.remove(&k);
+                    }
+                }
+                i.workload_ips = self.workloads.values().flatten().copied().collect();
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The running speaker and what it was started with.
+struct Running {
+    speaker: Speaker,
+    identity: crate::bgp_plan::Identity,
+}
+
+fn start(args: &Args, p: &Plan, shown: &Arc<Mutex<Option<Arc<Mutex<Status>>>>>) -> Result<Running> {
+    let id = &p.identity;
+    let mut cfg = SpeakerConfig::new(id.router_id, id.asn);
+    cfg.cluster_id = id.cluster_id;
+    cfg.listen = Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, id.port)));
+    cfg.hold_time = args.hold_time;
+    cfg.restart_time = args.restart_time;
+    cfg.connect_retry = Duration::from_secs(args.connect_retry.max(1));
+    let fib = KernelFib::new().context("opening netlink for BGP routes")?;
+    let speaker = Speaker::start(cfg, Box::new(fib))
+        .with_context(|| format!("starting the BGP speaker on port {}", id.port))?;
+    *shown
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(speaker.status_source());
+    info!(
+        "BGP speaker up: router id {}, AS {}{}",
+        id.router_id,
+        id.asn,
+        id.cluster_id
+            .map(|c| format!(", route reflector for cluster {c}"))
+            .unwrap_or_default()
+    );
+    Ok(Running {
+        speaker,
+        identity: id.clone(),
+    })
+}
+
+/// Serves the speaker's status as one JSON document per connection.
+fn serve_status(
+    path: &str,
+    node: String,
+    shown: Arc<Mutex<Option<Arc<Mutex<Status>>>>>,
+) -> Result<()> {
+    if let Some(dir) = std::path::Path::new(path).parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(path);
+    let listener = std::os::unix::net::UnixListener::bind(path)
+        .with_context(|| format!("listening on {path}"))?;
+    std::thread::Builder::new()
+        .name("bgp-status".into())
+        .spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut conn) = conn else { continue };
+                let status = shown
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .as_ref()
+                    .map(|s| s.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone());
+                let body = serde_json::json!({"node": node, "running": status.is_some(), "status": status});
+                let _ = conn.write_all(body.to_string().as_bytes());
+            }
+        })?;
+    Ok(())
+}
+
+fn list_all(store: &dyn Store, node: &str) -> Result<(Tracker, i64)> {
+    let listing = store.list("/calico/").context("listing the datastore")?;
+    let mut t = Tracker {
+        node: node.to_string(),
+        ..Tracker::default()
+    };
+    for kv in listing.items {
+        t.take(&Event::Put(kv));
+    }
+    Ok((t, listing.revision))
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+    let ds = DatastoreConfig::from_env()?;
+    let store = open_store(&ds).with_context(|| format!("opening the {}", ds.describe()))?;
+    let client = Client::new(Arc::clone(&store), Arc::new(SystemClock));
+    register(&client, args)?;
+    let shown: Arc<Mutex<Option<Arc<Mutex<Status>>>>> = Arc::new(Mutex::new(None));
+    serve_status(&args.status_socket, args.node.clone(), Arc::clone(&shown))?;
+
+    let mut running: Option<Running> = None;
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let (mut tracker, revision) = match list_all(store.as_ref(), &args.node) {
+            Ok(x) => x,
+            Err(e) => {
+                warn!("{e:#}; retrying in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(10));
+                continue;
+            }
+        };
+        backoff = Duration::from_millis(200);
+        running = reconcile(args, &tracker, running, &shown)?;
+        let watch = match store.watch("/calico/", revision + 1) {
+            Ok(w) => w,
+            Err(e) => {
+                warn!("watching the datastore: {e}; resyncing");
+                continue;
+            }
+        };
+        loop {
+            match watch.recv_timeout(Duration::from_secs(10)) {
+                Ok(ev) => {
+                    tracker.take(&ev);
+                    while let Some(Ok(ev)) = watch.try_recv() {
+                        tracker.take(&ev);
+                    }
+                    running = reconcile(args, &tracker, running, &shown)?;
+                }
+                Err(WatchError::Timeout) => {}
+                Err(e) => {
+                    warn!("watching the datastore: {e}; resyncing");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Brings the speaker in line with the plan: started, restarted when its
+/// identity changed (gracefully: peers keep our routes meanwhile), or
+/// given the new peers and prefixes.
+fn reconcile(
+    args: &Args,
+    t: &Tracker,
+    running: Option<Running>,
+    shown: &Arc<Mutex<Option<Arc<Mutex<Status>>>>>,
+) -> Result<Option<Running>> {
+    let p = match plan(&t.inputs, &args.node) {
+        Ok(p) => p,
+        Err(why) => {
+            if let Some(r) = running {
+                warn!("BGP stopped: {why}");
+                r.speaker.stop();
+                *shown
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = None;
+            } else {
+                warn!("BGP not started: {why}");
+            }
+            return Ok(None);
+        }
+    };
+    let r = match running {
+        Some(r) if r.identity == p.identity => r,
+        Some(r) => {
+            info!("BGP identity changed; restarting the speaker");
+            r.speaker.stop_for_restart();
+            start(args, &p, shown)?
+        }
+        None => start(args, &p, shown)?,
+    };
+    r.speaker.set_peers(p.peers.clone());
+    let local: BTreeSet<IpNet> = p.local.clone();
+    r.speaker.set_local(local);
+    Ok(Some(r))
+}

@@ -1,0 +1,344 @@
+//! What the BGP speaker of one node should do, from the datastore: its
+//! identity (router ID, AS, route-reflector cluster), its peers (the
+//! node-to-node mesh and BGPPeer resources) and the prefixes it originates
+//! (its affine blocks, and the addresses of its workloads that lie outside
+//! them). Pure: the resources come in as values, the answer goes out as one.
+
+use calico_api::{BgpConfigurationSpec, BgpPeerSpec, IpPoolSpec, NodeSpec};
+use calico_bgp::{PeerConfig, PeerKind};
+use calico_net::IpNet;
+use calico_selector::Selector;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+
+pub const DEFAULT_AS: u32 = 64512;
+
+/// The datastore, as far as BGP cares.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Inputs {
+    /// Node name → (labels, spec).
+    pub nodes: BTreeMap<String, (BTreeMap<String, String>, NodeSpec)>,
+    /// The BGPConfiguration named `default`.
+    pub config: Option<BgpConfigurationSpec>,
+    pub peers: BTreeMap<String, BgpPeerSpec>,
+    pub pools: BTreeMap<String, IpPoolSpec>,
+    /// This node's confirmed block affinities.
+    pub blocks: BTreeSet<IpNet>,
+    /// Addresses of workloads on this node.
+    pub workload_ips: BTreeSet<IpNet>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub router_id: Ipv4Addr,
+    pub asn: u32,
+    pub cluster_id: Option<Ipv4Addr>,
+    pub port: u16,
+    pub address: Ipv4Addr,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub identity: Identity,
+    pub peers: Vec<PeerConfig>,
+    pub local: BTreeSet<IpNet>,
+}
+
+fn node_addr(spec: &NodeSpec) -> Option<Ipv4Addr> {
+    let a = &spec.bgp.as_ref()?.ipv4_address;
+    a.split('/').next()?.parse().ok()
+}
+
+fn node_as(spec: &NodeSpec, global: u32) -> u32 {
+    spec.bgp
+        .as_ref()
+        .and_then(|b| b.as_number)
+        .map_or(global, |a| a.0)
+}
+
+fn cluster_of(spec: &NodeSpec) -> Option<Ipv4Addr> {
+    spec.bgp
+        .as_ref()
+        .filter(|b| !b.route_reflector_cluster_id.is_empty())
+        .and_then(|b| b.route_reflector_cluster_id.parse().ok())
+}
+
+fn selects(selector: &str, labels: &BTreeMap<String, String>) -> bool {
+    Selector::parse(selector).is_ok_and(|s| s.matches(labels))
+}
+
+/// `peerIP` as Calico writes it: an address, optionally with `:port`
+/// (IPv6 as `[addr]:port`).
+fn peer_ip(text: &str) -> Option<(IpAddr, Option<u16>)> {
+    if let Ok(a) = text.parse::<IpAddr>() {
+        return Some((a, None));
+    }
+    let sa: std::net::SocketAddr = text.parse().ok()?;
+    Some((sa.ip(), Some(sa.port())))
+}
+
+/// The plan for `node`; an error says why the node cannot speak BGP
+/// (no Node resource, or no IPv4 address on it).
+pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
+    let (labels, me) = inputs
+        .nodes
+        .get(node)
+        .ok_or_else(|| format!("there is no Node resource named {node:?}"))?;
+    let address =
+        node_addr(me).ok_or_else(|| format!("Node {node:?} has no spec.bgp.ipv4Address"))?;
+    let cfg = inputs.config.clone().unwrap_or_default();
+    let global_as = cfg.as_number.map_or(DEFAULT_AS, |a| a.0);
+    let asn = node_as(me, global_as);
+    let cluster_id = cluster_of(me);
+    let identity = Identity {
+        router_id: address,
+        asn,
+        cluster_id,
+        port: cfg.listen_port.unwrap_or(179),
+        address,
+    };
+    // An iBGP peer is our client when we reflect and it is not a reflector
+    // of our cluster.
+    let client = |peer_cluster: Option<Ipv4Addr>, peer_as: u32| {
+        cluster_id.is_some() && peer_as == asn && peer_cluster != cluster_id
+    };
+    let mut peers: BTreeMap<IpAddr, PeerConfig> = BTreeMap::new();
+    let mut add = |p: PeerConfig| {
+        if p.addr != IpAddr::V4(address) {
+            peers.entry(p.addr).or_insert(p);
+        }
+    };
+    let base = |addr: IpAddr, asn: u32, kind: PeerKind| PeerConfig {
+        addr,
+        asn,
+        kind,
+        rr_client: false,
+        passive: false,
+        local_addr: Some(IpAddr::V4(address)),
+        port: 179,
+    };
+    if cfg.node_to_node_mesh_enabled.unwrap_or(true) {
+        for (name, (_, spec)) in &inputs.nodes {
+            if name == node {
+                continue;
+            }
+            if let Some(a) = node_addr(spec) {
+                let pas = node_as(spec, global_as);
+                add(PeerConfig {
+                    rr_client: client(cluster_of(spec), pas),
+                    ..base(IpAddr::V4(a), pas, PeerKind::NodeToNodeMesh)
+                });
+            }
+        }
+    }
+    for p in inputs.peers.values() {
+        let applies = if !p.node.is_empty() {
+            p.node == node
+        } else if !p.node_selector.is_empty() {
+            selects(&p.node_selector, labels)
+        } else {
+            true
+        };
+        if !applies {
+            continue;
+        }
+        let kind = if p.node.is_empty() && p.node_selector.is_empty() {
+            PeerKind::Global
+        } else {
+            PeerKind::Node
+        };
+        if !p.peer_selector.is_empty() {
+            for (name, (plabels, spec)) in &inputs.nodes {
+                if name == node || !selects(&p.peer_selector, plabels) {
+                    continue;
+                }
+                if let Some(a) = node_addr(spec) {
+                    let pas = node_as(spec, global_as);
+                    add(PeerConfig {
+                        rr_client: client(cluster_of(spec), pas),
+                        ..base(IpAddr::V4(a), pas, kind)
+                    });
+                }
+            }
+        } else if let Some((addr, port)) = peer_ip(&p.peer_ip) {
+            let pas = p.as_number.map_or(global_as, |a| a.0);
+            // A peer that is one of our nodes keeps that node's cluster.
+            let pcluster = inputs
+                .nodes
+                .values()
+                .find(|(_, s)| node_addr(s).map(IpAddr::V4) == Some(addr))
+                .and_then(|(_, s)| cluster_of(s));
+            let local_addr = if addr.is_ipv4() {
+                Some(IpAddr::V4(address))
+            } else {
+                None
+            };
+            add(PeerConfig {
+                rr_client: client(pcluster, pas),
+                port: port.unwrap_or(179),
+                local_addr,
+                ..base(addr, pas, kind)
+            });
+        }
+    }
+    // Blocks of pools that may be exported, and workload addresses outside
+    // this node's blocks (borrowed from another node's block).
+    let exported: Vec<IpNet> = inputs
+        .pools
+        .values()
+        .filter(|p| !p.disable_bgp_export)
+        .filter_map(|p| calico_net::parse_network(&p.cidr).ok())
+        .collect();
+    let in_pools = |n: &IpNet| exported.iter().any(|p| p.contains(n));
+    let mut local: BTreeSet<IpNet> = inputs
+        .blocks
+        .iter()
+        .filter(|b| in_pools(b))
+        .copied()
+        .collect();
+    for ip in &inputs.workload_ips {
+        if in_pools(ip) && !inputs.blocks.iter().any(|b| b.contains(ip)) {
+            local.insert(*ip);
+        }
+    }
+    Ok(Plan {
+        identity,
+        peers: peers.into_values().collect(),
+        local,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calico_api::{AsNumber, NodeBgpSpec};
+
+    fn node(
+        addr: &str,
+        cluster: &str,
+        labels: &[(&str, &str)],
+    ) -> (BTreeMap<String, String>, NodeSpec) {
+        (
+            labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            NodeSpec {
+                bgp: Some(NodeBgpSpec {
+                    ipv4_address: addr.into(),
+                    route_reflector_cluster_id: cluster.into(),
+                    ..NodeBgpSpec::default()
+                }),
+                ..NodeSpec::default()
+            },
+        )
+    }
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    fn inputs() -> Inputs {
+        let mut i = Inputs::default();
+        i.nodes
+            .insert("a".into(), node("10.0.0.1/24", "", &[("rack", "r1")]));
+        i.nodes
+            .insert("b".into(), node("10.0.0.2/24", "", &[("rack", "r1")]));
+        i.nodes
+            .insert("c".into(), node("10.0.0.3/24", "", &[("rack", "r2")]));
+        i.pools.insert(
+            "p".into(),
+            IpPoolSpec {
+                cidr: "10.244.0.0/16".into(),
+                ..IpPoolSpec::default()
+            },
+        );
+        i.blocks.insert(net("10.244.1.0/26"));
+        i.workload_ips.insert(net("10.244.1.5/32"));
+        i.workload_ips.insert(net("10.244.9.7/32"));
+        i
+    }
+
+    #[test]
+    fn mesh_by_default_with_blocks_and_borrowed_addresses() {
+        let p = plan(&inputs(), "a").expect("plan");
+        assert_eq!(p.identity.router_id, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(p.identity.asn, 64512);
+        let addrs: Vec<String> = p.peers.iter().map(|p| p.addr.to_string()).collect();
+        assert_eq!(addrs, vec!["10.0.0.2", "10.0.0.3"]);
+        assert!(p
+            .peers
+            .iter()
+            .all(|p| p.kind == PeerKind::NodeToNodeMesh && !p.rr_client));
+        assert_eq!(p.local, [net("10.244.1.0/26"), net("10.244.9.7/32")].into());
+        assert!(plan(&inputs(), "nope").is_err());
+    }
+
+    #[test]
+    fn peers_by_node_selector_and_route_reflectors() {
+        let mut i = inputs();
+        i.config = Some(BgpConfigurationSpec {
+            node_to_node_mesh_enabled: Some(false),
+            as_number: Some(AsNumber(65000)),
+            ..BgpConfigurationSpec::default()
+        });
+        // c reflects for rack r1; rack r1 nodes peer with nodes labelled rr.
+        i.nodes.insert(
+            "c".into(),
+            node("10.0.0.3/24", "244.0.0.1", &[("rr", "yes")]),
+        );
+        i.peers.insert(
+            "to-rr".into(),
+            BgpPeerSpec {
+                node_selector: "rack == 'r1'".into(),
+                peer_selector: "rr == 'yes'".into(),
+                ..BgpPeerSpec::default()
+            },
+        );
+        i.peers.insert(
+            "rr-to-clients".into(),
+            BgpPeerSpec {
+                node_selector: "rr == 'yes'".into(),
+                peer_selector: "rack == 'r1'".into(),
+                ..BgpPeerSpec::default()
+            },
+        );
+        i.peers.insert(
+            "tor".into(),
+            BgpPeerSpec {
+                node: "a".into(),
+                peer_ip: "10.0.0.254:1179".into(),
+                as_number: Some(AsNumber(65100)),
+                ..BgpPeerSpec::default()
+            },
+        );
+        let a = plan(&i, "a").expect("plan");
+        assert_eq!(a.identity.asn, 65000);
+        let got: Vec<(String, u32, u16, bool)> = a
+            .peers
+            .iter()
+            .map(|p| (p.addr.to_string(), p.asn, p.port, p.rr_client))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.3".into(), 65000, 179, false),
+                ("10.0.0.254".into(), 65100, 1179, false)
+            ]
+        );
+        let c = plan(&i, "c").expect("plan");
+        assert_eq!(c.identity.cluster_id, Some(Ipv4Addr::new(244, 0, 0, 1)));
+        assert!(c
+            .peers
+            .iter()
+            .all(|p| p.rr_client && p.kind == PeerKind::Node));
+        assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn pools_that_do_not_export_are_not_announced() {
+        let mut i = inputs();
+        i.pools.get_mut("p").expect("pool").disable_bgp_export = true;
+        assert!(plan(&i, "a").expect("plan").local.is_empty());
+    }
+}
