@@ -53,6 +53,9 @@ enum Command {
     /// IP address management: usage, leaks, release, settings.
     #[command(subcommand)]
     Ipam(commands::ipam::IpamCommand),
+    /// This node's calico-node: BGP session status.
+    #[command(subcommand)]
+    Node(commands::node::NodeCommand),
     /// Check, canonicalise and evaluate selectors.
     #[command(subcommand)]
     Selector(commands::selector::SelectorCommand),
@@ -75,6 +78,7 @@ fn main() -> ExitCode {
         Command::Patch(a) => commands::edit::patch(&cli.config, &a),
         Command::Label(a) => commands::edit::label(&cli.config, &a),
         Command::Ipam(cmd) => commands::ipam::run(&cli.config, &cmd),
+        Command::Node(cmd) => commands::node::run(&cmd),
     };
     match outcome {
         Ok(code) => code,

@@ -103,9 +103,11 @@ fn register(client: &Client, args: &Args) -> Result<()> {
     } else {
         ip.clone()
     };
-    let net: IpNet = calico_net::parse_network(&cidr)
-        .or_else(|_| calico_net::parse_cidr_or_ip(&cidr))
-        .map_err(|e| anyhow!("IP={cidr:?}: {e}"))?;
+    // The host's own address with its subnet's length (not the network).
+    let net: IpNet = match cidr.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => calico_net::parse_cidr_or_ip(&cidr).map_err(|e| anyhow!("IP={cidr:?}: {e}"))?,
+    };
     if !net.addr().is_ipv4() {
         return Err(anyhow!("IP={cidr:?}: an IPv4 address is needed"));
     }
@@ -310,7 +312,28 @@ fn list_all(store: &dyn Store, node: &str) -> Result<(Tracker, i64)> {
     Ok((t, listing.revision))
 }
 
+/// Blocks SIGTERM and SIGINT in every thread started from here on, and
+/// returns a flag a waiting thread raises when one arrives.
+fn stop_signal() -> Result<Arc<std::sync::atomic::AtomicBool>> {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    set.add(Signal::SIGTERM);
+    set.add(Signal::SIGINT);
+    set.thread_block().context("blocking SIGTERM")?;
+    let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let raised = Arc::clone(&flag);
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if set.wait().is_ok() {
+                raised.store(true, std::sync::atomic::Ordering::SeqCst);
+            }
+        })?;
+    Ok(flag)
+}
+
 pub fn run(args: &Args) -> Result<()> {
+    let stopping = stop_signal()?;
     let _ = tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_target(false)
@@ -344,7 +367,17 @@ pub fn run(args: &Args) -> Result<()> {
             }
         };
         loop {
-            match watch.recv_timeout(Duration::from_secs(10)) {
+            if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+                // Stopping for good: peers are told (Cease) and drop our
+                // routes; the routes we learned leave the kernel.
+                info!("stopping: closing BGP sessions");
+                if let Some(r) = running.take() {
+                    r.speaker.stop();
+                }
+                let _ = std::fs::remove_file(&args.status_socket);
+                return Ok(());
+            }
+            match watch.recv_timeout(Duration::from_millis(500)) {
                 Ok(ev) => {
                     tracker.take(&ev);
                     while let Some(Ok(ev)) = watch.try_recv() {

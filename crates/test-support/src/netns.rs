@@ -95,8 +95,8 @@ impl Fabric {
         }
     }
 
-    /// Connects `node` to the fabric: its `eth0` gets `addr_cidr` (and
-    /// comes up, with IP forwarding on, as a node's uplink).
+    /// Connects `node` to the fabric: its `eth0` gets `addr_cidr` and the
+    /// default route, and comes up with IP forwarding on, as a node's uplink.
     pub fn attach(&self, node: &Netns, addr_cidr: &str) {
         let n = self
             .ports
@@ -109,6 +109,9 @@ impl Fabric {
             .ok(&["ip", "link", "set", &port, "master", "br0", "up"]);
         node.ok(&["ip", "addr", "add", addr_cidr, "dev", "eth0"]);
         node.ok(&["ip", "link", "set", "eth0", "up"]);
+        // A node has a default route (proxy ARP for the workloads' gateway
+        // 169.254.1.1 answers only when the host has a route to it).
+        node.ok(&["ip", "route", "add", "default", "dev", "eth0"]);
         node.ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     }
 }

@@ -4,5 +4,6 @@ pub mod edit;
 pub mod get;
 pub mod ipam;
 pub mod manifest;
+pub mod node;
 pub mod selector;
 pub mod version;
