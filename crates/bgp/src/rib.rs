@@ -67,6 +67,42 @@ impl Changes {
     }
 }
 
+/// The routes peers sent for one prefix: usually one or two, so a small
+/// vector rather than a map (a map node per prefix costs hundreds of bytes).
+#[derive(Debug, Default)]
+struct Paths(Vec<(PeerId, Path)>);
+
+impl Paths {
+    fn get(&self, peer: &PeerId) -> Option<&Path> {
+        self.0.iter().find(|(p, _)| p == peer).map(|(_, x)| x)
+    }
+    fn get_mut(&mut self, peer: &PeerId) -> Option<&mut Path> {
+        self.0.iter_mut().find(|(p, _)| p == peer).map(|(_, x)| x)
+    }
+    fn contains_key(&self, peer: &PeerId) -> bool {
+        self.get(peer).is_some()
+    }
+    fn insert(&mut self, peer: PeerId, path: Path) {
+        match self.get_mut(&peer) {
+            Some(p) => *p = path,
+            None => {
+                self.0.reserve_exact(1);
+                self.0.push((peer, path));
+            }
+        }
+    }
+    fn remove(&mut self, peer: &PeerId) -> Option<Path> {
+        let i = self.0.iter().position(|(p, _)| p == peer)?;
+        Some(self.0.swap_remove(i).1)
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    fn iter(&self) -> impl Iterator<Item = (&PeerId, &Path)> {
+        self.0.iter().map(|(id, p)| (id, p))
+    }
+}
+
 /// Where the best route for a prefix came from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Source {
@@ -82,7 +118,7 @@ pub struct Rib {
     cluster_id: Option<Ipv4Addr>,
     peers: BTreeMap<PeerId, PeerInfo>,
     local: BTreeMap<IpNet, Arc<Attributes>>,
-    adj_in: BTreeMap<IpNet, BTreeMap<PeerId, Path>>,
+    adj_in: BTreeMap<IpNet, Paths>,
     best: BTreeMap<IpNet, (Source, Path)>,
     adj_out: BTreeMap<PeerId, BTreeMap<IpNet, (IpAddr, Arc<Attributes>)>>,
     /// Prefixes whose best route came from a peer (the kernel holds them).
