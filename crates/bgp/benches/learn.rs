@@ -1,9 +1,13 @@
-//! Learning a full feed: N prefixes announced by a BIRD feeder, received
-//! and installed into the kernel by our speaker and, in the same run, by a
-//! BIRD receiving the same feed. Each receiver sits passive in a namespace
-//! of its own; the time runs from the feeder's start until the receiver's
-//! main table holds all N routes. Also reported: the span from the first
-//! route installed to the last (without session set-up), and memory.
+//! Learning a full feed: N prefixes announced by a feeder (our speaker,
+//! in a process of its own, sending as fast as it can), received and
+//! installed into the kernel by our speaker and, in the same run, by BIRD.
+//! Each receiver is a separate process, passive, in a namespace of its
+//! own; the time runs from the feeder's start until the receiver's main
+//! table holds all N routes. Also reported: the span from the first route
+//! installed to the last (without session set-up), and the receiver's RSS.
+//! (A BIRD feeder was tried first: it paces its export in batches of 256
+//! routes and left the last batch waiting up to 3 s on its event loop,
+//! which measured BIRD's sending rather than the receivers.)
 //!
 //! The receiver's route count is polled every 20 ms from
 //! /proc/net/fib_triestat.
@@ -15,30 +19,77 @@
 
 use calico_bgp::{KernelFib, PeerConfig, PeerKind, Speaker, SpeakerConfig};
 use calico_test_support::{Fabric, KillOnDrop, Netns};
-use std::fmt::Write;
-use std::fs::File;
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn prefix(i: u32) -> String {
-    let a = 0x0a80_0000u32 + i * 8;
-    format!("{}/29", Ipv4Addr::from(a))
+fn prefix(i: u32) -> ipnet::IpNet {
+    ipnet::IpNet::new(Ipv4Addr::from(0x0a80_0000u32 + i * 8).into(), 29).expect("prefix")
 }
 
-fn feeder_conf(n: u32) -> String {
-    let mut c = String::from(
-        "router id 10.250.40.1;\nprotocol device { scan time 10; }\nprotocol static feed { ipv4;\n",
-    );
-    for i in 0..n {
-        let _ = writeln!(c, "  route {} blackhole;", prefix(i));
+/// Receives nothing into any kernel: the feeder's FIB.
+struct NoFib;
+impl calico_bgp::Fib for NoFib {
+    fn apply(&mut self, _: &[calico_bgp::FibOp]) {}
+}
+
+fn peer(addr: &str, passive: bool) -> PeerConfig {
+    PeerConfig {
+        addr: addr.parse().expect("ip"),
+        asn: 64512,
+        kind: PeerKind::Global,
+        rr_client: false,
+        passive,
+        local_addr: None,
+        port: 179,
     }
-    c.push_str(
-        "}\nprotocol bgp downstream { local 10.250.40.1 as 64512; neighbor 10.250.40.2 as 64512; direct;\n  \
-         connect delay time 1; connect retry time 1; hold time 240;\n  \
-         ipv4 { import none; export all; next hop self; }; }\n",
-    );
-    c
+}
+
+/// The child processes: `LEARN_ROLE=feeder` announces PREFIXES prefixes
+/// to 10.250.40.2; `LEARN_ROLE=receiver` takes them into the kernel.
+/// Both run until killed.
+fn child(role: &str) -> ! {
+    let n: u32 = std::env::var("PREFIXES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let (id, fib, p): (Ipv4Addr, Box<dyn calico_bgp::Fib>, PeerConfig) = if role == "feeder" {
+        (
+            Ipv4Addr::new(10, 250, 40, 1),
+            Box::new(NoFib),
+            peer("10.250.40.2", false),
+        )
+    } else {
+        (
+            Ipv4Addr::new(10, 250, 40, 2),
+            Box::new(KernelFib::new().expect("netlink")),
+            peer("10.250.40.1", true),
+        )
+    };
+    let mut cfg = SpeakerConfig::new(id, 64512);
+    cfg.hold_time = 240;
+    let sp = Speaker::start(cfg, fib).expect("speaker");
+    if role == "feeder" {
+        sp.set_local((0..n).map(prefix).collect());
+    }
+    sp.set_peers(vec![p]);
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
+fn spawn_child(ns: &Netns, role: &str, n: u32) -> KillOnDrop {
+    KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .arg(std::env::current_exe().expect("exe"))
+            .env("LEARN_ROLE", role)
+            .env("PREFIXES", n.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("child"),
+    )
 }
 
 const RECEIVER_CONF: &str = "router id 10.250.40.2;\nprotocol device { scan time 10; }\n\
@@ -46,12 +97,7 @@ protocol kernel { ipv4 { import none; export all; }; }\n\
 protocol bgp upstream { local 10.250.40.2 as 64512; neighbor 10.250.40.1 as 64512; direct; passive on;\n  \
 ipv4 { import all; export none; gateway direct; }; }\n";
 
-struct Bird {
-    proc: KillOnDrop,
-    _dir: tempfile::TempDir,
-}
-
-fn bird(ns: &Netns, conf: &str) -> Bird {
+fn bird(ns: &Netns, conf: &str) -> (KillOnDrop, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("bird.conf");
     std::fs::write(&path, conf).expect("write");
@@ -77,10 +123,7 @@ fn bird(ns: &Netns, conf: &str) -> Bird {
         .stderr(Stdio::null())
         .spawn()
         .expect("bird (make test installs bird2)");
-    Bird {
-        proc: KillOnDrop(proc),
-        _dir: dir,
-    }
+    (KillOnDrop(proc), dir)
 }
 
 /// IPv4 prefixes in the namespace's main table, from the kernel's trie
@@ -132,55 +175,27 @@ fn watch(ns: &Netns, base: usize, want: usize, start: Instant) -> Run {
     }
 }
 
-fn ours(feeder: &Netns, rx: &Netns, n: u32) -> (Run, u64) {
+/// One run: the receiver up and passive, then the feeder started; the
+/// receiver's memory once everything is installed.
+fn run(feeder: &Netns, rx: &Netns, n: u32, ours: bool) -> (Run, u64) {
     let base = route_count(rx);
-    let file = File::open(rx.path()).expect("netns");
-    let before = rss_kib(std::process::id());
-    let speaker = std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let mut cfg = SpeakerConfig::new(Ipv4Addr::new(10, 250, 40, 2), 64512);
-        cfg.hold_time = 240;
-        let sp =
-            Speaker::start(cfg, Box::new(KernelFib::new().expect("netlink"))).expect("speaker");
-        sp.set_peers(vec![PeerConfig {
-            addr: "10.250.40.1".parse().expect("ip"),
-            asn: 64512,
-            kind: PeerKind::Global,
-            rr_client: false,
-            passive: true,
-            local_addr: None,
-            port: 179,
-        }]);
-        sp
-    })
-    .join()
-    .expect("thread");
-    let start = Instant::now();
-    let f = bird(feeder, &feeder_conf(n));
-    let run = watch(rx, base, n as usize, start);
-    let mem = rss_kib(std::process::id()).saturating_sub(before);
-    drop(f);
-    speaker.stop();
-    // Wait for the routes to leave (stop removes them).
-    while route_count(rx) > base {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    (run, mem)
-}
-
-fn birds(feeder: &Netns, rx: &Netns, n: u32) -> (Run, u64) {
-    let base = route_count(rx);
-    let r = bird(rx, RECEIVER_CONF);
+    let (receiver, _dir) = if ours {
+        (spawn_child(rx, "receiver", 0), None)
+    } else {
+        let (p, d) = bird(rx, RECEIVER_CONF);
+        (p, Some(d))
+    };
     std::thread::sleep(Duration::from_millis(300));
     let start = Instant::now();
-    let f = bird(feeder, &feeder_conf(n));
-    let run = watch(rx, base, n as usize, start);
-    let mem = rss_kib(r.proc.0.id());
+    let f = spawn_child(feeder, "feeder", n);
+    let r = watch(rx, base, n as usize, start);
+    let mem = rss_kib(receiver.0.id());
     drop(f);
-    drop(r);
-    // BIRD leaves its routes on a kill; flush them for the next run.
+    drop(receiver);
+    // Killed receivers leave their routes: flush them for the next run.
     rx.ok(&["ip", "route", "flush", "proto", "bird"]);
-    (run, mem)
+    rx.ok(&["ip", "route", "flush", "proto", "bgp"]);
+    (r, mem)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -189,6 +204,9 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
+    if let Ok(role) = std::env::var("LEARN_ROLE") {
+        child(&role);
+    }
     let quick = !std::env::args().any(|a| a == "--bench");
     let sizes: Vec<u32> = std::env::var("PREFIXES")
         .ok()
@@ -208,17 +226,17 @@ fn main() {
     let (feeder, rx) = (Netns::new("learn-feed"), Netns::new("learn-rx"));
     fabric.attach(&feeder, "10.250.40.1/24");
     fabric.attach(&rx, "10.250.40.2/24");
-    println!("| prefixes | receiver | feed start -> all installed (median) | first -> last route | memory |");
+    println!("| prefixes | receiver | feed start -> all installed (median) | first -> last route | receiver RSS |");
     println!("| --- | --- | --- | --- | --- |");
     for n in sizes {
         let (mut o_t, mut o_s, mut b_t, mut b_s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         let (mut o_mem, mut b_mem) = (0, 0);
         for _ in 0..runs {
-            let (r, m) = ours(&feeder, &rx, n);
+            let (r, m) = run(&feeder, &rx, n, true);
             o_t.push(r.total);
             o_s.push(r.spread);
             o_mem = o_mem.max(m);
-            let (r, m) = birds(&feeder, &rx, n);
+            let (r, m) = run(&feeder, &rx, n, false);
             b_t.push(r.total);
             b_s.push(r.spread);
             b_mem = b_mem.max(m);
@@ -226,11 +244,11 @@ fn main() {
         let (ot, bt) = (median(o_t), median(b_t));
         let (os, bs) = (median(o_s), median(b_s));
         println!(
-            "| {n} | calico-rs | {ot:.2?} | {os:.2?} | +{} MiB RSS |",
+            "| {n} | calico-rs | {ot:.2?} | {os:.2?} | {} MiB |",
             o_mem / 1024
         );
         println!(
-            "| {n} | BIRD 2 | {bt:.2?} | {bs:.2?} | {} MiB RSS |",
+            "| {n} | BIRD 2 | {bt:.2?} | {bs:.2?} | {} MiB |",
             b_mem / 1024
         );
         println!(

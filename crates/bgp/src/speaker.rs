@@ -16,6 +16,10 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn};
 
+/// Socket receive buffer for BGP connections (the kernel caps it at
+/// `net.core.rmem_max` unless raised).
+const RECV_BUFFER: u32 = 4 << 20;
+
 /// Where learned routes go: the kernel, in calico-node.
 pub trait Fib: Send + 'static {
     /// Applies route changes, in order.
@@ -162,6 +166,9 @@ impl Speaker {
                     TcpSocket::new_v6()?
                 };
                 sock.set_reuseaddr(true)?;
+                // A large receive buffer (inherited by accepted sockets)
+                // lets a peer send a full table without stalling.
+                let _ = sock.set_recv_buffer_size(RECV_BUFFER);
                 sock.bind(addr)?;
                 Some(sock.listen(128)?)
             }
@@ -284,7 +291,9 @@ fn fib_thread(mut fib: Box<dyn Fib>, rx: &std::sync::mpsc::Receiver<FibWork>) {
             next = rx.try_recv().ok();
         }
         if !ops.is_empty() {
+            let t = std::time::Instant::now();
             fib.apply(&ops);
+            debug!("FIB: {} changes in {:?}", ops.len(), t.elapsed());
         }
         if converged {
             fib.converged();
@@ -512,6 +521,7 @@ impl Main {
                 } else {
                     TcpSocket::new_v6()?
                 };
+                let _ = sock.set_recv_buffer_size(RECV_BUFFER);
                 if let Some(local) = cfg.local_addr {
                     sock.bind(SocketAddr::new(local, 0))?;
                 }
@@ -720,6 +730,7 @@ impl Main {
                     return;
                 }
                 let routes = routes_of(update);
+                debug!("BGP {peer}: UPDATE with {} prefixes", routes.len());
                 let ch = self.rib.update(&peer, routes);
                 self.apply(ch);
             }

@@ -5,11 +5,17 @@
 use crate::plan::{Op, Route, Target};
 use calico_net::IpNet;
 use futures_util::TryStreamExt;
+use netlink_packet_core::{
+    NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
+    NLM_F_REQUEST,
+};
 use netlink_packet_route::link::LinkAttribute;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
 };
 use netlink_packet_route::AddressFamily;
+use netlink_packet_route::RouteNetlinkMessage;
+use netlink_sys::{protocols::NETLINK_ROUTE, Socket};
 use rtnetlink::{Handle, RouteMessageBuilder};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -22,6 +28,16 @@ pub enum RouteError {
     Netlink { what: String, reason: String },
     #[error("interface {0} does not exist")]
     NoLink(String),
+}
+
+/// Netlink requests per send in [`Kernel::apply`].
+const BATCH: usize = 512;
+
+fn batch_socket() -> std::io::Result<Socket> {
+    let mut s = Socket::new(NETLINK_ROUTE)?;
+    s.bind_auto()?;
+    s.set_rx_buf_sz(1 << 20)?;
+    Ok(s)
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
@@ -146,28 +162,179 @@ impl Kernel {
     }
 
     /// Applies changes without listing first (the caller knows what it
-    /// installed): many requests in flight at once. The ones that failed
-    /// come back with their error; a deletion of a route already gone is
-    /// not a failure.
+    /// installed). Requests go in batches: up to [`BATCH`] netlink messages
+    /// per send on a socket of our own, each acknowledged, so a full table
+    /// costs a few hundred system calls rather than one round trip per
+    /// route. The changes that failed come back with their error; deleting
+    /// a route that is already gone is not a failure.
     pub fn apply(&self, ops: &[Op]) -> Vec<(Op, RouteError)> {
-        self.rt.block_on(async {
-            let mut failed = Vec::new();
-            for chunk in ops.chunks(256) {
-                let results = futures_util::future::join_all(chunk.iter().map(|op| async move {
-                    match op {
-                        Op::Replace(r) => self.replace(r).await,
-                        Op::Delete(r) => self.delete(self.delete_message(r)?).await,
-                    }
-                }))
-                .await;
-                for (op, r) in chunk.iter().zip(results) {
-                    if let Err(e) = r {
+        let mut failed = Vec::new();
+        let names = match self.rt.block_on(self.links()) {
+            Ok(n) => n,
+            Err(e) => {
+                let reason = e.to_string();
+                return ops
+                    .iter()
+                    .map(|op| {
+                        let e = RouteError::Netlink {
+                            what: "list links".into(),
+                            reason: reason.clone(),
+                        };
+                        (op.clone(), e)
+                    })
+                    .collect();
+            }
+        };
+        let index: BTreeMap<&str, u32> = names.iter().map(|(i, n)| (n.as_str(), *i)).collect();
+        let socket = match batch_socket() {
+            Ok(s) => s,
+            Err(e) => {
+                return ops
+                    .iter()
+                    .map(|op| {
+                        (
+                            op.clone(),
+                            RouteError::Runtime(std::io::Error::other(e.to_string())),
+                        )
+                    })
+                    .collect()
+            }
+        };
+        let mut seq: u32 = 1;
+        for chunk in ops.chunks(BATCH) {
+            let mut buf = Vec::new();
+            let mut sent: BTreeMap<u32, &Op> = BTreeMap::new();
+            for op in chunk {
+                let built = match op {
+                    Op::Replace(r) => self.route_message(r, &index).map(|m| {
+                        (
+                            RouteNetlinkMessage::NewRoute(m),
+                            NLM_F_REQUEST | NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE,
+                        )
+                    }),
+                    Op::Delete(r) => self
+                        .delete_message(r)
+                        .map(|m| (RouteNetlinkMessage::DelRoute(m), NLM_F_REQUEST | NLM_F_ACK)),
+                };
+                let (payload, flags) = match built {
+                    Ok(x) => x,
+                    Err(e) => {
                         failed.push((op.clone(), e));
+                        continue;
                     }
+                };
+                let mut header = NetlinkHeader::default();
+                header.flags = flags;
+                header.sequence_number = seq;
+                let mut msg = NetlinkMessage::new(header, NetlinkPayload::InnerMessage(payload));
+                msg.finalize();
+                let at = buf.len();
+                buf.resize(at + msg.buffer_len(), 0);
+                msg.serialize(&mut buf[at..]);
+                sent.insert(seq, op);
+                seq = seq.wrapping_add(1);
+            }
+            if sent.is_empty() {
+                continue;
+            }
+            if let Err(e) = socket.send(&buf, 0) {
+                for op in sent.into_values() {
+                    failed.push((
+                        op.clone(),
+                        RouteError::Runtime(std::io::Error::other(e.to_string())),
+                    ));
+                }
+                continue;
+            }
+            // One acknowledgement (or error) per request.
+            let mut rx = vec![0u8; 1 << 16];
+            while !sent.is_empty() {
+                let n = match socket.recv(&mut &mut rx[..], 0) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        for op in std::mem::take(&mut sent).into_values() {
+                            failed.push((
+                                op.clone(),
+                                RouteError::Runtime(std::io::Error::other(e.to_string())),
+                            ));
+                        }
+                        break;
+                    }
+                };
+                let mut at = 0;
+                while at < n {
+                    let Ok(msg) = NetlinkMessage::<RouteNetlinkMessage>::deserialize(&rx[at..n])
+                    else {
+                        break;
+                    };
+                    let len = msg.header.length as usize;
+                    let seq = msg.header.sequence_number;
+                    if let NetlinkPayload::Error(err) = &msg.payload {
+                        if let Some(op) = sent.remove(&seq) {
+                            let code = err.raw_code();
+                            let gone = matches!(op, Op::Delete(_))
+                                && (code == -nix::libc::ESRCH || code == -nix::libc::ENOENT);
+                            if code != 0 && !gone {
+                                failed.push((
+                                    op.clone(),
+                                    RouteError::Netlink {
+                                        what: format!("{op:?}"),
+                                        reason: err.to_io().to_string(),
+                                    },
+                                ));
+                            }
+                        }
+                    }
+                    if len == 0 {
+                        break;
+                    }
+                    at += (len + 3) & !3;
                 }
             }
-            failed
-        })
+        }
+        failed
+    }
+
+    /// The message that adds `r` (interfaces resolved through `index`).
+    fn route_message(
+        &self,
+        r: &Route,
+        index: &BTreeMap<&str, u32>,
+    ) -> Result<RouteMessage, RouteError> {
+        let dev = |name: &str| {
+            index
+                .get(name)
+                .copied()
+                .ok_or_else(|| RouteError::NoLink(name.to_string()))
+        };
+        let mut b = RouteMessageBuilder::<IpAddr>::new()
+            .destination_prefix(r.dst.addr(), r.dst.prefix_len())
+            .map_err(|e| RouteError::Netlink {
+                what: format!("route to {}", r.dst),
+                reason: e.to_string(),
+            })?
+            .protocol(RouteProtocol::from(self.proto));
+        match &r.target {
+            Target::Device(d) => b = b.output_interface(dev(d)?).scope(RouteScope::Link),
+            Target::Blackhole => b = b.kind(RouteType::BlackHole),
+            Target::Via {
+                gateway,
+                device,
+                onlink,
+            } => {
+                b = b.gateway(*gateway).map_err(|e| RouteError::Netlink {
+                    what: format!("route to {} via {gateway}", r.dst),
+                    reason: e.to_string(),
+                })?;
+                if let Some(d) = device {
+                    b = b.output_interface(dev(d)?);
+                }
+                if *onlink {
+                    b = b.onlink();
+                }
+            }
+        }
+        Ok(b.build())
     }
 
     /// A message that deletes our route to `r.dst` (whatever its target).
