@@ -159,10 +159,13 @@ pub(crate) async fn run(
     mut commands: mpsc::UnboundedReceiver<ToSession>,
 ) {
     let _ = stream.set_nodelay(true);
-    let local_addr = stream
-        .local_addr()
-        .map(|a| a.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+    // An IPv4 connection on a dual-stack listener shows v4-mapped
+    // addresses; the next hop we announce must be the plain IPv4 one.
+    let local_addr = match stream.local_addr().map(|a| a.ip()) {
+        Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        Ok(a) => a,
+        Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    };
     let mut c = Conn {
         stream,
         buf: Vec::new(),

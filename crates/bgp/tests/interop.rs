@@ -565,3 +565,66 @@ fn our_restart_keeps_bird_forwarding() {
     sp.stop();
     assert!(!routes(&ours).contains("proto bgp"), "{}", routes(&ours));
 }
+
+/// Two of our speakers over an IPv6 session: IPv6 prefixes with IPv6 next
+/// hops, both ways, into the kernel; the dual-stack listener also takes the
+/// IPv4 session.
+#[test]
+fn ipv6_sessions_between_our_speakers() {
+    let fabric = Fabric::new("v6-fab");
+    let (a, b) = (Netns::new("v6-a"), Netns::new("v6-b"));
+    fabric.attach(&a, "10.250.3.1/24");
+    fabric.attach(&b, "10.250.3.2/24");
+    a.ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:250:3::1/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    b.ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "fd00:250:3::2/64",
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    let dual = |id: [u8; 4]| {
+        let mut c = config(id, 64512);
+        c.listen = Some(std::net::SocketAddr::from((
+            std::net::Ipv6Addr::UNSPECIFIED,
+            179,
+        )));
+        c
+    };
+    let sa = speaker_in(&a, dual([10, 250, 3, 1]));
+    let sb = speaker_in(&b, dual([10, 250, 3, 2]));
+    sa.set_local(nets(&["fd00:244:1::/122", "10.244.1.0/26"]));
+    sb.set_local(nets(&["fd00:244:2::/122", "10.244.2.0/26"]));
+    sa.set_peers(vec![
+        peer("fd00:250:3::2", 64512),
+        peer("10.250.3.2", 64512),
+    ]);
+    sb.set_peers(vec![
+        peer("fd00:250:3::1", 64512),
+        peer("10.250.3.1", 64512),
+    ]);
+    let v6 = |ns: &Netns| ns.ok(&["ip", "-6", "route", "show", "proto", "bgp"]);
+    wait("IPv6 routes at a", 20, || {
+        v6(&a).contains("fd00:244:2::/122 via fd00:250:3::2 dev eth0")
+    });
+    wait("IPv6 routes at b", 20, || {
+        v6(&b).contains("fd00:244:1::/122 via fd00:250:3::1 dev eth0")
+    });
+    wait("IPv4 routes at a", 20, || {
+        routes(&a).contains("10.244.2.0/26 via 10.250.3.2 dev eth0 proto bgp")
+    });
+    let st = sa.status();
+    assert!(st.peers.iter().all(|p| p.state == "Established"), "{st:?}");
+}

@@ -15,7 +15,7 @@ use calico_ipam::model::{parse_affinity_key, Affinity, AffinityState, HOST_PREFI
 use calico_net::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
@@ -247,7 +247,8 @@ fn start(args: &Args, p: &Plan, shown: &Arc<Mutex<Option<Arc<Mutex<Status>>>>>) 
     let id = &p.identity;
     let mut cfg = SpeakerConfig::new(id.router_id, id.asn);
     cfg.cluster_id = id.cluster_id;
-    cfg.listen = Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, id.port)));
+    // Dual-stack: IPv4 peers arrive as v4-mapped addresses.
+    cfg.listen = Some(SocketAddr::from((std::net::Ipv6Addr::UNSPECIFIED, id.port)));
     cfg.hold_time = args.hold_time;
     cfg.restart_time = args.restart_time;
     cfg.connect_retry = Duration::from_secs(args.connect_retry.max(1));

@@ -35,6 +35,7 @@ pub struct Identity {
     pub cluster_id: Option<Ipv4Addr>,
     pub port: u16,
     pub address: Ipv4Addr,
+    pub address6: Option<std::net::Ipv6Addr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +47,11 @@ pub struct Plan {
 
 fn node_addr(spec: &NodeSpec) -> Option<Ipv4Addr> {
     let a = &spec.bgp.as_ref()?.ipv4_address;
+    a.split('/').next()?.parse().ok()
+}
+
+fn node_addr6(spec: &NodeSpec) -> Option<std::net::Ipv6Addr> {
+    let a = &spec.bgp.as_ref()?.ipv6_address;
     a.split('/').next()?.parse().ok()
 }
 
@@ -96,7 +102,9 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
         cluster_id,
         port: cfg.listen_port.unwrap_or(179),
         address,
+        address6: node_addr6(me),
     };
+    let address6 = identity.address6;
     // An iBGP peer is our client when we reflect and it is not a reflector
     // of our cluster.
     let client = |peer_cluster: Option<Ipv4Addr>, peer_as: u32| {
@@ -104,29 +112,43 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
     };
     let mut peers: BTreeMap<IpAddr, PeerConfig> = BTreeMap::new();
     let mut add = |p: PeerConfig| {
-        if p.addr != IpAddr::V4(address) {
+        if p.addr != IpAddr::V4(address) && Some(p.addr) != address6.map(IpAddr::V6) {
             peers.entry(p.addr).or_insert(p);
         }
     };
+    // Sessions run over IPv4 between IPv4 addresses and over IPv6 between
+    // IPv6 ones (each carries the prefixes it can give a next hop for).
     let base = |addr: IpAddr, asn: u32, kind: PeerKind| PeerConfig {
         addr,
         asn,
         kind,
         rr_client: false,
         passive: false,
-        local_addr: Some(IpAddr::V4(address)),
+        local_addr: match addr {
+            IpAddr::V4(_) => Some(IpAddr::V4(address)),
+            IpAddr::V6(_) => address6.map(IpAddr::V6),
+        },
         port: 179,
+    };
+    // A node's addresses: its IPv4 one, and its IPv6 one when both ends
+    // have one.
+    let addrs = |spec: &NodeSpec| -> Vec<IpAddr> {
+        let mut v: Vec<IpAddr> = node_addr(spec).map(IpAddr::V4).into_iter().collect();
+        if address6.is_some() {
+            v.extend(node_addr6(spec).map(IpAddr::V6));
+        }
+        v
     };
     if cfg.node_to_node_mesh_enabled.unwrap_or(true) {
         for (name, (_, spec)) in &inputs.nodes {
             if name == node {
                 continue;
             }
-            if let Some(a) = node_addr(spec) {
+            for a in addrs(spec) {
                 let pas = node_as(spec, global_as);
                 add(PeerConfig {
                     rr_client: client(cluster_of(spec), pas),
-                    ..base(IpAddr::V4(a), pas, PeerKind::NodeToNodeMesh)
+                    ..base(a, pas, PeerKind::NodeToNodeMesh)
                 });
             }
         }
@@ -152,11 +174,11 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
                 if name == node || !selects(&p.peer_selector, plabels) {
                     continue;
                 }
-                if let Some(a) = node_addr(spec) {
+                for a in addrs(spec) {
                     let pas = node_as(spec, global_as);
                     add(PeerConfig {
                         rr_client: client(cluster_of(spec), pas),
-                        ..base(IpAddr::V4(a), pas, kind)
+                        ..base(a, pas, kind)
                     });
                 }
             }
@@ -166,17 +188,14 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
             let pcluster = inputs
                 .nodes
                 .values()
-                .find(|(_, s)| node_addr(s).map(IpAddr::V4) == Some(addr))
+                .find(|(_, s)| {
+                    node_addr(s).map(IpAddr::V4) == Some(addr)
+                        || node_addr6(s).map(IpAddr::V6) == Some(addr)
+                })
                 .and_then(|(_, s)| cluster_of(s));
-            let local_addr = if addr.is_ipv4() {
-                Some(IpAddr::V4(address))
-            } else {
-                None
-            };
             add(PeerConfig {
                 rr_client: client(pcluster, pas),
                 port: port.unwrap_or(179),
-                local_addr,
                 ..base(addr, pas, kind)
             });
         }
@@ -333,6 +352,31 @@ mod tests {
             .iter()
             .all(|p| p.rr_client && p.kind == PeerKind::Node));
         assert_eq!(c.peers.len(), 2);
+    }
+
+    #[test]
+    fn ipv6_mesh_between_nodes_with_ipv6_addresses() {
+        let mut i = inputs();
+        for (name, a6) in [("a", "fd00::1/64"), ("b", "fd00::2/64")] {
+            let spec = &mut i.nodes.get_mut(name).expect("node").1;
+            spec.bgp.as_mut().expect("bgp").ipv6_address = a6.into();
+        }
+        let a = plan(&i, "a").expect("plan");
+        let got: Vec<(String, Option<String>)> = a
+            .peers
+            .iter()
+            .map(|p| (p.addr.to_string(), p.local_addr.map(|l| l.to_string())))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.2".into(), Some("10.0.0.1".into())),
+                ("10.0.0.3".into(), Some("10.0.0.1".into())),
+                ("fd00::2".into(), Some("fd00::1".into())),
+            ]
+        );
+        // Without an IPv6 address of its own a node makes no IPv6 sessions.
+        assert_eq!(plan(&i, "c").expect("plan").peers.len(), 2);
     }
 
     #[test]
