@@ -1,0 +1,93 @@
+//! What a lab is made of, kept as JSON in its state directory so every
+//! command (and `down`, even after a crash) knows what exists.
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub netns: String,
+    /// Address on the fabric, without prefix length.
+    pub addr: String,
+    /// calico-node processes (felix, bgp).
+    pub pids: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Port {
+    pub name: String,
+    pub port: u16,
+    /// `TCP` or `UDP`.
+    pub protocol: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Pod {
+    pub namespace: String,
+    pub name: String,
+    pub node: String,
+    pub netns: String,
+    pub container: String,
+    pub ip: String,
+    pub ports: Vec<Port>,
+    /// The echo server inside the pod.
+    pub server_pid: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lab {
+    pub name: String,
+    pub datastore: String,
+    /// Environment the agents and calicoctl use to reach the datastore.
+    pub datastore_env: BTreeMap<String, String>,
+    pub fabric: String,
+    pub nodes: Vec<Node>,
+    /// Namespace name → its labels.
+    pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
+    /// `ns/name` → pod.
+    pub pods: BTreeMap<String, Pod>,
+    /// Other processes (etcd).
+    pub extra_pids: Vec<u32>,
+}
+
+impl Lab {
+    pub fn path(dir: &Path) -> PathBuf {
+        dir.join("lab.json")
+    }
+
+    pub fn load(dir: &Path) -> Result<Lab> {
+        let p = Self::path(dir);
+        let text = std::fs::read_to_string(&p).with_context(|| {
+            format!(
+                "no lab at {} (start one with `calico-lab up`)",
+                dir.display()
+            )
+        })?;
+        serde_json::from_str(&text).with_context(|| format!("reading {}", p.display()))
+    }
+
+    /// Writes the state (to a temp file renamed into place: never half-written).
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let p = Self::path(dir);
+        let tmp = p.with_extension("json.tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing {}", tmp.display()))?;
+        std::fs::rename(&tmp, &p).with_context(|| format!("writing {}", p.display()))
+    }
+
+    pub fn node(&self, name: &str) -> Result<&Node> {
+        self.nodes.iter().find(|n| n.name == name).with_context(|| {
+            let names: Vec<&str> = self.nodes.iter().map(|n| n.name.as_str()).collect();
+            format!("no node {name:?} (nodes: {})", names.join(", "))
+        })
+    }
+
+    pub fn pod(&self, key: &str) -> Result<&Pod> {
+        self.pods
+            .get(key)
+            .with_context(|| format!("no pod {key:?} (pods are named NAMESPACE/NAME)"))
+    }
+}
