@@ -17,9 +17,9 @@ lint: setup
 test: lint
 	$(CARGO) test --workspace
 
+# The main job: a three-node cluster in namespaces (DEMO_ARGS=--keep leaves it up).
 demo: setup
-	$(CARGO) build --release -p calico-ctl
-	scripts/demo
+	scripts/demo $(DEMO_ARGS)
 
 bench: setup
 	$(CARGO) bench --workspace
