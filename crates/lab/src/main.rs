@@ -75,6 +75,9 @@ enum Cmd {
         port: u16,
         #[arg(long, default_value = "TCP", value_parser = ["TCP", "UDP"])]
         protocol: String,
+        /// How long to wait for an answer before calling it denied.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
     },
     /// Nodes: restart their agents.
     #[command(subcommand)]
@@ -119,7 +122,12 @@ enum Cmd {
     },
     /// (inside a pod) connect and expect `ok`.
     #[command(hide = true)]
-    Connect { addr: String, protocol: String },
+    Connect {
+        addr: String,
+        protocol: String,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -727,11 +735,19 @@ fn pod_cmd(ctx: &Ctx, cmd: &PodCmd) -> Result<()> {
 }
 
 /// Probes `to` from inside `from`'s namespace.
-fn probe(lab: &Lab, from: &Pod, to: &Pod, port: u16, protocol: &str) -> Result<bool> {
+fn probe(
+    lab: &Lab,
+    from: &Pod,
+    to: &Pod,
+    port: u16,
+    protocol: &str,
+    timeout_ms: u64,
+) -> Result<bool> {
     let out = Command::new("ip")
         .args(["netns", "exec", &from.netns])
         .arg(std::env::current_exe()?)
         .args(["connect", &format!("{}:{port}", to.ip), protocol])
+        .args(["--timeout-ms", &timeout_ms.to_string()])
         .output()
         .context("running the probe")?;
     let _ = lab;
@@ -756,7 +772,7 @@ fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Result<()> {
                 handles.push((
                     (*a).clone(),
                     (*b).clone(),
-                    s.spawn(move || probe(lab, pa, pb, port, protocol)),
+                    s.spawn(move || probe(lab, pa, pb, port, protocol, 1000)),
                 ));
             }
         }
@@ -887,9 +903,17 @@ fn main() -> ExitCode {
             to,
             port,
             protocol,
+            timeout_ms,
         } => {
             let lab = Lab::load(&ctx.dir)?;
-            let ok = probe(&lab, lab.pod(from)?, lab.pod(to)?, *port, protocol)?;
+            let ok = probe(
+                &lab,
+                lab.pod(from)?,
+                lab.pod(to)?,
+                *port,
+                protocol,
+                *timeout_ms,
+            )?;
             println!("{}", if ok { "allowed" } else { "denied" });
             Ok(ExitCode::SUCCESS)
         }
@@ -952,11 +976,15 @@ fn main() -> ExitCode {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Serve { tcp, udp } => echo::serve(tcp, udp).map(|()| ExitCode::SUCCESS),
-        Cmd::Connect { addr, protocol } => {
+        Cmd::Connect {
+            addr,
+            protocol,
+            timeout_ms,
+        } => {
             let a = addr
                 .parse()
                 .map_err(|_| anyhow!("address {addr:?}: expected IP:PORT"))?;
-            let ok = echo::connect(a, protocol, Duration::from_secs(1))?;
+            let ok = echo::connect(a, protocol, Duration::from_millis(*timeout_ms))?;
             Ok(if ok {
                 ExitCode::SUCCESS
             } else {
