@@ -91,6 +91,9 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+    /// The datastore: `restart` stops and starts the lab's etcd.
+    #[command(subcommand)]
+    Datastore(DatastoreCmd),
     /// Wait until every node's dataplane has applied the latest datastore revision.
     Sync {
         #[arg(long, default_value_t = 60)]
@@ -120,6 +123,16 @@ enum Cmd {
         #[arg(long, value_delimiter = ',')]
         udp: Vec<u16>,
     },
+    /// (internal) forward connections into a namespace.
+    #[command(hide = true)]
+    Proxy {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        listen: String,
+    },
     /// (inside a pod) connect and expect `ok`.
     #[command(hide = true)]
     Connect {
@@ -139,6 +152,12 @@ enum NsCmd {
     },
     /// Replace the namespace's labels.
     Label { name: String, labels: String },
+}
+
+#[derive(Subcommand, Debug)]
+enum DatastoreCmd {
+    /// Stop the lab's etcd and start it again on the same data.
+    Restart,
 }
 
 #[derive(Subcommand, Debug)]
@@ -253,9 +272,6 @@ fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str) -> Result<()> {
     if encap != "none" {
         bail!("--encap {encap}: VXLAN is not implemented yet (see the open issue); use --encap none (BGP routing)");
     }
-    if datastore != "embedded" {
-        bail!("--datastore {datastore}: not supported by calico-lab yet; use --datastore embedded");
-    }
     if !(1..=20).contains(&nodes) {
         bail!("--nodes {nodes}: between 1 and 20");
     }
@@ -277,13 +293,19 @@ fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str) -> Result<()> {
         namespaces: BTreeMap::new(),
         pods: BTreeMap::new(),
         extra_pids: Vec::new(),
+        node_datastore_env: BTreeMap::new(),
+        etcd: None,
     };
+    lab.node_datastore_env = lab.datastore_env.clone();
     // Saved before anything is made, so `down` can undo a partial `up`.
     lab.save(&ctx.dir)?;
     ip(&["netns", "add", &lab.fabric])?;
     in_ns(&lab.fabric, &["ip", "link", "set", "lo", "up"])?;
     in_ns(&lab.fabric, &["ip", "link", "add", "br0", "type", "bridge"])?;
     in_ns(&lab.fabric, &["ip", "link", "set", "br0", "up"])?;
+    if datastore == "etcd" {
+        start_etcd_server(ctx, &mut lab)?;
+    }
     let client = ctx.client(&lab)?;
     client
         .apply(decode(
@@ -368,8 +390,8 @@ fn start_agents(ctx: &Ctx, lab: &Lab, name: &str, netns: &str, addr: &str) -> Re
             .arg(&node_bin)
             .args(&args)
             .args(["--node", name])
-            .envs(&lab.datastore_env)
-            .env_remove("DATASTORE_TYPE");
+            .env_remove("DATASTORE_TYPE")
+            .envs(&lab.node_datastore_env);
         pids.push(daemon(
             &mut cmd,
             &ctx.dir.join(format!("{name}-{what}.log")),
@@ -401,6 +423,195 @@ fn node_cmd(ctx: &Ctx, cmd: &NodeCmd) -> Result<()> {
     lab.save(&ctx.dir)?;
     wait_mesh(ctx, &lab, Duration::from_secs(60))?;
     println!("{node}: agents restarted");
+    Ok(())
+}
+
+/// The etcd server's address on the fabric.
+const ETCD_ADDR: &str = "10.250.0.254";
+
+/// `--datastore etcd`: etcd in a namespace of its own on the fabric (the
+/// nodes reach it there), and a proxy on this host's loopback into that
+/// namespace for calicoctl and the lab itself.
+fn start_etcd_server(ctx: &Ctx, lab: &mut Lab) -> Result<()> {
+    let netns = format!("{}etcd", ctx.prefix());
+    ip(&["netns", "add", &netns])?;
+    in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
+    in_ns(
+        &lab.fabric,
+        &[
+            "ip", "link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ],
+    )?;
+    in_ns(
+        &lab.fabric,
+        &["ip", "link", "set", "p0", "master", "br0", "up"],
+    )?;
+    in_ns(
+        &netns,
+        &[
+            "ip",
+            "addr",
+            "add",
+            &format!("{ETCD_ADDR}/24"),
+            "dev",
+            "eth0",
+        ],
+    )?;
+    in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
+    let data_dir = ctx.dir.join("etcd").display().to_string();
+    let pid = spawn_etcd(ctx, &netns, &data_dir)?;
+    lab.etcd = Some(state::Etcd {
+        netns: netns.clone(),
+        pid,
+        data_dir,
+    });
+    lab.save(&ctx.dir)?;
+    wait_etcd(&netns)?;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let mut proxy = Command::new(std::env::current_exe()?);
+    proxy.args([
+        "proxy",
+        "--netns",
+        &netns,
+        "--to",
+        "127.0.0.1:2379",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    lab.extra_pids
+        .push(daemon(&mut proxy, &ctx.dir.join("proxy.log"))?);
+    lab.datastore_env = BTreeMap::from([
+        ("DATASTORE_TYPE".to_string(), "etcdv3".to_string()),
+        (
+            "ETCD_ENDPOINTS".to_string(),
+            format!("http://127.0.0.1:{port}"),
+        ),
+    ]);
+    lab.node_datastore_env = BTreeMap::from([
+        ("DATASTORE_TYPE".to_string(), "etcdv3".to_string()),
+        (
+            "ETCD_ENDPOINTS".to_string(),
+            format!("http://{ETCD_ADDR}:2379"),
+        ),
+    ]);
+    lab.save(&ctx.dir)?;
+    // The proxy is up once it answers.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!(
+                "the etcd proxy did not start (log in {})",
+                ctx.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+fn spawn_etcd(ctx: &Ctx, netns: &str, data_dir: &str) -> Result<u32> {
+    let mut etcd = Command::new("ip");
+    etcd.args([
+        "netns",
+        "exec",
+        netns,
+        "etcd",
+        "--name",
+        "lab",
+        "--data-dir",
+        data_dir,
+    ])
+    .args([
+        "--listen-client-urls",
+        &format!("http://{ETCD_ADDR}:2379,http://127.0.0.1:2379"),
+    ])
+    .args([
+        "--advertise-client-urls",
+        &format!("http://{ETCD_ADDR}:2379"),
+    ])
+    .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+    .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+    .args([
+        "--initial-cluster",
+        "lab=http://127.0.0.1:2380",
+        "--log-level",
+        "error",
+    ])
+    .env("ETCD_UNSUPPORTED_ARCH", "");
+    daemon(&mut etcd, &ctx.dir.join("etcd.log"))
+}
+
+fn wait_etcd(netns: &str) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ok = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                netns,
+                "curl",
+                "-sf",
+                "-m",
+                "1",
+                "http://127.0.0.1:2379/health",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ok {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "etcd did not become healthy (is etcd-server installed? `make demo` installs it)"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Restarts the lab's etcd on the same data: what the agents see when the
+/// datastore goes away and comes back.
+fn restart_datastore(ctx: &Ctx) -> Result<()> {
+    let mut lab = Lab::load(&ctx.dir)?;
+    let Some(mut etcd) = lab.etcd.clone() else {
+        bail!("this lab's datastore is the embedded file: there is no server to restart (use `up --datastore etcd`)");
+    };
+    kill(etcd.pid);
+    etcd.pid = spawn_etcd(ctx, &etcd.netns, &etcd.data_dir)?;
+    lab.etcd = Some(etcd.clone());
+    lab.save(&ctx.dir)?;
+    wait_etcd(&etcd.netns)?;
+    println!("etcd restarted");
+    Ok(())
+}
+
+/// Forwards connections from this namespace's `listen` to `to` inside
+/// namespace `netns` (each connection's socket is opened in there).
+fn proxy(netns: &str, to: &str, listen: &str) -> Result<()> {
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("listening on {listen}"))?;
+    let path = format!("/run/netns/{netns}");
+    for conn in listener.incoming() {
+        let Ok(client) = conn else { continue };
+        let (path, to) = (path.clone(), to.to_string());
+        std::thread::spawn(move || -> Result<()> {
+            let ns = std::fs::File::open(&path)?;
+            nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+            let server = std::net::TcpStream::connect(&to)?;
+            let (mut c2, mut s2) = (client.try_clone()?, server.try_clone()?);
+            let up = std::thread::spawn(move || {
+                let _ = std::io::copy(&mut c2, &mut s2);
+                let _ = s2.shutdown(std::net::Shutdown::Write);
+            });
+            let (mut c, mut s) = (client, server);
+            let _ = std::io::copy(&mut s, &mut c);
+            let _ = c.shutdown(std::net::Shutdown::Write);
+            let _ = up.join();
+            Ok(())
+        });
+    }
     Ok(())
 }
 
@@ -469,6 +680,9 @@ fn down(ctx: &Ctx) -> Result<()> {
         }
         for p in &lab.extra_pids {
             kill(*p);
+        }
+        if let Some(e) = &lab.etcd {
+            kill(e.pid);
         }
     }
     // Every namespace of this lab, recorded or not; processes still in one
@@ -581,7 +795,9 @@ fn cni(
         .map(|p| json!({"name": p.name, "protocol": p.protocol, "port": p.port}))
         .collect();
     let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
-        "nodename": node.name, "datastore_path": lab.datastore_env.get("CALICO_DATASTORE_PATH"),
+        "nodename": node.name, "datastore_path": lab.node_datastore_env.get("CALICO_DATASTORE_PATH"),
+        "datastore_type": lab.node_datastore_env.get("DATASTORE_TYPE"),
+        "etcd_endpoints": lab.node_datastore_env.get("ETCD_ENDPOINTS"),
         "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels, "ports": ports}}});
     let mut child = Command::new("ip")
         .args(["netns", "exec", &node.netns])
@@ -898,6 +1114,10 @@ fn main() -> ExitCode {
         Cmd::Ns(c) => ns_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),
         Cmd::Pod(c) => pod_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),
         Cmd::Node(c) => node_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),
+        Cmd::Datastore(DatastoreCmd::Restart) => {
+            restart_datastore(&ctx).map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::Proxy { netns, to, listen } => proxy(netns, to, listen).map(|()| ExitCode::SUCCESS),
         Cmd::Probe {
             from,
             to,
@@ -943,10 +1163,12 @@ fn main() -> ExitCode {
         }
         Cmd::Env { node } => {
             let lab = Lab::load(&ctx.dir)?;
+            if !lab.datastore_env.contains_key("DATASTORE_TYPE") {
+                println!("unset DATASTORE_TYPE ETCD_ENDPOINTS");
+            }
             for (k, v) in &lab.datastore_env {
                 println!("export {k}={v}");
             }
-            println!("unset DATASTORE_TYPE");
             let n = match node {
                 Some(n) => lab.node(n)?.name.clone(),
                 None => lab

@@ -49,8 +49,23 @@ pub struct Lab {
     pub namespaces: BTreeMap<String, BTreeMap<String, String>>,
     /// `ns/name` → pod.
     pub pods: BTreeMap<String, Pod>,
-    /// Other processes (etcd).
+    /// Other processes (the etcd proxy).
     pub extra_pids: Vec<u32>,
+    /// How the agents and the CNI plugin inside the nodes reach the
+    /// datastore (differs from `datastore_env` for etcd, which tools on
+    /// the host reach through the lab's proxy).
+    #[serde(default)]
+    pub node_datastore_env: BTreeMap<String, String>,
+    /// The etcd server (`--datastore etcd`).
+    #[serde(default)]
+    pub etcd: Option<Etcd>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Etcd {
+    pub netns: String,
+    pub pid: u32,
+    pub data_dir: String,
 }
 
 impl Lab {
