@@ -284,6 +284,11 @@ pub(crate) fn decode_attributes(buf: &[u8], ctx: &Context) -> Result<Attributes,
         }
         let mut v = Reader::new(value);
         let short = || update_error(5, Vec::new());
+        let raw = || RawAttribute {
+            flags: flags & !EXTENDED,
+            code,
+            value: value.to_vec(),
+        };
         match code {
             ORIGIN => {
                 check_len(len == 1, flags, code, value)?;
@@ -341,27 +346,16 @@ pub(crate) fn decode_attributes(buf: &[u8], ctx: &Context) -> Result<Attributes,
                     a.cluster_list.push(v.ipv4(short)?);
                 }
             }
+            // MP attributes of a family not carried here are kept as bytes.
             MP_REACH => match mp_reach(value)? {
                 Some(m) => a.mp_reach = Some(m),
-                None => a.other.push(RawAttribute {
-                    flags: flags & !EXTENDED,
-                    code,
-                    value: value.to_vec(),
-                }),
+                None => a.other.push(raw()),
             },
             MP_UNREACH => match mp_unreach(value)? {
                 Some(m) => a.mp_unreach = Some(m),
-                None => a.other.push(RawAttribute {
-                    flags: flags & !EXTENDED,
-                    code,
-                    value: value.to_vec(),
-                }),
+                None => a.other.push(raw()),
             },
-            _ => a.other.push(RawAttribute {
-                flags: flags & !EXTENDED,
-                code,
-                value: value.to_vec(),
-            }),
+            _ => a.other.push(raw()),
         }
     }
     // Kept in type-code order, the order they are sent in.

@@ -168,15 +168,7 @@ impl CalcGraph {
 
     /// Applies one update and returns the intents it causes.
     pub fn apply(&mut self, update: Update) -> Vec<Intent> {
-        match update {
-            Update::Put(r) => self.put(r),
-            Update::Delete {
-                kind,
-                namespace,
-                name,
-            } => self.delete(kind, namespace, name),
-        }
-        self.flush()
+        self.apply_all(std::iter::once(update))
     }
 
     /// Applies several updates and returns the intents for all of them at

@@ -48,10 +48,6 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
     }
 }
 
-fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
-    matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| c.get()) == Some(-errno))
-}
-
 /// The main table, seen as one owner (a route protocol number) sees it.
 pub struct Kernel {
     rt: tokio::runtime::Runtime,
@@ -138,27 +134,8 @@ impl Kernel {
         &self,
         desired: &BTreeMap<IpNet, Target>,
     ) -> Result<Vec<(Op, RouteError)>, RouteError> {
-        self.rt.block_on(async {
-            let owned = self.owned().await?;
-            let current: Vec<Route> = owned.iter().map(|(r, _)| r.clone()).collect();
-            let mut failed = Vec::new();
-            for op in crate::plan(desired, &current) {
-                let result = match &op {
-                    Op::Delete(r) => {
-                        let msg = owned.iter().find(|(o, _)| o == r).map(|(_, m)| m.clone());
-                        match msg {
-                            Some(m) => self.delete(m).await,
-                            None => Ok(()),
-                        }
-                    }
-                    Op::Replace(r) => self.replace(r).await,
-                };
-                if let Err(e) = result {
-                    failed.push((op, e));
-                }
-            }
-            Ok(failed)
-        })
+        let current = self.list()?;
+        Ok(self.apply(&crate::plan(desired, &current)))
     }
 
     /// Applies changes without listing first (the caller knows what it
@@ -345,76 +322,14 @@ impl Kernel {
                 what: format!("route to {}", r.dst),
                 reason: e.to_string(),
             })?
-            .protocol(RouteProtocol::from(self.proto));
+            .protocol(RouteProtocol::from(self.proto))
+            // Any scope and (but for blackholes) any type, as `ip route del`.
+            .scope(RouteScope::NoWhere)
+            .kind(RouteType::Unspec);
         if r.target == Target::Blackhole {
             b = b.kind(RouteType::BlackHole);
         }
         Ok(b.build())
-    }
-
-    async fn delete(&self, msg: RouteMessage) -> Result<(), RouteError> {
-        match self.handle.route().del(msg).execute().await {
-            Ok(()) => Ok(()),
-            // Already gone (its interface went away with it).
-            Err(e) if is_errno(&e, nix::libc::ESRCH) || is_errno(&e, nix::libc::ENOENT) => Ok(()),
-            Err(e) => Err(nl("delete route")(e)),
-        }
-    }
-
-    async fn index(&self, name: &str) -> Result<u32, RouteError> {
-        let mut links = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
-        match links.try_next().await {
-            Ok(Some(msg)) => Ok(msg.header.index),
-            Ok(None) => Err(RouteError::NoLink(name.into())),
-            Err(e) if is_errno(&e, nix::libc::ENODEV) => Err(RouteError::NoLink(name.into())),
-            Err(e) => Err(nl(format!("look up {name}"))(e)),
-        }
-    }
-
-    async fn replace(&self, r: &Route) -> Result<(), RouteError> {
-        let mut b = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(r.dst.addr(), r.dst.prefix_len())
-            .map_err(|e| RouteError::Netlink {
-                what: format!("route to {}", r.dst),
-                reason: e.to_string(),
-            })?
-            .protocol(RouteProtocol::from(self.proto));
-        match &r.target {
-            Target::Device(dev) => {
-                b = b
-                    .output_interface(self.index(dev).await?)
-                    .scope(RouteScope::Link);
-            }
-            Target::Blackhole => b = b.kind(RouteType::BlackHole),
-            Target::Via {
-                gateway,
-                device,
-                onlink,
-            } => {
-                b = b.gateway(*gateway).map_err(|e| RouteError::Netlink {
-                    what: format!("route to {} via {gateway}", r.dst),
-                    reason: e.to_string(),
-                })?;
-                if let Some(dev) = device {
-                    b = b.output_interface(self.index(dev).await?);
-                }
-                if *onlink {
-                    b = b.onlink();
-                }
-            }
-        }
-        self.handle
-            .route()
-            .add(b.build())
-            .replace()
-            .execute()
-            .await
-            .map_err(nl(format!("add route to {}", r.dst)))
     }
 }
 
