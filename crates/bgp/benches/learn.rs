@@ -42,6 +42,8 @@ fn peer(addr: &str, passive: bool) -> PeerConfig {
         passive,
         local_addr: None,
         port: 179,
+        hold_time: None,
+        restart_time: None,
     }
 }
 

@@ -60,6 +60,10 @@ pub struct PeerConfig {
     /// Source address for outgoing connections.
     pub local_addr: Option<IpAddr>,
     pub port: u16,
+    /// Hold time offered to this peer (the speaker's when None).
+    pub hold_time: Option<u16>,
+    /// Graceful-restart time announced to this peer (the speaker's when None).
+    pub restart_time: Option<u16>,
 }
 
 #[derive(Debug, Clone)]
@@ -392,12 +396,12 @@ impl Main {
         }
     }
 
-    fn local(&self) -> Local {
+    fn local(&self, peer: &PeerConfig) -> Local {
         Local {
             asn: self.cfg.local_as,
             router_id: self.cfg.router_id,
-            hold_time: self.cfg.hold_time,
-            restart_time: self.cfg.restart_time,
+            hold_time: peer.hold_time.unwrap_or(self.cfg.hold_time),
+            restart_time: peer.restart_time.unwrap_or(self.cfg.restart_time),
             restarted: false,
         }
     }
@@ -554,7 +558,7 @@ impl Main {
                 confirmed: false,
             },
         );
-        let (asn, local, events) = (p.cfg.asn, self.local(), self.session_events());
+        let (asn, local, events) = (p.cfg.asn, self.local(&p.cfg), self.session_events());
         tokio::spawn(session::run(stream, peer, asn, conn, local, events, crx));
         if self
             .peers

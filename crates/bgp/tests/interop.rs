@@ -33,6 +33,8 @@ fn peer(addr: &str, asn: u32) -> PeerConfig {
         passive: false,
         local_addr: None,
         port: 179,
+        hold_time: None,
+        restart_time: None,
     }
 }
 

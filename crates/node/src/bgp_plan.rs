@@ -69,6 +69,16 @@ fn cluster_of(spec: &NodeSpec) -> Option<Ipv4Addr> {
         .and_then(|b| b.route_reflector_cluster_id.parse().ok())
 }
 
+/// A duration as Calico writes it ("30s", "2m") in whole seconds.
+fn secs(text: &str) -> Option<u16> {
+    if text.is_empty() {
+        return None;
+    }
+    humantime::parse_duration(text)
+        .ok()
+        .and_then(|d| u16::try_from(d.as_secs()).ok())
+}
+
 fn selects(selector: &str, labels: &BTreeMap<String, String>) -> bool {
     Selector::parse(selector).is_ok_and(|s| s.matches(labels))
 }
@@ -129,6 +139,8 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
             IpAddr::V6(_) => address6.map(IpAddr::V6),
         },
         port: 179,
+        hold_time: None,
+        restart_time: None,
     };
     // A node's addresses: its IPv4 one, and its IPv6 one when both ends
     // have one.
@@ -139,6 +151,7 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
         }
         v
     };
+    let mesh_restart = secs(&cfg.node_mesh_max_restart_time);
     if cfg.node_to_node_mesh_enabled.unwrap_or(true) {
         for (name, (_, spec)) in &inputs.nodes {
             if name == node {
@@ -148,6 +161,7 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
                 let pas = node_as(spec, global_as);
                 add(PeerConfig {
                     rr_client: client(cluster_of(spec), pas),
+                    restart_time: mesh_restart,
                     ..base(a, pas, PeerKind::NodeToNodeMesh)
                 });
             }
@@ -164,6 +178,9 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
         if !applies {
             continue;
         }
+        // keepaliveTime as BIRD takes it: the hold time is three of them.
+        let hold_time = secs(&p.keepalive_time).map(|k| k.saturating_mul(3));
+        let restart_time = secs(&p.max_restart_time);
         let kind = if p.node.is_empty() && p.node_selector.is_empty() {
             PeerKind::Global
         } else {
@@ -178,6 +195,8 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
                     let pas = node_as(spec, global_as);
                     add(PeerConfig {
                         rr_client: client(cluster_of(spec), pas),
+                        hold_time,
+                        restart_time,
                         ..base(a, pas, kind)
                     });
                 }
@@ -196,6 +215,8 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
             add(PeerConfig {
                 rr_client: client(pcluster, pas),
                 port: port.unwrap_or(179),
+                hold_time,
+                restart_time,
                 ..base(addr, pas, kind)
             });
         }
@@ -328,6 +349,8 @@ mod tests {
                 node: "a".into(),
                 peer_ip: "10.0.0.254:1179".into(),
                 as_number: Some(AsNumber(65100)),
+                keepalive_time: "20s".into(),
+                max_restart_time: "2m".into(),
                 ..BgpPeerSpec::default()
             },
         );
@@ -345,6 +368,8 @@ mod tests {
                 ("10.0.0.254".into(), 65100, 1179, false)
             ]
         );
+        let tor = a.peers.iter().find(|p| p.port == 1179).expect("tor");
+        assert_eq!((tor.hold_time, tor.restart_time), (Some(60), Some(120)));
         let c = plan(&i, "c").expect("plan");
         assert_eq!(c.identity.cluster_id, Some(Ipv4Addr::new(244, 0, 0, 1)));
         assert!(c
