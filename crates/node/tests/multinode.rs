@@ -5,7 +5,7 @@
 //! `calicoctl node status` shows the mesh, and a node that goes away takes
 //! its routes with it.
 
-use calico_test_support::{cni_add, CniCall, Fabric, KillOnDrop, Netns};
+use calico_test_support::{add_pod, Fabric, KillOnDrop, Netns};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -139,23 +139,15 @@ fn pods_on_three_nodes_reach_each_other_through_bgp() {
             let pod = Netns::new(&format!("mn-pod{i}{p}"));
             let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
                 "nodename": n.name, "datastore_path": db, "ipam": {"type": "calico-ipam"}});
-            let mut program = Command::new("ip");
-            program.args([
-                "netns",
-                "exec",
+            let name = format!("pod-{i}-{p}");
+            let ip = add_pod(
+                &bin("calico"),
                 &n.ns.name,
-                bin("calico").to_str().expect("path"),
-            ]);
-            let container = calico_test_support::unique("mn").replace('-', "");
-            let args = format!("K8S_POD_NAMESPACE=default;K8S_POD_NAME=pod-{i}-{p}");
-            let call = CniCall {
-                command: "ADD",
-                container: &container,
-                netns: &pod.path(),
-                ifname: "eth0",
-                args: &args,
-            };
-            let ip = cni_add(program, &call, &conf.to_string());
+                &pod,
+                &conf.to_string(),
+                "default",
+                &name,
+            );
             pods.push((pod, ip, i));
         }
     }

@@ -2,7 +2,7 @@
 //! in a node namespace, policy applied by `calico-node felix`, probed with
 //! ping and TCP. Everything runs in namespaces this test creates.
 
-use calico_test_support::{cni_add, CniCall, KillOnDrop, Netns};
+use calico_test_support::{add_pod, KillOnDrop, Netns};
 use serde_json::json;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -78,23 +78,14 @@ impl Node {
         let ports = json!([{"name": "serve-80-tcp", "protocol": "TCP", "port": 80}, {"name": "serve-81-tcp", "protocol": "TCP", "port": 81}, {"name": "serve-80-udp", "protocol": "UDP", "port": 80}]);
         let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
             "datastore_path": self.db(), "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels, "ports": ports}}});
-        let mut program = Command::new("ip");
-        program.args([
-            "netns",
-            "exec",
+        let ip = add_pod(
+            &bin("calico"),
             &self.ns.name,
-            bin("calico").to_str().expect("path"),
-        ]);
-        let container = calico_test_support::unique("c").replace('-', "");
-        let args = format!("K8S_POD_NAMESPACE={ns};K8S_POD_NAME={name}");
-        let call = CniCall {
-            command: "ADD",
-            container: &container,
-            netns: &pod.path(),
-            ifname: "eth0",
-            args: &args,
-        };
-        let ip = cni_add(program, &call, &conf.to_string());
+            &pod,
+            &conf.to_string(),
+            ns,
+            name,
+        );
         // Servers in the pod: TCP 80 and 81, UDP 80 (each answers "ok").
         let server = Command::new("ip")
             .args(["netns", "exec", &pod.name, "python3", "-c", SERVER])

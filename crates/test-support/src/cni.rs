@@ -56,3 +56,28 @@ pub fn cni_add(program: Command, call: &CniCall<'_>, conf: &str) -> String {
         .expect("the result has an address");
     address.split('/').next().unwrap_or(address).to_string()
 }
+
+/// Wires `pod` as a container runtime does for Kubernetes pod
+/// `k8s_namespace/name`: `plugin` (the calico CNI binary) runs inside the
+/// node's namespace `node` with `conf`; returns the pod's address.
+pub fn add_pod(
+    plugin: &std::path::Path,
+    node: &str,
+    pod: &crate::Netns,
+    conf: &str,
+    k8s_namespace: &str,
+    name: &str,
+) -> String {
+    let mut program = Command::new("ip");
+    program.args(["netns", "exec", node]).arg(plugin);
+    let container = crate::unique("c").replace('-', "");
+    let args = format!("K8S_POD_NAMESPACE={k8s_namespace};K8S_POD_NAME={name}");
+    let call = CniCall {
+        command: "ADD",
+        container: &container,
+        netns: &pod.path(),
+        ifname: "eth0",
+        args: &args,
+    };
+    cni_add(program, &call, conf)
+}

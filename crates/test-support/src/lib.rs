@@ -6,7 +6,7 @@ mod etcd;
 mod netns;
 mod temp_store;
 
-pub use cni::{cni_add, run_cni, CniCall};
+pub use cni::{add_pod, cni_add, run_cni, CniCall};
 pub use etcd::EtcdServer;
 pub use netns::{Fabric, Netns};
 pub use temp_store::TempStore;
