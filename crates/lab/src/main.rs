@@ -910,6 +910,9 @@ fn pod_cmd(ctx: &Ctx, cmd: &PodCmd) -> Result<()> {
                 &mut serve,
                 &ctx.dir.join(format!("pod-{}.log", &digest[..10])),
             )?);
+            // Ready as a workload is: its server listens and its node's
+            // dataplane has programmed it.
+            wait_ready(ctx, &lab, &node, &p)?;
             println!("{pod} on {} at {}", node.name, p.ip);
             lab.pods.insert(pod.clone(), p);
         }
@@ -1045,6 +1048,67 @@ fn felix_status(node: &Node) -> Option<serde_json::Value> {
         .output()
         .ok()?;
     serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits until the pod's server answers on its first port (from inside the
+/// pod), its node's policy agent has applied the datastore's revision, and
+/// every other node routes to it (BGP carried its block).
+fn wait_ready(ctx: &Ctx, lab: &Lab, node: &Node, pod: &Pod) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    if let Some(port) = pod.ports.first() {
+        loop {
+            let up = Command::new("ip")
+                .args(["netns", "exec", &pod.netns])
+                .arg(std::env::current_exe()?)
+                .args([
+                    "connect",
+                    &format!("127.0.0.1:{}", port.port),
+                    &port.protocol,
+                ])
+                .args(["--timeout-ms", "200"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if up {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server in pod {}/{} did not start",
+                    pod.namespace,
+                    pod.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let target = ctx.client(lab)?.store().revision()?;
+    loop {
+        let synced = felix_status(node).is_some_and(|v| {
+            v["in_sync"] == true && v["applied_revision"].as_i64().unwrap_or(0) >= target
+        });
+        let routed = lab.nodes.iter().filter(|n| n.name != node.name).all(|n| {
+            Command::new("ip")
+                .args(["-n", &n.netns, "route", "get", &pod.ip])
+                .output()
+                .is_ok_and(|o| {
+                    o.status.success()
+                        && String::from_utf8_lossy(&o.stdout)
+                            .contains(&format!("via {}", node.addr))
+                })
+        });
+        if synced && routed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let why = if synced {
+                "the other nodes have no route to it"
+            } else {
+                "its node's dataplane did not pick it up"
+            };
+            bail!("pod {}/{} not ready: {why}", pod.namespace, pod.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 fn sync(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
