@@ -1115,33 +1115,44 @@ fn sync(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
     let client = ctx.client(lab)?;
     let target = client.store().revision()?;
     let start = Instant::now();
-    loop {
-        let behind: Vec<&str> = lab
+    // Every node is watched at once; the answer comes with the slowest.
+    let behind: Vec<&str> = std::thread::scope(|s| {
+        let watchers: Vec<_> = lab
             .nodes
             .iter()
-            .filter(|n| {
-                !felix_status(n).is_some_and(|v| {
-                    v["in_sync"] == true && v["applied_revision"].as_i64().unwrap_or(0) >= target
+            .map(|n| {
+                s.spawn(move || loop {
+                    let done = felix_status(n).is_some_and(|v| {
+                        v["in_sync"] == true
+                            && v["applied_revision"].as_i64().unwrap_or(0) >= target
+                    });
+                    if done {
+                        return None;
+                    }
+                    if start.elapsed() > timeout {
+                        return Some(n.name.as_str());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
                 })
             })
-            .map(|n| n.name.as_str())
             .collect();
-        if behind.is_empty() {
-            println!(
-                "in sync at revision {target} on {} nodes ({:.0?})",
-                lab.nodes.len(),
-                start.elapsed()
-            );
-            return Ok(());
-        }
-        if start.elapsed() > timeout {
-            bail!(
-                "not in sync at revision {target} after {timeout:?}: {}",
-                behind.join(", ")
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
+        watchers
+            .into_iter()
+            .filter_map(|w| w.join().unwrap_or(Some("?")))
+            .collect()
+    });
+    if !behind.is_empty() {
+        bail!(
+            "not in sync at revision {target} after {timeout:?}: {}",
+            behind.join(", ")
+        );
     }
+    println!(
+        "in sync at revision {target} on {} nodes ({:.0?})",
+        lab.nodes.len(),
+        start.elapsed()
+    );
+    Ok(())
 }
 
 trait DigestHex {
