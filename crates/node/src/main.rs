@@ -1,12 +1,15 @@
 //! calico-node: the agent every node runs.
 //!
+//! `felix`: policy and routes.
+//!
 //! ```text
 //! datastore ──list, then watch──► decode ──Update──► CalcGraph ──Intent──►
-//!   DesiredState ──render──► nft text ──apply (one transaction)──► kernel
+//!   DesiredState ──build──► nft table ──delta (one transaction)──► kernel
+//!                    └──► workload /32s, blackholes for affine blocks (proto 80)
 //! ```
 //!
-//! Today it runs the policy dataplane (`felix`), with health, an in-sync
-//! report and metrics. Routes and BGP come next (see the issues).
+//! `bgp`: the node's BGP speaker (mesh, BGPPeers, route reflection), with
+//! the plan it follows computed from the datastore in `bgp_plan`.
 
 #![allow(clippy::print_stdout)]
 
