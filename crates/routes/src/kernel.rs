@@ -99,7 +99,7 @@ impl Kernel {
         Ok(out)
     }
 
-    async fn owned(&self) -> Result<Vec<(Route, RouteMessage)>, RouteError> {
+    async fn owned(&self) -> Result<Vec<Route>, RouteError> {
         let names = self.links().await?;
         let mut out = Vec::new();
         for family in [AddressFamily::Inet, AddressFamily::Inet6] {
@@ -112,9 +112,7 @@ impl Kernel {
                 {
                     continue;
                 }
-                if let Some(r) = to_route(&msg, &names) {
-                    out.push((r, msg));
-                }
+                out.extend(to_route(&msg, &names));
             }
         }
         Ok(out)
@@ -122,9 +120,7 @@ impl Kernel {
 
     /// This owner's routes in the main table.
     pub fn list(&self) -> Result<Vec<Route>, RouteError> {
-        self.rt
-            .block_on(self.owned())
-            .map(|v| v.into_iter().map(|(r, _)| r).collect())
+        self.rt.block_on(self.owned())
     }
 
     /// Makes this owner's routes exactly `desired`. Every change is tried;
@@ -284,13 +280,7 @@ impl Kernel {
                 .copied()
                 .ok_or_else(|| RouteError::NoLink(name.to_string()))
         };
-        let mut b = RouteMessageBuilder::<IpAddr>::new()
-            .destination_prefix(r.dst.addr(), r.dst.prefix_len())
-            .map_err(|e| RouteError::Netlink {
-                what: format!("route to {}", r.dst),
-                reason: e.to_string(),
-            })?
-            .protocol(RouteProtocol::from(self.proto));
+        let mut b = self.builder(r)?;
         match &r.target {
             Target::Device(d) => b = b.output_interface(dev(d)?).scope(RouteScope::Link),
             Target::Blackhole => b = b.kind(RouteType::BlackHole),
@@ -314,15 +304,21 @@ impl Kernel {
         Ok(b.build())
     }
 
-    /// A message that deletes our route to `r.dst` (whatever its target).
-    fn delete_message(&self, r: &Route) -> Result<RouteMessage, RouteError> {
-        let mut b = RouteMessageBuilder::<IpAddr>::new()
+    /// A message for our route to `r.dst`, marked with our protocol.
+    fn builder(&self, r: &Route) -> Result<RouteMessageBuilder<IpAddr>, RouteError> {
+        Ok(RouteMessageBuilder::<IpAddr>::new()
             .destination_prefix(r.dst.addr(), r.dst.prefix_len())
             .map_err(|e| RouteError::Netlink {
                 what: format!("route to {}", r.dst),
                 reason: e.to_string(),
             })?
-            .protocol(RouteProtocol::from(self.proto))
+            .protocol(RouteProtocol::from(self.proto)))
+    }
+
+    /// A message that deletes our route to `r.dst` (whatever its target).
+    fn delete_message(&self, r: &Route) -> Result<RouteMessage, RouteError> {
+        let mut b = self
+            .builder(r)?
             // Any scope and (but for blackholes) any type, as `ip route del`.
             .scope(RouteScope::NoWhere)
             .kind(RouteType::Unspec);
