@@ -5,13 +5,13 @@
 //! for `calicoctl node status`.
 
 use crate::bgp_plan::{plan, Inputs, Plan};
+use crate::events::{decode, own_block};
 use anyhow::{anyhow, Context, Result};
 use calico_api::{Kind, NodeBgpSpec, Object, ObjectMeta, Resource};
 use calico_bgp::{KernelFib, Speaker, SpeakerConfig, Status};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
 use calico_client::{open_store, Client, DatastoreConfig, SystemClock};
 use calico_datastore::{Event, Store, WatchError};
-use calico_ipam::model::{parse_affinity_key, Affinity, AffinityState, HOST_PREFIX};
 use calico_net::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
@@ -148,18 +148,7 @@ struct Tracker {
 impl Tracker {
     fn take(&mut self, ev: &Event) {
         let key = ev.key();
-        if key.starts_with(HOST_PREFIX) {
-            let Some((node, block)) = parse_affinity_key(key) else {
-                return;
-            };
-            if node != self.node {
-                return;
-            }
-            let confirmed = match ev {
-                Event::Put(kv) => serde_json::from_slice::<Affinity>(&kv.value)
-                    .is_ok_and(|a| a.state == AffinityState::Confirmed && !a.deleted),
-                Event::Delete { .. } => false,
-            };
+        if let Some((block, confirmed)) = own_block(&self.node, ev) {
             if confirmed {
                 self.inputs.blocks.insert(block);
             } else {
@@ -174,18 +163,13 @@ impl Tracker {
             return;
         };
         let resource = match ev {
-            Event::Put(kv) => {
-                match serde_json::from_slice(&kv.value)
-                    .map_err(|e| e.to_string())
-                    .and_then(calico_api::decode_resource)
-                {
-                    Ok(r) => Some(r),
-                    Err(e) => {
-                        warn!("ignoring unreadable {key}: {e}");
-                        return;
-                    }
+            Event::Put(kv) => match decode(&kv.value) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    warn!("ignoring unreadable {key}: {e}");
+                    return;
                 }
-            }
+            },
             Event::Delete { .. } => None,
         };
         let i = &mut self.inputs;

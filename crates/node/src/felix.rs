@@ -2,6 +2,7 @@
 //! changes, with a periodic full rewrite that repairs any drift.
 
 use crate::config::{Config, Overrides};
+use crate::events::{decode, own_block};
 use crate::status::{self, Metrics, Status};
 use anyhow::{anyhow, Context, Result};
 use calico_api::{FelixConfigurationSpec, Resource};
@@ -10,7 +11,6 @@ use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
 use calico_client::{open_store, DatastoreConfig};
 use calico_dataplane::{Applied, Nft, Table};
 use calico_datastore::{Event, Store, WatchError};
-use calico_ipam::model::{parse_affinity_key, Affinity, AffinityState, HOST_PREFIX};
 use calico_net::IpNet;
 use calico_routes::{Kernel, RouteError, Target, PROTO_AGENT};
 use std::collections::{BTreeMap, BTreeSet};
@@ -32,11 +32,6 @@ pub struct Args {
     pub once: bool,
     #[command(flatten)]
     pub overrides: Overrides,
-}
-
-fn decode(kv_value: &[u8]) -> Result<Resource, String> {
-    let v: serde_json::Value = serde_json::from_slice(kv_value).map_err(|e| e.to_string())?;
-    calico_api::decode_resource(v)
 }
 
 struct Agent {
@@ -146,16 +141,7 @@ impl Agent {
             };
             return Some(update);
         }
-        if key.starts_with(HOST_PREFIX) {
-            let (node, block) = parse_affinity_key(key)?;
-            if node != self.node {
-                return None;
-            }
-            let confirmed = match ev {
-                Event::Put(kv) => serde_json::from_slice::<Affinity>(&kv.value)
-                    .is_ok_and(|a| a.state == AffinityState::Confirmed && !a.deleted),
-                Event::Delete { .. } => false,
-            };
+        if let Some((block, confirmed)) = own_block(&self.node, ev) {
             if confirmed {
                 self.blocks.insert(block);
             } else {

@@ -16,6 +16,7 @@
 mod bgp;
 mod bgp_plan;
 mod config;
+mod events;
 mod felix;
 mod status;
 
