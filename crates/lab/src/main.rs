@@ -410,11 +410,7 @@ fn node_cmd(ctx: &Ctx, cmd: &NodeCmd) -> Result<()> {
         kill(*felix);
     }
     if let Some(bgp) = n.pids.get(1) {
-        let p = nix::unistd::Pid::from_raw(i32::try_from(*bgp).unwrap_or(i32::MAX));
-        let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
-        while nix::sys::signal::kill(p, None).is_ok() {
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        signal_and_wait(*bgp, nix::sys::signal::Signal::SIGKILL);
     }
     let pids = start_agents(ctx, &lab, &n.name, &n.netns, &n.addr)?;
     for m in lab.nodes.iter_mut().filter(|m| m.name == n.name) {
@@ -654,16 +650,30 @@ fn wait_mesh(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
     }
 }
 
+/// Stops a process: SIGTERM, then SIGKILL after a second.
 fn kill(pid: u32) {
+    signal_and_wait(pid, nix::sys::signal::Signal::SIGTERM);
+}
+
+/// Sends `first` and waits up to a second for the process to go; then
+/// SIGKILL if `first` was something gentler. (A process left a zombie by a
+/// parent that does not reap still counts as there: the wait is bounded.)
+fn signal_and_wait(pid: u32, first: nix::sys::signal::Signal) {
+    use nix::sys::signal::{kill, Signal};
     let p = nix::unistd::Pid::from_raw(i32::try_from(pid).unwrap_or(i32::MAX));
-    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGTERM);
-    for _ in 0..50 {
-        if nix::sys::signal::kill(p, None).is_err() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let gone = |tries: u32| {
+        (0..tries).any(|_| {
+            let g = kill(p, None).is_err();
+            if !g {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            g
+        })
+    };
+    let _ = kill(p, first);
+    if !gone(50) && first != Signal::SIGKILL {
+        let _ = kill(p, Signal::SIGKILL);
     }
-    let _ = nix::sys::signal::kill(p, nix::sys::signal::Signal::SIGKILL);
 }
 
 fn down(ctx: &Ctx) -> Result<()> {
