@@ -9,6 +9,7 @@
 mod compile;
 mod graph;
 pub mod intent;
+pub mod overlay;
 pub mod state;
 
 pub use compile::{policy_selector, SetSpec};
