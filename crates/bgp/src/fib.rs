@@ -15,6 +15,10 @@ pub struct KernelFib {
     kernel: Kernel,
     /// Routes from before this run not confirmed yet.
     inherited: BTreeMap<IpNet, Target>,
+    /// Every route the speaker wants installed: prefix → next hop.
+    learned: BTreeMap<IpNet, std::net::IpAddr>,
+    /// Prefixes others route: learned routes inside them stay out.
+    excluded: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for KernelFib {
@@ -32,8 +36,32 @@ impl KernelFib {
             .into_iter()
             .map(|r| (r.dst, r.target))
             .collect();
-        Ok(KernelFib { kernel, inherited })
+        Ok(KernelFib {
+            kernel,
+            inherited,
+            learned: BTreeMap::new(),
+            excluded: Vec::new(),
+        })
     }
+
+    fn is_excluded(&self, dst: &IpNet) -> bool {
+        self.excluded.iter().any(|e| e.contains(dst))
+    }
+
+    fn run(&self, ops: &[Op]) {
+        for (op, e) in self.kernel.apply(ops) {
+            warn!("BGP route {op:?}: {e}");
+        }
+    }
+}
+
+/// Deleting our route to `dst` (any next hop; our protocol only, so a
+/// route someone else installed for the same prefix stays).
+fn delete(dst: IpNet) -> Op {
+    Op::Delete(Route {
+        dst,
+        target: target(dst.addr()),
+    })
 }
 
 fn target(nh: std::net::IpAddr) -> Target {
@@ -51,23 +79,47 @@ impl Fib for KernelFib {
             .map(|op| match op {
                 FibOp::Set(dst, nh) => {
                     self.inherited.remove(dst);
-                    Op::Replace(Route {
-                        dst: *dst,
-                        target: target(*nh),
-                    })
+                    self.learned.insert(*dst, *nh);
+                    if self.is_excluded(dst) {
+                        // Not ours to install (one from before may linger).
+                        delete(*dst)
+                    } else {
+                        Op::Replace(Route {
+                            dst: *dst,
+                            target: target(*nh),
+                        })
+                    }
                 }
                 FibOp::Remove(dst) => {
                     self.inherited.remove(dst);
-                    // Any non-blackhole target deletes by destination.
-                    Op::Delete(Route {
-                        dst: *dst,
-                        target: target(dst.addr()),
-                    })
+                    self.learned.remove(dst);
+                    delete(*dst)
                 }
             })
             .collect();
-        for (op, e) in self.kernel.apply(&ops) {
-            warn!("BGP route {op:?}: {e}");
+        self.run(&ops);
+    }
+
+    fn set_excluded(&mut self, nets: Vec<IpNet>) {
+        let before: Vec<bool> = self.learned.keys().map(|d| self.is_excluded(d)).collect();
+        self.excluded = nets;
+        let mut ops = Vec::new();
+        for ((dst, nh), was) in self.learned.iter().zip(before) {
+            match (was, self.is_excluded(dst)) {
+                (false, true) => ops.push(delete(*dst)),
+                (true, false) => ops.push(Op::Replace(Route {
+                    dst: *dst,
+                    target: target(*nh),
+                })),
+                _ => {}
+            }
+        }
+        if !ops.is_empty() {
+            info!(
+                "BGP: {} routes change hands with the pools' encapsulation",
+                ops.len()
+            );
+            self.run(&ops);
         }
     }
 
@@ -83,8 +135,6 @@ impl Fib for KernelFib {
             .into_iter()
             .map(|(dst, target)| Op::Delete(Route { dst, target }))
             .collect();
-        for (op, e) in self.kernel.apply(&ops) {
-            warn!("BGP route {op:?}: {e}");
-        }
+        self.run(&ops);
     }
 }

@@ -27,6 +27,11 @@ pub trait Fib: Send + 'static {
     /// Every peer has sent its routes once (End-of-RIB) or the restart time
     /// ran out: routes left from before this speaker started may go.
     fn converged(&mut self) {}
+    /// Routes inside these prefixes stay in the RIB (and are passed on to
+    /// peers) but are not installed: someone else routes them (the node
+    /// agent, for VXLAN pools). Those already installed are taken out, and
+    /// those no longer excluded put in.
+    fn set_excluded(&mut self, _nets: Vec<IpNet>) {}
 }
 
 /// How a peer came to be configured (for `calicoctl node status`).
@@ -144,6 +149,7 @@ enum Event {
 /// Cease).
 pub struct Speaker {
     tx: mpsc::UnboundedSender<Event>,
+    fib: std::sync::mpsc::Sender<FibWork>,
     status: Arc<Mutex<Status>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -188,6 +194,7 @@ impl Speaker {
         std::thread::Builder::new()
             .name("bgp-fib".into())
             .spawn(move || fib_thread(fib, &fib_rx))?;
+        let fib = fib_tx.clone();
         let loop_tx = tx.clone();
         let loop_status = Arc::clone(&status);
         let thread = std::thread::Builder::new()
@@ -208,6 +215,7 @@ impl Speaker {
             })?;
         Ok(Speaker {
             tx,
+            fib,
             status,
             thread: Some(thread),
         })
@@ -222,6 +230,12 @@ impl Speaker {
     /// Replaces the prefixes this speaker originates.
     pub fn set_local(&self, prefixes: BTreeSet<IpNet>) {
         let _ = self.tx.send(Event::Command(Command::SetLocal(prefixes)));
+    }
+
+    /// Prefixes whose routes are not installed in the kernel (see
+    /// [`Fib::set_excluded`]).
+    pub fn set_kernel_exclusions(&self, nets: Vec<IpNet>) {
+        let _ = self.fib.send(FibWork::Exclude(nets));
     }
 
     /// The live status, shared (it changes as the speaker runs).
@@ -276,6 +290,7 @@ impl Drop for Speaker {
 enum FibWork {
     Ops(Vec<FibOp>),
     Converged,
+    Exclude(Vec<IpNet>),
     /// Answered once everything before it is applied.
     Barrier(std::sync::mpsc::Sender<()>),
 }
@@ -288,6 +303,12 @@ fn fib_thread(mut fib: Box<dyn Fib>, rx: &std::sync::mpsc::Receiver<FibWork>) {
         let mut next = Some(first);
         while let Some(w) = next {
             match w {
+                FibWork::Exclude(nets) => {
+                    if !ops.is_empty() {
+                        fib.apply(&std::mem::take(&mut ops));
+                    }
+                    fib.set_excluded(nets);
+                }
                 FibWork::Ops(o) => ops.extend(o),
                 FibWork::Converged => converged = true,
                 FibWork::Barrier(b) => barriers.push(b),

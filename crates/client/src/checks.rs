@@ -15,6 +15,15 @@ fn rejected(r: &Resource, reason: String) -> ClientError {
 pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientError> {
     match r {
         Resource::IPPool(pool) => {
+            if let Some(mode) = pool.spec.ipip_mode.filter(|m| !m.is_never()) {
+                return Err(rejected(
+                    r,
+                    format!(
+                        "spec.ipipMode: {mode:?} is refused: {}; use vxlanMode (Always or CrossSubnet) instead",
+                        ipip_unavailable()
+                    ),
+                ));
+            }
             let Ok(net) = parse_cidr_or_ip(&pool.spec.cidr) else {
                 return Ok(());
             };
@@ -43,6 +52,17 @@ pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientErro
         Resource::NetworkPolicy(p) => tier_exists(client, r, &p.spec.tier),
         Resource::GlobalNetworkPolicy(p) => tier_exists(client, r, &p.spec.tier),
         _ => Ok(()),
+    }
+}
+
+/// Why IP-in-IP encapsulation cannot be honoured on this host.
+pub fn ipip_unavailable() -> String {
+    if std::path::Path::new("/sys/module/ipip").exists() {
+        "calico-rs does not implement IP-in-IP encapsulation".into()
+    } else {
+        "this kernel has no ipip module, so IP-in-IP encapsulation cannot work here \
+         (and calico-rs does not implement it)"
+            .into()
     }
 }
 

@@ -11,5 +11,6 @@ mod client;
 pub mod config;
 pub mod keys;
 
+pub use checks::ipip_unavailable;
 pub use client::{Applied, Client, ClientError, Clock, ResourceList, SystemClock};
 pub use config::{open_store, DatastoreConfig};

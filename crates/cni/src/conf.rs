@@ -91,8 +91,14 @@ pub struct NetConf {
     pub name: String,
     #[serde(rename = "type", default)]
     pub kind: String,
+    /// The workloads' MTU; absent or 0: what the node agent detected
+    /// (`mtu_file`), else 1500.
     #[serde(default)]
     pub mtu: Option<u32>,
+    /// Where the node agent writes the MTU it detected (a calico-rs
+    /// addition; Calico's fixed path by default).
+    #[serde(default)]
+    pub mtu_file: Option<PathBuf>,
     #[serde(default)]
     pub nodename: Option<String>,
     #[serde(default)]
@@ -123,6 +129,8 @@ pub struct Attachment {
 }
 
 pub const DEFAULT_MTU: u32 = 1500;
+/// Where calico-node writes the MTU workloads should use.
+pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
 
 impl NetConf {
     pub fn parse(stdin: &[u8]) -> Result<NetConf, CniError> {
@@ -148,18 +156,34 @@ impl NetConf {
                 "\"name\" is required",
             ));
         }
-        if conf.mtu.is_some_and(|m| !(68..=65535).contains(&m)) {
+        if conf
+            .mtu
+            .is_some_and(|m| m != 0 && !(68..=65535).contains(&m))
+        {
             return Err(CniError::new(
                 code::INVALID_CONFIG,
                 "invalid network configuration",
-                "\"mtu\" must be 68-65535",
+                "\"mtu\" must be 68-65535 (or 0: as the node agent detected)",
             ));
         }
         Ok(conf)
     }
 
+    /// The MTU to give the workload: configured, else the node agent's
+    /// (from its MTU file), else 1500.
     pub fn mtu(&self) -> u32 {
-        self.mtu.unwrap_or(DEFAULT_MTU)
+        if let Some(m) = self.mtu.filter(|m| *m != 0) {
+            return m;
+        }
+        let path = self
+            .mtu_file
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MTU_FILE));
+        std::fs::read_to_string(path)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|m| (68..=65535).contains(m))
+            .unwrap_or(DEFAULT_MTU)
     }
 
     /// The node this host is: config, then NODENAME, then /var/lib/calico/nodename, then the hostname.
@@ -214,5 +238,36 @@ impl NetConf {
 
     pub fn embedded_path(&self) -> Option<PathBuf> {
         self.datastore_path.as_ref().map(PathBuf::from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn conf(json: &str) -> NetConf {
+        NetConf::parse(json.as_bytes()).expect("conf")
+    }
+
+    #[test]
+    fn mtu_is_configured_else_detected_else_1500() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let file = dir.path().join("mtu");
+        let path = file.display().to_string();
+        let with = |mtu: &str| {
+            conf(&format!(
+                r#"{{"name": "n", "type": "calico", {mtu} "mtu_file": "{path}"}}"#
+            ))
+        };
+        assert_eq!(with(r#""mtu": 1400,"#).mtu(), 1400);
+        assert_eq!(with("").mtu(), DEFAULT_MTU, "no file yet");
+        std::fs::write(&file, "1450\n").expect("write");
+        assert_eq!(with("").mtu(), 1450);
+        assert_eq!(with(r#""mtu": 0,"#).mtu(), 1450);
+        assert_eq!(with(r#""mtu": 9000,"#).mtu(), 9000);
+        std::fs::write(&file, "garbage").expect("write");
+        assert_eq!(with("").mtu(), DEFAULT_MTU);
+        let bad = NetConf::parse(br#"{"name": "n", "mtu": 20}"#).expect_err("too small");
+        assert!(bad.to_string().contains("mtu"), "{bad}");
     }
 }

@@ -413,6 +413,11 @@ fn reconcile(
         }
         None => start(args, &p, shown)?,
     };
+    // Blocks of VXLAN pools are routed by the node agent (through the
+    // tunnel, or natively for CrossSubnet neighbours): still announced,
+    // never installed from BGP, as Calico's BIRD filters them.
+    r.speaker
+        .set_kernel_exclusions(calico_calc::overlay::vxlan_pool_nets(&t.inputs.pools));
     r.speaker.set_peers(p.peers.clone());
     let local: BTreeSet<IpNet> = p.local.clone();
     r.speaker.set_local(local);

@@ -33,7 +33,27 @@ pub struct Overrides {
     pub route_refresh_interval: Option<u64>,
     #[arg(long, env = "FELIX_ROUTESYNCDISABLED")]
     pub route_sync_disabled: Option<bool>,
+    /// Build the VXLAN overlay where pools ask for it (default true).
+    #[arg(long, env = "FELIX_VXLANENABLED")]
+    pub vxlan_enabled: Option<bool>,
+    #[arg(long, env = "FELIX_VXLANVNI")]
+    pub vxlan_vni: Option<u32>,
+    #[arg(long, env = "FELIX_VXLANPORT")]
+    pub vxlan_port: Option<u16>,
+    /// MTU of vxlan.calico (0: the underlay's less 50).
+    #[arg(long, env = "FELIX_VXLANMTU")]
+    pub vxlan_mtu: Option<u32>,
+    /// MTU of vxlan-v6.calico (0: the underlay's less 70).
+    #[arg(long, env = "FELIX_VXLANMTUV6")]
+    pub vxlan_mtu_v6: Option<u32>,
+    /// Regular expression naming the interfaces whose smallest MTU is the
+    /// underlay's.
+    #[arg(long, env = "FELIX_MTUIFACEPATTERN")]
+    pub mtu_iface_pattern: Option<String>,
 }
+
+/// Calico's default for `mtuIfacePattern`.
+pub const DEFAULT_MTU_IFACE_PATTERN: &str = "^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)";
 
 /// The settings in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +68,13 @@ pub struct Config {
     pub nftables_refresh: Duration,
     pub route_refresh: Duration,
     pub route_sync_disabled: bool,
+    pub vxlan_enabled: bool,
+    pub vxlan_vni: u32,
+    pub vxlan_port: u16,
+    /// 0: detected.
+    pub vxlan_mtu: u32,
+    pub vxlan_mtu_v6: u32,
+    pub mtu_iface_pattern: String,
 }
 
 /// FelixConfiguration fields this agent acts on; any other field that is
@@ -63,6 +90,12 @@ const HONOURED: &[&str] = &[
     "nftablesRefreshInterval",
     "routeRefreshInterval",
     "routeSyncDisabled",
+    "vxlanEnabled",
+    "vxlanVNI",
+    "vxlanPort",
+    "vxlanMTU",
+    "vxlanMTUV6",
+    "mtuIfacePattern",
     // Accepted and matching what this agent does anyway.
     "nftablesMode",
     "bpfEnabled",
@@ -90,6 +123,11 @@ impl Config {
             layers
                 .iter()
                 .find_map(|s| s.get_int(f).and_then(|p| u16::try_from(p).ok()))
+        };
+        let int = |f: &str| {
+            layers
+                .iter()
+                .find_map(|s| s.get_int(f).and_then(|v| u32::try_from(v).ok()))
         };
         let d = |f: &str| layers.iter().find_map(|s| s.get_str(f).and_then(duration));
         let secs = |v: Option<u64>| v.map(Duration::from_secs);
@@ -129,6 +167,22 @@ impl Config {
                 .route_sync_disabled
                 .or(b("routeSyncDisabled"))
                 .unwrap_or(false),
+            vxlan_enabled: o.vxlan_enabled.or(b("vxlanEnabled")).unwrap_or(true),
+            vxlan_vni: o
+                .vxlan_vni
+                .or(int("vxlanVNI"))
+                .unwrap_or(calico_calc::overlay::DEFAULT_VNI),
+            vxlan_port: o
+                .vxlan_port
+                .or(port("vxlanPort"))
+                .unwrap_or(calico_calc::overlay::DEFAULT_PORT),
+            vxlan_mtu: o.vxlan_mtu.or(int("vxlanMTU")).unwrap_or(0),
+            vxlan_mtu_v6: o.vxlan_mtu_v6.or(int("vxlanMTUV6")).unwrap_or(0),
+            mtu_iface_pattern: o
+                .mtu_iface_pattern
+                .clone()
+                .or(s("mtuIfacePattern"))
+                .unwrap_or_else(|| DEFAULT_MTU_IFACE_PATTERN.into()),
         };
         let mut ignored = Vec::new();
         for (name, spec) in [("node", node), ("default", global)] {
@@ -188,7 +242,7 @@ mod tests {
         let global = spec(serde_json::json!({
             "healthPort": 9100, "prometheusMetricsEnabled": true,
             "logSeverityScreen": "Warning", "routeRefreshInterval": "30s",
-            "vxlanVNI": 4096
+            "vxlanVNI": 4097, "vxlanMTU": 1400, "wireguardMTU": 1400
         }));
         let node =
             spec(serde_json::json!({"healthPort": 9200, "nftablesRefreshInterval": "1m30s"}));
@@ -206,18 +260,23 @@ mod tests {
         assert_eq!(c.level(), tracing::Level::WARN);
         assert_eq!(c.route_refresh, Duration::from_secs(30));
         assert_eq!(c.nftables_refresh, Duration::from_secs(90));
-        assert_eq!(ignored, vec!["default.vxlanVNI"]);
+        assert_eq!(ignored, vec!["default.wireguardMTU"]);
+        assert_eq!((c.vxlan_vni, c.vxlan_port), (4097, 4789));
+        assert_eq!((c.vxlan_mtu, c.vxlan_mtu_v6), (1400, 0));
+        assert_eq!(c.mtu_iface_pattern, DEFAULT_MTU_IFACE_PATTERN);
 
         let o = Overrides {
             health_port: Some(9300),
             prometheus_metrics_enabled: Some(false),
             route_refresh_interval: Some(5),
+            vxlan_mtu: Some(1300),
             ..Overrides::default()
         };
         let (c, _) = Config::resolve(&o, Some(&node), Some(&global));
         assert_eq!(c.health_port, 9300);
         assert!(!c.metrics_enabled);
         assert_eq!(c.route_refresh, Duration::from_secs(5));
+        assert_eq!(c.vxlan_mtu, 1300);
         assert_eq!(c.metrics_addr(), "0.0.0.0:9091");
     }
 }

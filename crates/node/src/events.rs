@@ -11,22 +11,27 @@ pub fn decode(value: &[u8]) -> Result<Resource, String> {
     calico_api::decode_resource(v)
 }
 
-/// For an event on one of `node`'s block affinities: the block, and whether
-/// it is now confirmed (a delete, or any other state, is not). None for
-/// every other key.
-pub fn own_block(node: &str, ev: &Event) -> Option<(IpNet, bool)> {
+/// For an event on a block affinity: the node, the block, and whether the
+/// affinity is now confirmed (a delete, or any other state, is not). None
+/// for every other key.
+pub fn block_affinity(ev: &Event) -> Option<(String, IpNet, bool)> {
     let key = ev.key();
     if !key.starts_with(HOST_PREFIX) {
         return None;
     }
     let (owner, block) = parse_affinity_key(key)?;
-    if owner != node {
-        return None;
-    }
     let confirmed = match ev {
         Event::Put(kv) => serde_json::from_slice::<Affinity>(&kv.value)
             .is_ok_and(|a| a.state == AffinityState::Confirmed && !a.deleted),
         Event::Delete { .. } => false,
     };
-    Some((block, confirmed))
+    Some((owner, block, confirmed))
+}
+
+/// For an event on one of `node`'s block affinities: the block, and whether
+/// it is now confirmed. None for every other key.
+pub fn own_block(node: &str, ev: &Event) -> Option<(IpNet, bool)> {
+    block_affinity(ev)
+        .filter(|(owner, _, _)| owner == node)
+        .map(|(_, block, confirmed)| (block, confirmed))
 }

@@ -2,17 +2,19 @@
 //! changes, with a periodic full rewrite that repairs any drift.
 
 use crate::config::{Config, Overrides};
-use crate::events::{decode, own_block};
+use crate::events::{block_affinity, decode};
 use crate::status::{self, Metrics, Status};
 use anyhow::{anyhow, Context, Result};
 use calico_api::{FelixConfigurationSpec, Resource};
+use calico_calc::overlay::{self, Family, Hop, OverlayInputs, Tunnel, TunnelSettings};
 use calico_calc::{CalcGraph, DesiredState, Update};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
-use calico_client::{open_store, DatastoreConfig};
+use calico_client::{open_store, Client, DatastoreConfig, SystemClock};
 use calico_dataplane::{Applied, Nft, Table};
 use calico_datastore::{Event, Store, WatchError};
 use calico_net::IpNet;
 use calico_routes::{Kernel, RouteError, Target, PROTO_AGENT};
+use calico_tunnel::Tunnels;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,6 +32,9 @@ pub struct Args {
     /// Apply the current state once and exit.
     #[arg(long)]
     pub once: bool,
+    /// Where the MTU workloads should use is written for the CNI plugin.
+    #[arg(long, env = "CALICO_MTU_FILE", default_value = "/var/lib/calico/mtu")]
+    pub mtu_file: std::path::PathBuf,
     #[command(flatten)]
     pub overrides: Overrides,
 }
@@ -47,6 +52,17 @@ struct Agent {
     routes: Option<BTreeMap<IpNet, Target>>,
     last_route_sync: Instant,
     felix_configs: BTreeMap<String, FelixConfigurationSpec>,
+    /// What the VXLAN overlay is computed from.
+    overlay: OverlayInputs,
+    /// This node's labels (pool node selectors).
+    labels: BTreeMap<String, String>,
+    tunnels: Option<Tunnels>,
+    /// The tunnel devices last synced (None: sync them).
+    tunnels_applied: Option<Vec<Tunnel>>,
+    /// The underlay's MTU, detected at start and on every route refresh.
+    underlay_mtu: Option<u32>,
+    /// Problems already logged (each is logged once).
+    reported: BTreeSet<String>,
     /// The newest datastore revision fed to the graph.
     revision: i64,
     nft: Nft,
@@ -62,10 +78,13 @@ impl Agent {
         status: Arc<Mutex<Status>>,
         metrics: Arc<Metrics>,
     ) -> Result<Self> {
-        let kernel = if route_sync {
-            Some(Kernel::new(PROTO_AGENT).context("opening netlink for routes")?)
+        let (kernel, tunnels) = if route_sync {
+            (
+                Some(Kernel::new(PROTO_AGENT).context("opening netlink for routes")?),
+                Some(Tunnels::new().context("opening netlink for tunnel devices")?),
+            )
         } else {
-            None
+            (None, None)
         };
         Ok(Agent {
             node: node.to_string(),
@@ -77,6 +96,12 @@ impl Agent {
             routes: None,
             last_route_sync: Instant::now(),
             felix_configs: BTreeMap::new(),
+            overlay: OverlayInputs::default(),
+            labels: BTreeMap::new(),
+            tunnels,
+            tunnels_applied: None,
+            underlay_mtu: None,
+            reported: BTreeSet::new(),
             revision: 0,
             nft: Nft::default(),
             kernel,
@@ -107,19 +132,17 @@ impl Agent {
     }
 
     /// Takes one datastore event: resources become an update for the
-    /// calculation graph (FelixConfiguration also goes to the settings),
-    /// this node's block affinities go to the blackhole routes, everything
-    /// else is ignored.
+    /// calculation graph (FelixConfiguration also goes to the settings;
+    /// nodes, pools and workloads to the overlay), block affinities go to
+    /// the blackhole routes (this node's) and the overlay (every node's),
+    /// everything else is ignored.
     fn take(&mut self, ev: &Event) -> Option<Update> {
         let key = ev.key();
         if key.starts_with(RESOURCE_PREFIX) {
             let update = match ev {
                 Event::Put(kv) => match decode(&kv.value) {
                     Ok(r) => {
-                        if let Resource::FelixConfiguration(fc) = &r {
-                            self.felix_configs
-                                .insert(fc.metadata.name.clone(), fc.spec.clone());
-                        }
+                        self.note(key, Some(&r));
                         Update::Put(r)
                     }
                     Err(e) => {
@@ -128,10 +151,8 @@ impl Agent {
                     }
                 },
                 Event::Delete { key, .. } => {
+                    self.note(key, None);
                     let (kind, namespace, name) = parse_resource_key(key)?;
-                    if kind == calico_api::Kind::FelixConfiguration {
-                        self.felix_configs.remove(&name);
-                    }
                     Update::Delete {
                         kind,
                         namespace,
@@ -141,14 +162,68 @@ impl Agent {
             };
             return Some(update);
         }
-        if let Some((block, confirmed)) = own_block(&self.node, ev) {
+        if let Some((owner, block, confirmed)) = block_affinity(ev) {
+            let mine = owner == self.node;
             if confirmed {
-                self.blocks.insert(block);
-            } else {
-                self.blocks.remove(&block);
+                self.overlay.blocks.insert(block, owner);
+            } else if self.overlay.blocks.get(&block) == Some(&owner) {
+                self.overlay.blocks.remove(&block);
+            }
+            if mine {
+                if confirmed {
+                    self.blocks.insert(block);
+                } else {
+                    self.blocks.remove(&block);
+                }
             }
         }
         None
+    }
+
+    /// Keeps the settings and the overlay's inputs: `r` is the resource
+    /// now at `key` (None: deleted).
+    fn note(&mut self, key: &str, r: Option<&Resource>) {
+        let Some((kind, _, name)) = parse_resource_key(key) else {
+            return;
+        };
+        let o = &mut self.overlay;
+        match (kind, r) {
+            (calico_api::Kind::FelixConfiguration, Some(Resource::FelixConfiguration(fc))) => {
+                self.felix_configs.insert(name, fc.spec.clone());
+            }
+            (calico_api::Kind::FelixConfiguration, _) => {
+                self.felix_configs.remove(&name);
+            }
+            (calico_api::Kind::Node, Some(Resource::Node(n))) => {
+                if name == self.node {
+                    self.labels.clone_from(&n.metadata.labels);
+                }
+                o.nodes.insert(name, n.spec.clone());
+            }
+            (calico_api::Kind::Node, _) => {
+                o.nodes.remove(&name);
+            }
+            (calico_api::Kind::IPPool, Some(Resource::IPPool(p))) => {
+                o.pools.insert(name, p.spec.clone());
+            }
+            (calico_api::Kind::IPPool, _) => {
+                o.pools.remove(&name);
+            }
+            (calico_api::Kind::WorkloadEndpoint, Some(Resource::WorkloadEndpoint(w))) => {
+                let ips = w
+                    .spec
+                    .ip_networks
+                    .iter()
+                    .filter_map(|n| calico_net::parse_cidr_or_ip(n).ok())
+                    .collect();
+                o.workloads
+                    .insert(key.to_string(), (w.spec.node.clone(), ips));
+            }
+            (calico_api::Kind::WorkloadEndpoint, _) => {
+                o.workloads.remove(key);
+            }
+            _ => {}
+        }
     }
 
     /// The settings the FelixConfiguration resources give, under `o`.
@@ -160,7 +235,9 @@ impl Agent {
         )
     }
 
-    fn desired_routes(&self) -> BTreeMap<IpNet, Target> {
+    /// Local workloads, blackholes for this node's blocks, and the
+    /// overlay's routes (which never replace a local one).
+    fn desired_routes(&self, overlay: &BTreeMap<IpNet, Hop>) -> BTreeMap<IpNet, Target> {
         let mut want: BTreeMap<IpNet, Target> = self
             .blocks
             .iter()
@@ -171,13 +248,128 @@ impl Agent {
                 want.insert(*ip, Target::Device(ep.interface.clone()));
             }
         }
+        for (dst, hop) in overlay {
+            let target = match hop {
+                Hop::Encap { vtep, device } => Target::Via {
+                    gateway: *vtep,
+                    device: Some(device.clone()),
+                    onlink: true,
+                },
+                Hop::Device(d) => Target::Device(d.clone()),
+                Hop::Native { gateway } => Target::Via {
+                    gateway: *gateway,
+                    device: None,
+                    onlink: false,
+                },
+            };
+            want.entry(*dst).or_insert(target);
+        }
         want
+    }
+
+    /// Logs a problem the first time it is seen.
+    fn report_problem(&mut self, problem: String) {
+        if self.reported.insert(problem.clone()) {
+            tracing::error!("{problem}");
+        }
+    }
+
+    /// The overlay this node needs now, with the underlay's MTU detected
+    /// when unknown (and the MTU file for the CNI plugin kept current).
+    fn overlay(&mut self, cfg: &Config, mtu_file: &std::path::Path) -> overlay::Overlay {
+        if self.underlay_mtu.is_none() {
+            self.underlay_mtu = Some(self.detect_mtu(cfg));
+        }
+        let underlay = self.underlay_mtu.unwrap_or(crate::mtu::FALLBACK_MTU);
+        let settings = TunnelSettings {
+            vni: cfg.vxlan_vni,
+            port: cfg.vxlan_port,
+            mtu_v4: crate::mtu::tunnel_mtu(cfg.vxlan_mtu, underlay, Family::V4.overhead()),
+            mtu_v6: crate::mtu::tunnel_mtu(cfg.vxlan_mtu_v6, underlay, Family::V6.overhead()),
+        };
+        let mut plan = if cfg.vxlan_enabled {
+            overlay::plan(&self.overlay, &self.node, &settings)
+        } else {
+            overlay::Overlay::default()
+        };
+        for (name, p) in &self.overlay.pools {
+            if p.ipip_mode.is_some_and(|m| !m.is_never()) {
+                plan.problems.push(format!(
+                    "IPPool {name}: ipipMode {:?} is refused: {}; traffic of this pool is not \
+                     encapsulated. Use vxlanMode instead",
+                    p.ipip_mode.unwrap_or_default(),
+                    calico_client::ipip_unavailable()
+                ));
+            }
+        }
+        for p in std::mem::take(&mut plan.problems) {
+            self.report_problem(p);
+        }
+        // Workloads get the smallest MTU of the tunnels in use.
+        let pod = crate::mtu::pod_mtu(underlay, plan.tunnels.iter().map(|t| t.mtu));
+        if self.kernel.is_some() {
+            match crate::mtu::write_file(mtu_file, pod) {
+                Ok(true) => info!("workload MTU {pod} written to {}", mtu_file.display()),
+                Ok(false) => {}
+                Err(e) => warn!("writing the workload MTU to {}: {e}", mtu_file.display()),
+            }
+        }
+        plan
+    }
+
+    fn detect_mtu(&mut self, cfg: &Config) -> u32 {
+        let links = match &self.tunnels {
+            Some(t) => t.links(),
+            None => return crate::mtu::FALLBACK_MTU,
+        };
+        let pattern = match regex::Regex::new(&cfg.mtu_iface_pattern) {
+            Ok(p) => p,
+            Err(e) => {
+                self.report_problem(format!(
+                    "mtuIfacePattern {:?} is not a regular expression ({e}); using Calico's default",
+                    cfg.mtu_iface_pattern
+                ));
+                #[allow(clippy::unwrap_used)] // a constant that compiles
+                regex::Regex::new(crate::config::DEFAULT_MTU_IFACE_PATTERN).unwrap()
+            }
+        };
+        match links {
+            Ok(links) => crate::mtu::underlay_mtu(&links, &pattern).unwrap_or_else(|| {
+                self.report_problem(format!(
+                    "no interface matches mtuIfacePattern {:?}; assuming MTU {}",
+                    cfg.mtu_iface_pattern,
+                    crate::mtu::FALLBACK_MTU
+                ));
+                crate::mtu::FALLBACK_MTU
+            }),
+            Err(e) => {
+                warn!("listing interfaces for the MTU: {e}");
+                crate::mtu::FALLBACK_MTU
+            }
+        }
+    }
+
+    fn sync_tunnels(&mut self, want: &[Tunnel], due: bool) {
+        let Some(t) = &self.tunnels else { return };
+        if !due && self.tunnels_applied.as_deref() == Some(want) {
+            return;
+        }
+        let errors = t.sync(want);
+        if errors.is_empty() {
+            self.tunnels_applied = Some(want.to_vec());
+        } else {
+            for e in errors {
+                self.metrics.apply_errors.inc();
+                warn!("tunnel device: {e}");
+            }
+            self.tunnels_applied = None;
+        }
     }
 
     /// Brings the kernel to the desired state: the nft delta (or the whole
     /// table when a refresh is due or the kernel drifted), then routes.
     /// A refused ruleset leaves the previous one in place (atomic).
-    fn sync(&mut self, cfg: &Config) -> Result<()> {
+    fn sync(&mut self, cfg: &Config, mtu_file: &std::path::Path) -> Result<()> {
         let table = calico_dataplane::build(&self.state);
         if self.last_full.elapsed() >= cfg.nftables_refresh {
             self.applied = None;
@@ -202,7 +394,13 @@ impl Agent {
                 return Err(e).context("applying the nftables ruleset");
             }
         }
-        self.sync_routes(cfg);
+        let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
+        if due {
+            self.underlay_mtu = None;
+        }
+        let overlay = self.overlay(cfg, mtu_file);
+        self.sync_tunnels(&overlay.tunnels, due);
+        self.sync_routes(cfg, &overlay.routes);
         let m = &self.metrics;
         m.endpoints
             .set(i64::try_from(self.state.endpoints.len()).unwrap_or(i64::MAX));
@@ -223,9 +421,9 @@ impl Agent {
         Ok(())
     }
 
-    fn sync_routes(&mut self, cfg: &Config) {
+    fn sync_routes(&mut self, cfg: &Config, overlay: &BTreeMap<IpNet, Hop>) {
+        let want = self.desired_routes(overlay);
         let Some(kernel) = &self.kernel else { return };
-        let want = self.desired_routes();
         let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
         if !due && self.routes.as_ref() == Some(&want) {
             return;
@@ -252,6 +450,40 @@ impl Agent {
             }
         }
         self.last_route_sync = Instant::now();
+    }
+}
+
+/// What the node's tunnel addresses were last reconciled against.
+type TunnelInputs = (
+    BTreeMap<String, calico_api::IpPoolSpec>,
+    Option<calico_api::NodeSpec>,
+    BTreeMap<String, String>,
+);
+
+/// Keeps this node's tunnel addresses (IPAM, recorded on the Node) in line
+/// with the pools, whenever the pools or the Node change.
+struct TunnelAddrs {
+    ipam: calico_ipam::Ipam,
+    client: Client,
+    last: Option<TunnelInputs>,
+}
+
+impl TunnelAddrs {
+    fn check(&mut self, agent: &Agent) {
+        let inputs = (
+            agent.overlay.pools.clone(),
+            agent.overlay.nodes.get(&agent.node).cloned(),
+            agent.labels.clone(),
+        );
+        if self.last.as_ref() == Some(&inputs) {
+            return;
+        }
+        match crate::tunnel_addr::reconcile(&self.ipam, &self.client, &agent.node) {
+            // A change to the Node comes back as an event and is checked
+            // again (and then kept).
+            Ok(_) => self.last = Some(inputs),
+            Err(e) => warn!("tunnel addresses: {e:#}; will retry"),
+        }
     }
 }
 
@@ -312,6 +544,15 @@ pub fn run(args: &Args) -> Result<()> {
         ..Default::default()
     }));
     let metrics = Arc::new(Metrics::new());
+    let mut addrs = TunnelAddrs {
+        ipam: calico_ipam::Ipam::new(Arc::clone(&store), Arc::new(SystemClock)),
+        client: Client::new(Arc::clone(&store), Arc::new(SystemClock)),
+        last: None,
+    };
+    // Tunnel addresses first, so the listing below already shows them.
+    if let Err(e) = crate::tunnel_addr::reconcile(&addrs.ipam, &addrs.client, &args.node) {
+        eprintln!("calico-node: tunnel addresses: {e:#}; will retry");
+    }
 
     // The settings come partly from the datastore, so read it first; a
     // datastore that cannot be read yet is retried, not fatal.
@@ -353,7 +594,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     // The first apply: retried with back-off while the node stays unready.
     backoff = Duration::from_millis(200);
-    while let Err(e) = agent.sync(&cfg) {
+    while let Err(e) = agent.sync(&cfg, &args.mtu_file) {
         if args.once {
             return Err(e);
         }
@@ -375,7 +616,7 @@ pub fn run(args: &Args) -> Result<()> {
     // rebuilding from scratch, retried with back-off; the dataplane keeps
     // what it has meanwhile.
     loop {
-        if let Err(e) = follow(store.as_ref(), &mut agent, args, &cfg) {
+        if let Err(e) = follow(store.as_ref(), &mut agent, &mut addrs, args, &cfg) {
             warn!("{e:#}; resyncing");
             agent.report(false);
             let mut backoff = Duration::from_millis(200);
@@ -402,7 +643,7 @@ pub fn run(args: &Args) -> Result<()> {
             if agent.config(&args.overrides).0 != cfg {
                 restart();
             }
-            if let Err(e) = agent.sync(&cfg) {
+            if let Err(e) = agent.sync(&cfg, &args.mtu_file) {
                 warn!("{e:#}; will retry");
             }
         }
@@ -411,7 +652,13 @@ pub fn run(args: &Args) -> Result<()> {
 
 /// Watches from the agent's revision and applies what arrives, until the
 /// watch breaks (the error says why). Returns only with an error.
-fn follow(store: &dyn Store, agent: &mut Agent, args: &Args, cfg: &Config) -> Result<()> {
+fn follow(
+    store: &dyn Store,
+    agent: &mut Agent,
+    addrs: &mut TunnelAddrs,
+    args: &Args,
+    cfg: &Config,
+) -> Result<()> {
     let watch = store
         .watch(WATCH_PREFIX, agent.revision + 1)
         .context("watching the datastore")?;
@@ -423,7 +670,8 @@ fn follow(store: &dyn Store, agent: &mut Agent, args: &Args, cfg: &Config) -> Re
         let first = match watch.recv_timeout(tick) {
             Ok(ev) => ev,
             Err(WatchError::Timeout) => {
-                if let Err(e) = agent.sync(cfg) {
+                addrs.check(agent);
+                if let Err(e) = agent.sync(cfg, &args.mtu_file) {
                     warn!("{e:#}; will retry");
                 }
                 continue;
@@ -447,10 +695,11 @@ fn follow(store: &dyn Store, agent: &mut Agent, args: &Args, cfg: &Config) -> Re
             };
         }
         agent.feed(updates)?;
+        addrs.check(agent);
         if agent.config(&args.overrides).0 != *cfg {
             restart();
         }
-        if let Err(e) = agent.sync(cfg) {
+        if let Err(e) = agent.sync(cfg, &args.mtu_file) {
             warn!("{e:#}; will retry");
         }
         if let Some(e) = broken {

@@ -18,7 +18,9 @@ mod bgp_plan;
 mod config;
 mod events;
 mod felix;
+mod mtu;
 mod status;
+mod tunnel_addr;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;

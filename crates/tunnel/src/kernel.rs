@@ -186,6 +186,35 @@ impl Tunnels {
         errors
     }
 
+    /// Every interface's name, MTU and whether it is up (for finding the
+    /// underlay's MTU).
+    pub fn links(&self) -> Result<Vec<(String, u32, bool)>, TunnelError> {
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut links = self.handle.link().get().execute();
+            while let Some(msg) = links
+                .try_next()
+                .await
+                .map_err(nl("links", "listing interfaces"))?
+            {
+                let up = msg.header.flags.contains(LinkFlags::Up);
+                let mut name = None;
+                let mut mtu = None;
+                for a in &msg.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => name = Some(n.clone()),
+                        LinkAttribute::Mtu(m) => mtu = Some(*m),
+                        _ => {}
+                    }
+                }
+                if let (Some(n), Some(m)) = (name, mtu) {
+                    out.push((n, m, up));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The device named `name`, if there is one.
     pub fn observe(&self, name: &str) -> Result<Option<Observed>, TunnelError> {
         self.rt.block_on(self.find(name))
