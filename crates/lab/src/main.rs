@@ -56,8 +56,14 @@ enum Cmd {
         nodes: usize,
         #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
         datastore: String,
+        /// How pods on different nodes reach each other: BGP-routed
+        /// (`none`), VXLAN always, or VXLAN only across subnets.
         #[arg(long, default_value = "none", value_parser = ["none", "vxlan", "vxlan-crosssubnet"])]
         encap: String,
+        /// Underlay subnets (10.250.S.0/24) the nodes are spread over, in
+        /// order; the fabric routes between them but not pod addresses.
+        #[arg(long, default_value_t = 1)]
+        subnets: usize,
     },
     /// Remove every namespace, link, process and file the lab made.
     Down,
@@ -268,12 +274,29 @@ impl Ctx {
     }
 }
 
-fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str) -> Result<()> {
-    if encap != "none" {
-        bail!("--encap {encap}: VXLAN is not implemented yet (see the open issue); use --encap none (BGP routing)");
+/// The pool's `vxlanMode` for `--encap`.
+fn vxlan_mode(encap: &str) -> &'static str {
+    match encap {
+        "vxlan" => "Always",
+        "vxlan-crosssubnet" => "CrossSubnet",
+        _ => "Never",
     }
+}
+
+/// The fabric's router address on subnet `s` (with several subnets).
+fn router(s: usize) -> String {
+    format!("10.250.{s}.253")
+}
+
+fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str, subnets: usize) -> Result<()> {
     if !(1..=20).contains(&nodes) {
         bail!("--nodes {nodes}: between 1 and 20");
+    }
+    if !(1..=nodes.min(8)).contains(&subnets) {
+        bail!("--subnets {subnets}: between 1 and the number of nodes (at most 8)");
+    }
+    if subnets > 1 && encap == "none" {
+        bail!("--subnets {subnets} with --encap none: the fabric does not route pod addresses, so pods on different subnets could not reach each other; use --encap vxlan or vxlan-crosssubnet");
     }
     if Lab::path(&ctx.dir).exists() {
         bail!(
@@ -295,27 +318,42 @@ fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str) -> Result<()> {
         extra_pids: Vec::new(),
         node_datastore_env: BTreeMap::new(),
         etcd: None,
+        encap: encap.into(),
     };
     lab.node_datastore_env = lab.datastore_env.clone();
     // Saved before anything is made, so `down` can undo a partial `up`.
     lab.save(&ctx.dir)?;
     ip(&["netns", "add", &lab.fabric])?;
     in_ns(&lab.fabric, &["ip", "link", "set", "lo", "up"])?;
-    in_ns(&lab.fabric, &["ip", "link", "add", "br0", "type", "bridge"])?;
-    in_ns(&lab.fabric, &["ip", "link", "set", "br0", "up"])?;
+    for s in 0..subnets {
+        let br = format!("br{s}");
+        in_ns(&lab.fabric, &["ip", "link", "add", &br, "type", "bridge"])?;
+        in_ns(&lab.fabric, &["ip", "link", "set", &br, "up"])?;
+        if subnets > 1 {
+            // The fabric routes between the subnets, as an underlay router.
+            let addr = format!("{}/24", router(s));
+            in_ns(&lab.fabric, &["ip", "addr", "add", &addr, "dev", &br])?;
+        }
+    }
+    if subnets > 1 {
+        in_ns(&lab.fabric, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    }
     if datastore == "etcd" {
         start_etcd_server(ctx, &mut lab)?;
     }
     let client = ctx.client(&lab)?;
     client
-        .apply(decode(
-            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: default-ipv4-ippool}\nspec: {cidr: 10.244.0.0/16, blockSize: 26}\n",
-        )?)
+        .apply(decode(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: default-ipv4-ippool}}\nspec: {{cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: {}}}\n",
+            vxlan_mode(encap)
+        ))?)
         .context("creating the IP pool")?;
     for i in 1..=nodes {
         let name = format!("node-{i}");
         let netns = format!("{}{name}", ctx.prefix());
-        let addr = format!("10.250.0.{i}");
+        // Nodes fill the subnets in order.
+        let subnet = (i - 1) * subnets / nodes;
+        let addr = format!("10.250.{subnet}.{i}");
         ip(&["netns", "add", &netns])?;
         lab.nodes.push(Node {
             name: name.clone(),
@@ -334,7 +372,15 @@ fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str) -> Result<()> {
         )?;
         in_ns(
             &lab.fabric,
-            &["ip", "link", "set", &port, "master", "br0", "up"],
+            &[
+                "ip",
+                "link",
+                "set",
+                &port,
+                "master",
+                &format!("br{subnet}"),
+                "up",
+            ],
         )?;
         in_ns(
             &netns,
@@ -342,7 +388,14 @@ fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str) -> Result<()> {
         )?;
         in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
         // Proxy ARP for the pods' gateway needs a route; nodes have one.
-        in_ns(&netns, &["ip", "route", "add", "default", "dev", "eth0"])?;
+        if subnets > 1 {
+            in_ns(
+                &netns,
+                &["ip", "route", "add", "default", "via", &router(subnet)],
+            )?;
+        } else {
+            in_ns(&netns, &["ip", "route", "add", "default", "dev", "eth0"])?;
+        }
         in_ns(&netns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         let pids = start_agents(ctx, &lab, &name, &netns, &addr)?;
         if let Some(n) = lab.nodes.last_mut() {
@@ -351,12 +404,51 @@ fn up(ctx: &Ctx, nodes: usize, datastore: &str, encap: &str) -> Result<()> {
         lab.save(&ctx.dir)?;
     }
     wait_mesh(ctx, &lab, Duration::from_secs(60))?;
+    if encap != "none" {
+        wait_tunnels(ctx, &lab, Duration::from_secs(60))?;
+    }
+    let nets: Vec<String> = (0..subnets).map(|s| format!("10.250.{s}.0/24")).collect();
     println!(
-        "lab {:?} is up: {} nodes on 10.250.0.0/24, pods from 10.244.0.0/16, BGP mesh established",
+        "lab {:?} is up: {} nodes on {}, pods from 10.244.0.0/16 (vxlanMode {}), BGP mesh established",
         lab.name,
-        lab.nodes.len()
+        lab.nodes.len(),
+        nets.join(" and "),
+        vxlan_mode(encap)
     );
     Ok(())
+}
+
+/// Where a node's policy agent writes the workloads' MTU (per node: the
+/// nodes share this host's filesystem).
+fn mtu_file(ctx: &Ctx, node: &str) -> PathBuf {
+    ctx.dir.join(format!("{node}-mtu"))
+}
+
+/// Waits until every node has its tunnel device with its VTEP address and
+/// has written the workloads' MTU.
+fn wait_tunnels(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let ready = lab.nodes.iter().all(|n| {
+            let addr = in_ns(
+                &n.netns,
+                &["ip", "-4", "-o", "addr", "show", "dev", "vxlan.calico"],
+            )
+            .unwrap_or_default();
+            let mtu = std::fs::read_to_string(mtu_file(ctx, &n.name)).unwrap_or_default();
+            addr.contains("inet ") && mtu.trim() != "1500" && !mtu.is_empty()
+        });
+        if ready {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "the VXLAN tunnels did not come up within {timeout:?} (logs in {})",
+                ctx.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Starts `calico-node felix` and `calico-node bgp` in a node; their pids.
@@ -384,12 +476,14 @@ fn start_agents(ctx: &Ctx, lab: &Lab, name: &str, netns: &str, addr: &str) -> Re
             ],
         ),
     ];
+    let mtu = mtu_file(ctx, name);
     for (what, args) in agents {
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns])
             .arg(&node_bin)
             .args(&args)
             .args(["--node", name])
+            .env("CALICO_MTU_FILE", &mtu)
             .env_remove("DATASTORE_TYPE")
             .envs(&lab.node_datastore_env);
         pids.push(daemon(
@@ -808,6 +902,7 @@ fn cni(
         "nodename": node.name, "datastore_path": lab.node_datastore_env.get("CALICO_DATASTORE_PATH"),
         "datastore_type": lab.node_datastore_env.get("DATASTORE_TYPE"),
         "etcd_endpoints": lab.node_datastore_env.get("ETCD_ENDPOINTS"),
+        "mtu_file": mtu_file(ctx, &node.name),
         "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels, "ports": ports}}});
     let mut child = Command::new("ip")
         .args(["netns", "exec", &node.netns])
@@ -836,7 +931,6 @@ fn cni(
         .context("plugin stdin")?
         .write_all(conf.to_string().as_bytes())?;
     let out = child.wait_with_output()?;
-    let _ = ctx;
     if !out.status.success() {
         bail!(
             "CNI {command} for {}/{}: {}",
@@ -1062,7 +1156,8 @@ fn felix_status(node: &Node) -> Option<serde_json::Value> {
 
 /// Waits until the pod's server answers on its first port (from inside the
 /// pod), its node's policy agent has applied the datastore's revision, and
-/// every other node routes to it (BGP carried its block).
+/// every other node routes to it (BGP carried its block, or the overlay
+/// routes it through the tunnel).
 fn wait_ready(ctx: &Ctx, lab: &Lab, node: &Node, pod: &Pod) -> Result<()> {
     let deadline = Instant::now() + Duration::from_secs(30);
     if let Some(port) = pod.ports.first() {
@@ -1101,9 +1196,10 @@ fn wait_ready(ctx: &Ctx, lab: &Lab, node: &Node, pod: &Pod) -> Result<()> {
                 .args(["-n", &n.netns, "route", "get", &pod.ip])
                 .output()
                 .is_ok_and(|o| {
+                    let route = String::from_utf8_lossy(&o.stdout);
                     o.status.success()
-                        && String::from_utf8_lossy(&o.stdout)
-                            .contains(&format!("via {}", node.addr))
+                        && (route.contains(&format!("via {} ", node.addr))
+                            || route.contains("dev vxlan.calico"))
                 })
         });
         if synced && routed {
@@ -1194,7 +1290,8 @@ fn main() -> ExitCode {
             nodes,
             datastore,
             encap,
-        } => up(&ctx, *nodes, datastore, encap).map(|()| ExitCode::SUCCESS),
+            subnets,
+        } => up(&ctx, *nodes, datastore, encap, *subnets).map(|()| ExitCode::SUCCESS),
         Cmd::Down => down(&ctx).map(|()| ExitCode::SUCCESS),
         Cmd::Ns(c) => ns_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),
         Cmd::Pod(c) => pod_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),

@@ -56,6 +56,9 @@ pub struct Lab {
     /// the host reach through the lab's proxy).
     #[serde(default)]
     pub node_datastore_env: BTreeMap<String, String>,
+    /// `--encap`: none, vxlan or vxlan-crosssubnet.
+    #[serde(default)]
+    pub encap: String,
     /// The etcd server (`--datastore etcd`).
     #[serde(default)]
     pub etcd: Option<Etcd>,

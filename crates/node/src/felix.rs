@@ -305,8 +305,20 @@ impl Agent {
         for p in std::mem::take(&mut plan.problems) {
             self.report_problem(p);
         }
-        // Workloads get the smallest MTU of the tunnels in use.
-        let pod = crate::mtu::pod_mtu(underlay, plan.tunnels.iter().map(|t| t.mtu));
+        // Workloads get the smallest MTU of the encapsulations the pools
+        // ask for (known before this node's tunnel exists).
+        let families: BTreeSet<Family> = overlay::vxlan_pool_nets(&self.overlay.pools)
+            .iter()
+            .map(|n| Family::of(n.addr()))
+            .filter(|_| cfg.vxlan_enabled)
+            .collect();
+        let pod = crate::mtu::pod_mtu(
+            underlay,
+            families.iter().map(|f| match f {
+                Family::V4 => settings.mtu_v4,
+                Family::V6 => settings.mtu_v6,
+            }),
+        );
         if self.kernel.is_some() {
             match crate::mtu::write_file(mtu_file, pod) {
                 Ok(true) => info!("workload MTU {pod} written to {}", mtu_file.display()),
