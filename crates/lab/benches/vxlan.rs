@@ -49,7 +49,11 @@ impl Lab {
             .stdout(Stdio::null())
             .output()
             .expect("calicoctl");
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         self.ok(&["sync", "--timeout", "30"]);
         // Until node-1 routes the server as the mode says.
         let want = if mode == "Always" {
@@ -86,7 +90,9 @@ impl Drop for Lab {
 /// TCP bits/s or UDP (64-byte) packets/s from `netns` to `ip`.
 fn iperf(netns: &str, ip: &str, secs: u32, udp: bool) -> f64 {
     let secs = secs.to_string();
-    let mut args = vec!["netns", "exec", netns, "iperf3", "-c", ip, "-t", &secs, "-J"];
+    let mut args = vec![
+        "netns", "exec", netns, "iperf3", "-c", ip, "-t", &secs, "-J",
+    ];
     if udp {
         args.extend(["-u", "-b", "0", "-l", "64"]);
     }
@@ -131,8 +137,16 @@ fn main() {
         &std::fs::read_to_string(lab.dir.path().join("lab.json")).expect("state"),
     )
     .expect("json");
-    let netns = |p: &str| state["pods"][p]["netns"].as_str().expect("netns").to_string();
-    let server_ip = state["pods"]["b/server"]["ip"].as_str().expect("ip").to_string();
+    let netns = |p: &str| {
+        state["pods"][p]["netns"]
+            .as_str()
+            .expect("netns")
+            .to_string()
+    };
+    let server_ip = state["pods"]["b/server"]["ip"]
+        .as_str()
+        .expect("ip")
+        .to_string();
     let (client, server) = (netns("b/client"), netns("b/server"));
     let pidfile = lab.dir.path().join("iperf3.pid");
     let started = Command::new("ip")

@@ -105,7 +105,7 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         timeout: u64,
     },
-    /// Run a command inside a pod.
+    /// Run a command inside a pod (`ns/name`) or a node (`node-N`).
     Exec {
         pod: String,
         #[arg(last = true, required = true)]
@@ -1333,9 +1333,13 @@ fn main() -> ExitCode {
         }
         Cmd::Exec { pod, cmd } => {
             let lab = Lab::load(&ctx.dir)?;
-            let p = lab.pod(pod)?;
+            let netns = if pod.contains('/') {
+                lab.pod(pod)?.netns.clone()
+            } else {
+                lab.node(pod)?.netns.clone()
+            };
             let status = Command::new("ip")
-                .args(["netns", "exec", &p.netns])
+                .args(["netns", "exec", &netns])
                 .args(cmd)
                 .status()
                 .with_context(|| format!("running {cmd:?}"))?;
