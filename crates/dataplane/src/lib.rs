@@ -8,6 +8,8 @@
 //! Layout (forward hook; the input hook runs the same from-workload part):
 //!
 //! ```text
+//! input:   VXLAN (with a tunnel) from anyone but the other nodes: drop;
+//!          then as forward's first half
 //! forward: ct established,related accept; ct invalid drop
 //!          clear marks; iifname vmap @from-wl      (egress of the sender)
 //!          unknown/denied cali* from here: drop
@@ -27,7 +29,7 @@ mod render;
 mod table;
 
 pub use apply::{apply, Applied, ApplyError, Nft, TABLE};
-pub use render::{build, render};
+pub use render::{build, build_with, render, VxlanSources};
 pub use table::{Chain, Collection, Table};
 
 /// Marks used between chains (bits 16 and 17, clear of kube-proxy's).

@@ -393,9 +393,43 @@ pub fn render(state: &DesiredState) -> String {
     build(state).to_text()
 }
 
+/// The hosts allowed to send VXLAN to this node, per family: `None` where
+/// this node has no tunnel of that family (the port is then left alone).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanSources {
+    pub port: u16,
+    pub v4: Option<BTreeSet<std::net::IpAddr>>,
+    pub v6: Option<BTreeSet<std::net::IpAddr>>,
+}
+
 /// The whole `inet calico` table.
 pub fn build(state: &DesiredState) -> Table {
+    build_with(state, &VxlanSources::default())
+}
+
+/// The whole `inet calico` table, with VXLAN accepted only from `vxlan`'s
+/// hosts (Calico's other nodes): a packet tunnelled from anywhere else
+/// could carry any inner source address, so it is dropped before it is
+/// decapsulated.
+pub fn build_with(state: &DesiredState, vxlan: &VxlanSources) -> Table {
     let mut t = Table::default();
+    let mut host_input: Vec<String> = Vec::new();
+    for (set, ty, match_, peers) in [
+        ("vxlan-peers-v4", "ipv4_addr", "ip saddr", &vxlan.v4),
+        ("vxlan-peers-v6", "ipv6_addr", "ip6 saddr", &vxlan.v6),
+    ] {
+        let Some(peers) = peers else { continue };
+        t.collections.push(Collection {
+            kind: "set",
+            name: set.into(),
+            decl: format!("type {ty}; "),
+            elements: peers.iter().map(ToString::to_string).collect(),
+        });
+        host_input.push(format!(
+            "{match_} != @{set} udp dport {} counter drop",
+            vxlan.port
+        ));
+    }
     set_defs(state, &mut t.collections);
     for (dir, prefix) in [("from", "fw"), ("to", "tw")] {
         t.collections.push(Collection {
@@ -471,7 +505,12 @@ pub fn build(state: &DesiredState) -> Table {
     t.chains.push(Chain {
         name: "input".into(),
         hook: Some("type filter hook input priority filter; policy accept;".into()),
-        rules: fast_path.iter().chain(&from_wl).cloned().collect(),
+        rules: host_input
+            .iter()
+            .chain(&fast_path)
+            .chain(&from_wl)
+            .cloned()
+            .collect(),
     });
     t
 }

@@ -52,3 +52,48 @@ fn golden_rulesets_render_and_load() {
         failures.join("\n")
     );
 }
+
+#[test]
+fn vxlan_only_from_other_nodes() {
+    let state = DesiredState::default();
+    let plain = calico_dataplane::render(&state);
+    assert!(
+        !plain.contains("4789"),
+        "no tunnel, port untouched:\n{plain}"
+    );
+    let sources = calico_dataplane::VxlanSources {
+        port: 4789,
+        v4: Some(
+            ["10.250.0.2", "10.250.1.3"]
+                .iter()
+                .map(|a| a.parse().expect("ip"))
+                .collect(),
+        ),
+        v6: None,
+    };
+    let text = calico_dataplane::build_with(&state, &sources).to_text();
+    assert!(text.contains("set vxlan-peers-v4"), "{text}");
+    assert!(
+        text.contains("10.250.0.2") && text.contains("10.250.1.3"),
+        "{text}"
+    );
+    assert!(
+        text.contains("ip saddr != @vxlan-peers-v4 udp dport 4789 counter drop"),
+        "{text}"
+    );
+    assert!(!text.contains("vxlan-peers-v6"), "{text}");
+    // The drop comes before the established fast path (a spoofed flow
+    // cannot ride on conntrack), and nft accepts the table.
+    let input = &text[text.find("chain input").expect("input")..];
+    assert!(input.find("4789").expect("rule") < input.find("ct state").expect("fast path"));
+    let ns = Netns::new("nft-vxlan");
+    let file = std::env::temp_dir().join(format!("{}.nft", calico_test_support::unique("vx")));
+    fs::write(&file, &text).expect("write");
+    let check = ns.exec(&["nft", "-f", file.to_str().expect("path")]);
+    let _ = fs::remove_file(&file);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

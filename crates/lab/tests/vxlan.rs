@@ -296,6 +296,83 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
         "{encap}"
     );
 
+    // VXLAN from a host that is not a node (the fabric's router, with a
+    // tunnel of its own aimed at node-1's VTEP MAC) is dropped by node-1
+    // before it is decapsulated, so it cannot inject packets to pods.
+    let node1 = lab.ctl_ok(&["get", "node", "node-1", "-o", "yaml"]);
+    let mac = node1
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vxlanTunnelMACAddr: "))
+        .expect("node-1's VTEP MAC")
+        .to_string();
+    let fabric = lab.netns("fabric");
+    let in_fabric = |cmd: &[&str]| {
+        Command::new("ip")
+            .args(["netns", "exec", &fabric])
+            .args(cmd)
+            .output()
+            .expect("ip netns exec")
+    };
+    for cmd in [
+        vec![
+            "ip",
+            "link",
+            "add",
+            "rogue",
+            "type",
+            "vxlan",
+            "id",
+            "4096",
+            "local",
+            "10.250.0.253",
+            "remote",
+            "10.250.0.1",
+            "dstport",
+            "4789",
+            "nolearning",
+        ],
+        vec!["ip", "link", "set", "rogue", "up"],
+        vec!["ip", "addr", "add", "10.244.200.1/32", "dev", "rogue"],
+        vec!["ip", "route", "add", &p1, "dev", "rogue"],
+        vec![
+            "ip",
+            "neigh",
+            "replace",
+            &p1,
+            "lladdr",
+            &mac,
+            "dev",
+            "rogue",
+            "nud",
+            "permanent",
+        ],
+    ] {
+        let out = in_fabric(&cmd);
+        assert!(out.status.success(), "{cmd:?}: {}", text(&out));
+    }
+    let ping = in_fabric(&["ping", "-c2", "-W1", "-I", "10.244.200.1", &p1]);
+    assert!(
+        !ping.status.success(),
+        "a rogue VXLAN sender reached a pod: {}",
+        text(&ping)
+    );
+    let input = text(&lab.in_node(
+        "node-1",
+        &["nft", "list", "chain", "inet", "calico", "input"],
+    ));
+    let dropped = input
+        .lines()
+        .find(|l| l.contains("@vxlan-peers-v4"))
+        .and_then(|l| l.split("counter packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        dropped >= 2,
+        "the rogue packets were dropped by the peer check:\n{input}"
+    );
+    let _ = in_fabric(&["ip", "link", "del", "rogue"]);
+
     // Always: everything between nodes is encapsulated.
     lab.set_mode("Always");
     wait_until(

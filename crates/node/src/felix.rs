@@ -382,7 +382,23 @@ impl Agent {
     /// table when a refresh is due or the kernel drifted), then routes.
     /// A refused ruleset leaves the previous one in place (atomic).
     fn sync(&mut self, cfg: &Config, mtu_file: &std::path::Path) -> Result<()> {
-        let table = calico_dataplane::build(&self.state);
+        let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
+        if due {
+            self.underlay_mtu = None;
+        }
+        let overlay = self.overlay(cfg, mtu_file);
+        let mut sources = calico_dataplane::VxlanSources {
+            port: cfg.vxlan_port,
+            ..Default::default()
+        };
+        for t in &overlay.tunnels {
+            let hosts = Some(t.peers.iter().map(|p| p.host).collect());
+            match Family::of(t.address) {
+                Family::V4 => sources.v4 = hosts,
+                Family::V6 => sources.v6 = hosts,
+            }
+        }
+        let table = calico_dataplane::build_with(&self.state, &sources);
         if self.last_full.elapsed() >= cfg.nftables_refresh {
             self.applied = None;
         }
@@ -406,11 +422,6 @@ impl Agent {
                 return Err(e).context("applying the nftables ruleset");
             }
         }
-        let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
-        if due {
-            self.underlay_mtu = None;
-        }
-        let overlay = self.overlay(cfg, mtu_file);
         self.sync_tunnels(&overlay.tunnels, due);
         self.sync_routes(cfg, &overlay.routes);
         let m = &self.metrics;
