@@ -160,4 +160,20 @@ fn ipv6_pods_on_two_nodes_reach_each_other_through_vxlan() {
     );
     pods[0].0.ok(&["ping", "-6", "-c2", "-W3", &pods[1].1]);
     pods[1].0.ok(&["ping", "-6", "-c2", "-W3", &pods[0].1]);
+
+    // FelixConfiguration overrides the detected MTU (the agents restart
+    // with the new settings, as Felix does).
+    calicoctl(
+        &db,
+        &["apply", "-f", "-"],
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {vxlanMTUV6: 1400}\n",
+    );
+    for (ns, name) in &nodes {
+        wait(dir.path(), &format!("{name}'s tunnel at MTU 1400"), || {
+            String::from_utf8_lossy(&ns.exec(&["ip", "link", "show", "vxlan-v6.calico"]).stdout)
+                .contains("mtu 1400")
+                && std::fs::read_to_string(mtu_file(name)).is_ok_and(|m| m.trim() == "1400")
+        });
+    }
+    pods[0].0.ok(&["ping", "-6", "-c1", "-W3", &pods[1].1]);
 }
