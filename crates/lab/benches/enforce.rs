@@ -10,58 +10,14 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_calico-lab")).with_file_name(name)
-}
+use calico_test_support::{output_text, LabCli as Lab};
 
-struct Lab {
-    name: String,
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn ok(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("calico-lab"))
-            .args(args)
-            .env("CALICO_LAB_NAME", &self.name)
-            .env("CALICO_LAB_STATE", self.dir.path())
-            .output()
-            .expect("calico-lab");
-        assert!(
-            out.status.success(),
-            "calico-lab {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn apply(&self, yaml: &str) {
-        let mut child = Command::new(bin("calicoctl"))
-            .args(["--config", "/nonexistent", "apply", "-f", "-"])
-            .env("CALICO_DATASTORE_PATH", self.dir.path().join("calico.db"))
-            .env_remove("DATASTORE_TYPE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("calicoctl");
-        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), yaml.as_bytes())
-            .expect("write");
-        assert!(child.wait().expect("calicoctl").success());
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(bin("calico-lab"))
-            .arg("down")
-            .env("CALICO_LAB_NAME", &self.name)
-            .env("CALICO_LAB_STATE", self.dir.path())
-            .output();
-    }
+/// `calicoctl apply` alone (the benchmark times what follows).
+fn apply(lab: &Lab, yaml: &str) {
+    let out = lab.calicoctl(&["apply", "-f", "-"], yaml);
+    assert!(out.status.success(), "{}", output_text(&out));
 }
 
 fn policy(action: &str) -> String {
@@ -86,10 +42,10 @@ fn main() {
     println!("| nodes | apply -> sync reports all nodes (median) | apply -> every node's probe sees it (median) | one probe (baseline) |");
     println!("| --- | --- | --- | --- |");
     for n in sizes {
-        let lab = Lab {
-            name: format!("bench{}-{n}", std::process::id()),
-            dir: tempfile::tempdir().expect("tempdir"),
-        };
+        let lab = Lab::new(
+            format!("bench{}-{n}", std::process::id()),
+            std::path::Path::new(env!("CARGO_BIN_EXE_calico-lab")),
+        );
         lab.ok(&["up", "--nodes", &n.to_string()]);
         lab.ok(&["ns", "create", "b"]);
         lab.ok(&[
@@ -140,11 +96,11 @@ fn main() {
         // allowed; a denied one waits out its 50 ms timeout and is retried).
         for _ in 0..runs {
             let t = Instant::now();
-            lab.apply(&policy("Deny"));
+            apply(&lab, &policy("Deny"));
             lab.ok(&["sync", "--timeout", "30"]);
             to_sync.push(t.elapsed());
             let t = Instant::now();
-            lab.apply(&policy("Allow"));
+            apply(&lab, &policy("Allow"));
             while !probe_all("allowed") {
                 assert!(t.elapsed() < Duration::from_secs(30), "never enforced");
             }

@@ -10,103 +10,30 @@
 
 #![allow(clippy::print_stdout)]
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_calico-lab")).with_file_name(name)
-}
+use calico_test_support::{iperf3 as iperf, LabCli as Lab};
 
-struct Lab {
-    name: String,
-    dir: tempfile::TempDir,
-}
-
-impl Lab {
-    fn ok(&self, args: &[&str]) -> String {
-        let out = Command::new(bin("calico-lab"))
-            .args(args)
-            .env("CALICO_LAB_NAME", &self.name)
-            .env("CALICO_LAB_STATE", self.dir.path())
-            .output()
-            .expect("calico-lab");
-        assert!(
-            out.status.success(),
-            "calico-lab {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn set_mode(&self, mode: &str, pod_ip: &str) {
-        let patch = format!(r#"{{"spec":{{"vxlanMode":"{mode}"}}}}"#);
-        let out = Command::new(bin("calicoctl"))
-            .args(["--config", "/nonexistent", "patch", "ippool"])
-            .args(["default-ipv4-ippool", "-p", &patch])
-            .env("CALICO_DATASTORE_PATH", self.dir.path().join("calico.db"))
-            .env_remove("DATASTORE_TYPE")
-            .stdout(Stdio::null())
-            .output()
-            .expect("calicoctl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.ok(&["sync", "--timeout", "30"]);
-        // Until node-1 routes the server as the mode says.
-        let want = if mode == "Always" {
-            "dev vxlan.calico"
-        } else {
-            "via 10.250.0.2 "
-        };
-        let t = Instant::now();
-        loop {
-            let out = Command::new("ip")
-                .args(["-n", &format!("cl-{}-node-1", self.name)])
-                .args(["route", "get", pod_ip])
-                .output()
-                .expect("ip");
-            if String::from_utf8_lossy(&out.stdout).contains(want) {
-                break;
-            }
-            assert!(t.elapsed() < Duration::from_secs(30), "{mode}: no route");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = Command::new(bin("calico-lab"))
-            .arg("down")
-            .env("CALICO_LAB_NAME", &self.name)
-            .env("CALICO_LAB_STATE", self.dir.path())
-            .output();
-    }
-}
-
-/// TCP bits/s or UDP (64-byte) packets/s from `netns` to `ip`.
-fn iperf(netns: &str, ip: &str, secs: u32, udp: bool) -> f64 {
-    let secs = secs.to_string();
-    let mut args = vec![
-        "netns", "exec", netns, "iperf3", "-c", ip, "-t", &secs, "-J",
-    ];
-    if udp {
-        args.extend(["-u", "-b", "0", "-l", "64"]);
-    }
-    let out = Command::new("ip").args(&args).output().expect("iperf3");
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    if udp {
-        let s = &v["end"]["sum"];
-        let packets =
-            s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0);
-        packets / s["seconds"].as_f64().unwrap_or(1.0)
+/// Switches the pool's mode and waits until node-1 routes `pod_ip` as the
+/// mode says.
+fn set_mode(lab: &Lab, mode: &str, pod_ip: &str) {
+    let patch = format!(r#"{{"spec":{{"vxlanMode":"{mode}"}}}}"#);
+    lab.ctl_ok(&["patch", "ippool", "default-ipv4-ippool", "-p", &patch]);
+    lab.ok(&["sync", "--timeout", "30"]);
+    let want = if mode == "Always" {
+        "dev vxlan.calico"
     } else {
-        v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
+        "via 10.250.0.2 "
+    };
+    let t = Instant::now();
+    loop {
+        let out = lab.in_netns("node-1", &["ip", "route", "get", pod_ip]);
+        if String::from_utf8_lossy(&out.stdout).contains(want) {
+            break;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "{mode}: no route");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -125,18 +52,15 @@ fn main() {
     };
     let secs = env("SECS", 1, 5);
     let rounds = env("ROUNDS", 1, 3);
-    let lab = Lab {
-        name: format!("vxb{}", std::process::id() % 100_000),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let lab = Lab::new(
+        format!("vxb{}", std::process::id() % 100_000),
+        std::path::Path::new(env!("CARGO_BIN_EXE_calico-lab")),
+    );
     lab.ok(&["up", "--nodes", "2", "--encap", "vxlan"]);
     lab.ok(&["ns", "create", "b"]);
     lab.ok(&["pod", "create", "b/client", "--node", "node-1"]);
     lab.ok(&["pod", "create", "b/server", "--node", "node-2"]);
-    let state: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(lab.dir.path().join("lab.json")).expect("state"),
-    )
-    .expect("json");
+    let state = lab.state();
     let netns = |p: &str| {
         state["pods"][p]["netns"]
             .as_str()
@@ -162,7 +86,7 @@ fn main() {
     // Alternating rounds, so drift on the machine hits both alike.
     for _ in 0..rounds {
         for (mode, tcp, udp) in &mut results {
-            lab.set_mode(mode, &server_ip);
+            set_mode(&lab, mode, &server_ip);
             tcp.push(iperf(&client, &server_ip, secs, false));
             udp.push(iperf(&client, &server_ip, secs, true));
         }

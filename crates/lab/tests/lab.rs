@@ -7,86 +7,19 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
-struct Lab {
-    name: String,
-    dir: tempfile::TempDir,
-}
+use calico_test_support::LabCli as Lab;
 
 fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_calico-lab")).with_file_name(name)
 }
 
-impl Lab {
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(bin("calico-lab"))
-            .args(args)
-            .env("CALICO_LAB_NAME", &self.name)
-            .env("CALICO_LAB_STATE", self.dir.path())
-            .output()
-            .expect("calico-lab")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(
-            out.status.success(),
-            "calico-lab {args:?}: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn calicoctl(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(bin("calicoctl"))
-            .args(["--config", "/nonexistent"])
-            .args(args)
-            .env("CALICO_DATASTORE_PATH", self.dir.path().join("calico.db"))
-            .env_remove("DATASTORE_TYPE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("calicoctl");
-        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("calicoctl")
-    }
-
-    fn apply(&self, yaml: &str) {
-        let out = self.calicoctl(&["apply", "-f", "-"], yaml);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.ok(&["sync", "--timeout", "30"]);
-    }
-
-    /// The pairs that are allowed, from the matrix.
-    fn allowed(&self) -> BTreeSet<(String, String)> {
-        let text = self.ok(&["matrix", "--port", "80", "--protocol", "TCP", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-        v.as_array()
-            .expect("array")
-            .iter()
-            .filter(|e| e["result"] == "allowed")
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap_or("").to_string(),
-                    e["to"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["down"]);
-    }
+fn new_lab(tag: &str) -> Lab {
+    Lab::new(
+        calico_test_support::unique(tag),
+        Path::new(env!("CARGO_BIN_EXE_calico-lab")),
+    )
 }
 
 const PODS: [&str; 6] = ["x/a", "x/b", "y/a", "y/b", "z/a", "z/b"];
@@ -118,10 +51,7 @@ fn netns_with(prefix: &str) -> Vec<String> {
 
 #[test]
 fn a_three_node_lab_end_to_end() {
-    let lab = Lab {
-        name: calico_test_support::unique("e2e"),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let lab = new_lab("e2e");
     lab.ok(&["up", "--nodes", "3"]);
     for ns in ["x", "y", "z"] {
         lab.ok(&["ns", "create", ns, "--labels", &format!("ns={ns}")]);
@@ -250,10 +180,7 @@ fn lab_ip(lab: &Lab, pod: &str) -> String {
 /// state file is gone.
 #[test]
 fn down_after_a_crash() {
-    let lab = Lab {
-        name: calico_test_support::unique("crash"),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let lab = new_lab("crash");
     lab.ok(&["up", "--nodes", "2"]);
     lab.ok(&["ns", "create", "x"]);
     lab.ok(&["pod", "create", "x/a"]);
@@ -280,10 +207,7 @@ fn down_after_a_crash() {
 /// the agents ride out an etcd restart and enforce what is written after.
 #[test]
 fn etcd_lab_survives_a_datastore_restart() {
-    let lab = Lab {
-        name: calico_test_support::unique("etcd"),
-        dir: tempfile::tempdir().expect("tempdir"),
-    };
+    let lab = new_lab("etcd");
     lab.ok(&["up", "--nodes", "2", "--datastore", "etcd"]);
     lab.ok(&["ns", "create", "x"]);
     lab.ok(&["pod", "create", "x/a", "--labels", "app=a"]);

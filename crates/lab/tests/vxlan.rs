@@ -7,109 +7,15 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Lab {
-    name: String,
-    dir: tempfile::TempDir,
-}
+use calico_test_support::{output_text as text, LabCli as Lab};
 
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_calico-lab")).with_file_name(name)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
-
-impl Lab {
-    fn cmd(&self, args: &[&str]) -> Output {
-        Command::new(bin("calico-lab"))
-            .args(args)
-            .env("CALICO_LAB_NAME", &self.name)
-            .env("CALICO_LAB_STATE", self.dir.path())
-            .output()
-            .expect("calico-lab")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.cmd(args);
-        assert!(out.status.success(), "calico-lab {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn calicoctl(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(bin("calicoctl"))
-            .args(["--config", "/nonexistent"])
-            .args(args)
-            .env("CALICO_DATASTORE_PATH", self.dir.path().join("calico.db"))
-            .env_remove("DATASTORE_TYPE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("calicoctl");
-        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("calicoctl")
-    }
-
-    fn ctl_ok(&self, args: &[&str]) -> String {
-        let out = self.calicoctl(args, "");
-        assert!(out.status.success(), "calicoctl {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    fn state(&self) -> serde_json::Value {
-        let t = std::fs::read_to_string(self.dir.path().join("lab.json")).expect("state");
-        serde_json::from_str(&t).expect("json")
-    }
-
-    fn netns(&self, what: &str) -> String {
-        format!("cl-{}-{what}", self.name)
-    }
-
-    fn in_node(&self, node: &str, cmd: &[&str]) -> Output {
-        Command::new("ip")
-            .args(["netns", "exec", &self.netns(node)])
-            .args(cmd)
-            .output()
-            .expect("ip netns exec")
-    }
-
-    /// The pairs that are allowed, from the matrix.
-    fn allowed(&self) -> BTreeSet<(String, String)> {
-        let out = self.ok(&["matrix", "--port", "80", "--protocol", "TCP", "--json"]);
-        let v: serde_json::Value = serde_json::from_str(&out).expect("json");
-        v.as_array()
-            .expect("array")
-            .iter()
-            .filter(|e| e["result"] == "allowed")
-            .map(|e| {
-                (
-                    e["from"].as_str().unwrap_or("").to_string(),
-                    e["to"].as_str().unwrap_or("").to_string(),
-                )
-            })
-            .collect()
-    }
-
-    fn set_mode(&self, mode: &str) {
-        let patch = format!(r#"{{"spec":{{"vxlanMode":"{mode}"}}}}"#);
-        self.ctl_ok(&["patch", "ippool", "default-ipv4-ippool", "-p", &patch]);
-        self.ok(&["sync", "--timeout", "30"]);
-    }
-}
-
-impl Drop for Lab {
-    fn drop(&mut self) {
-        let _ = self.cmd(&["down"]);
-    }
+fn set_mode(lab: &Lab, mode: &str) {
+    let patch = format!(r#"{{"spec":{{"vxlanMode":"{mode}"}}}}"#);
+    lab.ctl_ok(&["patch", "ippool", "default-ipv4-ippool", "-p", &patch]);
+    lab.ok(&["sync", "--timeout", "30"]);
 }
 
 fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
@@ -211,10 +117,10 @@ fn captured(lab: &Lab, tag: &str, pairs: &[(&str, &str)]) -> (String, String) {
 
 #[test]
 fn vxlan_always_and_cross_subnet_across_two_subnets() {
-    let lab = Lab {
-        name: format!("vx{}", std::process::id() % 100_000),
-        dir: tempfile::tempdir().expect("tmp"),
-    };
+    let lab = Lab::new(
+        format!("vx{}", std::process::id() % 100_000),
+        Path::new(env!("CARGO_BIN_EXE_calico-lab")),
+    );
     lab.ok(&[
         "up",
         "--nodes",
@@ -250,7 +156,7 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
     // address and MAC recorded on its Node, and workloads get the
     // underlay's MTU less VXLAN's 50 bytes.
     for n in ["node-1", "node-2", "node-3"] {
-        let link = text(&lab.in_node(n, &["ip", "-d", "link", "show", "vxlan.calico"]));
+        let link = text(&lab.in_netns(n, &["ip", "-d", "link", "show", "vxlan.calico"]));
         assert!(
             link.contains("vxlan id 4096") && link.contains("dstport 4789"),
             "{link}"
@@ -356,7 +262,7 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
         "a rogue VXLAN sender reached a pod: {}",
         text(&ping)
     );
-    let input = text(&lab.in_node(
+    let input = text(&lab.in_netns(
         "node-1",
         &["nft", "list", "chain", "inet", "calico", "input"],
     ));
@@ -374,11 +280,11 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
     let _ = in_fabric(&["ip", "link", "del", "rogue"]);
 
     // Always: everything between nodes is encapsulated.
-    lab.set_mode("Always");
+    set_mode(&lab, "Always");
     wait_until(
         "node-1 routes node-2's pods through the tunnel",
         Duration::from_secs(30),
-        || text(&lab.in_node("node-1", &["ip", "route", "get", &p2])).contains("dev vxlan.calico"),
+        || text(&lab.in_netns("node-1", &["ip", "route", "get", &p2])).contains("dev vxlan.calico"),
     );
     assert_eq!(lab.allowed(), everyone, "Always connectivity");
     let (native, encap) = captured(
@@ -394,10 +300,10 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
     // Never: the overlay is gone everywhere (devices, tunnel addresses
     // released and cleared from the Nodes); node-1 and node-2 route over
     // BGP again, node-3 is out of reach as the underlay does not route pods.
-    lab.set_mode("Never");
+    set_mode(&lab, "Never");
     wait_until("every tunnel is gone", Duration::from_secs(30), || {
         ["node-1", "node-2", "node-3"].iter().all(|n| {
-            !lab.in_node(n, &["ip", "link", "show", "vxlan.calico"])
+            !lab.in_netns(n, &["ip", "link", "show", "vxlan.calico"])
                 .status
                 .success()
         })
@@ -413,7 +319,7 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
     wait_until(
         "node-1 routes node-2's pods over BGP",
         Duration::from_secs(30),
-        || text(&lab.in_node("node-1", &["ip", "route", "get", &p2])).contains("via 10.250.0.2 "),
+        || text(&lab.in_netns("node-1", &["ip", "route", "get", &p2])).contains("via 10.250.0.2 "),
     );
     assert_eq!(
         lab.ok(&["probe", "x/p1", "x/p2", "--port", "80"]).trim(),

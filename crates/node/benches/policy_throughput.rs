@@ -27,23 +27,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn iperf(client: &Netns, server_ip: &str, secs: u32, udp: bool) -> f64 {
-    let secs = secs.to_string();
-    let mut args = vec!["iperf3", "-c", server_ip, "-t", &secs, "-J"];
-    if udp {
-        args.extend(["-u", "-b", "0", "-l", "64"]);
-    }
-    let out = client.exec(&args);
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    if udp {
-        let s = &v["end"]["sum"];
-        let packets =
-            s["packets"].as_f64().unwrap_or(0.0) - s["lost_packets"].as_f64().unwrap_or(0.0);
-        packets / s["seconds"].as_f64().unwrap_or(1.0)
-    } else {
-        v["end"]["sum_received"]["bits_per_second"]
-            .as_f64()
-            .unwrap_or(0.0)
-    }
+    calico_test_support::iperf3(&client.name, server_ip, secs, udp)
 }
 
 fn main() {

@@ -202,13 +202,8 @@ impl Tracker {
                 let k = (namespace, name);
                 match r {
                     Some(Resource::WorkloadEndpoint(w)) if w.spec.node == self.node => {
-                        let ips = w
-                            .spec
-                            .ip_networks
-                            .iter()
-                            .filter_map(|n| calico_net::parse_cidr_or_ip(n).ok())
-                            .collect();
-                        self.workloads.insert(k, ips);
+                        self.workloads
+                            .insert(k, crate::events::workload_ips(&w.spec));
                     }
                     _ => {
                         self.workloads.remove(&k);

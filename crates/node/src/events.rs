@@ -11,6 +11,14 @@ pub fn decode(value: &[u8]) -> Result<Resource, String> {
     calico_api::decode_resource(v)
 }
 
+/// A workload endpoint's addresses (those that parse).
+pub fn workload_ips(w: &calico_api::WorkloadEndpointSpec) -> Vec<IpNet> {
+    w.ip_networks
+        .iter()
+        .filter_map(|n| calico_net::parse_cidr_or_ip(n).ok())
+        .collect()
+}
+
 /// For an event on a block affinity: the node, the block, and whether the
 /// affinity is now confirmed (a delete, or any other state, is not). None
 /// for every other key.

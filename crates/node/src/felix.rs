@@ -210,14 +210,10 @@ impl Agent {
                 o.pools.remove(&name);
             }
             (calico_api::Kind::WorkloadEndpoint, Some(Resource::WorkloadEndpoint(w))) => {
-                let ips = w
-                    .spec
-                    .ip_networks
-                    .iter()
-                    .filter_map(|n| calico_net::parse_cidr_or_ip(n).ok())
-                    .collect();
-                o.workloads
-                    .insert(key.to_string(), (w.spec.node.clone(), ips));
+                o.workloads.insert(
+                    key.to_string(),
+                    (w.spec.node.clone(), crate::events::workload_ips(&w.spec)),
+                );
             }
             (calico_api::Kind::WorkloadEndpoint, _) => {
                 o.workloads.remove(key);

@@ -9,27 +9,14 @@ use calico_test_support::{add_pod, Fabric, KillOnDrop, Netns};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
 }
 
-fn wait(dir: &Path, what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        if Instant::now() > deadline {
-            let mut logs = String::new();
-            for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-                if e.path().extension().is_some_and(|x| x == "log") {
-                    let text = std::fs::read_to_string(e.path()).unwrap_or_default();
-                    logs.push_str(&format!("--- {}\n{text}", e.path().display()));
-                }
-            }
-            panic!("timed out waiting for {what}\n{logs}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+fn wait(dir: &Path, what: &str, ok: impl FnMut() -> bool) {
+    calico_test_support::wait_logged(dir, what, Duration::from_secs(30), ok);
 }
 
 fn calicoctl(db: &str, args: &[&str], stdin: &str) -> String {

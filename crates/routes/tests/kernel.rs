@@ -4,17 +4,10 @@ use calico_net::IpNet;
 use calico_routes::{Kernel, Target, PROTO_AGENT};
 use calico_test_support::Netns;
 use std::collections::BTreeMap;
-use std::fs::File;
 
 /// Runs `f` on a thread that entered `ns` (the netlink socket opens there).
 fn inside<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = File::open(ns.path()).expect("open netns");
-    std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread")
+    calico_test_support::inside_netns(&ns.path(), f)
 }
 
 fn net(s: &str) -> IpNet {

@@ -1,13 +1,16 @@
-//! Helpers shared by tests: a real etcd on a free loopback port, and
-//! unique names for keys and namespaces.
+//! Helpers shared by tests: a real etcd on a free loopback port, unique
+//! names for keys and namespaces, namespaces and fabrics, the CNI caller,
+//! and a driver for calico-lab.
 
 mod cni;
 mod etcd;
+mod lab;
 mod netns;
 mod temp_store;
 
 pub use cni::{add_pod, cni_add, run_cni, CniCall};
 pub use etcd::EtcdServer;
+pub use lab::{iperf3, output_text, LabCli};
 pub use netns::{Fabric, Netns};
 pub use temp_store::TempStore;
 
@@ -41,6 +44,42 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Waits until `ok` holds; on timeout panics saying `what`, with every
+/// `*.log` file in `logs` (the agents' output) attached.
+pub fn wait_logged(
+    logs: &std::path::Path,
+    what: &str,
+    timeout: std::time::Duration,
+    mut ok: impl FnMut() -> bool,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !ok() {
+        if std::time::Instant::now() > deadline {
+            let mut text = String::new();
+            for e in std::fs::read_dir(logs).into_iter().flatten().flatten() {
+                if e.path().extension().is_some_and(|x| x == "log") {
+                    let body = std::fs::read_to_string(e.path()).unwrap_or_default();
+                    text.push_str(&format!("--- {}\n{body}", e.path().display()));
+                }
+            }
+            panic!("timed out waiting for {what}\n{text}");
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+}
+
+/// Runs `f` on a thread that entered the network namespace at `path` (a
+/// netlink socket opened there belongs to it).
+pub fn inside_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(path).expect("open netns");
+    std::thread::spawn(move || {
+        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+    .join()
+    .expect("thread")
 }
 
 /// Runs `calico-node felix --once --node <node>` inside the namespace at

@@ -6,18 +6,11 @@ use calico_calc::overlay::{derived_mac, Tunnel, Vtep};
 use calico_test_support::{Fabric, Netns};
 use calico_tunnel::Tunnels;
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::net::IpAddr;
 
 /// Runs `f` on a thread that entered `ns` (the netlink socket opens there).
 fn inside<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
-    let file = File::open(ns.path()).expect("open netns");
-    std::thread::spawn(move || {
-        nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-    .join()
-    .expect("thread")
+    calico_test_support::inside_netns(&ns.path(), f)
 }
 
 fn ip(s: &str) -> IpAddr {
