@@ -28,19 +28,7 @@ struct Node {
 }
 
 fn calicoctl(db: &str, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(bin("calicoctl"))
-        .args(["--config", "/nonexistent"])
-        .args(args)
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("calicoctl (build the workspace)");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin.as_bytes())
-        .expect("write");
-    child.wait_with_output().expect("calicoctl")
+    calico_test_support::calicoctl(&bin("calicoctl"), std::path::Path::new(db), args, stdin)
 }
 
 fn agent(node: &Node, db: &str, dir: &std::path::Path, args: &[&str]) -> KillOnDrop {

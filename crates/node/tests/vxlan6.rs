@@ -20,23 +20,11 @@ fn wait(dir: &Path, what: &str, ok: impl FnMut() -> bool) {
 }
 
 fn calicoctl(db: &str, args: &[&str], stdin: &str) -> String {
-    let mut child = Command::new(bin("calicoctl"))
-        .args(["--config", "/nonexistent"])
-        .args(args)
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("calicoctl (build the workspace)");
-    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin.as_bytes())
-        .expect("write");
-    let out = child.wait_with_output().expect("calicoctl");
+    let out = calico_test_support::calicoctl(&bin("calicoctl"), Path::new(db), args, stdin);
     assert!(
         out.status.success(),
         "calicoctl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
+        calico_test_support::output_text(&out)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }

@@ -57,19 +57,12 @@ impl LabCli {
 
     /// calicoctl against the lab's embedded datastore, `stdin` fed in.
     pub fn calicoctl(&self, args: &[&str], stdin: &str) -> Output {
-        let mut child = Command::new(self.bins.join("calicoctl"))
-            .args(["--config", "/nonexistent"])
-            .args(args)
-            .env("CALICO_DATASTORE_PATH", self.dir.path().join("calico.db"))
-            .env_remove("DATASTORE_TYPE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("calicoctl (build the workspace)");
-        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin.as_bytes())
-            .expect("write");
-        child.wait_with_output().expect("calicoctl")
+        calicoctl(
+            &self.bins.join("calicoctl"),
+            &self.dir.path().join("calico.db"),
+            args,
+            stdin,
+        )
     }
 
     /// calicoctl that must succeed; returns stdout.
@@ -132,6 +125,24 @@ impl Drop for LabCli {
     fn drop(&mut self) {
         let _ = self.cmd(&["down"]);
     }
+}
+
+/// Runs calicoctl (`program`) against the embedded datastore file `db`
+/// (no config file, whatever the environment says), `stdin` fed in.
+pub fn calicoctl(program: &Path, db: &Path, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(program)
+        .args(["--config", "/nonexistent"])
+        .args(args)
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("calicoctl (build the workspace)");
+    std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin.as_bytes())
+        .expect("write");
+    child.wait_with_output().expect("calicoctl")
 }
 
 /// iperf3 from inside `netns` to `server`: TCP bits/s, or (`udp`) 64-byte

@@ -10,7 +10,7 @@ mod temp_store;
 
 pub use cni::{add_pod, cni_add, run_cni, CniCall};
 pub use etcd::EtcdServer;
-pub use lab::{iperf3, output_text, LabCli};
+pub use lab::{calicoctl, iperf3, output_text, LabCli};
 pub use netns::{Fabric, Netns};
 pub use temp_store::TempStore;
 
