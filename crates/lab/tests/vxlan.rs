@@ -297,6 +297,10 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
         assert!(!carries(&native, a, b), "{a}->{b} never native:\n{native}");
     }
 
+    // The tunnel addresses are IPAM's own: a check finds no leak.
+    let check = lab.calicoctl(&["ipam", "check"], "");
+    assert!(check.status.success(), "ipam check with tunnels: {}", text(&check));
+
     // Never: the overlay is gone everywhere (devices, tunnel addresses
     // released and cleared from the Nodes); node-1 and node-2 route over
     // BGP again, node-3 is out of reach as the underlay does not route pods.

@@ -3,10 +3,11 @@
 
 use crate::config::{Config, Overrides};
 use crate::events::{block_affinity, decode};
+use crate::overlay::{OverlayAgent, TunnelAddrs};
 use crate::status::{self, Metrics, Status};
 use anyhow::{anyhow, Context, Result};
 use calico_api::{FelixConfigurationSpec, Resource};
-use calico_calc::overlay::{self, Family, Hop, OverlayInputs, Tunnel, TunnelSettings};
+use calico_calc::overlay::Hop;
 use calico_calc::{CalcGraph, DesiredState, Update};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
 use calico_client::{open_store, Client, DatastoreConfig, SystemClock};
@@ -52,17 +53,8 @@ struct Agent {
     routes: Option<BTreeMap<IpNet, Target>>,
     last_route_sync: Instant,
     felix_configs: BTreeMap<String, FelixConfigurationSpec>,
-    /// What the VXLAN overlay is computed from.
-    overlay: OverlayInputs,
-    /// This node's labels (pool node selectors).
-    labels: BTreeMap<String, String>,
-    tunnels: Option<Tunnels>,
-    /// The tunnel devices last synced (None: sync them).
-    tunnels_applied: Option<Vec<Tunnel>>,
-    /// The underlay's MTU, detected at start and on every route refresh.
-    underlay_mtu: Option<u32>,
-    /// Problems already logged (each is logged once).
-    reported: BTreeSet<String>,
+    /// The VXLAN overlay: its inputs, devices and MTU.
+    overlay: OverlayAgent,
     /// The newest datastore revision fed to the graph.
     revision: i64,
     nft: Nft,
@@ -96,12 +88,7 @@ impl Agent {
             routes: None,
             last_route_sync: Instant::now(),
             felix_configs: BTreeMap::new(),
-            overlay: OverlayInputs::default(),
-            labels: BTreeMap::new(),
-            tunnels,
-            tunnels_applied: None,
-            underlay_mtu: None,
-            reported: BTreeSet::new(),
+            overlay: OverlayAgent::new(tunnels),
             revision: 0,
             nft: Nft::default(),
             kernel,
@@ -164,11 +151,7 @@ impl Agent {
         }
         if let Some((owner, block, confirmed)) = block_affinity(ev) {
             let mine = owner == self.node;
-            if confirmed {
-                self.overlay.blocks.insert(block, owner);
-            } else if self.overlay.blocks.get(&block) == Some(&owner) {
-                self.overlay.blocks.remove(&block);
-            }
+            self.overlay.affinity(owner, block, confirmed);
             if mine {
                 if confirmed {
                     self.blocks.insert(block);
@@ -186,7 +169,6 @@ impl Agent {
         let Some((kind, _, name)) = parse_resource_key(key) else {
             return;
         };
-        let o = &mut self.overlay;
         match (kind, r) {
             (calico_api::Kind::FelixConfiguration, Some(Resource::FelixConfiguration(fc))) => {
                 self.felix_configs.insert(name, fc.spec.clone());
@@ -194,31 +176,7 @@ impl Agent {
             (calico_api::Kind::FelixConfiguration, _) => {
                 self.felix_configs.remove(&name);
             }
-            (calico_api::Kind::Node, Some(Resource::Node(n))) => {
-                if name == self.node {
-                    self.labels.clone_from(&n.metadata.labels);
-                }
-                o.nodes.insert(name, n.spec.clone());
-            }
-            (calico_api::Kind::Node, _) => {
-                o.nodes.remove(&name);
-            }
-            (calico_api::Kind::IPPool, Some(Resource::IPPool(p))) => {
-                o.pools.insert(name, p.spec.clone());
-            }
-            (calico_api::Kind::IPPool, _) => {
-                o.pools.remove(&name);
-            }
-            (calico_api::Kind::WorkloadEndpoint, Some(Resource::WorkloadEndpoint(w))) => {
-                o.workloads.insert(
-                    key.to_string(),
-                    (w.spec.node.clone(), crate::events::workload_ips(&w.spec)),
-                );
-            }
-            (calico_api::Kind::WorkloadEndpoint, _) => {
-                o.workloads.remove(key);
-            }
-            _ => {}
+            (kind, r) => self.overlay.note(&self.node, kind, name, key, r),
         }
     }
 
@@ -245,133 +203,10 @@ impl Agent {
             }
         }
         for (dst, hop) in overlay {
-            let target = match hop {
-                Hop::Encap { vtep, device } => Target::Via {
-                    gateway: *vtep,
-                    device: Some(device.clone()),
-                    onlink: true,
-                },
-                Hop::Device(d) => Target::Device(d.clone()),
-                Hop::Native { gateway } => Target::Via {
-                    gateway: *gateway,
-                    device: None,
-                    onlink: false,
-                },
-            };
+            let target = crate::overlay::target(hop);
             want.entry(*dst).or_insert(target);
         }
         want
-    }
-
-    /// Logs a problem the first time it is seen.
-    fn report_problem(&mut self, problem: String) {
-        if self.reported.insert(problem.clone()) {
-            tracing::error!("{problem}");
-        }
-    }
-
-    /// The overlay this node needs now, with the underlay's MTU detected
-    /// when unknown (and the MTU file for the CNI plugin kept current).
-    fn overlay(&mut self, cfg: &Config, mtu_file: &std::path::Path) -> overlay::Overlay {
-        if self.underlay_mtu.is_none() {
-            self.underlay_mtu = Some(self.detect_mtu(cfg));
-        }
-        let underlay = self.underlay_mtu.unwrap_or(crate::mtu::FALLBACK_MTU);
-        let settings = TunnelSettings {
-            vni: cfg.vxlan_vni,
-            port: cfg.vxlan_port,
-            mtu_v4: crate::mtu::tunnel_mtu(cfg.vxlan_mtu, underlay, Family::V4.overhead()),
-            mtu_v6: crate::mtu::tunnel_mtu(cfg.vxlan_mtu_v6, underlay, Family::V6.overhead()),
-        };
-        let mut plan = if cfg.vxlan_enabled {
-            overlay::plan(&self.overlay, &self.node, &settings)
-        } else {
-            overlay::Overlay::default()
-        };
-        for (name, p) in &self.overlay.pools {
-            if p.ipip_mode.is_some_and(|m| !m.is_never()) {
-                plan.problems.push(format!(
-                    "IPPool {name}: ipipMode {:?} is refused: {}; traffic of this pool is not \
-                     encapsulated. Use vxlanMode instead",
-                    p.ipip_mode.unwrap_or_default(),
-                    calico_client::ipip_unavailable()
-                ));
-            }
-        }
-        for p in std::mem::take(&mut plan.problems) {
-            self.report_problem(p);
-        }
-        // Workloads get the smallest MTU of the encapsulations the pools
-        // ask for (known before this node's tunnel exists).
-        let families: BTreeSet<Family> = overlay::vxlan_pool_nets(&self.overlay.pools)
-            .iter()
-            .map(|n| Family::of(n.addr()))
-            .filter(|_| cfg.vxlan_enabled)
-            .collect();
-        let pod = crate::mtu::pod_mtu(
-            underlay,
-            families.iter().map(|f| match f {
-                Family::V4 => settings.mtu_v4,
-                Family::V6 => settings.mtu_v6,
-            }),
-        );
-        if self.kernel.is_some() {
-            match crate::mtu::write_file(mtu_file, pod) {
-                Ok(true) => info!("workload MTU {pod} written to {}", mtu_file.display()),
-                Ok(false) => {}
-                Err(e) => warn!("writing the workload MTU to {}: {e}", mtu_file.display()),
-            }
-        }
-        plan
-    }
-
-    fn detect_mtu(&mut self, cfg: &Config) -> u32 {
-        let links = match &self.tunnels {
-            Some(t) => t.links(),
-            None => return crate::mtu::FALLBACK_MTU,
-        };
-        let pattern = match regex::Regex::new(&cfg.mtu_iface_pattern) {
-            Ok(p) => p,
-            Err(e) => {
-                self.report_problem(format!(
-                    "mtuIfacePattern {:?} is not a regular expression ({e}); using Calico's default",
-                    cfg.mtu_iface_pattern
-                ));
-                #[allow(clippy::unwrap_used)] // a constant that compiles
-                regex::Regex::new(crate::config::DEFAULT_MTU_IFACE_PATTERN).unwrap()
-            }
-        };
-        match links {
-            Ok(links) => crate::mtu::underlay_mtu(&links, &pattern).unwrap_or_else(|| {
-                self.report_problem(format!(
-                    "no interface matches mtuIfacePattern {:?}; assuming MTU {}",
-                    cfg.mtu_iface_pattern,
-                    crate::mtu::FALLBACK_MTU
-                ));
-                crate::mtu::FALLBACK_MTU
-            }),
-            Err(e) => {
-                warn!("listing interfaces for the MTU: {e}");
-                crate::mtu::FALLBACK_MTU
-            }
-        }
-    }
-
-    fn sync_tunnels(&mut self, want: &[Tunnel], due: bool) {
-        let Some(t) = &self.tunnels else { return };
-        if !due && self.tunnels_applied.as_deref() == Some(want) {
-            return;
-        }
-        let errors = t.sync(want);
-        if errors.is_empty() {
-            self.tunnels_applied = Some(want.to_vec());
-        } else {
-            for e in errors {
-                self.metrics.apply_errors.inc();
-                warn!("tunnel device: {e}");
-            }
-            self.tunnels_applied = None;
-        }
     }
 
     /// Brings the kernel to the desired state: the nft delta (or the whole
@@ -380,20 +215,10 @@ impl Agent {
     fn sync(&mut self, cfg: &Config, mtu_file: &std::path::Path) -> Result<()> {
         let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
         if due {
-            self.underlay_mtu = None;
+            self.overlay.redetect_mtu();
         }
-        let overlay = self.overlay(cfg, mtu_file);
-        let mut sources = calico_dataplane::VxlanSources {
-            port: cfg.vxlan_port,
-            ..Default::default()
-        };
-        for t in &overlay.tunnels {
-            let hosts = Some(t.peers.iter().map(|p| p.host).collect());
-            match Family::of(t.address) {
-                Family::V4 => sources.v4 = hosts,
-                Family::V6 => sources.v6 = hosts,
-            }
-        }
+        let overlay = self.overlay.plan(&self.node, cfg, mtu_file);
+        let sources = crate::overlay::vxlan_sources(&overlay, cfg.vxlan_port);
         let table = calico_dataplane::build_with(&self.state, &sources);
         if self.last_full.elapsed() >= cfg.nftables_refresh {
             self.applied = None;
@@ -418,7 +243,8 @@ impl Agent {
                 return Err(e).context("applying the nftables ruleset");
             }
         }
-        self.sync_tunnels(&overlay.tunnels, due);
+        self.overlay
+            .sync_tunnels(&overlay.tunnels, due, &self.metrics);
         self.sync_routes(cfg, &overlay.routes);
         let m = &self.metrics;
         m.endpoints
@@ -469,40 +295,6 @@ impl Agent {
             }
         }
         self.last_route_sync = Instant::now();
-    }
-}
-
-/// What the node's tunnel addresses were last reconciled against.
-type TunnelInputs = (
-    BTreeMap<String, calico_api::IpPoolSpec>,
-    Option<calico_api::NodeSpec>,
-    BTreeMap<String, String>,
-);
-
-/// Keeps this node's tunnel addresses (IPAM, recorded on the Node) in line
-/// with the pools, whenever the pools or the Node change.
-struct TunnelAddrs {
-    ipam: calico_ipam::Ipam,
-    client: Client,
-    last: Option<TunnelInputs>,
-}
-
-impl TunnelAddrs {
-    fn check(&mut self, agent: &Agent) {
-        let inputs = (
-            agent.overlay.pools.clone(),
-            agent.overlay.nodes.get(&agent.node).cloned(),
-            agent.labels.clone(),
-        );
-        if self.last.as_ref() == Some(&inputs) {
-            return;
-        }
-        match crate::tunnel_addr::reconcile(&self.ipam, &self.client, &agent.node) {
-            // A change to the Node comes back as an event and is checked
-            // again (and then kept).
-            Ok(_) => self.last = Some(inputs),
-            Err(e) => warn!("tunnel addresses: {e:#}; will retry"),
-        }
     }
 }
 
@@ -563,11 +355,10 @@ pub fn run(args: &Args) -> Result<()> {
         ..Default::default()
     }));
     let metrics = Arc::new(Metrics::new());
-    let mut addrs = TunnelAddrs {
-        ipam: calico_ipam::Ipam::new(Arc::clone(&store), Arc::new(SystemClock)),
-        client: Client::new(Arc::clone(&store), Arc::new(SystemClock)),
-        last: None,
-    };
+    let mut addrs = TunnelAddrs::new(
+        calico_ipam::Ipam::new(Arc::clone(&store), Arc::new(SystemClock)),
+        Client::new(Arc::clone(&store), Arc::new(SystemClock)),
+    );
     // Tunnel addresses first, so the listing below already shows them.
     if let Err(e) = crate::tunnel_addr::reconcile(&addrs.ipam, &addrs.client, &args.node) {
         eprintln!("calico-node: tunnel addresses: {e:#}; will retry");
@@ -598,6 +389,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if cfg.route_sync_disabled {
         agent.kernel = None;
+        agent.overlay.tunnels = None;
     }
     if !args.once {
         if cfg.health_enabled {
@@ -689,7 +481,7 @@ fn follow(
         let first = match watch.recv_timeout(tick) {
             Ok(ev) => ev,
             Err(WatchError::Timeout) => {
-                addrs.check(agent);
+                addrs.check(&agent.node, &agent.overlay);
                 if let Err(e) = agent.sync(cfg, &args.mtu_file) {
                     warn!("{e:#}; will retry");
                 }
@@ -714,7 +506,7 @@ fn follow(
             };
         }
         agent.feed(updates)?;
-        addrs.check(agent);
+        addrs.check(&agent.node, &agent.overlay);
         if agent.config(&args.overrides).0 != *cfg {
             restart();
         }

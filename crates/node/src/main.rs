@@ -19,6 +19,7 @@ mod config;
 mod events;
 mod felix;
 mod mtu;
+mod overlay;
 mod status;
 mod tunnel_addr;
 
