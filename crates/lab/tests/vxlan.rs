@@ -299,7 +299,11 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
 
     // The tunnel addresses are IPAM's own: a check finds no leak.
     let check = lab.calicoctl(&["ipam", "check"], "");
-    assert!(check.status.success(), "ipam check with tunnels: {}", text(&check));
+    assert!(
+        check.status.success(),
+        "ipam check with tunnels: {}",
+        text(&check)
+    );
 
     // Never: the overlay is gone everywhere (devices, tunnel addresses
     // released and cleared from the Nodes); node-1 and node-2 route over

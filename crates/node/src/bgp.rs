@@ -6,8 +6,8 @@
 
 use crate::bgp_plan::{plan, Inputs, Plan};
 use crate::events::{decode, own_block};
-use anyhow::{anyhow, Context, Result};
-use calico_api::{Kind, NodeBgpSpec, Object, ObjectMeta, Resource};
+use anyhow::{Context, Result};
+use calico_api::{Kind, Resource};
 use calico_bgp::{KernelFib, Speaker, SpeakerConfig, Status};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
 use calico_client::{open_store, Client, DatastoreConfig, SystemClock};
@@ -48,92 +48,6 @@ pub struct Args {
     /// Seconds between connection attempts to a peer that is down.
     #[arg(long, env = "CALICO_BGP_CONNECT_RETRY", default_value_t = 5)]
     pub connect_retry: u64,
-}
-
-/// Interfaces never used for the node's address (Calico's defaults).
-const SKIP: &[&str] = &[
-    "lo",
-    "docker",
-    "cbr",
-    "dummy",
-    "virbr",
-    "lxcbr",
-    "veth",
-    "cali",
-    "tunl",
-    "flannel",
-    "kube-ipvs",
-    "cni",
-    "vxlan.calico",
-    "vxlan-v6.calico",
-    "wireguard.cali",
-    "nodelocaldns",
-];
-
-/// The first IPv4 address (with its prefix) on an interface that is not
-/// excluded, in interface order.
-fn autodetect() -> Result<String> {
-    let addrs = nix::ifaddrs::getifaddrs().context("listing interface addresses")?;
-    for a in addrs {
-        if SKIP.iter().any(|p| a.interface_name.starts_with(p)) {
-            continue;
-        }
-        let (Some(addr), Some(mask)) = (a.address, a.netmask) else {
-            continue;
-        };
-        let (Some(ip), Some(m)) = (addr.as_sockaddr_in(), mask.as_sockaddr_in()) else {
-            continue;
-        };
-        let len = u32::from(m.ip()).count_ones();
-        return Ok(format!("{}/{len}", ip.ip()));
-    }
-    Err(anyhow!(
-        "no IPv4 address found to autodetect (set IP to the node's address)"
-    ))
-}
-
-/// Writes the node's BGP address (and AS) to its Node resource, creating
-/// it if needed, as Calico's node start-up does.
-fn register(client: &Client, args: &Args) -> Result<()> {
-    let Some(ip) = &args.ip else {
-        return Ok(());
-    };
-    let cidr = if ip == "autodetect" {
-        autodetect()?
-    } else {
-        ip.clone()
-    };
-    // The host's own address with its subnet's length (not the network).
-    let net: IpNet = match cidr.parse::<IpNet>() {
-        Ok(n) => n,
-        Err(_) => calico_net::parse_cidr_or_ip(&cidr).map_err(|e| anyhow!("IP={cidr:?}: {e}"))?,
-    };
-    if !net.addr().is_ipv4() {
-        return Err(anyhow!("IP={cidr:?}: an IPv4 address is needed"));
-    }
-    let address = format!("{}/{}", net.addr(), net.prefix_len());
-    let mut node = match client.get(Kind::Node, None, &args.node) {
-        Ok(Resource::Node(n)) => n,
-        Ok(_) => return Err(anyhow!("unexpected resource for Node {}", args.node)),
-        Err(calico_client::ClientError::NotFound(_)) => Object::new(
-            ObjectMeta {
-                name: args.node.clone(),
-                ..ObjectMeta::default()
-            },
-            calico_api::NodeSpec::default(),
-        ),
-        Err(e) => return Err(e).context("reading the Node resource"),
-    };
-    let bgp = node.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
-    bgp.ipv4_address = address.clone();
-    if let Some(a) = args.asn {
-        bgp.as_number = Some(calico_api::AsNumber(a));
-    }
-    client
-        .apply(Resource::Node(node))
-        .with_context(|| format!("writing Node {}", args.node))?;
-    info!("node {} registered with BGP address {address}", args.node);
-    Ok(())
 }
 
 /// The datastore as BGP sees it, kept up to date from events.
@@ -321,7 +235,10 @@ pub fn run(args: &Args) -> Result<()> {
     let ds = DatastoreConfig::from_env()?;
     let store = open_store(&ds).with_context(|| format!("opening the {}", ds.describe()))?;
     let client = Client::new(Arc::clone(&store), Arc::new(SystemClock));
-    register(&client, args)?;
+    if let Some(ip) = &args.ip {
+        let address = crate::register::address(ip)?;
+        crate::register::register(&client, &args.node, &address, args.asn)?;
+    }
     let shown: Arc<Mutex<Option<Arc<Mutex<Status>>>>> = Arc::new(Mutex::new(None));
     serve_status(&args.status_socket, args.node.clone(), Arc::clone(&shown))?;
 

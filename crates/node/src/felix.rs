@@ -33,6 +33,11 @@ pub struct Args {
     /// Apply the current state once and exit.
     #[arg(long)]
     pub once: bool,
+    /// This node's address (`addr/len` or `autodetect`), written to its
+    /// Node resource at start, for the overlay (as Calico's `IP`; the BGP
+    /// agent does the same). Without it the Node must carry one already.
+    #[arg(long, env = "IP")]
+    pub ip: Option<String>,
     /// Where the MTU workloads should use is written for the CNI plugin.
     #[arg(long, env = "CALICO_MTU_FILE", default_value = "/var/lib/calico/mtu")]
     pub mtu_file: std::path::PathBuf,
@@ -359,6 +364,12 @@ pub fn run(args: &Args) -> Result<()> {
         calico_ipam::Ipam::new(Arc::clone(&store), Arc::new(SystemClock)),
         Client::new(Arc::clone(&store), Arc::new(SystemClock)),
     );
+    if let Some(ip) = &args.ip {
+        let address = crate::register::address(ip)?;
+        if let Err(e) = crate::register::register(&addrs.client, &args.node, &address, None) {
+            eprintln!("calico-node: {e:#}; the BGP agent or a restart will register the node");
+        }
+    }
     // Tunnel addresses first, so the listing below already shows them.
     if let Err(e) = crate::tunnel_addr::reconcile(&addrs.ipam, &addrs.client, &args.node) {
         eprintln!("calico-node: tunnel addresses: {e:#}; will retry");

@@ -20,6 +20,7 @@ mod events;
 mod felix;
 mod mtu;
 mod overlay;
+mod register;
 mod status;
 mod tunnel_addr;
 
