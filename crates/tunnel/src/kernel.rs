@@ -360,17 +360,21 @@ impl Tunnels {
                 present.insert((ip, msg.header.prefix_len), msg);
             }
         }
+        let mut have = false;
         for (key, msg) in present {
-            if key != (t.address, len) {
-                self.handle
-                    .address()
-                    .del(msg)
-                    .execute()
-                    .await
-                    .map_err(nl(name, &format!("removing address {}/{}", key.0, key.1)))?;
-            } else {
-                return Ok(());
+            if key == (t.address, len) {
+                have = true;
+                continue;
             }
+            self.handle
+                .address()
+                .del(msg)
+                .execute()
+                .await
+                .map_err(nl(name, &format!("removing address {}/{}", key.0, key.1)))?;
+        }
+        if have {
+            return Ok(());
         }
         let mut req = self.handle.address().add(index, t.address, len);
         // An IPv6 VTEP address is usable at once (no duplicate detection).
