@@ -252,6 +252,32 @@ pub struct Overlay {
     pub problems: Vec<String>,
 }
 
+/// Which node's block holds an address. Blocks never overlap, so the one
+/// holding an address is the last that starts at or before it: a log-time
+/// lookup (clusters have many thousands of blocks and workloads).
+pub(crate) struct BlockIndex<'a> {
+    starts: BTreeMap<IpAddr, (&'a IpNet, &'a str)>,
+}
+
+impl<'a> BlockIndex<'a> {
+    pub(crate) fn new(blocks: &'a BTreeMap<IpNet, String>) -> Self {
+        BlockIndex {
+            starts: blocks
+                .iter()
+                .map(|(b, n)| (b.network(), (b, n.as_str())))
+                .collect(),
+        }
+    }
+
+    pub(crate) fn owner(&self, ip: IpAddr) -> Option<&'a str> {
+        self.starts
+            .range(..=ip)
+            .next_back()
+            .filter(|(_, (b, _))| b.contains(&ip))
+            .map(|(_, (_, n))| *n)
+    }
+}
+
 struct Remote {
     host: IpNet,
     vtep: Option<(IpAddr, Mac)>,
@@ -337,13 +363,8 @@ fn plan_family(
             device: device.clone(),
         })
     };
-    let owner_of = |ip: IpAddr| {
-        inputs
-            .blocks
-            .iter()
-            .find(|(b, _)| b.contains(&ip))
-            .map(|(_, n)| n.as_str())
-    };
+    let index = BlockIndex::new(&inputs.blocks);
+    let owner_of = |ip: IpAddr| index.owner(ip);
     for (block, owner) in &inputs.blocks {
         if owner == node || Family::of(block.addr()) != f {
             continue;

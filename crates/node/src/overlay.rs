@@ -31,6 +31,9 @@ pub struct OverlayAgent {
     underlay_mtu: Option<u32>,
     /// Problems already logged (each is logged once).
     reported: BTreeSet<String>,
+    /// The last plan and the settings it was made with; made again only
+    /// when an input or a setting changed.
+    last: Option<(TunnelSettings, bool, overlay::Overlay)>,
 }
 
 /// How the routes crate writes a hop.
@@ -76,12 +79,16 @@ impl OverlayAgent {
             applied: None,
             underlay_mtu: None,
             reported: BTreeSet::new(),
+            last: None,
         }
     }
 
     /// Keeps a resource event: `r` is the resource now at `key` (of `kind`
     /// and `name`), None when it was deleted. `node` is this node.
     pub fn note(&mut self, node: &str, kind: Kind, name: String, key: &str, r: Option<&Resource>) {
+        if matches!(kind, Kind::Node | Kind::IPPool | Kind::WorkloadEndpoint) {
+            self.last = None;
+        }
         let o = &mut self.inputs;
         match (kind, r) {
             (Kind::Node, Some(Resource::Node(n))) => {
@@ -114,6 +121,7 @@ impl OverlayAgent {
 
     /// Keeps a block affinity event (any node's).
     pub fn affinity(&mut self, owner: String, block: IpNet, confirmed: bool) {
+        self.last = None;
         let blocks = &mut self.inputs.blocks;
         if confirmed {
             blocks.insert(block, owner);
@@ -122,9 +130,11 @@ impl OverlayAgent {
         }
     }
 
-    /// Forgets the underlay's MTU, so the next plan detects it again.
+    /// Forgets the underlay's MTU and the last plan, so the next plan
+    /// detects the MTU again (and rewrites the MTU file).
     pub fn redetect_mtu(&mut self) {
         self.underlay_mtu = None;
+        self.last = None;
     }
 
     /// Logs a problem the first time it is seen.
@@ -148,6 +158,11 @@ impl OverlayAgent {
             mtu_v4: crate::mtu::tunnel_mtu(cfg.vxlan_mtu, underlay, Family::V4.overhead()),
             mtu_v6: crate::mtu::tunnel_mtu(cfg.vxlan_mtu_v6, underlay, Family::V6.overhead()),
         };
+        if let Some((s, enabled, plan)) = &self.last {
+            if *s == settings && *enabled == cfg.vxlan_enabled {
+                return plan.clone();
+            }
+        }
         let mut plan = if cfg.vxlan_enabled {
             overlay::plan(&self.inputs, node, &settings)
         } else {
@@ -187,6 +202,7 @@ impl OverlayAgent {
                 Err(e) => warn!("writing the workload MTU to {}: {e}", mtu_file.display()),
             }
         }
+        self.last = Some((settings, cfg.vxlan_enabled, plan.clone()));
         plan
     }
 

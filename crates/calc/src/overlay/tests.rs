@@ -282,3 +282,38 @@ fn tunnel_pools_follow_selector_use_and_state() {
     );
     assert!(tunnel_pools(&pools, &zone_b, Family::V6).is_empty());
 }
+
+mod index {
+    use super::super::BlockIndex;
+    use calico_net::IpNet;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+    use std::net::{IpAddr, Ipv4Addr};
+
+    proptest! {
+        /// The indexed lookup finds the same owner as a scan of every block.
+        #[test]
+        fn owner_lookup_equals_a_scan(
+            blocks in proptest::collection::btree_map(0u16..1024, 0u8..4, 0..64),
+            probes in proptest::collection::vec(any::<u16>(), 1..64),
+        ) {
+            // Non-overlapping /26 blocks of 10.0.0.0/16, owned by n0..n3.
+            let blocks: BTreeMap<IpNet, String> = blocks
+                .into_iter()
+                .map(|(i, o)| {
+                    let start = u32::from(Ipv4Addr::new(10, 0, 0, 0)) + u32::from(i) * 64;
+                    (
+                        IpNet::new(IpAddr::V4(Ipv4Addr::from(start)), 26).expect("net"),
+                        format!("n{o}"),
+                    )
+                })
+                .collect();
+            let index = BlockIndex::new(&blocks);
+            for p in probes {
+                let ip = IpAddr::V4(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + u32::from(p)));
+                let scan = blocks.iter().find(|(b, _)| b.contains(&ip)).map(|(_, n)| n.as_str());
+                prop_assert_eq!(index.owner(ip), scan);
+            }
+        }
+    }
+}
