@@ -1374,8 +1374,31 @@ fn main() -> ExitCode {
             if *json {
                 println!("{}", serde_json::to_string_pretty(&lab)?);
             } else {
+                // What the datastore says now (the pool's mode may have
+                // been changed since `up`).
+                let client = ctx.client(&lab)?;
+                for r in client.list(calico_api::Kind::IPPool, None)?.items {
+                    if let Resource::IPPool(p) = r {
+                        let mode = p.spec.vxlan_mode.unwrap_or_default();
+                        println!(
+                            "pool {} {} vxlanMode {mode:?}",
+                            p.metadata.name, p.spec.cidr
+                        );
+                    }
+                }
+                let mut vteps = BTreeMap::new();
+                for r in client.list(calico_api::Kind::Node, None)?.items {
+                    if let Resource::Node(n) = r {
+                        if !n.spec.ipv4_vxlan_tunnel_addr.is_empty() {
+                            vteps.insert(n.metadata.name, n.spec.ipv4_vxlan_tunnel_addr);
+                        }
+                    }
+                }
                 for n in &lab.nodes {
-                    println!("node {} {}", n.name, n.addr);
+                    match vteps.get(&n.name) {
+                        Some(v) => println!("node {} {} vtep {v}", n.name, n.addr),
+                        None => println!("node {} {}", n.name, n.addr),
+                    }
                 }
                 for (k, p) in &lab.pods {
                     println!("pod {k} on {} at {}", p.node, p.ip);

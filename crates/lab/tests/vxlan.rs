@@ -172,6 +172,11 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
             "{node}"
         );
     }
+    let show = lab.ok(&["show"]);
+    assert!(
+        show.contains("vxlanMode CrossSubnet") && show.matches(" vtep 10.244.").count() == 3,
+        "{show}"
+    );
     let pod_netns = state["pods"]["x/p1"]["netns"].as_str().expect("netns");
     let eth0 = Command::new("ip")
         .args(["-n", pod_netns, "link", "show", "eth0"])
