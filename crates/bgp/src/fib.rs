@@ -101,6 +101,11 @@ impl Fib for KernelFib {
     }
 
     fn set_excluded(&mut self, nets: Vec<IpNet>) {
+        // Sent on every datastore change: most of the time nothing moves,
+        // and the learned routes (100,000 of them, say) need no look.
+        if nets == self.excluded {
+            return;
+        }
         let before: Vec<bool> = self.learned.keys().map(|d| self.is_excluded(d)).collect();
         self.excluded = nets;
         let mut ops = Vec::new();
