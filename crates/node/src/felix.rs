@@ -250,7 +250,7 @@ impl Agent {
         }
         self.overlay
             .sync_tunnels(&overlay.tunnels, due, &self.metrics);
-        self.sync_routes(cfg, &overlay.routes);
+        self.sync_routes(due, &overlay.routes);
         let m = &self.metrics;
         m.endpoints
             .set(i64::try_from(self.state.endpoints.len()).unwrap_or(i64::MAX));
@@ -271,10 +271,10 @@ impl Agent {
         Ok(())
     }
 
-    fn sync_routes(&mut self, cfg: &Config, overlay: &BTreeMap<IpNet, Hop>) {
-        let want = self.desired_routes(overlay);
+    /// `due`: the periodic full route resync is due.
+    fn sync_routes(&mut self, due: bool, overlay: &BTreeMap<IpNet, Hop>) {
         let Some(kernel) = &self.kernel else { return };
-        let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
+        let want = self.desired_routes(overlay);
         if !due && self.routes.as_ref() == Some(&want) {
             return;
         }
