@@ -425,30 +425,42 @@ fn mtu_file(ctx: &Ctx, node: &str) -> PathBuf {
 }
 
 /// Waits until every node has its tunnel device with its VTEP address and
-/// has written the workloads' MTU.
+/// has written the workloads' MTU (the tunnel's).
 fn wait_tunnels(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
+    wait_nodes(ctx, lab, "the VXLAN tunnels", timeout, |n| {
+        let dev = |what: &str| {
+            in_ns(&n.netns, &["ip", "-o", what, "show", "dev", "vxlan.calico"]).unwrap_or_default()
+        };
+        let mtu = dev("link")
+            .split_whitespace()
+            .skip_while(|w| *w != "mtu")
+            .nth(1)
+            .map(str::to_string);
+        let written = std::fs::read_to_string(mtu_file(ctx, &n.name)).unwrap_or_default();
+        dev("addr").contains("inet ") && mtu.is_some_and(|m| m == written.trim())
+    })
+}
+
+/// Waits until `ready` holds for every node; on timeout the error says
+/// `what` did not come up, and where the logs are.
+fn wait_nodes(
+    ctx: &Ctx,
+    lab: &Lab,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&Node) -> bool,
+) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    loop {
-        let ready = lab.nodes.iter().all(|n| {
-            let addr = in_ns(
-                &n.netns,
-                &["ip", "-4", "-o", "addr", "show", "dev", "vxlan.calico"],
-            )
-            .unwrap_or_default();
-            let mtu = std::fs::read_to_string(mtu_file(ctx, &n.name)).unwrap_or_default();
-            addr.contains("inet ") && mtu.trim() != "1500" && !mtu.is_empty()
-        });
-        if ready {
-            return Ok(());
-        }
+    while !lab.nodes.iter().all(&ready) {
         if Instant::now() > deadline {
             bail!(
-                "the VXLAN tunnels did not come up within {timeout:?} (logs in {})",
+                "{what} did not come up within {timeout:?} (logs in {})",
                 ctx.dir.display()
             );
         }
         std::thread::sleep(Duration::from_millis(100));
     }
+    Ok(())
 }
 
 /// Starts `calico-node felix` and `calico-node bgp` in a node; their pids.
@@ -722,26 +734,13 @@ fn bgp_status(ctx: &Ctx, node: &str) -> Option<serde_json::Value> {
 }
 
 fn wait_mesh(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
-    let deadline = Instant::now() + timeout;
     let want = lab.nodes.len() - 1;
-    loop {
-        let ready = lab.nodes.iter().all(|n| {
-            bgp_status(ctx, &n.name).is_some_and(|v| {
-                let peers = v["status"]["peers"].as_array().cloned().unwrap_or_default();
-                peers.len() == want && peers.iter().all(|p| p["state"] == "Established")
-            })
-        });
-        if ready {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            bail!(
-                "the BGP mesh did not come up within {timeout:?} (logs in {})",
-                ctx.dir.display()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_nodes(ctx, lab, "the BGP mesh", timeout, |n| {
+        bgp_status(ctx, &n.name).is_some_and(|v| {
+            let peers = v["status"]["peers"].as_array().cloned().unwrap_or_default();
+            peers.len() == want && peers.iter().all(|p| p["state"] == "Established")
+        })
+    })
 }
 
 /// Stops a process: SIGTERM, then SIGKILL after a second.
