@@ -207,6 +207,16 @@ pub struct TunnelSettings {
     pub mtu_v6: u32,
 }
 
+impl TunnelSettings {
+    /// The MTU of family `f`'s device.
+    pub fn mtu(&self, f: Family) -> u32 {
+        match f {
+            Family::V4 => self.mtu_v4,
+            Family::V6 => self.mtu_v6,
+        }
+    }
+}
+
 /// A remote tunnel endpoint: a neighbour entry (`addr` → `mac`) and a
 /// forwarding entry (`mac` → `host`) on the device.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -399,15 +409,11 @@ fn plan_family(
             }
         }
     }
-    let mtu = match f {
-        Family::V4 => settings.mtu_v4,
-        Family::V6 => settings.mtu_v6,
-    };
     out.tunnels.push(Tunnel {
         name: device.clone(),
         vni: settings.vni,
         port: settings.port,
-        mtu,
+        mtu: settings.mtu(f),
         mac,
         local: local.addr(),
         address,

@@ -183,18 +183,15 @@ impl OverlayAgent {
         }
         // Workloads get the smallest MTU of the encapsulations the pools
         // ask for (known before this node's tunnel exists).
-        let families: BTreeSet<Family> = overlay::vxlan_pool_nets(&self.inputs.pools)
-            .iter()
-            .map(|n| Family::of(n.addr()))
-            .filter(|_| cfg.vxlan_enabled)
-            .collect();
-        let pod = crate::mtu::pod_mtu(
-            underlay,
-            families.iter().map(|f| match f {
-                Family::V4 => settings.mtu_v4,
-                Family::V6 => settings.mtu_v6,
-            }),
-        );
+        let families: BTreeSet<Family> = if cfg.vxlan_enabled {
+            overlay::vxlan_pool_nets(&self.inputs.pools)
+                .iter()
+                .map(|n| Family::of(n.addr()))
+                .collect()
+        } else {
+            BTreeSet::new()
+        };
+        let pod = crate::mtu::pod_mtu(underlay, families.iter().map(|f| settings.mtu(*f)));
         if self.tunnels.is_some() {
             match crate::mtu::write_file(mtu_file, pod) {
                 Ok(true) => info!("workload MTU {pod} written to {}", mtu_file.display()),
