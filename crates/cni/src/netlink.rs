@@ -111,16 +111,7 @@ fn sysctl(path: &str, value: &str) -> Result<(), KernelError> {
 
 impl Kernel {
     pub fn new() -> Result<Self, KernelError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(KernelError::Runtime)?;
-        let host = {
-            let _guard = rt.enter();
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(KernelError::Runtime)?;
-            rt.spawn(conn);
-            handle
-        };
+        let (rt, host) = calico_routes::netlink().map_err(KernelError::Runtime)?;
         Ok(Kernel { rt, host })
     }
 

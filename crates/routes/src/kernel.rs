@@ -69,19 +69,26 @@ fn addr_of(a: &RouteAddress) -> Option<IpAddr> {
     }
 }
 
+/// An rtnetlink handle in the calling thread's network namespace, with the
+/// current-thread runtime that drives its connection (rtnetlink is async;
+/// its users block on this runtime, so no async type leaves them).
+pub fn netlink() -> std::io::Result<(tokio::runtime::Runtime, Handle)> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()?;
+    let handle = {
+        let _guard = rt.enter();
+        let (conn, handle, _) = rtnetlink::new_connection()?;
+        rt.spawn(conn);
+        handle
+    };
+    Ok((rt, handle))
+}
+
 impl Kernel {
     /// Routes are added and listed with protocol `proto`.
     pub fn new(proto: u8) -> Result<Self, RouteError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(RouteError::Runtime)?;
-        let handle = {
-            let _guard = rt.enter();
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(RouteError::Runtime)?;
-            rt.spawn(conn);
-            handle
-        };
+        let (rt, handle) = netlink().map_err(RouteError::Runtime)?;
         Ok(Kernel { rt, handle, proto })
     }
 

@@ -9,7 +9,7 @@
 mod kernel;
 mod plan;
 
-pub use kernel::{Kernel, RouteError};
+pub use kernel::{netlink, Kernel, RouteError};
 pub use plan::{plan, Op, Route, Target};
 
 /// The protocol number calico-node's agent marks its routes with

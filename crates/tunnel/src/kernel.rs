@@ -154,16 +154,7 @@ fn entry_of(msg: &NeighbourMessage) -> Option<(IpAddr, Mac)> {
 
 impl Tunnels {
     pub fn new() -> Result<Self, TunnelError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_io()
-            .build()
-            .map_err(TunnelError::Runtime)?;
-        let handle = {
-            let _guard = rt.enter();
-            let (conn, handle, _) = rtnetlink::new_connection().map_err(TunnelError::Runtime)?;
-            rt.spawn(conn);
-            handle
-        };
+        let (rt, handle) = calico_routes::netlink().map_err(TunnelError::Runtime)?;
         Ok(Tunnels { rt, handle })
     }
 
