@@ -26,4 +26,7 @@ pub use kinds::policy::{
 };
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Object, Resource, API_VERSION};
-pub use validate::{dns_label, dns_subdomain, label_key, label_value, FieldError, ValidationError};
+pub use validate::{
+    dns_label, dns_subdomain, interface_name, label_key, label_value, truncated, FieldError,
+    ValidationError,
+};

@@ -215,3 +215,31 @@ pub fn as_number(text: &str) -> Result<u32, String> {
     }
     Ok(parsed)
 }
+
+/// A Linux interface name as Calico accepts one: 1-15 of `[A-Za-z0-9_.-]`,
+/// and not `.` or `..`. Nothing else can reach a kernel call or an nft
+/// script, so no name can carry a quote, a space or a separator.
+pub fn interface_name(name: &str) -> Result<(), String> {
+    let ok = (1..=15).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name != "."
+        && name != "..";
+    if ok {
+        Ok(())
+    } else {
+        Err(format!(
+            "{:?} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)",
+            crate::validate::truncated(name)
+        ))
+    }
+}
+
+/// A value as error messages echo it: at most 64 characters, then `…`.
+pub fn truncated(value: &str) -> String {
+    match value.char_indices().nth(64) {
+        Some((i, _)) => format!("{}…", &value[..i]),
+        None => value.to_string(),
+    }
+}

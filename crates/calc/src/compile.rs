@@ -259,21 +259,30 @@ pub fn rule(r: &Rule, namespace: Option<&str>, sets: &mut BTreeSet<SetSpec>) -> 
     }
 }
 
+/// Whether a rule is compiled at all. An `http` match needs an
+/// application-layer proxy, which calico-rs does not run: an Allow rule
+/// with one matches nothing (it may never allow more than it says), while
+/// a Deny rule with one denies at layer 4 whatever the request (more than
+/// it says, never less). Validation admits `http` on nothing else.
+pub fn enforceable(r: &Rule) -> bool {
+    !(r.http.is_some() && r.action == calico_api::Action::Allow)
+}
+
 pub fn rules(
     ingress: &[Rule],
     egress: &[Rule],
     namespace: Option<&str>,
 ) -> (CompiledRules, BTreeSet<SetSpec>) {
     let mut sets = BTreeSet::new();
+    let mut compile = |list: &[Rule]| -> Vec<CompiledRule> {
+        list.iter()
+            .filter(|r| enforceable(r))
+            .map(|r| rule(r, namespace, &mut sets))
+            .collect()
+    };
     let compiled = CompiledRules {
-        ingress: ingress
-            .iter()
-            .map(|r| rule(r, namespace, &mut sets))
-            .collect(),
-        egress: egress
-            .iter()
-            .map(|r| rule(r, namespace, &mut sets))
-            .collect(),
+        ingress: compile(ingress),
+        egress: compile(egress),
     };
     (compiled, sets)
 }

@@ -49,6 +49,8 @@ struct Endpoint {
     node: String,
     interface: String,
     ips: Vec<IpNet>,
+    /// allowSpoofedSourcePrefixes: other sources it may send from.
+    spoof: Vec<IpNet>,
     profiles: Vec<String>,
     /// (name, protocol, port)
     ports: Vec<(String, u8, u16)>,
@@ -104,7 +106,16 @@ pub struct CalcGraph {
     dirty_sets: BTreeSet<SetSpec>,
     dirty_users: BTreeSet<User>,
     dirty_endpoints: BTreeSet<EndpointId>,
+    /// Interface -> the local endpoints naming it (more than one: a conflict).
+    local_ifaces: BTreeMap<String, BTreeSet<EndpointId>>,
+    /// Local endpoints left out of the dataplane, with the reason.
+    rejected: BTreeMap<EndpointId, String>,
 }
+
+/// The prefix every workload interface carries (Felix's `interfacePrefix`
+/// default). An endpoint naming any other interface (the node's `eth0`,
+/// say) would put that interface's traffic through workload policy.
+pub const WORKLOAD_INTERFACE_PREFIX: &str = "cali";
 
 fn host_nets(list: &[String]) -> Vec<IpNet> {
     list.iter()
@@ -159,6 +170,68 @@ impl CalcGraph {
             dirty_sets: BTreeSet::new(),
             dirty_users: BTreeSet::new(),
             dirty_endpoints: BTreeSet::new(),
+            local_ifaces: BTreeMap::new(),
+            rejected: BTreeMap::new(),
+        }
+    }
+
+    /// Local endpoints the dataplane does not get, with the reason: a bad
+    /// interface name, or an interface another local endpoint names too
+    /// (then neither gets it: its traffic is dropped, never given the other
+    /// workload's policy). Each affects only itself.
+    pub fn rejected(&self) -> &BTreeMap<EndpointId, String> {
+        &self.rejected
+    }
+
+    /// Why a local endpoint cannot be programmed, if it cannot.
+    fn rejection(&self, id: &EndpointId, ep: &Endpoint) -> Option<String> {
+        if let Err(why) = calico_api::interface_name(&ep.interface) {
+            return Some(why);
+        }
+        if !ep.interface.starts_with(WORKLOAD_INTERFACE_PREFIX)
+            || ep.interface.len() == WORKLOAD_INTERFACE_PREFIX.len()
+        {
+            return Some(format!(
+                "interface {:?} is not a workload interface ({WORKLOAD_INTERFACE_PREFIX}…)",
+                ep.interface
+            ));
+        }
+        let others: Vec<String> = self
+            .local_ifaces
+            .get(&ep.interface)
+            .into_iter()
+            .flatten()
+            .filter(|o| *o != id)
+            .map(|o| format!("{}/{}", o.namespace, o.name))
+            .collect();
+        (!others.is_empty()).then(|| {
+            format!(
+                "interface {} is also named by {}; neither endpoint is programmed",
+                ep.interface,
+                others.join(", ")
+            )
+        })
+    }
+
+    /// Moves a local endpoint's claim on an interface (None: no claim);
+    /// every endpoint sharing either interface is looked at again.
+    fn claim_interface(&mut self, id: &EndpointId, old: Option<&str>, new: Option<&str>) {
+        if old == new {
+            return;
+        }
+        if let Some(old) = old {
+            if let Some(ids) = self.local_ifaces.get_mut(old) {
+                ids.remove(id);
+                self.dirty_endpoints.extend(ids.iter().cloned());
+                if ids.is_empty() {
+                    self.local_ifaces.remove(old);
+                }
+            }
+        }
+        if let Some(new) = new {
+            let ids = self.local_ifaces.entry(new.to_string()).or_default();
+            ids.insert(id.clone());
+            self.dirty_endpoints.extend(ids.iter().cloned());
         }
     }
 
@@ -261,10 +334,16 @@ impl CalcGraph {
                     .map(|p| (p.name.clone(), p.protocol.number(), p.port))
                     .collect();
                 let was_local = self.is_local(&id);
+                let old_iface = self
+                    .endpoints
+                    .get(&id)
+                    .filter(|_| was_local)
+                    .map(|e| e.interface.clone());
                 let ep = Endpoint {
                     node: w.spec.node.clone(),
                     interface: w.spec.interface_name.clone(),
                     ips: host_nets(&w.spec.ip_networks),
+                    spoof: host_nets(&w.spec.allow_spoofed_source_prefixes),
                     profiles: w.spec.profiles.clone(),
                     ports,
                 };
@@ -279,7 +358,9 @@ impl CalcGraph {
                     if was_local { &old_profiles } else { &[] },
                     if now_local { &ep.profiles } else { &[] },
                 );
+                let new_iface = now_local.then(|| ep.interface.clone());
                 self.endpoints.insert(id.clone(), ep);
+                self.claim_interface(&id, old_iface.as_deref(), new_iface.as_deref());
                 let item = ItemKey::Endpoint(id.clone());
                 self.touch_item_sets(&item);
                 if was_local && !now_local {
@@ -384,12 +465,20 @@ impl CalcGraph {
                     namespace: None,
                     name: p.metadata.name.clone(),
                 };
-                let sel = compile::policy_selector(
-                    &p.spec.selector,
-                    None,
-                    &p.spec.namespace_selector,
-                    &p.spec.service_account_selector,
-                );
+                // doNotTrack and preDNAT policies apply to host endpoints
+                // only (as in Calico), never to workloads.
+                let sel = if p.spec.do_not_track || p.spec.pre_dnat {
+                    Selector::from_expr(calico_selector::Expr::Not(Box::new(
+                        calico_selector::Expr::All,
+                    )))
+                } else {
+                    compile::policy_selector(
+                        &p.spec.selector,
+                        None,
+                        &p.spec.namespace_selector,
+                        &p.spec.service_account_selector,
+                    )
+                };
                 let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, None);
                 self.put_policy(id, sel, p.spec.order, &p.spec.types, rules, sets);
             }
@@ -428,7 +517,9 @@ impl CalcGraph {
                     .unwrap_or_default();
                 let events = self.index.delete_item(&item);
                 self.events(events);
-                self.endpoints.remove(&id);
+                if let Some(old) = self.endpoints.remove(&id).filter(|_| was_local) {
+                    self.claim_interface(&id, Some(&old.interface), None);
+                }
                 self.set_local_profiles(&id, if was_local { &profiles } else { &[] }, &[]);
                 if was_local {
                     self.forget_local(&id);
@@ -644,6 +735,9 @@ impl CalcGraph {
 
     fn endpoint_intent(&self, id: &EndpointId) -> Option<EndpointIntent> {
         let ep = self.endpoints.get(id).filter(|e| e.node == self.node)?;
+        if self.rejection(id, ep).is_some() {
+            return None;
+        }
         let pols = self.local_policies.get(id).cloned().unwrap_or_default();
         let tiers = |want_ingress: bool| -> Vec<TierPolicies> {
             let mut applicable: Vec<&PolicyId> = pols
@@ -689,6 +783,7 @@ impl CalcGraph {
         Some(EndpointIntent {
             interface: ep.interface.clone(),
             ips: ep.ips.clone(),
+            spoof: ep.spoof.clone(),
             ingress: tiers(true),
             egress: tiers(false),
             profiles: ep.profiles.clone(),
@@ -780,6 +875,15 @@ impl CalcGraph {
             }
         }
         for id in std::mem::take(&mut self.dirty_endpoints) {
+            let why = self
+                .endpoints
+                .get(&id)
+                .filter(|e| e.node == self.node)
+                .and_then(|e| self.rejection(&id, e));
+            match why {
+                Some(why) => self.rejected.insert(id.clone(), why),
+                None => self.rejected.remove(&id),
+            };
             match self.endpoint_intent(&id) {
                 Some(intent) => {
                     if self.sent_endpoints.get(&id) != Some(&intent) {

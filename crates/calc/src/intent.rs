@@ -99,6 +99,10 @@ pub struct TierPolicies {
 pub struct EndpointIntent {
     pub interface: String,
     pub ips: Vec<IpNet>,
+    /// allowSpoofedSourcePrefixes: sources it may also send from, where the
+    /// node allows workload source spoofing (`workloadSourceSpoofing: Any`).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub spoof: Vec<IpNet>,
     /// Ingress (to the workload). Empty: the profiles decide.
     pub ingress: Vec<TierPolicies>,
     /// Egress (from the workload). Empty: the profiles decide.

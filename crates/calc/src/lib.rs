@@ -13,6 +13,6 @@ pub mod overlay;
 pub mod state;
 
 pub use compile::{policy_selector, SetSpec};
-pub use graph::{CalcGraph, Update};
+pub use graph::{CalcGraph, Update, WORKLOAD_INTERFACE_PREFIX};
 pub use intent::*;
 pub use state::{policy_key, DesiredState};

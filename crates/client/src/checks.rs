@@ -27,6 +27,9 @@ pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientErro
             let Ok(net) = parse_cidr_or_ip(&pool.spec.cidr) else {
                 return Ok(());
             };
+            if let Some(size) = pool.spec.block_size {
+                stray_blocks(client, r, &net, size)?;
+            }
             for other in client.list(Kind::IPPool, None)?.items {
                 let Resource::IPPool(o) = &other else {
                     continue;
@@ -53,6 +56,47 @@ pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientErro
         Resource::GlobalNetworkPolicy(p) => tier_exists(client, r, &p.spec.tier),
         _ => Ok(()),
     }
+}
+
+/// IPAM blocks left inside a pool's CIDR (by a pool deleted while in
+/// use) must be blocks this pool would make: one of another size, or one
+/// reaching outside the CIDR, would share addresses with the new pool's
+/// blocks and hand them out twice.
+fn stray_blocks(
+    client: &Client,
+    r: &Resource,
+    net: &calico_net::IpNet,
+    size: u8,
+) -> Result<(), ClientError> {
+    let family = if net.addr().is_ipv4() { 4 } else { 6 };
+    // Calico's key layout: /calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26
+    let prefix = format!("/calico/ipam/v2/assignment/ipv{family}/block/");
+    for kv in client
+        .store()
+        .list(&prefix)
+        .map_err(ClientError::Store)?
+        .items
+    {
+        let Some(block) = kv
+            .key
+            .strip_prefix(&prefix)
+            .and_then(|b| b.rsplit_once('-'))
+            .and_then(|(addr, len)| parse_cidr_or_ip(&format!("{addr}/{len}")).ok())
+        else {
+            continue;
+        };
+        let overlaps = net.contains(&block.network()) || block.contains(&net.network());
+        if overlaps && (block.prefix_len() != size || !net.contains(&block)) {
+            return Err(rejected(
+                r,
+                format!(
+                    "spec.cidr: IPAM block {block} (left by a deleted pool) overlaps {net} with blocks of /{size}; \
+                     release its addresses (calicoctl ipam release) or use its block size"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Why IP-in-IP encapsulation cannot be honoured on this host.

@@ -123,20 +123,30 @@ pub(crate) fn status(client: &Client) -> Result<(), CniError> {
     Ok(())
 }
 
-/// GC: releases this network's handles whose container is not a valid attachment.
-pub(crate) fn gc(ipam: &Ipam, conf: &NetConf) -> Result<Vec<String>, CniError> {
-    let valid: BTreeSet<String> = conf
-        .valid_attachments
+/// GC: releases this network's handles on `node` whose container is not a
+/// valid attachment. Without `cni.dev/valid-attachments` nothing is
+/// released (a runtime that sends none has not said what is valid), and a
+/// handle any of whose addresses belongs to another node is never touched.
+pub(crate) fn gc(ipam: &Ipam, conf: &NetConf, node: &str) -> Result<Vec<String>, CniError> {
+    let Some(attachments) = &conf.valid_attachments else {
+        return Ok(Vec::new());
+    };
+    let valid: BTreeSet<&str> = attachments
         .iter()
-        .flatten()
-        .map(|a| a.container_id.clone())
+        .map(|a| a.container_id.as_str())
         .collect();
     let prefix = format!("{}{}.", calico_ipam::model::HANDLE_PREFIX, conf.name);
     let handles = ipam.store().list(&prefix).map_err(datastore_err)?;
     let mut released = Vec::new();
     for kv in handles.items {
         let container = kv.key.trim_start_matches(&prefix).to_string();
-        if !valid.contains(&container) {
+        if valid.contains(container.as_str()) {
+            continue;
+        }
+        let nodes = ipam
+            .handle_nodes(&handle(conf, &container))
+            .map_err(ipam_err)?;
+        if nodes.len() == 1 && nodes.contains(node) {
             release(ipam, conf, &container)?;
             released.push(container);
         }
@@ -185,7 +195,7 @@ pub(crate) fn run(
             Ok(None)
         }
         Command::Status => status(&client).map(|()| None),
-        Command::Gc => gc(&ipam, conf).map(|_| None),
+        Command::Gc => gc(&ipam, conf, &conf.node(get)).map(|_| None),
         Command::Version => Ok(None),
     }
 }

@@ -33,6 +33,23 @@ enum Addresses<'a> {
     Delegate(String),
 }
 
+/// A plugin `type` as libcni accepts one: a plain file name, looked up
+/// only in the CNI_PATH directories (a path, `..` or an empty name would
+/// run some other file as root).
+pub fn plugin_name(kind: &str) -> Result<&str, CniError> {
+    if kind.is_empty() || kind == "." || kind == ".." || kind.contains('/') || kind.contains('\0') {
+        return Err(CniError::new(
+            code::INVALID_CONFIG,
+            format!(
+                "invalid plugin type {:?}: a plugin is named by its file name, found on CNI_PATH",
+                calico_api::truncated(kind)
+            ),
+            "",
+        ));
+    }
+    Ok(kind)
+}
+
 /// Runs a delegated IPAM plugin found on CNI_PATH.
 fn delegate(
     kind: &str,
@@ -40,6 +57,7 @@ fn delegate(
     conf: &NetConf,
     command: &str,
 ) -> Result<Option<Value>, CniError> {
+    let kind = plugin_name(kind)?;
     let bin = env
         .path
         .iter()
@@ -410,13 +428,24 @@ fn check(env: &Env, conf: &NetConf, client: &Client, node: &str) -> Result<(), C
 }
 
 /// GC: removes this node's endpoints (and their veths) and addresses for
-/// containers that are not valid attachments.
-fn gc(conf: &NetConf, client: &Client, ipam: &Ipam, node: &str) -> Result<(), CniError> {
-    let valid: std::collections::BTreeSet<(String, String)> = conf
-        .valid_attachments
+/// containers that are not valid attachments. Without
+/// `cni.dev/valid-attachments` nothing is removed. A link is deleted only
+/// when it is the veth this plugin made for that workload (its derived
+/// `cali…` name): a stale record naming any other interface never takes a
+/// host interface with it.
+fn gc(
+    env: &Env,
+    conf: &NetConf,
+    client: &Client,
+    addrs: &Addresses<'_>,
+    node: &str,
+) -> Result<(), CniError> {
+    let Some(attachments) = &conf.valid_attachments else {
+        return Ok(());
+    };
+    let valid: std::collections::BTreeSet<(&str, &str)> = attachments
         .iter()
-        .flatten()
-        .map(|a| (a.container_id.clone(), a.ifname.clone()))
+        .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
     let kernel = Kernel::new().map_err(kernel_err)?;
     for r in client
@@ -428,11 +457,13 @@ fn gc(conf: &NetConf, client: &Client, ipam: &Ipam, node: &str) -> Result<(), Cn
             continue;
         };
         if e.spec.node != node
-            || valid.contains(&(e.spec.container_id.clone(), e.spec.endpoint.clone()))
+            || valid.contains(&(e.spec.container_id.as_str(), e.spec.endpoint.as_str()))
         {
             continue;
         }
-        kernel.unwire(&e.spec.interface_name).map_err(kernel_err)?;
+        if e.spec.interface_name == owned_veth(e) {
+            kernel.unwire(&e.spec.interface_name).map_err(kernel_err)?;
+        }
         match client.delete(
             Kind::WorkloadEndpoint,
             e.metadata.namespace.as_deref(),
@@ -443,7 +474,35 @@ fn gc(conf: &NetConf, client: &Client, ipam: &Ipam, node: &str) -> Result<(), Cn
             Err(err) => return Err(datastore_err(err)),
         }
     }
-    ipam_plugin::gc(ipam, conf).map(|_| ())
+    match addrs {
+        Addresses::Calico(ipam) => ipam_plugin::gc(ipam, conf, node).map(|_| ()),
+        // The delegated plugin gets the same GC and decides for itself.
+        Addresses::Delegate(kind) => delegate(kind, env, conf, "GC").map(|_| ()),
+    }
+}
+
+/// The host-side veth this plugin names for an endpoint's workload.
+fn owned_veth(e: &calico_api::Object<WorkloadEndpointSpec>) -> String {
+    let w = if e.spec.orchestrator == "k8s" {
+        Workload {
+            orchestrator: "k8s",
+            namespace: e
+                .metadata
+                .namespace
+                .clone()
+                .unwrap_or_else(|| "default".into()),
+            name: e.spec.pod.clone(),
+            endpoint: e.spec.endpoint.clone(),
+        }
+    } else {
+        Workload {
+            orchestrator: "cni",
+            namespace: "default".into(),
+            name: e.spec.container_id.clone(),
+            endpoint: e.spec.endpoint.clone(),
+        }
+    };
+    w.host_veth()
 }
 
 pub(crate) fn run(
@@ -464,7 +523,7 @@ pub(crate) fn run(
         Command::Del => del(env, conf, &client, &addrs, &node).map(|()| None),
         Command::Check => check(env, conf, &client, &node).map(|()| None),
         Command::Status => ipam_plugin::status(&client).map(|()| None),
-        Command::Gc => gc(conf, &client, &ipam, &node).map(|()| None),
+        Command::Gc => gc(env, conf, &client, &addrs, &node).map(|()| None),
         Command::Version => Ok(None),
     }
 }

@@ -556,3 +556,120 @@ fn pods_on_an_etcd_datastore() {
     assert_eq!(c.in_use(), 0);
     assert!(!c.ctl(&["get", "wep", "-n", "shop"]).contains("web"));
 }
+
+/// GC on one node never touches another node's attachments, a missing
+/// valid list releases nothing, and a stale record naming a host
+/// interface never deletes it.
+#[test]
+fn gc_touches_only_this_nodes_own_attachments() {
+    let c = Cluster::new("10.83.0.0/16");
+    let node2 = Netns::new("cni-node2");
+    node2.make_node("10.250.9.2/24");
+    let (p1, p2) = (Netns::new("cni-gc-1"), Netns::new("cni-gc-2"));
+    c.add(&p1, "one1", "one");
+    // A pod on node-2, sharing the datastore.
+    let mut conf2 = c.conf("1.1.0");
+    conf2["nodename"] = json!("node-2");
+    let mut program = Command::new("ip");
+    program.args(["netns", "exec", &node2.name, env!("CARGO_BIN_EXE_calico")]);
+    let call = CniCall {
+        command: "ADD",
+        container: "two1",
+        netns: &p2.path(),
+        ifname: "eth0",
+        args: "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=two",
+    };
+    let out = run_cni(program, &call, &conf2.to_string());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let r2: Value = serde_json::from_slice(&out.stdout).expect("result");
+    let ip2 = ip_of(&r2);
+    assert_eq!(c.in_use(), 2);
+
+    // Without the key: nothing is released, by either plugin.
+    for plugin in ["calico", "calico-ipam"] {
+        let (out, v) = c.cni(plugin, "GC", None, "", "", &c.conf("1.1.0"));
+        assert!(out.status.success(), "{v}");
+        assert_eq!(c.in_use(), 2, "{plugin} GC without valid-attachments");
+    }
+    // node-1's list names only node-1's containers: node-2's stay.
+    let mut conf = c.conf("1.1.0");
+    conf["cni.dev/valid-attachments"] = json!([{"containerID": "one1", "ifname": "eth0"}]);
+    for plugin in ["calico", "calico-ipam"] {
+        let (out, v) = c.cni(plugin, "GC", None, "", "", &conf);
+        assert!(out.status.success(), "{v}");
+        assert_eq!(c.in_use(), 2, "{plugin} GC released another node's address");
+    }
+    let weps = c.ctl(&["get", "wep", "-A"]);
+    assert!(weps.contains("two"), "{weps}");
+
+    // A stale endpoint of node-1 naming the node's uplink.
+    let file = c._dir.path().join("stale.yaml");
+    std::fs::write(&file, "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {name: node--1-k8s-stale-eth0, namespace: shop}\n\
+        spec: {node: node-1, orchestrator: k8s, pod: stale, endpoint: eth0, containerID: stale1, interfaceName: uplink0, ipNetworks: [10.83.250.1/32]}\n").expect("write");
+    c.ctl(&["apply", "-f", file.to_str().expect("path")]);
+    // An empty list: every attachment of this node goes, no other.
+    conf["cni.dev/valid-attachments"] = json!([]);
+    let (out, v) = c.cni("calico", "GC", None, "", "", &conf);
+    assert!(out.status.success(), "{v}");
+    assert_eq!(c.in_use(), 1, "only node-1's pod is released");
+    assert!(
+        c.node
+            .ok(&["ip", "link", "show", "uplink0"])
+            .contains("uplink0"),
+        "GC deleted the host's uplink"
+    );
+    let weps = c.ctl(&["get", "wep", "-A"]);
+    assert!(
+        weps.contains("two") && !weps.contains("stale") && !weps.contains("one"),
+        "{weps}"
+    );
+    // node-2's pod still holds its address: a new pod never gets it.
+    let p3 = Netns::new("cni-gc-3");
+    let r3 = c.add(&p3, "three1", "three");
+    assert_ne!(ip_of(&r3), ip2);
+    let held = c.ctl(&["ipam", "show", "--ip", &ip2]);
+    assert!(held.contains("in use"), "{held}");
+}
+
+/// A delegated IPAM `type` is a plain name on CNI_PATH, never a path.
+#[test]
+fn delegated_ipam_type_is_never_a_path() {
+    let c = Cluster::new("10.84.0.0/16");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let marker = dir.path().join("ran");
+    let evil = dir.path().join("evil");
+    std::fs::write(
+        &evil,
+        format!("#!/bin/sh\ntouch {}\necho '{{}}'\n", marker.display()),
+    )
+    .expect("write");
+    std::fs::set_permissions(&evil, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .expect("chmod");
+    let pod = Netns::new("cni-evil");
+    let traversal = format!("../../../../../../..{}", evil.display());
+    for kind in [
+        evil.display().to_string(),
+        traversal,
+        "..".into(),
+        "evil/..".into(),
+    ] {
+        let mut conf = c.conf("1.0.0");
+        conf["ipam"] = json!({"type": kind});
+        let (out, v) = c.cni(
+            "calico",
+            "ADD",
+            Some(&pod),
+            "evil1",
+            "K8S_POD_NAMESPACE=shop;K8S_POD_NAME=evil",
+            &conf,
+        );
+        assert!(!out.status.success(), "{kind:?} was accepted: {v}");
+        assert!(!marker.exists(), "{kind:?} ran a file outside CNI_PATH");
+        let msg = v["msg"].as_str().unwrap_or_default();
+        assert!(msg.contains("invalid plugin type"), "{v}");
+    }
+}

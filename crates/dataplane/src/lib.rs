@@ -29,7 +29,7 @@ mod render;
 mod table;
 
 pub use apply::{apply, Applied, ApplyError, Nft, TABLE};
-pub use render::{build, build_with, render, VxlanSources};
+pub use render::{build, build_with, render, EndpointToHost, NodeRules, VxlanSources};
 pub use table::{Chain, Collection, Table};
 
 /// Marks used between chains (bits 16 and 17, clear of kube-proxy's).

@@ -6,7 +6,7 @@ use crate::{MARK_ACCEPT, MARK_PASS};
 use calico_api::Action;
 use calico_calc::{
     policy_key, CompiledRule, CompiledRules, DesiredState, EndpointIntent, PortRange, SetMembers,
-    SideMatch, TierEnd,
+    SideMatch, TierEnd, WORKLOAD_INTERFACE_PREFIX,
 };
 use calico_net::IpNet;
 use sha1::{Digest, Sha1};
@@ -402,16 +402,99 @@ pub struct VxlanSources {
     pub v6: Option<BTreeSet<std::net::IpAddr>>,
 }
 
-/// The whole `inet calico` table.
-pub fn build(state: &DesiredState) -> Table {
-    build_with(state, &VxlanSources::default())
+/// What happens to traffic from a workload to its own host once the
+/// workload's egress policy allowed it (`defaultEndpointToHostAction`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum EndpointToHost {
+    /// Felix's default.
+    #[default]
+    Drop,
+    /// Leave it to the host's other rules.
+    Return,
+    Accept,
 }
 
-/// The whole `inet calico` table, with VXLAN accepted only from `vxlan`'s
-/// hosts (Calico's other nodes): a packet tunnelled from anywhere else
-/// could carry any inner source address, so it is dropped before it is
-/// decapsulated.
-pub fn build_with(state: &DesiredState, vxlan: &VxlanSources) -> Table {
+/// The node's settings that shape the table beside the workloads' policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeRules {
+    pub vxlan: VxlanSources,
+    /// UDP port whose packets workloads may not send (VXLAN:
+    /// `allowVXLANPacketsFromWorkloads` false); None: allowed.
+    pub workload_vxlan_drop: Option<u16>,
+    /// Drop IP-in-IP from workloads (`allowIPIPPacketsFromWorkloads` false).
+    pub workload_ipip_drop: bool,
+    /// Workloads may send from their allowSpoofedSourcePrefixes
+    /// (`workloadSourceSpoofing: Any`); otherwise only from their own addresses.
+    pub source_spoofing: bool,
+    pub endpoint_to_host: EndpointToHost,
+}
+
+impl Default for NodeRules {
+    /// Felix's defaults: no tunnel sent by a workload, no spoofing, and
+    /// nothing from a workload to its host.
+    fn default() -> Self {
+        NodeRules {
+            vxlan: VxlanSources::default(),
+            workload_vxlan_drop: Some(4789),
+            workload_ipip_drop: true,
+            source_spoofing: false,
+            endpoint_to_host: EndpointToHost::Drop,
+        }
+    }
+}
+
+/// The whole `inet calico` table, with Felix's defaults.
+pub fn build(state: &DesiredState) -> Table {
+    build_with(state, &NodeRules::default())
+}
+
+/// An endpoint whose interface name is not one: left out of every chain,
+/// map and rule (the calculation graph already refuses it; this is the
+/// last check before the kernel).
+fn programmable(ep: &EndpointIntent) -> bool {
+    calico_api::interface_name(&ep.interface).is_ok()
+}
+
+/// The source check of one workload, run before conntrack so that a
+/// spoofed packet never creates a connection: tunnels the workload may not
+/// send, then its own addresses (and allowed prefixes), IPv6 link-local
+/// (neighbour discovery with its host) and the unspecified address for
+/// ICMPv6 (duplicate address detection) are accepted (for this hook:
+/// policy still runs in forward and input); anything else is dropped.
+fn source_chain(ep: &EndpointIntent, node: &NodeRules) -> Chain {
+    let mut rules = Vec::new();
+    if let Some(port) = node.workload_vxlan_drop {
+        rules.push(format!("udp dport {port} counter drop"));
+    }
+    if node.workload_ipip_drop {
+        rules.push("meta l4proto 4 counter drop".into());
+    }
+    let mut own: Vec<IpNet> = ep.ips.clone();
+    if node.source_spoofing {
+        own.extend(ep.spoof.iter().copied());
+    }
+    for f in [Family::V4, Family::V6] {
+        if let Some(list) = net_list(&own, f) {
+            rules.push(format!("{} saddr {list} accept", f.addr()));
+        }
+    }
+    rules.push("ip6 saddr fe80::/10 accept".into());
+    rules.push("ip6 saddr :: meta l4proto ipv6-icmp accept".into());
+    rules.push("counter drop".into());
+    chain(format!("sp-{}", ep.interface), rules)
+}
+
+/// The whole `inet calico` table for a node's settings. VXLAN is accepted
+/// only from `vxlan`'s hosts (Calico's other nodes): a packet tunnelled
+/// from anywhere else could carry any inner source address, so it is
+/// dropped before it is decapsulated.
+pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
+    let vxlan = &node.vxlan;
+    let endpoints: Vec<&EndpointIntent> = state
+        .endpoints
+        .values()
+        .filter(|e| programmable(e))
+        .collect();
     let mut t = Table::default();
     let mut host_input: Vec<String> = Vec::new();
     for (set, ty, match_, peers) in [
@@ -431,14 +514,13 @@ pub fn build_with(state: &DesiredState, vxlan: &VxlanSources) -> Table {
         ));
     }
     set_defs(state, &mut t.collections);
-    for (dir, prefix) in [("from", "fw"), ("to", "tw")] {
+    for (name, prefix) in [("from-wl", "fw"), ("to-wl", "tw"), ("wl-src", "sp")] {
         t.collections.push(Collection {
             kind: "map",
-            name: format!("{dir}-wl"),
+            name: name.into(),
             decl: "type ifname : verdict; ".into(),
-            elements: state
-                .endpoints
-                .values()
+            elements: endpoints
+                .iter()
                 .map(|e| format!("\"{}\" : jump {prefix}-{}", e.interface, e.interface))
                 .collect(),
         });
@@ -460,9 +542,8 @@ pub fn build_with(state: &DesiredState, vxlan: &VxlanSources) -> Table {
         }
     }
     // Profiles an endpoint names but nobody defined: nothing allowed.
-    let mut missing: Vec<&String> = state
-        .endpoints
-        .values()
+    let mut missing: Vec<&String> = endpoints
+        .iter()
         .flat_map(|e| e.profiles.iter())
         .filter(|p| !state.profiles.contains_key(*p))
         .collect();
@@ -473,8 +554,9 @@ pub fn build_with(state: &DesiredState, vxlan: &VxlanSources) -> Table {
             t.chains.push(rules_chain(&profile_chain(p, ingress), &[]));
         }
     }
-    for ep in state.endpoints.values() {
+    for ep in &endpoints {
         endpoint_chains(ep, &mut t.chains);
+        t.chains.push(source_chain(ep, node));
     }
     let clear = format!("meta mark set meta mark & {CLEAR:#x}");
     let undecided = format!("meta mark & {MARK_ACCEPT:#x} == 0");
@@ -502,15 +584,39 @@ pub fn build_with(state: &DesiredState, vxlan: &VxlanSources) -> Table {
             .cloned()
             .collect(),
     });
+    let to_host = match node.endpoint_to_host {
+        EndpointToHost::Drop => Some("iifname \"cali*\" counter drop"),
+        EndpointToHost::Accept => Some("iifname \"cali*\" accept"),
+        EndpointToHost::Return => None,
+    };
+    // Neighbour discovery and multicast listeners between a workload and
+    // its host work whatever the policy or the endpoint-to-host action (as
+    // Felix's workload-to-host chain allows them).
+    let ndp = format!(
+        "iifname \"{WORKLOAD_INTERFACE_PREFIX}*\" icmpv6 type {{ mld-listener-query, mld-listener-report, \
+         mld-listener-done, nd-router-solicit, nd-neighbor-solicit, nd-neighbor-advert, mld2-listener-report }} accept"
+    );
     t.chains.push(Chain {
         name: "input".into(),
         hook: Some("type filter hook input priority filter; policy accept;".into()),
         rules: host_input
             .iter()
             .chain(&fast_path)
+            .chain(std::iter::once(&ndp))
             .chain(&from_wl)
             .cloned()
+            .chain(to_host.map(String::from))
             .collect(),
+    });
+    // Before conntrack: a workload sends only from its own addresses, and
+    // an interface with no programmed endpoint sends nothing.
+    t.chains.push(Chain {
+        name: "prerouting".into(),
+        hook: Some("type filter hook prerouting priority raw; policy accept;".into()),
+        rules: vec![
+            "iifname vmap @wl-src".into(),
+            format!("iifname \"{WORKLOAD_INTERFACE_PREFIX}*\" counter drop"),
+        ],
     });
     t
 }

@@ -71,7 +71,11 @@ fn vxlan_only_from_other_nodes() {
         ),
         v6: None,
     };
-    let text = calico_dataplane::build_with(&state, &sources).to_text();
+    let rules = calico_dataplane::NodeRules {
+        vxlan: sources,
+        ..Default::default()
+    };
+    let text = calico_dataplane::build_with(&state, &rules).to_text();
     assert!(text.contains("set vxlan-peers-v4"), "{text}");
     assert!(
         text.contains("10.250.0.2") && text.contains("10.250.1.3"),

@@ -37,6 +37,8 @@ pub enum IpamError {
     Reserved { ip: IpAddr, reservation: String },
     #[error("{ip} is already in use by handle {handle}")]
     InUse { ip: IpAddr, handle: String },
+    #[error("IPPool {pool} still has {in_use} addresses in use; release them first (or delete with --force, leaving their blocks outside any pool)")]
+    PoolInUse { pool: String, in_use: usize },
     #[error("gave up after {ATTEMPTS} attempts: the datastore kept changing under {what}")]
     Contention { what: String },
     #[error("the IPAM record at {key} cannot be read: {reason}")]
@@ -334,7 +336,7 @@ impl Ipam {
     ) -> Result<Option<IpNet>, IpamError> {
         let host = format!("host:{node}");
         for candidate in crate::pools::candidate_blocks(pool, block_len, node) {
-            if existing.contains(&candidate) {
+            if crate::pools::overlaps_any(existing, &candidate) {
                 continue;
             }
             let aff_key = affinity_key(node, &candidate);
@@ -696,6 +698,28 @@ impl Ipam {
             }
         }
         Ok(released)
+    }
+
+    /// The nodes a handle's addresses were assigned for (their `node`
+    /// attribute); empty when it holds none.
+    pub fn handle_nodes(&self, handle: &str) -> Result<BTreeSet<String>, IpamError> {
+        let Some(h) = self.handle(handle)? else {
+            return Ok(BTreeSet::new());
+        };
+        let mut out = BTreeSet::new();
+        for cidr in h.block.keys() {
+            let Ok(net) = cidr.parse::<IpNet>() else {
+                continue;
+            };
+            if let Some((b, _)) = self.read_block(&net)? {
+                out.extend(
+                    b.allocated()
+                        .filter(|(_, a)| a.handle.as_deref() == Some(handle))
+                        .filter_map(|(_, a)| a.secondary.as_ref()?.get("node").cloned()),
+                );
+            }
+        }
+        Ok(out)
     }
 
     /// Addresses a handle holds.

@@ -110,6 +110,23 @@ impl Live {
     }
 }
 
+/// Every pair of blocks that share addresses (a block inside another, or
+/// the same addresses in blocks of two sizes).
+fn overlapping(cidrs: &[IpNet]) -> Vec<String> {
+    let mut sorted = cidrs.to_vec();
+    sorted.sort_by_key(|n| (n.network(), n.prefix_len()));
+    let mut out = Vec::new();
+    let mut open: Vec<IpNet> = Vec::new();
+    for n in sorted {
+        open.retain(|o| o.contains(&n.network()));
+        for o in &open {
+            out.push(format!("blocks {o} and {n} overlap"));
+        }
+        open.push(n);
+    }
+    out
+}
+
 fn young(attrs: &BTreeMap<String, String>, now: SystemTime, grace: Duration) -> bool {
     attrs
         .get("timestamp")
@@ -136,8 +153,12 @@ impl Ipam {
             }
         }
         let mut affine: BTreeSet<(String, IpNet)> = BTreeSet::new();
+        let mut holders: BTreeMap<IpAddr, Vec<IpNet>> = BTreeMap::new();
         for family in [4u8, 6] {
-            for (b, _) in self.blocks(family)? {
+            let blocks = self.blocks(family)?;
+            let cidrs: Vec<IpNet> = blocks.iter().map(|(b, _)| b.cidr).collect();
+            report.problems.extend(overlapping(&cidrs));
+            for (b, _) in blocks {
                 if let Err(e) = b.check() {
                     report.problems.push(format!("block {}: {e}", b.cidr));
                 }
@@ -154,6 +175,7 @@ impl Ipam {
                 }
                 for (ip, attr) in b.allocated() {
                     report.in_use += 1;
+                    holders.entry(ip).or_default().push(b.cidr);
                     if let Some(h) = &attr.handle {
                         *held
                             .entry(h.clone())
@@ -175,6 +197,17 @@ impl Ipam {
                     }
                 }
             }
+        }
+        for (ip, blocks) in holders.iter().filter(|(_, b)| b.len() > 1) {
+            report.problems.push(format!(
+                "address {ip} is allocated {} times (blocks {})",
+                blocks.len(),
+                blocks
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
         }
         for kv in self.store().list(HANDLE_PREFIX)?.items {
             let id = kv.key.trim_start_matches(HANDLE_PREFIX).to_string();
@@ -276,7 +309,7 @@ impl Ipam {
         })
     }
 
-    fn remove_empty_block(
+    pub(crate) fn remove_empty_block(
         &self,
         b: &Block,
         rev: calico_datastore::Revision,

@@ -13,6 +13,7 @@ mod allocator;
 pub mod block;
 mod gc;
 pub mod model;
+mod pool_delete;
 pub mod pools;
 mod report;
 
@@ -20,4 +21,5 @@ pub use allocator::{Assigned, AutoAssign, Ipam, IpamError};
 pub use block::{Attribute, Block};
 pub use gc::{CheckReport, GcOutcome, Leak};
 pub use model::IpamConfig;
+pub use pool_delete::PoolDeleted;
 pub use report::{PoolUsage, Usage};

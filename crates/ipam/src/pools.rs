@@ -162,6 +162,22 @@ pub fn block_containing(pool: &IpNet, block_len: u8, ip: IpAddr) -> IpNet {
     IpNet::new(ip, block_len).map_or(*pool, |n| n.trunc())
 }
 
+/// Whether `net` overlaps any of `blocks`: one of them contains it (or is
+/// it), or lies inside it. A block of another size over the same addresses
+/// (a pool deleted in use and re-created with another block size) must
+/// never be claimed: both would hand out the same address.
+pub fn overlaps_any(blocks: &std::collections::BTreeSet<IpNet>, net: &IpNet) -> bool {
+    let containing = (0..=net.prefix_len())
+        .any(|len| IpNet::new(net.addr(), len).is_ok_and(|n| blocks.contains(&n.trunc())));
+    let (Ok(lo), Ok(hi)) = (
+        IpNet::new(net.network(), 0),
+        IpNet::new(net.broadcast(), net.max_prefix_len()),
+    ) else {
+        return containing;
+    };
+    containing || blocks.range(lo..=hi).next().is_some()
+}
+
 /// Every block of `pool`, starting at a place derived from the node's name
 /// (so nodes claiming at once rarely collide) and wrapping around.
 pub fn candidate_blocks(pool: &IpNet, block_len: u8, node: &str) -> impl Iterator<Item = IpNet> {

@@ -50,6 +50,17 @@ pub struct Overrides {
     /// underlay's.
     #[arg(long, env = "FELIX_MTUIFACEPATTERN")]
     pub mtu_iface_pattern: Option<String>,
+    /// Drop, Return or Accept: traffic from a workload to this host after
+    /// its egress policy (default Drop).
+    #[arg(long, env = "FELIX_DEFAULTENDPOINTTOHOSTACTION")]
+    pub default_endpoint_to_host_action: Option<String>,
+    #[arg(long, env = "FELIX_ALLOWVXLANPACKETSFROMWORKLOADS")]
+    pub allow_vxlan_packets_from_workloads: Option<bool>,
+    #[arg(long, env = "FELIX_ALLOWIPIPPACKETSFROMWORKLOADS")]
+    pub allow_ipip_packets_from_workloads: Option<bool>,
+    /// Disabled or Any: whether workloads' allowSpoofedSourcePrefixes count.
+    #[arg(long, env = "FELIX_WORKLOADSOURCESPOOFING")]
+    pub workload_source_spoofing: Option<String>,
 }
 
 /// Calico's default for `mtuIfacePattern`.
@@ -75,6 +86,11 @@ pub struct Config {
     pub vxlan_mtu: u32,
     pub vxlan_mtu_v6: u32,
     pub mtu_iface_pattern: String,
+    pub endpoint_to_host: calico_dataplane::EndpointToHost,
+    pub allow_vxlan_from_workloads: bool,
+    pub allow_ipip_from_workloads: bool,
+    /// `workloadSourceSpoofing: Any`.
+    pub source_spoofing: bool,
 }
 
 /// FelixConfiguration fields this agent acts on; any other field that is
@@ -96,6 +112,10 @@ const HONOURED: &[&str] = &[
     "vxlanMTU",
     "vxlanMTUV6",
     "mtuIfacePattern",
+    "defaultEndpointToHostAction",
+    "allowVXLANPacketsFromWorkloads",
+    "allowIPIPPacketsFromWorkloads",
+    "workloadSourceSpoofing",
     // Accepted and matching what this agent does anyway.
     "nftablesMode",
     "bpfEnabled",
@@ -183,6 +203,31 @@ impl Config {
                 .clone()
                 .or(s("mtuIfacePattern"))
                 .unwrap_or_else(|| DEFAULT_MTU_IFACE_PATTERN.into()),
+            // A value the API would refuse (only possible through the
+            // environment) falls back to the closed choice.
+            endpoint_to_host: match o
+                .default_endpoint_to_host_action
+                .clone()
+                .or(s("defaultEndpointToHostAction"))
+                .as_deref()
+            {
+                Some("Accept") => calico_dataplane::EndpointToHost::Accept,
+                Some("Return") => calico_dataplane::EndpointToHost::Return,
+                _ => calico_dataplane::EndpointToHost::Drop,
+            },
+            allow_vxlan_from_workloads: o
+                .allow_vxlan_packets_from_workloads
+                .or(b("allowVXLANPacketsFromWorkloads"))
+                .unwrap_or(false),
+            allow_ipip_from_workloads: o
+                .allow_ipip_packets_from_workloads
+                .or(b("allowIPIPPacketsFromWorkloads"))
+                .unwrap_or(false),
+            source_spoofing: o
+                .workload_source_spoofing
+                .clone()
+                .or(s("workloadSourceSpoofing"))
+                .is_some_and(|v| v == "Any"),
         };
         let mut ignored = Vec::new();
         for (name, spec) in [("node", node), ("default", global)] {
@@ -193,6 +238,18 @@ impl Config {
             }
         }
         (config, ignored)
+    }
+
+    /// The node's part of the nft table: tunnels from workloads, source
+    /// spoofing, workload-to-host traffic, and who may send VXLAN.
+    pub fn node_rules(&self, vxlan: calico_dataplane::VxlanSources) -> calico_dataplane::NodeRules {
+        calico_dataplane::NodeRules {
+            vxlan,
+            workload_vxlan_drop: (!self.allow_vxlan_from_workloads).then_some(self.vxlan_port),
+            workload_ipip_drop: !self.allow_ipip_from_workloads,
+            source_spoofing: self.source_spoofing,
+            endpoint_to_host: self.endpoint_to_host,
+        }
     }
 
     /// `host:port` for the health server (an empty host means all addresses).

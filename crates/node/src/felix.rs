@@ -62,6 +62,12 @@ struct Agent {
     overlay: OverlayAgent,
     /// The newest datastore revision fed to the graph.
     revision: i64,
+    /// Resource keys whose value does not decode, with the reason.
+    unreadable: BTreeMap<String, String>,
+    /// The rejected endpoints last reported.
+    reported: BTreeMap<calico_calc::EndpointId, String>,
+    /// rp_filter last written per workload interface.
+    rp_filter: BTreeMap<String, String>,
     nft: Nft,
     kernel: Option<Kernel>,
     status: Arc<Mutex<Status>>,
@@ -95,6 +101,9 @@ impl Agent {
             felix_configs: BTreeMap::new(),
             overlay: OverlayAgent::new(tunnels),
             revision: 0,
+            unreadable: BTreeMap::new(),
+            reported: BTreeMap::new(),
+            rp_filter: BTreeMap::new(),
             nft: Nft::default(),
             kernel,
             status,
@@ -120,7 +129,49 @@ impl Agent {
         let intents = self.graph.apply_all(updates);
         self.state
             .apply(&intents)
-            .map_err(|e| anyhow!("calculation graph broke its ordering contract: {e}"))
+            .map_err(|e| anyhow!("calculation graph broke its ordering contract: {e}"))?;
+        self.report_rejected();
+        Ok(())
+    }
+
+    /// Logs each endpoint newly left out of the dataplane (and each one
+    /// taken back), and publishes the bad records in metrics and status.
+    fn report_rejected(&mut self) {
+        let now = self.graph.rejected();
+        if *now == self.reported && self.metrics.bad_records.get() == self.bad_records() {
+            return;
+        }
+        for (id, why) in now {
+            if self.reported.get(id) != Some(why) {
+                warn!(
+                    "endpoint {}/{} not programmed: {why}",
+                    id.namespace, id.name
+                );
+            }
+        }
+        for id in self.reported.keys().filter(|id| !now.contains_key(*id)) {
+            info!("endpoint {}/{} programmed again", id.namespace, id.name);
+        }
+        self.reported = now.clone();
+        self.metrics.bad_records.set(self.bad_records());
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        s.rejected = self
+            .reported
+            .iter()
+            .map(|(id, why)| (format!("{}/{}", id.namespace, id.name), why.clone()))
+            .chain(
+                self.unreadable
+                    .iter()
+                    .map(|(k, why)| (k.clone(), why.clone())),
+            )
+            .collect();
+    }
+
+    fn bad_records(&self) -> i64 {
+        i64::try_from(self.reported.len() + self.unreadable.len()).unwrap_or(i64::MAX)
     }
 
     /// Takes one datastore event: resources become an update for the
@@ -134,15 +185,33 @@ impl Agent {
             let update = match ev {
                 Event::Put(kv) => match decode(&kv.value) {
                     Ok(r) => {
+                        self.unreadable.remove(key);
                         self.note(key, Some(&r));
                         Update::Put(r)
                     }
+                    // A bad record affects only itself. An endpoint that
+                    // no longer reads is dropped, not kept at its last good
+                    // value (its interface then sends nothing); any other
+                    // kind keeps its last good value, so that a policy
+                    // made unreadable never loosens what it enforced.
                     Err(e) => {
-                        warn!("ignoring unreadable {key}: {e}");
-                        return None;
+                        let e = calico_api::truncated(&e);
+                        warn!("skipping unreadable {key}: {e}");
+                        self.unreadable.insert(key.to_string(), e);
+                        let (kind, namespace, name) = parse_resource_key(key)?;
+                        if kind != calico_api::Kind::WorkloadEndpoint {
+                            return None;
+                        }
+                        self.note(key, None);
+                        Update::Delete {
+                            kind,
+                            namespace,
+                            name,
+                        }
                     }
                 },
                 Event::Delete { key, .. } => {
+                    self.unreadable.remove(key.as_str());
                     self.note(key, None);
                     let (kind, namespace, name) = parse_resource_key(key)?;
                     Update::Delete {
@@ -224,7 +293,7 @@ impl Agent {
         }
         let overlay = self.overlay.plan(&self.node, cfg, mtu_file);
         let sources = crate::overlay::vxlan_sources(&overlay, cfg.vxlan_port);
-        let table = calico_dataplane::build_with(&self.state, &sources);
+        let table = calico_dataplane::build_with(&self.state, &cfg.node_rules(sources));
         if self.last_full.elapsed() >= cfg.nftables_refresh {
             self.applied = None;
         }
@@ -251,6 +320,7 @@ impl Agent {
         self.overlay
             .sync_tunnels(&overlay.tunnels, due, &self.metrics);
         self.sync_routes(due, &overlay.routes);
+        self.sync_rp_filter(cfg.source_spoofing, due);
         let m = &self.metrics;
         m.endpoints
             .set(i64::try_from(self.state.endpoints.len()).unwrap_or(i64::MAX));
@@ -269,6 +339,42 @@ impl Agent {
             .set(i64::try_from(members).unwrap_or(i64::MAX));
         self.report(true);
         Ok(())
+    }
+
+    /// Strict reverse-path filtering on each workload interface, as Felix
+    /// sets it (loose, 0, only where the workload may send from other
+    /// prefixes; the nft source check is exact either way). An interface
+    /// not there yet is tried again at the next refresh.
+    fn sync_rp_filter(&mut self, spoofing: bool, due: bool) {
+        if self.kernel.is_none() {
+            return;
+        }
+        if due {
+            self.rp_filter.clear();
+        }
+        let want: BTreeMap<String, &str> = self
+            .state
+            .endpoints
+            .values()
+            .filter(|e| calico_api::interface_name(&e.interface).is_ok())
+            .map(|e| {
+                let strict = !spoofing || e.spoof.is_empty();
+                (e.interface.clone(), if strict { "1" } else { "0" })
+            })
+            .collect();
+        self.rp_filter.retain(|k, _| want.contains_key(k));
+        for (iface, value) in want {
+            if self.rp_filter.get(&iface).map(String::as_str) == Some(value) {
+                continue;
+            }
+            let path = format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter");
+            match std::fs::write(&path, value) {
+                Ok(()) => {
+                    self.rp_filter.insert(iface, value.to_string());
+                }
+                Err(e) => debug!("{path}: {e} (retried at the next refresh)"),
+            }
+        }
     }
 
     /// `due`: the periodic full route resync is due.

@@ -37,7 +37,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Program network policy for this node's workloads into nftables, following the datastore.
-    Felix(felix::Args),
+    Felix(Box<felix::Args>),
     /// Distribute routes with BGP: register this node's address, peer as the datastore says, announce its blocks and install what peers announce.
     Bgp(bgp::Args),
 }

@@ -23,6 +23,8 @@ pub struct Status {
     pub node: String,
     pub applied_revision: i64,
     pub in_sync: bool,
+    /// Records left out of the dataplane (endpoint or key -> why).
+    pub rejected: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Debug)]
@@ -33,6 +35,8 @@ pub struct Metrics {
     pub resyncs: Counter,
     pub apply_errors: Counter,
     pub apply_seconds: Histogram,
+    /// Records skipped as bad (unreadable, or endpoints that cannot be programmed).
+    pub bad_records: Gauge,
     registry: Registry,
 }
 
@@ -46,6 +50,7 @@ impl Metrics {
             resyncs: Counter::default(),
             apply_errors: Counter::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            bad_records: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -78,6 +83,11 @@ impl Metrics {
             "Time to apply one ruleset",
             m.apply_seconds.clone(),
         );
+        registry.register(
+            "bad_records",
+            "Datastore records skipped: unreadable, or endpoints that cannot be programmed",
+            m.bad_records.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -109,7 +119,7 @@ pub fn serve(addr: &str, status: Arc<Mutex<Status>>, metrics: Arc<Metrics>) -> s
                 "/readiness" if s.in_sync => respond(&mut stream, "200 OK", "text/plain", "ready\n"),
                 "/readiness" => respond(&mut stream, "503 Service Unavailable", "text/plain", "not in sync\n"),
                 "/status" => {
-                    let body = serde_json::json!({"node": s.node, "in_sync": s.in_sync, "applied_revision": s.applied_revision}).to_string();
+                    let body = serde_json::json!({"node": s.node, "in_sync": s.in_sync, "applied_revision": s.applied_revision, "rejected": s.rejected}).to_string();
                     respond(&mut stream, "200 OK", "application/json", &body);
                 }
                 "/metrics" => {

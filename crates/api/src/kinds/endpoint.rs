@@ -125,11 +125,10 @@ impl WorkloadEndpointSpec {
                 e.add(format!("spec.{field}"), "is required");
             }
         }
-        if self.interface_name.len() > 15 {
-            e.add(
-                "spec.interfaceName",
-                "interface names are at most 15 characters",
-            );
+        if !self.interface_name.is_empty() {
+            if let Err(why) = crate::validate::interface_name(&self.interface_name) {
+                e.add("spec.interfaceName", why);
+            }
         }
         e.nets("spec.ipNetworks", &self.ip_networks);
         e.nets(
@@ -172,6 +171,11 @@ impl HostEndpointSpec {
     pub(crate) fn check(&self, e: &mut Errors) {
         if self.node.is_empty() {
             e.add("spec.node", "is required");
+        }
+        if !self.interface_name.is_empty() && self.interface_name != "*" {
+            if let Err(why) = crate::validate::interface_name(&self.interface_name) {
+                e.add("spec.interfaceName", why);
+            }
         }
         if self.interface_name.is_empty() && self.expected_ips.is_empty() {
             e.add("spec", "a host endpoint needs interfaceName or expectedIPs");

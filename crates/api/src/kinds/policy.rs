@@ -353,23 +353,15 @@ fn check_entity(e: &mut Errors, path: &str, ent: &EntityRule, rule: &Rule) {
             );
         }
     }
-    if let Some(svc) = &ent.services {
-        if svc.name.is_empty() {
-            e.add(
-                format!("{path}.services.name"),
-                "a service match needs a name",
-            );
-        }
-        if !ent.nets.is_empty()
-            || !ent.selector.is_empty()
-            || !ent.not_nets.is_empty()
-            || !ent.not_selector.is_empty()
-        {
-            e.add(
-                format!("{path}.services"),
-                "services cannot be combined with nets, notNets, selector or notSelector",
-            );
-        }
+    // Calico matches a service's endpoints and ports from Kubernetes
+    // Services and EndpointSlices, which this datastore does not hold: a
+    // rule we cannot enforce exactly is refused, never stored and ignored.
+    if ent.services.is_some() {
+        e.add(
+            format!("{path}.services"),
+            "service matches are not supported: calico-rs holds no Kubernetes Services or \
+             EndpointSlices to resolve them; match the service's pods with a selector and ports",
+        );
     }
 }
 

@@ -41,6 +41,10 @@ pub struct DeleteArgs {
     /// Succeed for resources that do not exist.
     #[arg(long)]
     pub skip_not_exists: bool,
+    /// Delete IP pools even while addresses in them are in use (their
+    /// blocks stay, outside any pool).
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -168,14 +172,33 @@ pub fn create(config: &Path, args: &CreateArgs) -> Result<ExitCode> {
     }))
 }
 
+/// Deletes one resource; an IP pool as Calico deletes one (disabled, its
+/// empty blocks and affinities released, refused while in use unless forced).
 fn delete_one(
     c: &Client,
     kind: Kind,
     ns: Option<&str>,
     name: &str,
-    skip_missing: bool,
+    args: &DeleteArgs,
 ) -> Result<Option<String>, ClientError> {
-    match c.delete(kind, ns, name, None) {
+    let outcome = if kind == Kind::IPPool {
+        let ipam = calico_ipam::Ipam::new(
+            std::sync::Arc::clone(c.store()),
+            std::sync::Arc::new(calico_client::SystemClock),
+        );
+        ipam.delete_pool(name, args.force).map_err(|e| match e {
+            calico_ipam::IpamError::Client(e) => e,
+            e => ClientError::Rejected {
+                resource: format!("IPPool({name})"),
+                reason: e.to_string(),
+            },
+        })
+    } else {
+        c.delete(kind, ns, name, None)
+            .map(|_| calico_ipam::PoolDeleted::default())
+    };
+    let skip_missing = args.skip_not_exists;
+    match outcome {
         Ok(_) => Ok(Some("Deleted".into())),
         Err(ClientError::NotFound(_)) if skip_missing => Ok(Some("Skipped (not found)".into())),
         Err(e) => Err(e),
@@ -190,13 +213,7 @@ pub fn delete(config: &Path, args: &DeleteArgs) -> Result<ExitCode> {
         let c = client(config)?;
         return Ok(each(resources, ("delete", "deleted"), |r| {
             let m = r.meta();
-            delete_one(
-                &c,
-                r.kind(),
-                m.namespace.as_deref(),
-                &m.name,
-                args.skip_not_exists,
-            )
+            delete_one(&c, r.kind(), m.namespace.as_deref(), &m.name, args)
         }));
     }
     let Some(kind_text) = &args.kind else {
@@ -212,7 +229,7 @@ pub fn delete(config: &Path, args: &DeleteArgs) -> Result<ExitCode> {
     let c = client(config)?;
     let (mut ok, mut failed) = (0, 0);
     for name in &args.names {
-        match delete_one(&c, kind, ns, name, args.skip_not_exists) {
+        match delete_one(&c, kind, ns, name, args) {
             Ok(what) => {
                 ok += 1;
                 let shown = match ns {
