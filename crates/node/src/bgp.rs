@@ -182,6 +182,8 @@ fn serve_status(
         .spawn(move || {
             for conn in listener.incoming() {
                 let Ok(mut conn) = conn else { continue };
+                // A reader that never reads holds this thread for a second at most.
+                let _ = conn.set_write_timeout(Some(std::time::Duration::from_secs(1)));
                 let status = shown
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner)

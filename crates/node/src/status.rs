@@ -1,5 +1,5 @@
 //! Health, readiness, the in-sync report and Prometheus metrics, served
-//! over plain HTTP by one small thread.
+//! over HTTP/1 (hyper) by one thread with its own small runtime.
 //!
 //! - `/liveness`: 200 while the agent loop is running.
 //! - `/readiness`: 200 once the dataplane holds everything up to the
@@ -8,14 +8,21 @@
 //!   datastore revision the dataplane has fully applied; tools wait on it.
 //! - `/metrics`: Prometheus text.
 
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{header, Request, Response, StatusCode};
+use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
-use std::io::{BufRead, BufReader, Write};
-use std::net::TcpListener;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 /// What the agent reports; shared between the loop and the server.
 #[derive(Debug, Default)]
@@ -98,37 +105,95 @@ impl Metrics {
     }
 }
 
-fn respond(stream: &mut std::net::TcpStream, code: &str, kind: &str, body: &str) {
-    let _ = write!(stream, "HTTP/1.1 {code}\r\nContent-Type: {kind}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+/// At most this many connections are served at once; more are closed.
+const MAX_CONNECTIONS: usize = 128;
+/// A request's head must arrive within this time ...
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// ... and a whole connection may last no longer than this.
+const CONNECTION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Bytes buffered per connection (hyper's smallest allowed): a request
+/// line without end is cut off here, never buffered without bound.
+const MAX_REQUEST: usize = 8192;
+
+fn reply(code: StatusCode, kind: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = code;
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, header::HeaderValue::from_static(kind));
+    r
+}
+
+fn route(path: &str, status: &Mutex<Status>, metrics: &Metrics) -> Response<Full<Bytes>> {
+    if path == "/metrics" {
+        return reply(
+            StatusCode::OK,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            metrics.text(),
+        );
+    }
+    let s = status
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    match path {
+        "/liveness" => reply(StatusCode::OK, "text/plain", "live\n".into()),
+        "/readiness" if s.in_sync => reply(StatusCode::OK, "text/plain", "ready\n".into()),
+        "/readiness" => reply(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain",
+            "not in sync\n".into(),
+        ),
+        "/status" => {
+            let body = serde_json::json!({"node": s.node, "in_sync": s.in_sync, "applied_revision": s.applied_revision, "rejected": s.rejected}).to_string();
+            reply(StatusCode::OK, "application/json", body)
+        }
+        _ => reply(StatusCode::NOT_FOUND, "text/plain", "not found\n".into()),
+    }
 }
 
 /// Serves until the process ends; a port that cannot be bound is an error.
+/// Each connection is served on its own (an idle or slow client delays
+/// nobody else), with a deadline for the request head and for the whole
+/// connection, a bounded request size and a bounded number of connections.
 pub fn serve(addr: &str, status: Arc<Mutex<Status>>, metrics: Arc<Metrics>) -> std::io::Result<()> {
-    let listener = TcpListener::bind(addr)?;
-    std::thread::Builder::new().name("status".into()).spawn(move || {
-        for stream in listener.incoming() {
-            let Ok(mut stream) = stream else { continue };
-            let mut line = String::new();
-            if BufReader::new(&stream).read_line(&mut line).is_err() {
-                continue;
-            }
-            let path = line.split_whitespace().nth(1).unwrap_or("/").to_string();
-            let s = status.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match path.as_str() {
-                "/liveness" => respond(&mut stream, "200 OK", "text/plain", "live\n"),
-                "/readiness" if s.in_sync => respond(&mut stream, "200 OK", "text/plain", "ready\n"),
-                "/readiness" => respond(&mut stream, "503 Service Unavailable", "text/plain", "not in sync\n"),
-                "/status" => {
-                    let body = serde_json::json!({"node": s.node, "in_sync": s.in_sync, "applied_revision": s.applied_revision, "rejected": s.rejected}).to_string();
-                    respond(&mut stream, "200 OK", "application/json", &body);
+    let listener = std::net::TcpListener::bind(addr)?;
+    listener.set_nonblocking(true)?;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    std::thread::Builder::new()
+        .name("status".into())
+        .spawn(move || {
+            rt.block_on(async move {
+                let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                    return;
+                };
+                let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+                loop {
+                    let Ok((stream, _)) = listener.accept().await else {
+                        // Out of descriptors, say: back off rather than spin.
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    };
+                    let Ok(slot) = Arc::clone(&slots).try_acquire_owned() else {
+                        continue; // dropped: closed at once
+                    };
+                    let (status, metrics) = (Arc::clone(&status), Arc::clone(&metrics));
+                    tokio::spawn(async move {
+                        let svc = service_fn(move |req: Request<Incoming>| {
+                            let r = route(req.uri().path(), &status, &metrics);
+                            async move { Ok::<_, Infallible>(r) }
+                        });
+                        let conn = http1::Builder::new()
+                            .timer(TokioTimer::new())
+                            .header_read_timeout(HEADER_TIMEOUT)
+                            .max_buf_size(MAX_REQUEST)
+                            .keep_alive(false)
+                            .serve_connection(TokioIo::new(stream), svc);
+                        let _ = tokio::time::timeout(CONNECTION_TIMEOUT, conn).await;
+                        drop(slot);
+                    });
                 }
-                "/metrics" => {
-                    drop(s);
-                    respond(&mut stream, "200 OK", "application/openmetrics-text; version=1.0.0; charset=utf-8", &metrics.text());
-                }
-                _ => respond(&mut stream, "404 Not Found", "text/plain", "not found\n"),
-            }
-        }
-    })?;
+            });
+        })?;
     Ok(())
 }

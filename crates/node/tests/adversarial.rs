@@ -464,3 +464,97 @@ fn felix_status(node: &Node) -> String {
     let _ = agent.0.kill();
     last
 }
+
+/// VmRSS of a process, in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+const SLOW_CLIENTS: &str = "
+import json, socket, sys, time, urllib.request
+port = int(sys.argv[1])
+def live():
+    t = time.time()
+    try:
+        ok = urllib.request.urlopen('http://127.0.0.1:%d/liveness' % port, timeout=3).status == 200
+    except Exception:
+        ok = False
+    return ok, time.time() - t
+idle = [socket.create_connection(('127.0.0.1', port)) for _ in range(20)]
+half = socket.create_connection(('127.0.0.1', port)); half.sendall(b'GET /liveness HTTP/1.1\\r\\nHost: x\\r\\n')
+ok_idle, t_idle = live()
+huge = socket.create_connection(('127.0.0.1', port)); sent = 0; cut = False
+try:
+    chunk = b'G' * 65536
+    for _ in range(320):
+        huge.sendall(chunk); sent += len(chunk)
+except OSError:
+    cut = True
+ok_after, _ = live()
+time.sleep(6)
+# The idle ones were closed by the server's header deadline.
+closed = 0
+for s in idle:
+    s.settimeout(1)
+    try:
+        closed += s.recv(1) == b''
+    except OSError:
+        closed += 1
+print(json.dumps({'ok_idle': ok_idle, 't_idle': t_idle, 'cut': cut, 'sent': sent, 'ok_after': ok_after, 'closed': closed}))
+";
+
+/// The health server: idle and half-sent requests delay nobody, a request
+/// line without end is cut off (memory stays flat), idle clients are
+/// closed by the deadline.
+#[test]
+fn health_server_survives_idle_slow_and_huge_clients() {
+    let node = Node::new("adv-http", "10.250.10.1/24");
+    node.apply(SETUP);
+    let port = calico_test_support::free_port().to_string();
+    let agent = KillOnDrop(
+        Command::new("nsenter")
+            .arg(format!("--net={}", node.ns.path()))
+            .arg(bin("calico-node"))
+            .args(["felix", "--node", "node-1", "--health-port", &port])
+            .env("CALICO_DATASTORE_PATH", node.db())
+            .env_remove("DATASTORE_TYPE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("agent"),
+    );
+    let pid = agent.0.id();
+    calico_test_support::wait_logged(
+        node.dir.path(),
+        "health server",
+        Duration::from_secs(10),
+        || {
+            node.ns
+                .exec(&["curl", "-sf", &format!("http://127.0.0.1:{port}/liveness")])
+                .status
+                .success()
+        },
+    );
+    let before = rss_kib(pid);
+    let out = node.ns.ok(&["python3", "-c", SLOW_CLIENTS, &port]);
+    let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
+    let after = rss_kib(pid);
+    assert_eq!(v["ok_idle"], true, "liveness behind idle clients: {v}");
+    assert!(v["t_idle"].as_f64().expect("t") < 1.0, "{v}");
+    assert_eq!(
+        v["cut"], true,
+        "20 MB without a newline was read whole: {v}"
+    );
+    assert!(v["sent"].as_u64().expect("sent") < 4 << 20, "{v}");
+    assert_eq!(v["ok_after"], true, "{v}");
+    assert_eq!(v["closed"], 20, "idle clients closed by the deadline: {v}");
+    assert!(
+        after < before + 8 * 1024,
+        "the agent grew from {before} KiB to {after} KiB"
+    );
+}
