@@ -27,6 +27,8 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("cannot create the directory for the embedded datastore {path}: {reason}")]
     Directory { path: String, reason: String },
+    #[error("there is no embedded datastore at {path} (set CALICO_DATASTORE_PATH, or write something first)")]
+    Missing { path: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -116,10 +118,16 @@ pub fn open_store(cfg: &DatastoreConfig) -> Result<Arc<dyn Store>, ConfigError> 
     Ok(match cfg {
         DatastoreConfig::Embedded { path } => {
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                std::fs::create_dir_all(dir).map_err(|e| ConfigError::Directory {
-                    path: dir.display().to_string(),
-                    reason: e.to_string(),
-                })?;
+                use std::os::unix::fs::DirBuilderExt;
+                // Directories made here are the owner's alone (0700).
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| ConfigError::Directory {
+                        path: dir.display().to_string(),
+                        reason: e.to_string(),
+                    })?;
             }
             Arc::new(calico_datastore_sqlite::SqliteStore::open(path)?)
         }
@@ -127,6 +135,20 @@ pub fn open_store(cfg: &DatastoreConfig) -> Result<Arc<dyn Store>, ConfigError> 
             Arc::new(calico_datastore_etcd::EtcdStore::connect(endpoints)?)
         }
     })
+}
+
+/// Opens a datastore that must exist already: for commands that only
+/// read, a missing embedded file is an error (naming the path), never a
+/// new empty datastore that answers "nothing here".
+pub fn open_existing_store(cfg: &DatastoreConfig) -> Result<Arc<dyn Store>, ConfigError> {
+    if let DatastoreConfig::Embedded { path } = cfg {
+        if !path.exists() {
+            return Err(ConfigError::Missing {
+                path: path.display().to_string(),
+            });
+        }
+    }
+    open_store(cfg)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Opening the datastore and reading manifest files.
 
 use anyhow::{Context, Result};
-use calico_client::{open_store, Client, DatastoreConfig};
+use calico_client::{open_existing_store, open_store, Client, DatastoreConfig};
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +10,16 @@ use std::sync::Arc;
 pub fn client(config: &Path) -> Result<Client> {
     let cfg = DatastoreConfig::resolve(Some(config), &|k| std::env::var(k).ok())?;
     let store = open_store(&cfg).with_context(|| format!("cannot open the {}", cfg.describe()))?;
+    Ok(Client::new(store, Arc::new(calico_client::SystemClock)))
+}
+
+/// A client for a datastore that must exist already (commands that read,
+/// change or delete what is there): a wrong path is an error, not an
+/// empty datastore.
+pub fn existing_client(config: &Path) -> Result<Client> {
+    let cfg = DatastoreConfig::resolve(Some(config), &|k| std::env::var(k).ok())?;
+    let store =
+        open_existing_store(&cfg).with_context(|| format!("cannot open the {}", cfg.describe()))?;
     Ok(Client::new(store, Arc::new(calico_client::SystemClock)))
 }
 

@@ -176,12 +176,10 @@ fn an_invalid_manifest_writes_nothing() {
     let err = stderr(&out);
     assert!(err.contains("nothing was written"), "{err}");
     assert!(err.contains("document 2 (GlobalNetworkPolicy(bad)): spec.ingress[0].destination.ports[0]: port range 90:80 is reversed"), "{err}");
-    let table = b.ok(&["get", "ippools"]);
-    assert_eq!(
-        table.trim(),
-        "NAME   CIDR   SELECTOR",
-        "nothing was written: {table}"
-    );
+    // Not even the datastore was created.
+    let get = b.ctl(&["get", "ippools"]);
+    assert!(!get.status.success(), "nothing was written: {}", stdout(&get));
+    assert!(stderr(&get).contains("no embedded datastore"), "{}", stderr(&get));
 }
 
 #[test]
@@ -276,4 +274,70 @@ fn selector_subcommands() {
     assert!(stderr(&bad).contains("column 8"), "{}", stderr(&bad));
     let bad_labels = b.ctl(&["selector", "match", "all()", "--labels", "{nope"]);
     assert_eq!(bad_labels.status.code(), Some(2));
+}
+
+/// The embedded datastore is private (a 0600 file in 0700 directories,
+/// whatever the umask), and a read at a wrong path is an error that
+/// creates nothing.
+#[test]
+fn embedded_datastore_is_private_and_never_made_by_a_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("a/b/calico.db");
+    let run = |args: &[&str], stdin: &str| {
+        let mut child = Command::new("sh")
+            .args([
+                "-c",
+                "umask 000; exec \"$@\"",
+                "sh",
+                env!("CARGO_BIN_EXE_calicoctl"),
+            ])
+            .args(["--config", "/nonexistent/calicoctl.cfg"])
+            .args(args)
+            .env_remove("DATASTORE_TYPE")
+            .env("CALICO_DATASTORE_PATH", &db)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("calicoctl");
+        std::io::Write::write_all(&mut child.stdin.take().expect("stdin"), stdin.as_bytes())
+            .expect("stdin");
+        child.wait_with_output().expect("calicoctl")
+    };
+    for args in [
+        &["get", "ippools"][..],
+        &["ipam", "show"],
+        &["delete", "ippool", "p"],
+        &["ipam", "check"],
+    ] {
+        let out = run(args, "");
+        assert!(
+            !out.status.success(),
+            "{args:?} on a missing datastore succeeded"
+        );
+        assert!(
+            stderr(&out).contains("no embedded datastore at"),
+            "{args:?}: {}",
+            stderr(&out)
+        );
+        assert!(
+            !db.exists() && !dir.path().join("a").exists(),
+            "{args:?} created it"
+        );
+    }
+    let pool = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.9.0.0/24}\n";
+    let out = run(&["apply", "-f", "-"], pool);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let mode = |p: &Path| std::fs::metadata(p).expect("stat").permissions().mode() & 0o777;
+    assert_eq!(mode(&db), 0o600);
+    assert_eq!(mode(&dir.path().join("a/b")), 0o700);
+    assert_eq!(mode(&dir.path().join("a")), 0o700);
+    for side in ["calico.db-wal", "calico.db-shm"] {
+        let p = dir.path().join("a/b").join(side);
+        if p.exists() {
+            assert_eq!(mode(&p) & 0o077, 0, "{side} is readable by others");
+        }
+    }
+    assert!(stdout(&run(&["get", "ippools"], "")).contains("10.9.0.0/24"));
 }

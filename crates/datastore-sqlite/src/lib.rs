@@ -80,7 +80,29 @@ fn backend(e: rusqlite::Error) -> StoreError {
     }
 }
 
+/// Creates the database file readable and writable by its owner only
+/// (0600), whatever the umask: it holds every policy and address. SQLite
+/// gives its -wal and -shm files the same mode. An existing file keeps
+/// the mode it has.
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+    {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
+    create_private(path)?;
     let mut conn = Connection::open(path)
         .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
     conn.busy_handler(Some(busy)).map_err(backend)?;

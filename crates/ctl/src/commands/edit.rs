@@ -2,7 +2,7 @@
 //! compare-and-swap, retrying if someone else wrote in between.
 
 use crate::commands::get::parse_kind;
-use crate::input::client;
+use crate::input::existing_client as client;
 use anyhow::{anyhow, bail, Context, Result};
 use calico_api::{decode_resource, Kind, Resource};
 use calico_client::{Client, ClientError};

@@ -1,6 +1,6 @@
 //! calicoctl get.
 
-use crate::input::client;
+use crate::input::existing_client as client;
 use crate::table;
 use anyhow::{anyhow, bail, Result};
 use calico_api::{Kind, Resource, API_VERSION};

@@ -1,6 +1,6 @@
 //! calicoctl ipam: show, check, release, configure, gc.
 
-use crate::input::client;
+use crate::input::existing_client as client;
 use anyhow::{anyhow, bail, Result};
 use calico_ipam::Ipam;
 use std::net::IpAddr;

@@ -4,7 +4,7 @@
 //! one invalid resource means nothing is written. Writes then go one by
 //! one; each reports its own success or failure.
 
-use crate::input::{client, read_manifest};
+use crate::input::{client, existing_client, read_manifest};
 use anyhow::{bail, Result};
 use calico_api::{decode_manifest, Kind, Resource};
 use calico_client::{Applied, Client, ClientError};
@@ -210,7 +210,7 @@ pub fn delete(config: &Path, args: &DeleteArgs) -> Result<ExitCode> {
         let mut resources = load(&args.files)?;
         resources.reverse();
         resources.sort_by_key(|r| std::cmp::Reverse(rank(r.kind())));
-        let c = client(config)?;
+        let c = existing_client(config)?;
         return Ok(each(resources, ("delete", "deleted"), |r| {
             let m = r.meta();
             delete_one(&c, r.kind(), m.namespace.as_deref(), &m.name, args)
@@ -226,7 +226,7 @@ pub fn delete(config: &Path, args: &DeleteArgs) -> Result<ExitCode> {
     let ns = kind
         .namespaced()
         .then(|| args.namespace.as_deref().unwrap_or("default"));
-    let c = client(config)?;
+    let c = existing_client(config)?;
     let (mut ok, mut failed) = (0, 0);
     for name in &args.names {
         match delete_one(&c, kind, ns, name, args) {

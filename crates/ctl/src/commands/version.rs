@@ -1,6 +1,6 @@
 //! calicoctl version: the client's version, and the cluster's if reachable.
 
-use crate::input::client;
+use crate::input::existing_client as client;
 use anyhow::Result;
 use calico_api::{Kind, Resource};
 use std::path::Path;
