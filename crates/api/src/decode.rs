@@ -3,6 +3,7 @@
 
 use crate::k8s::K8sNetworkPolicy;
 use crate::resource::{Kind, Resource, API_VERSION};
+use crate::strict;
 use serde::Deserialize;
 use serde_json::Value;
 use std::fmt;
@@ -33,19 +34,73 @@ pub struct ManifestError {
     pub problems: Vec<Problem>,
 }
 
-/// Splits text into JSON values, one per YAML document (JSON is YAML too).
+fn whole(message: String) -> ManifestError {
+    ManifestError {
+        problems: vec![Problem {
+            location: "manifest".into(),
+            resource: None,
+            message,
+        }],
+    }
+}
+
+/// Splits text into JSON values, one per YAML document (JSON is YAML too),
+/// within bounds: at most [`strict::MAX_MANIFEST_BYTES`] in all,
+/// [`strict::MAX_DOCUMENT_BYTES`] and [`strict::MAX_FLOW_OPENERS`] per
+/// document, checked before parsing; keys are never repeated, an explicit
+/// null is an absent field, and nesting is bounded (checked as it parses).
 pub fn documents(text: &str) -> Result<Vec<Value>, ManifestError> {
+    if text.len() > strict::MAX_MANIFEST_BYTES {
+        return Err(whole(format!(
+            "the manifest is {} bytes; at most {} are read",
+            text.len(),
+            strict::MAX_MANIFEST_BYTES
+        )));
+    }
+    let mut problems = Vec::new();
+    let mut start = 0;
+    for (i, size) in strict::document_sizes(text).enumerate() {
+        let doc = &text[start..start + size];
+        start += size;
+        if size > strict::MAX_DOCUMENT_BYTES {
+            problems.push(format!(
+                "document {} is {size} bytes; a resource may be at most {} (etcd's request limit)",
+                i + 1,
+                strict::MAX_DOCUMENT_BYTES
+            ));
+        } else if strict::flow_openers(doc) > strict::MAX_FLOW_OPENERS {
+            problems.push(format!(
+                "document {} opens more than {} flow collections ('[' or '{{')",
+                i + 1,
+                strict::MAX_FLOW_OPENERS
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        return Err(ManifestError {
+            problems: problems
+                .into_iter()
+                .map(|message| Problem {
+                    location: "manifest".into(),
+                    resource: None,
+                    message,
+                })
+                .collect(),
+        });
+    }
     let mut out = Vec::new();
     for (i, doc) in serde_norway::Deserializer::from_str(text).enumerate() {
-        match Value::deserialize(doc) {
-            Ok(Value::Null) => {}
-            Ok(v) => out.push(v),
+        match strict::Strict::deserialize(doc) {
+            Ok(strict::Strict(Value::Null)) => {}
+            Ok(strict::Strict(v)) => out.push(v),
             Err(e) => {
                 return Err(ManifestError {
                     problems: vec![Problem {
                         location: format!("document {}", i + 1),
                         resource: None,
-                        message: format!("not valid YAML/JSON: {e}"),
+                        message: crate::validate::truncated_message(&format!(
+                            "not valid YAML/JSON: {e}"
+                        )),
                     }],
                 })
             }
@@ -111,8 +166,8 @@ pub fn decode_manifest(text: &str) -> Result<Vec<Resource>, ManifestError> {
                 Ok(r) => out.push(r),
                 Err(message) => problems.push(Problem {
                     location,
-                    resource,
-                    message,
+                    resource: resource.map(|r| crate::validate::truncated_message(&r)),
+                    message: crate::validate::truncated_message(&message),
                 }),
             }
         };

@@ -10,6 +10,7 @@ pub mod kinds;
 mod meta;
 mod number;
 mod resource;
+pub mod strict;
 mod validate;
 
 pub use decode::{decode_manifest, decode_resource, documents, to_yaml, ManifestError, Problem};

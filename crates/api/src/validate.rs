@@ -48,10 +48,11 @@ pub struct Errors {
 }
 
 impl Errors {
+    /// Records a problem; a reason that echoes a huge value is cut short.
     pub fn add(&mut self, path: impl Into<String>, reason: impl Into<String>) {
         self.items.push(FieldError {
-            path: path.into(),
-            reason: reason.into(),
+            path: truncated_message(&path.into()),
+            reason: truncated_message(&reason.into()),
         });
     }
 
@@ -241,5 +242,14 @@ pub fn truncated(value: &str) -> String {
     match value.char_indices().nth(64) {
         Some((i, _)) => format!("{}…", &value[..i]),
         None => value.to_string(),
+    }
+}
+
+/// An error message as it is shown: at most 512 characters, then `…`, so
+/// that a message quoting a 50 MB value is not 50 MB long.
+pub fn truncated_message(message: &str) -> String {
+    match message.char_indices().nth(512) {
+        Some((i, _)) => format!("{}… ({} bytes in all)", &message[..i], message.len()),
+        None => message.to_string(),
     }
 }

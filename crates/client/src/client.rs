@@ -108,10 +108,27 @@ impl Client {
         Ok(r)
     }
 
-    fn encode(r: &Resource) -> Vec<u8> {
+    /// The stored form: JSON without resourceVersion, at most etcd's
+    /// request limit (a larger one could not be stored in etcd, and is
+    /// refused in every backend alike).
+    fn encode(r: &Resource) -> Result<Vec<u8>, ClientError> {
         let mut stored = r.clone();
         stored.meta_mut().resource_version = None;
-        serde_json::to_vec(&stored).unwrap_or_default()
+        let bytes = serde_json::to_vec(&stored).map_err(|e| ClientError::Rejected {
+            resource: r.display_name(),
+            reason: format!("cannot be encoded: {e}"),
+        })?;
+        if bytes.len() > calico_api::strict::MAX_DOCUMENT_BYTES {
+            return Err(ClientError::Rejected {
+                resource: r.display_name(),
+                reason: format!(
+                    "it is {} bytes stored; a resource may be at most {} (etcd's request limit)",
+                    bytes.len(),
+                    calico_api::strict::MAX_DOCUMENT_BYTES
+                ),
+            });
+        }
+        Ok(bytes)
     }
 
     fn map_store(
@@ -181,7 +198,7 @@ impl Client {
         m.resource_version = None;
         let rev = self
             .store
-            .create(&key_of(&r), &Self::encode(&r))
+            .create(&key_of(&r), &Self::encode(&r)?)
             .map_err(|e| self.map_store(e, r.display_name(), None))?;
         r.meta_mut().resource_version = Some(rev.to_string());
         Ok(r)
@@ -206,7 +223,7 @@ impl Client {
         m.creation_timestamp.clone_from(&cm.creation_timestamp);
         let rev = self
             .store
-            .update(&key_of(&r), &Self::encode(&r), expected)
+            .update(&key_of(&r), &Self::encode(&r)?, expected)
             .map_err(|e| self.map_store(e, r.display_name(), Some(expected)))?;
         r.meta_mut().resource_version = Some(rev.to_string());
         Ok(r)

@@ -23,14 +23,21 @@ pub fn existing_client(config: &Path) -> Result<Client> {
     Ok(Client::new(store, Arc::new(calico_client::SystemClock)))
 }
 
-/// The text of a manifest file, or of standard input for `-`.
+/// The text of a manifest file, or of standard input for `-`; at most
+/// one byte more than a manifest may have is read (the decoder refuses
+/// it then), so a huge input never sits whole in memory.
 pub fn read_manifest(path: &str) -> Result<String> {
+    let limit = calico_api::strict::MAX_MANIFEST_BYTES as u64 + 1;
+    let mut text = String::new();
     if path == "-" {
-        let mut text = String::new();
         std::io::stdin()
+            .take(limit)
             .read_to_string(&mut text)
             .context("cannot read standard input")?;
-        return Ok(text);
+    } else {
+        std::fs::File::open(path)
+            .and_then(|f| f.take(limit).read_to_string(&mut text))
+            .with_context(|| format!("cannot read {path}"))?;
     }
-    std::fs::read_to_string(path).with_context(|| format!("cannot read {path}"))
+    Ok(text)
 }

@@ -178,8 +178,16 @@ fn an_invalid_manifest_writes_nothing() {
     assert!(err.contains("document 2 (GlobalNetworkPolicy(bad)): spec.ingress[0].destination.ports[0]: port range 90:80 is reversed"), "{err}");
     // Not even the datastore was created.
     let get = b.ctl(&["get", "ippools"]);
-    assert!(!get.status.success(), "nothing was written: {}", stdout(&get));
-    assert!(stderr(&get).contains("no embedded datastore"), "{}", stderr(&get));
+    assert!(
+        !get.status.success(),
+        "nothing was written: {}",
+        stdout(&get)
+    );
+    assert!(
+        stderr(&get).contains("no embedded datastore"),
+        "{}",
+        stderr(&get)
+    );
 }
 
 #[test]
@@ -340,4 +348,56 @@ fn embedded_datastore_is_private_and_never_made_by_a_read() {
         }
     }
     assert!(stdout(&run(&["get", "ippools"], "")).contains("10.9.0.0/24"));
+}
+
+/// A 10 MB, 100,000-rule policy on standard input is refused before it
+/// is parsed, in little memory, and the error does not echo it.
+#[test]
+fn huge_manifest_is_refused_cheaply() {
+    let b = Backend::embedded();
+    let rule = "  - action: Allow\n    source: {nets: [10.0.0.0/8]}\n    destination: {ports: [80]}\n    protocol: TCP\n";
+    let manifest = format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: g}}\nspec:\n  ingress:\n{}",
+        rule.repeat(100_000)
+    );
+    let Backend::Embedded(dir) = &b else {
+        unreachable!()
+    };
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calicoctl"))
+        .args(["--config", "/nonexistent/calicoctl.cfg", "apply", "-f", "-"])
+        .env_remove("DATASTORE_TYPE")
+        .env("CALICO_DATASTORE_PATH", dir.path().join("calico.db"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("calicoctl");
+    let mut stdin = child.stdin.take().expect("stdin");
+    let writer = std::thread::spawn(move || {
+        let _ = std::io::Write::write_all(&mut stdin, manifest.as_bytes());
+    });
+    let pid = child.id();
+    let mut peak = 0u64;
+    while child.try_wait().expect("wait").is_none() {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if let Some(kib) = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
+        {
+            peak = peak.max(kib);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    let _ = writer.join();
+    let out = child.wait_with_output().expect("calicoctl");
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("a resource may be at most"),
+        "{}",
+        &err[..err.len().min(2000)]
+    );
+    assert!(err.len() < 4096, "{} bytes of error", err.len());
+    assert!(peak < 100 * 1024, "calicoctl peaked at {peak} KiB");
 }

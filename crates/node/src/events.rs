@@ -7,6 +7,13 @@ use calico_net::IpNet;
 
 /// A stored resource (its JSON value) as a typed resource.
 pub fn decode(value: &[u8]) -> Result<Resource, String> {
+    if value.len() > calico_api::strict::MAX_DOCUMENT_BYTES {
+        return Err(format!(
+            "{} bytes; a resource may be at most {}",
+            value.len(),
+            calico_api::strict::MAX_DOCUMENT_BYTES
+        ));
+    }
     let v: serde_json::Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
     calico_api::decode_resource(v)
 }

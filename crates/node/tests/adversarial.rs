@@ -340,7 +340,7 @@ fn bad_and_conflicting_endpoints_affect_only_themselves() {
     // its own (the namespace profile allows everything).
     let iface = cali_of(&node, &ip_db);
     node.apply(&format!(
-        "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: node--1-k8s-rogue-eth0, namespace: x, labels: {{app: rogue}}}}\n\
+        "apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: node--1-k8s-a-eth0, namespace: x, labels: {{app: rogue}}}}\n\
          spec: {{node: node-1, orchestrator: k8s, pod: rogue, endpoint: eth0, interfaceName: {iface}, ipNetworks: [10.87.250.1/32], profiles: [kns.x]}}\n"
     ));
     node.felix();
@@ -362,7 +362,7 @@ fn bad_and_conflicting_endpoints_affect_only_themselves() {
         &[
             "delete",
             "workloadendpoint",
-            "node--1-k8s-rogue-eth0",
+            "node--1-k8s-a-eth0",
             "-n",
             "x",
         ],
