@@ -19,7 +19,8 @@ pub use kinds::felix::FelixConfigurationSpec;
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
 pub use kinds::netset::NetworkSetSpec;
 pub use kinds::node::{
-    AsNumber, BgpConfigurationSpec, BgpPeerSpec, ClusterInformationSpec, NodeBgpSpec, NodeSpec,
+    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, ClusterInformationSpec, NodeBgpSpec,
+    NodeSpec, SecretKeyRef,
 };
 pub use kinds::policy::{
     Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec,

@@ -44,6 +44,8 @@ fn peer(addr: &str, passive: bool) -> PeerConfig {
         port: 179,
         hold_time: None,
         restart_time: None,
+        password: None,
+        max_prefixes: None,
     }
 }
 

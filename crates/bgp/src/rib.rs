@@ -48,6 +48,14 @@ pub enum Announce {
     Withdraw(IpNet),
 }
 
+impl Announce {
+    pub fn prefix(&self) -> &IpNet {
+        match self {
+            Announce::Reach { prefix, .. } | Announce::Withdraw(prefix) => prefix,
+        }
+    }
+}
+
 /// A change to the kernel's routes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum FibOp {

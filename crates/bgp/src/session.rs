@@ -109,6 +109,9 @@ struct Conn {
     stream: TcpStream,
     buf: Vec<u8>,
     ctx: Context,
+    /// How long one write may wait for the peer to read: the hold time
+    /// once negotiated (RFC 4271's 4 minutes before).
+    write_deadline: Duration,
 }
 
 enum ReadError {
@@ -119,7 +122,20 @@ enum ReadError {
 
 impl Conn {
     async fn send(&mut self, m: &Message) -> std::io::Result<()> {
-        self.stream.write_all(&encode(m, &self.ctx)).await
+        let bytes = encode(m, &self.ctx);
+        self.write(&bytes).await
+    }
+
+    /// Writes within the deadline: a peer that stops reading ends its
+    /// session instead of wedging it.
+    async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
+        match tokio::time::timeout(self.write_deadline, self.stream.write_all(bytes)).await {
+            Ok(r) => r,
+            Err(_) => Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("peer read nothing for {:?}", self.write_deadline),
+            )),
+        }
     }
 
     /// The next message, or why there is none.
@@ -148,6 +164,15 @@ impl Conn {
     }
 }
 
+/// How a session and the main loop talk: events up (bounded, so a session
+/// waits while the main loop is behind), commands down (bounded by the
+/// main loop's backlog), and the main loop's word to end the session.
+pub(crate) struct Wiring {
+    pub events: mpsc::Sender<FromSession>,
+    pub commands: mpsc::Receiver<ToSession>,
+    pub kill: Arc<tokio::sync::Notify>,
+}
+
 /// Runs one connection to the end; tells the main loop it closed.
 pub(crate) async fn run(
     stream: TcpStream,
@@ -155,9 +180,13 @@ pub(crate) async fn run(
     expected_as: u32,
     conn: ConnId,
     local: Local,
-    events: mpsc::UnboundedSender<FromSession>,
-    mut commands: mpsc::UnboundedReceiver<ToSession>,
+    wiring: Wiring,
 ) {
+    let Wiring {
+        events,
+        mut commands,
+        kill,
+    } = wiring;
     let _ = stream.set_nodelay(true);
     // An IPv4 connection on a dual-stack listener shows v4-mapped
     // addresses; the next hop we announce must be the plain IPv4 one.
@@ -170,6 +199,7 @@ pub(crate) async fn run(
         stream,
         buf: Vec::new(),
         ctx: Context::default(),
+        write_deadline: OPEN_WAIT,
     };
     let (graceful, reason) = match session(
         &mut c,
@@ -180,6 +210,7 @@ pub(crate) async fn run(
         local_addr,
         &events,
         &mut commands,
+        &kill,
     )
     .await
     {
@@ -191,12 +222,14 @@ pub(crate) async fn run(
         End::Lost(why) => (true, why),
     };
     let _ = c.stream.shutdown().await;
-    let _ = events.send(FromSession::Closed {
-        peer,
-        conn,
-        graceful,
-        reason,
-    });
+    let _ = events
+        .send(FromSession::Closed {
+            peer,
+            conn,
+            graceful,
+            reason,
+        })
+        .await;
 }
 
 enum End {
@@ -215,15 +248,16 @@ async fn session(
     conn: ConnId,
     local: &Local,
     local_addr: IpAddr,
-    events: &mpsc::UnboundedSender<FromSession>,
-    commands: &mut mpsc::UnboundedReceiver<ToSession>,
+    events: &mpsc::Sender<FromSession>,
+    commands: &mut mpsc::Receiver<ToSession>,
+    kill: &tokio::sync::Notify,
 ) -> End {
     let ours = local.open();
     if let Err(e) = c.send(&Message::Open(ours.clone())).await {
         return End::Lost(e.to_string());
     }
     // OpenSent: the peer's OPEN within a generous hold time (RFC: 4 min).
-    let theirs = match tokio::time::timeout(Duration::from_secs(240), c.recv()).await {
+    let theirs = match tokio::time::timeout(OPEN_WAIT, c.recv()).await {
         Err(_) => return End::Sent(Notification::hold_timer_expired()),
         Ok(Err(ReadError::Closed(why))) => return End::Lost(why),
         Ok(Err(ReadError::Protocol(n))) => return End::Sent(n),
@@ -246,6 +280,7 @@ async fn session(
             open: theirs.clone(),
             reply,
         })
+        .await
         .is_err()
     {
         return End::Sent(cease(2));
@@ -256,6 +291,9 @@ async fn session(
     let hold = ours.hold_time.min(theirs.hold_time);
     let keepalive = (hold > 0).then(|| Duration::from_secs(u64::from(hold / 3).max(1)));
     let hold = (hold > 0).then(|| Duration::from_secs(u64::from(hold)));
+    if let Some(h) = hold {
+        c.write_deadline = h;
+    }
     if let Err(e) = c.send(&Message::Keepalive).await {
         return End::Lost(e.to_string());
     }
@@ -278,6 +316,7 @@ async fn session(
             open: theirs,
             local_addr,
         })
+        .await
         .is_err()
     {
         return End::Sent(cease(2));
@@ -294,12 +333,14 @@ async fn session(
                     Err(ReadError::Protocol(n)) => return End::Sent(n),
                     Ok(Message::Keepalive) => {}
                     Ok(Message::Update(update)) => {
-                        if events.send(FromSession::Received { peer, conn, update }).is_err() {
+                        // Back-pressure: while the main loop is behind, this
+                        // session reads no further (TCP slows the peer).
+                        if events.send(FromSession::Received { peer, conn, update }).await.is_err() {
                             return End::Sent(cease(2));
                         }
                     }
                     Ok(Message::RouteRefresh(r)) if r.subtype == 0 => {
-                        let _ = events.send(FromSession::RefreshRequested { peer, conn });
+                        let _ = events.send(FromSession::RefreshRequested { peer, conn }).await;
                     }
                     Ok(Message::RouteRefresh(_)) => {}
                     Ok(Message::Notification(n)) => return End::Received(n),
@@ -307,11 +348,14 @@ async fn session(
                 }
             }
             cmd = commands.recv() => {
-                let msgs = match cmd {
+                let msgs: Vec<Message> = match cmd {
                     None => return End::Sent(cease(2)),
                     Some(ToSession::Close(n)) => return End::Sent(n),
                     Some(ToSession::Abort) => return End::Lost("restarting".into()),
-                    Some(ToSession::Send(changes)) => updates(&changes, v4, v6),
+                    Some(ToSession::Send(changes)) => updates(&changes, v4, v6)
+                        .into_iter()
+                        .flat_map(|m| fit(m, &c.ctx))
+                        .collect(),
                     Some(ToSession::EndOfRib(afis)) => afis
                         .into_iter()
                         .filter(|a| (*a == Afi::Ipv4 && v4) || (*a == Afi::Ipv6 && v6))
@@ -322,7 +366,7 @@ async fn session(
                 for m in &msgs {
                     bytes.extend_from_slice(&encode(m, &c.ctx));
                 }
-                if let Err(e) = c.stream.write_all(&bytes).await {
+                if let Err(e) = c.write(&bytes).await {
                     return End::Lost(e.to_string());
                 }
                 if !msgs.is_empty() {
@@ -335,6 +379,9 @@ async fn session(
                 }
                 next_keepalive = keepalive.map_or(far, |k| Instant::now() + k);
             }
+            () = kill.notified() => {
+                return End::Lost("peer fell too far behind (send queue full)".into());
+            }
             () = tokio::time::sleep_until(hold_deadline) => {
                 // The peer may be restarting: its routes are kept (RFC 4724).
                 let _ = c.send(&Message::Notification(Notification::hold_timer_expired())).await;
@@ -343,6 +390,10 @@ async fn session(
         }
     }
 }
+
+/// How long to wait for the peer's OPEN (and to write before a hold time
+/// is agreed): RFC 4271's suggested 4 minutes.
+const OPEN_WAIT: Duration = Duration::from_secs(240);
 
 /// The room a message leaves for prefixes once its attributes are in.
 const BUDGET: usize = calico_bgp_codec::MAX_LEN - 64;
@@ -443,6 +494,80 @@ pub(crate) fn updates(changes: &[Announce], v4: bool, v6: bool) -> Vec<Message> 
     out
 }
 
+/// The message as one or more that each encode within BGP's 4,096
+/// bytes: packing by estimate can overshoot (long AS paths, many
+/// communities or unknown attributes), so the encoded size decides; a
+/// message too large is split in half until each part fits. A single
+/// prefix whose attributes alone are too large cannot be sent at all.
+pub(crate) fn fit(m: Message, ctx: &Context) -> Vec<Message> {
+    if encode(&m, ctx).len() <= calico_bgp_codec::MAX_LEN {
+        return vec![m];
+    }
+    let Message::Update(u) = m else {
+        return vec![m];
+    };
+    let halves = split_update(u);
+    if halves.len() < 2 {
+        tracing::warn!("an UPDATE for one prefix does not fit in 4096 bytes; not sent");
+        return Vec::new();
+    }
+    halves
+        .into_iter()
+        .flat_map(|h| fit(Message::Update(h), ctx))
+        .collect()
+}
+
+/// Two UPDATEs carrying half of `u`'s prefixes each (the same attributes),
+/// or `u` alone when it carries one prefix or fewer.
+fn split_update(u: Update) -> Vec<Update> {
+    fn halve<T: Clone>(v: &[T]) -> Option<(Vec<T>, Vec<T>)> {
+        (v.len() > 1).then(|| (v[..v.len() / 2].to_vec(), v[v.len() / 2..].to_vec()))
+    }
+    if let Some((a, b)) = halve(&u.withdrawn) {
+        return vec![
+            Update {
+                withdrawn: a,
+                ..u.clone()
+            },
+            Update { withdrawn: b, ..u },
+        ];
+    }
+    if let Some((a, b)) = halve(&u.nlri) {
+        return vec![
+            Update {
+                nlri: a,
+                ..u.clone()
+            },
+            Update { nlri: b, ..u },
+        ];
+    }
+    if let Some(r) = &u.attributes.mp_reach {
+        if let Some((a, b)) = halve(&r.nlri) {
+            let with = |nlri: Vec<IpNet>| {
+                let mut x = u.clone();
+                if let Some(r) = x.attributes.mp_reach.as_mut() {
+                    r.nlri = nlri;
+                }
+                x
+            };
+            return vec![with(a), with(b)];
+        }
+    }
+    if let Some(r) = &u.attributes.mp_unreach {
+        if let Some((a, b)) = halve(&r.withdrawn) {
+            let with = |withdrawn: Vec<IpNet>| {
+                let mut x = u.clone();
+                if let Some(r) = x.attributes.mp_unreach.as_mut() {
+                    r.withdrawn = withdrawn;
+                }
+                x
+            };
+            return vec![with(a), with(b)];
+        }
+    }
+    vec![u]
+}
+
 fn attr_estimate(a: &Attributes) -> usize {
     let path = a
         .as_path
@@ -524,5 +649,63 @@ mod tests {
         }
         assert_eq!((reach, gone), (20_000, 3000));
         assert!(msgs.len() < 30, "{} messages", msgs.len());
+    }
+
+    /// Attributes that leave almost no room (990 communities) still give
+    /// messages that fit, with every prefix in (the estimate alone
+    /// overshot: it keeps room for at least 64 bytes of prefixes).
+    #[test]
+    fn large_attributes_are_split_by_encoded_size() {
+        let attrs = Arc::new(Attributes {
+            origin: Some(Origin::Igp),
+            as_path: Some(AsPath::sequence((0..10).map(|i| 64512 + i).collect())),
+            communities: (0..990).collect(),
+            ..Attributes::default()
+        });
+        let changes: Vec<Announce> = (0..2000u32)
+            .map(|i| Announce::Reach {
+                prefix: IpNet::V4(
+                    Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).expect("net"),
+                ),
+                next_hop: "10.0.0.1".parse().expect("ip"),
+                attrs: Arc::clone(&attrs),
+            })
+            .collect();
+        let ctx = Context {
+            four_octet_as: true,
+        };
+        let msgs: Vec<Message> = updates(&changes, true, true)
+            .into_iter()
+            .flat_map(|m| fit(m, &ctx))
+            .collect();
+        let mut reach = 0;
+        for m in &msgs {
+            let bytes = encode(m, &ctx);
+            assert!(
+                bytes.len() <= calico_bgp_codec::MAX_LEN,
+                "{} bytes",
+                bytes.len()
+            );
+            let Ok(Message::Update(u)) = decode(&bytes, &ctx) else {
+                panic!("decodes")
+            };
+            reach += u.nlri.len();
+        }
+        assert_eq!(reach, 2000);
+        // Attributes that cannot fit with even one prefix: nothing is sent.
+        let huge = Arc::new(Attributes {
+            communities: (0..1100).collect(),
+            ..(*attrs).clone()
+        });
+        let one = vec![Announce::Reach {
+            prefix: "10.9.0.0/24".parse().expect("net"),
+            next_hop: "10.0.0.1".parse().expect("ip"),
+            attrs: huge,
+        }];
+        let msgs: Vec<Message> = updates(&one, true, true)
+            .into_iter()
+            .flat_map(|m| fit(m, &ctx))
+            .collect();
+        assert!(msgs.is_empty());
     }
 }

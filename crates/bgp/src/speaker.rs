@@ -3,7 +3,7 @@
 //! timers), a task per TCP connection, and a listener. Kernel route changes
 //! go to a [`Fib`] on a thread of its own, in batches.
 
-use crate::rib::{Changes, FibOp, Path, PeerId, PeerInfo, Rib};
+use crate::rib::{Announce, Changes, FibOp, Path, PeerId, PeerInfo, Rib};
 use crate::session::{self, ConnId, Direction, FromSession, Local, ToSession};
 use calico_bgp_codec::{cease, Afi, Capability, Open, Update};
 use ipnet::IpNet;
@@ -69,6 +69,11 @@ pub struct PeerConfig {
     pub hold_time: Option<u16>,
     /// Graceful-restart time announced to this peer (the speaker's when None).
     pub restart_time: Option<u16>,
+    /// TCP MD5 key (RFC 2385) for the session, 1-80 bytes.
+    pub password: Option<String>,
+    /// Prefixes accepted from this peer at most; past it the session ends
+    /// with Cease "maximum number of prefixes reached" (RFC 4486).
+    pub max_prefixes: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -201,16 +206,23 @@ impl Speaker {
             .name("bgp".into())
             .spawn(move || {
                 rt.block_on(async move {
+                    let listener_fd = listener.as_ref().and_then(|l| {
+                        use std::os::fd::AsFd;
+                        l.as_fd().try_clone_to_owned().ok()
+                    });
                     if let Some(l) = listener {
                         tokio::spawn(accept(l, loop_tx.clone()));
                     }
+                    let (stx, srx) = mpsc::channel(EVENTS_QUEUE);
                     let window = Duration::from_secs(u64::from(cfg.restart_time));
                     let t = loop_tx.clone();
                     tokio::spawn(async move {
                         tokio::time::sleep(window).await;
                         let _ = t.send(Event::RestartWindowOver);
                     });
-                    Main::new(cfg, loop_tx, loop_status, fib_tx).run(rx).await;
+                    Main::new(cfg, loop_tx, stx, listener_fd, loop_status, fib_tx)
+                        .run(rx, srx)
+                        .await;
                 });
             })?;
         Ok(Speaker {
@@ -351,12 +363,72 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Batches queued for one session at most: a peer that reads slower than
+/// the routes change is dropped (and resynced when it reconnects), never
+/// allowed to grow the speaker's memory.
+const SESSION_QUEUE: usize = 64;
+/// Session events (chiefly received UPDATEs) waiting for the main loop;
+/// when full, sessions stop reading and TCP slows their peers.
+const EVENTS_QUEUE: usize = 256;
+
 struct ConnState {
     peer: PeerId,
     direction: Direction,
-    tx: mpsc::UnboundedSender<ToSession>,
+    tx: mpsc::Sender<ToSession>,
+    kill: Arc<tokio::sync::Notify>,
+    /// Route changes waiting for room in the queue, by prefix.
+    backlog: BTreeMap<IpNet, Announce>,
+    /// End-of-RIB to send once the backlog is out.
+    eor_after: Option<Vec<Afi>>,
     /// Passed the OPEN exchange (OpenConfirm or Established).
     confirmed: bool,
+}
+
+impl ConnState {
+    /// Queues `m` for the session. Route changes that do not fit wait in
+    /// the backlog, where a later change to a prefix replaces an earlier
+    /// one: what waits is bounded by the routes there are, however fast
+    /// they change (a peer that stops reading is caught by the session's
+    /// write deadline). End-of-RIB waits behind the backlog; a control
+    /// message that does not fit ends the session.
+    fn push(&mut self, m: ToSession) {
+        match m {
+            ToSession::Send(announces) if !self.backlog.is_empty() => {
+                self.backlog
+                    .extend(announces.into_iter().map(|a| (*a.prefix(), a)));
+            }
+            ToSession::EndOfRib(afis) if !self.backlog.is_empty() => self.eor_after = Some(afis),
+            m => match self.tx.try_send(m) {
+                Ok(()) | Err(mpsc::error::TrySendError::Closed(_)) => {}
+                Err(mpsc::error::TrySendError::Full(ToSession::Send(announces))) => {
+                    self.backlog
+                        .extend(announces.into_iter().map(|a| (*a.prefix(), a)));
+                }
+                Err(mpsc::error::TrySendError::Full(ToSession::EndOfRib(afis))) => {
+                    self.eor_after = Some(afis);
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => {
+                    warn!("BGP {}: send queue full, ending the session", self.peer);
+                    self.kill.notify_one();
+                }
+            },
+        }
+    }
+
+    /// Moves the backlog to the session once its queue has room.
+    fn flush(&mut self) {
+        if !self.backlog.is_empty() {
+            let permit = match self.tx.try_reserve() {
+                Ok(p) => p,
+                Err(_) => return,
+            };
+            let batch = std::mem::take(&mut self.backlog).into_values().collect();
+            permit.send(ToSession::Send(batch));
+        }
+        if let Some(afis) = self.eor_after.take() {
+            self.push(ToSession::EndOfRib(afis));
+        }
+    }
 }
 
 struct PeerState {
@@ -377,11 +449,18 @@ struct PeerState {
     restart_time: Option<u16>,
     /// Sessions lost so far: a restart timer counts for one loss only.
     losses: u64,
+    /// Prefixes received, as last counted, and announced since.
+    counted: usize,
+    unchecked: usize,
 }
 
 struct Main {
     cfg: SpeakerConfig,
     tx: mpsc::UnboundedSender<Event>,
+    /// Where sessions report (bounded: see EVENTS_QUEUE).
+    sessions: mpsc::Sender<FromSession>,
+    /// A copy of the listening socket, for the peers' MD5 keys.
+    listener: Option<std::os::fd::OwnedFd>,
     status: Arc<Mutex<Status>>,
     fib: std::sync::mpsc::Sender<FibWork>,
     rib: Rib,
@@ -398,6 +477,8 @@ impl Main {
     fn new(
         cfg: SpeakerConfig,
         tx: mpsc::UnboundedSender<Event>,
+        sessions: mpsc::Sender<FromSession>,
+        listener: Option<std::os::fd::OwnedFd>,
         status: Arc<Mutex<Status>>,
         fib: std::sync::mpsc::Sender<FibWork>,
     ) -> Self {
@@ -405,6 +486,8 @@ impl Main {
         Main {
             cfg,
             tx,
+            sessions,
+            listener,
             status,
             fib,
             rib,
@@ -427,12 +510,31 @@ impl Main {
         }
     }
 
-    async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Event>) {
-        while let Some(ev) = rx.recv().await {
+    async fn run(
+        mut self,
+        mut rx: mpsc::UnboundedReceiver<Event>,
+        mut sessions: mpsc::Receiver<FromSession>,
+    ) {
+        let mut drain = tokio::time::interval(Duration::from_millis(20));
+        drain.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => match ev {
+                    Some(ev) => ev,
+                    None => return,
+                },
+                Some(s) = sessions.recv() => Event::Session(s),
+                _ = drain.tick(), if self.conns.values().any(|c| !c.backlog.is_empty() || c.eor_after.is_some()) => {
+                    for c in self.conns.values_mut() {
+                        c.flush();
+                    }
+                    continue;
+                }
+            };
             match ev {
                 Event::Command(Command::Stop { done, restart }) => {
-                    for c in self.conns.values() {
-                        let _ = c.tx.send(if restart {
+                    for c in self.conns.values_mut() {
+                        c.push(if restart {
                             ToSession::Abort
                         } else {
                             ToSession::Close(cease(2))
@@ -501,8 +603,8 @@ impl Main {
                 continue;
             }
             if let Some(conn) = self.peers.get(&peer).and_then(|p| p.established) {
-                if let Some(c) = self.conns.get(&conn) {
-                    let _ = c.tx.send(ToSession::Send(announces));
+                if let Some(c) = self.conns.get_mut(&conn) {
+                    c.push(ToSession::Send(announces));
                 }
             }
         }
@@ -547,6 +649,10 @@ impl Main {
                     TcpSocket::new_v6()?
                 };
                 let _ = sock.set_recv_buffer_size(RECV_BUFFER);
+                if let Some(pw) = &cfg.password {
+                    use std::os::fd::AsFd;
+                    calico_tcp_md5::set_key(sock.as_fd(), cfg.addr, pw.as_bytes())?;
+                }
                 if let Some(local) = cfg.local_addr {
                     sock.bind(SocketAddr::new(local, 0))?;
                 }
@@ -569,18 +675,27 @@ impl Main {
         };
         let conn = self.next_conn;
         self.next_conn += 1;
-        let (ctx, crx) = mpsc::unbounded_channel();
+        let (ctx, crx) = mpsc::channel(SESSION_QUEUE);
+        let kill = Arc::new(tokio::sync::Notify::new());
         self.conns.insert(
             conn,
             ConnState {
                 peer,
                 direction,
                 tx: ctx,
+                kill: Arc::clone(&kill),
+                backlog: BTreeMap::new(),
+                eor_after: None,
                 confirmed: false,
             },
         );
-        let (asn, local, events) = (p.cfg.asn, self.local(&p.cfg), self.session_events());
-        tokio::spawn(session::run(stream, peer, asn, conn, local, events, crx));
+        let (asn, local, events) = (p.cfg.asn, self.local(&p.cfg), self.sessions.clone());
+        let wiring = session::Wiring {
+            events,
+            commands: crx,
+            kill,
+        };
+        tokio::spawn(session::run(stream, peer, asn, conn, local, wiring));
         if self
             .peers
             .get(&peer)
@@ -588,19 +703,6 @@ impl Main {
         {
             self.set_state(&peer, "OpenSent", String::new());
         }
-    }
-
-    fn session_events(&self) -> mpsc::UnboundedSender<FromSession> {
-        let (stx, mut srx) = mpsc::unbounded_channel();
-        let tx = self.tx.clone();
-        tokio::spawn(async move {
-            while let Some(e) = srx.recv().await {
-                if tx.send(Event::Session(e)).is_err() {
-                    return;
-                }
-            }
-        });
-        stx
     }
 
     fn schedule_retry(&self, peer: PeerId, epoch: u64) {
@@ -686,9 +788,13 @@ impl Main {
             .collect();
         for id in gone {
             info!("BGP peer {id} removed or changed");
-            self.peers.remove(&id);
-            for c in self.conns.values().filter(|c| c.peer == id) {
-                let _ = c.tx.send(ToSession::Close(cease(3)));
+            if let Some(p) = self.peers.remove(&id) {
+                if p.cfg.password.is_some() {
+                    self.listener_key(id, None);
+                }
+            }
+            for c in self.conns.values_mut().filter(|c| c.peer == id) {
+                c.push(ToSession::Close(cease(3)));
             }
             let ch = self.rib.peer_down(&id, false);
             self.apply(ch);
@@ -696,6 +802,9 @@ impl Main {
         for (id, cfg) in wanted {
             if self.peers.contains_key(&id) {
                 continue;
+            }
+            if let Some(pw) = &cfg.password {
+                self.listener_key(id, Some(pw));
             }
             let epoch = self.next_epoch;
             self.next_epoch += 1;
@@ -713,11 +822,56 @@ impl Main {
                     awaiting_eor: true,
                     restart_time: None,
                     losses: 0,
+                    counted: 0,
+                    unchecked: 0,
                 },
             );
             self.connect(id);
         }
         self.check_converged();
+    }
+
+    /// Ends a peer's session once it has sent more prefixes than allowed.
+    /// The exact count (a walk over the RIB) is taken only once the peer
+    /// could have reached the limit since the last count.
+    fn check_prefix_limit(&mut self, peer: PeerId, conn: ConnId, announced: usize) {
+        let Some(p) = self.peers.get_mut(&peer) else {
+            return;
+        };
+        let Some(limit) = p.cfg.max_prefixes else {
+            return;
+        };
+        p.unchecked += announced;
+        if p.counted + p.unchecked <= limit {
+            return;
+        }
+        p.counted = self.rib.received(&peer);
+        p.unchecked = 0;
+        if p.counted > limit {
+            warn!(
+                "BGP {peer}: {} prefixes, more than the {limit} allowed",
+                p.counted
+            );
+            p.info = format!("sent more than {limit} prefixes");
+            if let Some(c) = self.conns.get_mut(&conn) {
+                // Cease, maximum number of prefixes reached (RFC 4486).
+                c.push(ToSession::Close(cease(1)));
+            }
+        }
+    }
+
+    /// Sets (or with None removes) a peer's MD5 key on the listening
+    /// socket: the kernel then drops that peer's unsigned segments.
+    fn listener_key(&self, peer: PeerId, key: Option<&str>) {
+        use std::os::fd::AsFd;
+        let Some(l) = &self.listener else { return };
+        let outcome = match key {
+            Some(k) => calico_tcp_md5::set_key(l.as_fd(), peer, k.as_bytes()),
+            None => calico_tcp_md5::clear_key(l.as_fd(), peer),
+        };
+        if let Err(e) = outcome {
+            warn!("BGP {peer}: TCP MD5 key on the listener: {e}");
+        }
     }
 
     fn session_event(&mut self, s: FromSession) {
@@ -756,15 +910,17 @@ impl Main {
                 }
                 let routes = routes_of(update);
                 debug!("BGP {peer}: UPDATE with {} prefixes", routes.len());
+                let announced = routes.iter().filter(|(_, p)| p.is_some()).count();
                 let ch = self.rib.update(&peer, routes);
                 self.apply(ch);
+                self.check_prefix_limit(peer, conn, announced);
             }
             FromSession::RefreshRequested { peer, conn } => {
                 if self.peers.get(&peer).and_then(|p| p.established) == Some(conn) {
                     let ch = self.rib.refresh(&peer);
                     self.apply(ch);
-                    if let Some(c) = self.conns.get(&conn) {
-                        let _ = c.tx.send(ToSession::EndOfRib(vec![Afi::Ipv4, Afi::Ipv6]));
+                    if let Some(c) = self.conns.get_mut(&conn) {
+                        c.push(ToSession::EndOfRib(vec![Afi::Ipv4, Afi::Ipv6]));
                     }
                 }
             }
@@ -804,8 +960,8 @@ impl Main {
             if direction != winner {
                 return false;
             }
-            if let Some(o) = self.conns.get(&other_id) {
-                let _ = o.tx.send(ToSession::Close(cease(7)));
+            if let Some(o) = self.conns.get_mut(&other_id) {
+                o.push(ToSession::Close(cease(7)));
             }
         }
         if let Some(c) = self.conns.get_mut(&conn) {
@@ -819,8 +975,8 @@ impl Main {
             return;
         };
         if p.established.is_some() {
-            if let Some(c) = self.conns.get(&conn) {
-                let _ = c.tx.send(ToSession::Close(cease(7)));
+            if let Some(c) = self.conns.get_mut(&conn) {
+                c.push(ToSession::Close(cease(7)));
             }
             return;
         }
@@ -841,8 +997,8 @@ impl Main {
         self.set_state(&peer, "Established", String::new());
         let ch = self.rib.peer_up(info);
         self.apply(ch);
-        if let Some(c) = self.conns.get(&conn) {
-            let _ = c.tx.send(ToSession::EndOfRib(vec![Afi::Ipv4, Afi::Ipv6]));
+        if let Some(c) = self.conns.get_mut(&conn) {
+            c.push(ToSession::EndOfRib(vec![Afi::Ipv4, Afi::Ipv6]));
         }
         // A peer without graceful restart sends no End-of-RIB to wait for.
         if !open.has(|c| matches!(c, Capability::GracefulRestart(_))) {

@@ -35,6 +35,8 @@ fn peer(addr: &str, asn: u32) -> PeerConfig {
         port: 179,
         hold_time: None,
         restart_time: None,
+        password: None,
+        max_prefixes: None,
     }
 }
 
@@ -629,4 +631,183 @@ fn ipv6_sessions_between_our_speakers() {
     });
     let st = sa.status();
     assert!(st.peers.iter().all(|p| p.state == "Established"), "{st:?}");
+}
+
+/// BGPPeer passwords are TCP MD5 (RFC 2385), as BIRD speaks them: the
+/// same key establishes; no key or another key never does (the kernel
+/// drops the unsigned or wrongly signed segments).
+#[test]
+fn md5_password_against_bird() {
+    let fabric = Fabric::new("bgp-md5");
+    let (ours, theirs) = (Netns::new("bgp-md5-us"), Netns::new("bgp-md5-bird"));
+    fabric.attach(&ours, "10.250.13.1/24");
+    fabric.attach(&theirs, "10.250.13.2/24");
+    let _bird = Bird::start(
+        &theirs,
+        &bird_conf_with(
+            "10.250.13.2",
+            &["10.244.13.0/26"],
+            &["10.250.13.1"],
+            "graceful restart off; password \"s3cret-key\";",
+        ),
+    );
+    let mut cfg = config([10, 250, 13, 1], 64512);
+    cfg.listen = Some("0.0.0.0:179".parse().expect("addr"));
+    let sp = speaker_in(&ours, cfg);
+    let state = |sp: &Speaker| {
+        sp.status()
+            .peers
+            .first()
+            .map_or_else(|| "none".to_string(), |p| p.state.clone())
+    };
+    // Without the password: never established.
+    sp.set_peers(vec![peer("10.250.13.2", 64512)]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_ne!(state(&sp), "Established", "a session without the password");
+    // With another password: neither.
+    sp.set_peers(vec![PeerConfig {
+        password: Some("wrong".into()),
+        ..peer("10.250.13.2", 64512)
+    }]);
+    std::thread::sleep(Duration::from_secs(4));
+    assert_ne!(
+        state(&sp),
+        "Established",
+        "a session with the wrong password"
+    );
+    // With BIRD's: established, routes flow.
+    sp.set_peers(vec![PeerConfig {
+        password: Some("s3cret-key".into()),
+        ..peer("10.250.13.2", 64512)
+    }]);
+    wait("the signed session", 20, || state(&sp) == "Established");
+    wait("bird's route", 10, || {
+        routes(&ours).contains("10.244.13.0/26 via 10.250.13.2")
+    });
+    // The segments on the wire carry the MD5 option (kind 19).
+    let dump = ours.exec(&[
+        "timeout",
+        "4",
+        "tcpdump",
+        "-c",
+        "2",
+        "-nvi",
+        "eth0",
+        "tcp port 179",
+    ]);
+    let text =
+        String::from_utf8_lossy(&dump.stdout).to_string() + &String::from_utf8_lossy(&dump.stderr);
+    assert!(text.contains("md5"), "no MD5 option seen: {text}");
+}
+
+/// A peer that sends more prefixes than allowed is cut off (Cease,
+/// maximum number of prefixes reached) and its routes leave the kernel.
+#[test]
+fn max_prefix_limit_ends_the_session() {
+    let fabric = Fabric::new("bgp-max");
+    let (ours, theirs) = (Netns::new("bgp-max-us"), Netns::new("bgp-max-bird"));
+    fabric.attach(&ours, "10.250.14.1/24");
+    fabric.attach(&theirs, "10.250.14.2/24");
+    let statics: Vec<String> = (0..50).map(|i| format!("10.245.{i}.0/24")).collect();
+    let statics: Vec<&str> = statics.iter().map(String::as_str).collect();
+    let bird = Bird::start(
+        &theirs,
+        &bird_conf("10.250.14.2", &statics, &["10.250.14.1"], false),
+    );
+    let sp = speaker_in(&ours, config([10, 250, 14, 1], 64512));
+    sp.set_peers(vec![PeerConfig {
+        max_prefixes: Some(20),
+        ..peer("10.250.14.2", 64512)
+    }]);
+    wait("bird to see our Cease", 20, || {
+        bird.cmd(&["show", "protocols", "all", "peer0"])
+            .contains("Maximum number of prefixes reached")
+    });
+    wait("the routes to leave", 10, || {
+        !routes(&ours).contains("proto bgp")
+    });
+    assert_ne!(sp.status().peers[0].state, "Established");
+}
+
+/// A peer that stops reading (its socket full, its hold timer kept alive
+/// by its own keepalives) does not wedge the speaker: the session ends at
+/// the write deadline and the other peers go on.
+#[test]
+fn a_peer_that_stops_reading_is_dropped() {
+    let fabric = Fabric::new("bgp-slow");
+    let (ours, slow, good) = (
+        Netns::new("bgp-slow-us"),
+        Netns::new("bgp-slow-peer"),
+        Netns::new("bgp-slow-good"),
+    );
+    fabric.attach(&ours, "10.250.15.1/24");
+    fabric.attach(&slow, "10.250.15.2/24");
+    fabric.attach(&good, "10.250.15.3/24");
+    let _bird = Bird::start(
+        &good,
+        &bird_conf("10.250.15.3", &["10.244.15.0/26"], &["10.250.15.1"], false),
+    );
+    // The stalled peer: a raw BGP speaker in Python that opens, keeps
+    // sending KEEPALIVEs, and never reads again.
+    let stall = "
+import socket, struct, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('10.250.15.2', 179)); s.listen(1)
+c, _ = s.accept()
+def msg(t, body=b''): return b'\\xff' * 16 + struct.pack('!HB', 19 + len(body), t) + body
+c.sendall(msg(1, struct.pack('!BHHIB', 4, 64512, 9, 0x0afa0f02, 0)))
+time.sleep(1)
+c.sendall(msg(4))
+while True:
+    time.sleep(2)
+    c.sendall(msg(4))
+";
+    let _stalled = KillOnDrop(
+        Command::new("ip")
+            .args(["netns", "exec", &slow.name, "python3", "-c", stall])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python"),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let sp = speaker_in(&ours, config([10, 250, 15, 1], 64512));
+    sp.set_peers(vec![peer("10.250.15.2", 64512), peer("10.250.15.3", 64512)]);
+    let state = |sp: &Speaker, addr: &str| {
+        sp.status()
+            .peers
+            .iter()
+            .find(|p| p.address.to_string() == addr)
+            .map(|p| (p.state.clone(), p.info.clone()))
+    };
+    wait("both sessions", 20, || {
+        state(&sp, "10.250.15.2").is_some_and(|s| s.0 == "Established")
+            && state(&sp, "10.250.15.3").is_some_and(|s| s.0 == "Established")
+    });
+    // Many changes: far more than the stalled socket can hold.
+    for round in 0..300u32 {
+        let set: BTreeSet<ipnet::IpNet> = (0..1000u32)
+            .map(|i| {
+                format!("10.{}.{}.{}/32", 100 + (round % 2), i / 250, i % 250)
+                    .parse()
+                    .expect("net")
+            })
+            .collect();
+        sp.set_local(set);
+    }
+    wait(
+        "the stalled session to end at the write deadline",
+        30,
+        || state(&sp, "10.250.15.2").is_some_and(|s| s.0 != "Established"),
+    );
+    assert_eq!(
+        state(&sp, "10.250.15.3").map(|s| s.0).as_deref(),
+        Some("Established")
+    );
+    // The good peer still gets our updates.
+    sp.set_local(nets(&["10.244.99.0/26"]));
+    wait("bird to get the new prefix", 10, || {
+        routes(&good).contains("10.244.99.0/26 via 10.250.15.1")
+    });
 }

@@ -4,7 +4,7 @@
 //! (`proto bgp`); the speaker's state is served as JSON on a Unix socket
 //! for `calicoctl node status`.
 
-use crate::bgp_plan::{plan, Inputs, Plan};
+use crate::bgp_plan::{plan_with, secret_refs, Extras, Inputs, Plan};
 use crate::events::{decode, own_block};
 use anyhow::{Context, Result};
 use calico_api::{Kind, Resource};
@@ -48,6 +48,41 @@ pub struct Args {
     /// Seconds between connection attempts to a peer that is down.
     #[arg(long, env = "CALICO_BGP_CONNECT_RETRY", default_value_t = 5)]
     pub connect_retry: u64,
+    /// Where BGP passwords' secrets are, as Kubernetes mounts a Secret:
+    /// `<dir>/<secret name>/<key>` holds the value.
+    #[arg(
+        long,
+        env = "CALICO_SECRETS_DIR",
+        default_value = "/etc/calico/secrets"
+    )]
+    pub secrets_dir: std::path::PathBuf,
+    /// Prefixes accepted from one peer at most (0: no limit); past it the
+    /// session ends with Cease "maximum number of prefixes reached".
+    #[arg(long, env = "CALICO_BGP_MAX_PREFIXES", default_value_t = 1_000_000)]
+    pub max_prefixes: usize,
+}
+
+/// The secrets the passwords name, read from `dir`. A name or key that is
+/// not a Kubernetes one is never looked up (no path outside `dir`).
+fn read_secrets(
+    dir: &std::path::Path,
+    refs: BTreeSet<(String, String)>,
+) -> BTreeMap<(String, String), String> {
+    let key_ok = |k: &str| {
+        !k.is_empty()
+            && k.len() <= 253
+            && k != "."
+            && k != ".."
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+    };
+    refs.into_iter()
+        .filter(|(name, key)| calico_api::dns_subdomain(name).is_ok() && key_ok(key))
+        .filter_map(|(name, key)| {
+            let value = std::fs::read_to_string(dir.join(&name).join(&key)).ok()?;
+            Some(((name, key), value))
+        })
+        .collect()
 }
 
 /// The datastore as BGP sees it, kept up to date from events.
@@ -303,7 +338,11 @@ fn reconcile(
     running: Option<Running>,
     shown: &Arc<Mutex<Option<Arc<Mutex<Status>>>>>,
 ) -> Result<Option<Running>> {
-    let p = match plan(&t.inputs, &args.node) {
+    let extras = Extras {
+        secrets: read_secrets(&args.secrets_dir, secret_refs(&t.inputs)),
+        max_prefixes: (args.max_prefixes > 0).then_some(args.max_prefixes),
+    };
+    let p = match plan_with(&t.inputs, &args.node, &extras) {
         Ok(p) => p,
         Err(why) => {
             if let Some(r) = running {
@@ -318,6 +357,9 @@ fn reconcile(
             return Ok(None);
         }
     };
+    for why in &p.problems {
+        warn!("BGP: {why}");
+    }
     let r = match running {
         Some(r) if r.identity == p.identity => r,
         Some(r) => {

@@ -43,6 +43,56 @@ pub struct Plan {
     pub identity: Identity,
     pub peers: Vec<PeerConfig>,
     pub local: BTreeSet<IpNet>,
+    /// Peers left out, and why (a password whose secret is missing).
+    pub problems: Vec<String>,
+}
+
+/// What the plan takes beside the datastore: secrets (name, key) → value
+/// as the node has them, and the per-peer prefix limit.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Extras {
+    pub secrets: BTreeMap<(String, String), String>,
+    pub max_prefixes: Option<usize>,
+}
+
+/// The secrets (name, key) the BGP passwords refer to.
+pub fn secret_refs(inputs: &Inputs) -> BTreeSet<(String, String)> {
+    inputs
+        .peers
+        .values()
+        .filter_map(|p| p.password.as_ref())
+        .chain(
+            inputs
+                .config
+                .as_ref()
+                .and_then(|c| c.node_mesh_password.as_ref()),
+        )
+        .filter_map(|pw| pw.secret_key_ref.as_ref())
+        .map(|r| (r.name.clone(), r.key.clone()))
+        .collect()
+}
+
+/// A password's value: None for no password, Err when it names a secret
+/// the node does not have (the peer is then left out: never a session
+/// without the password it was given).
+fn password(
+    pw: Option<&calico_api::BgpPassword>,
+    extras: &Extras,
+) -> Result<Option<String>, String> {
+    let Some(r) = pw.and_then(|p| p.secret_key_ref.as_ref()) else {
+        return Ok(None);
+    };
+    match extras.secrets.get(&(r.name.clone(), r.key.clone())) {
+        Some(v) if (1..=calico_tcp_md5::MAX_KEY_LEN).contains(&v.len()) => Ok(Some(v.clone())),
+        Some(v) => Err(format!(
+            "secret {}/{} is {} bytes; a TCP MD5 key is 1 to {}",
+            r.name,
+            r.key,
+            v.len(),
+            calico_tcp_md5::MAX_KEY_LEN
+        )),
+        None => Err(format!("secret {}/{} is missing", r.name, r.key)),
+    }
 }
 
 fn node_addr(spec: &NodeSpec) -> Option<Ipv4Addr> {
@@ -95,7 +145,13 @@ fn peer_ip(text: &str) -> Option<(IpAddr, Option<u16>)> {
 
 /// The plan for `node`; an error says why the node cannot speak BGP
 /// (no Node resource, or no IPv4 address on it).
+#[cfg(test)]
 pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
+    plan_with(inputs, node, &Extras::default())
+}
+
+/// The plan, with the node's secrets and prefix limit.
+pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, String> {
     let (labels, me) = inputs
         .nodes
         .get(node)
@@ -141,7 +197,10 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
         port: 179,
         hold_time: None,
         restart_time: None,
+        password: None,
+        max_prefixes: extras.max_prefixes,
     };
+    let mut problems = Vec::new();
     // A node's addresses: its IPv4 one, and its IPv6 one when both ends
     // have one.
     let addrs = |spec: &NodeSpec| -> Vec<IpAddr> {
@@ -152,7 +211,13 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
         v
     };
     let mesh_restart = secs(&cfg.node_mesh_max_restart_time);
-    if cfg.node_to_node_mesh_enabled.unwrap_or(true) {
+    let mesh_password = password(cfg.node_mesh_password.as_ref(), extras);
+    if let Err(why) = &mesh_password {
+        problems.push(format!("node-to-node mesh left out: {why}"));
+    }
+    if let (true, Ok(mesh_password)) =
+        (cfg.node_to_node_mesh_enabled.unwrap_or(true), mesh_password)
+    {
         for (name, (_, spec)) in &inputs.nodes {
             if name == node {
                 continue;
@@ -162,6 +227,7 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
                 add(PeerConfig {
                     rr_client: client(cluster_of(spec), pas),
                     restart_time: mesh_restart,
+                    password: mesh_password.clone(),
                     ..base(a, pas, PeerKind::NodeToNodeMesh)
                 });
             }
@@ -186,6 +252,13 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
         } else {
             PeerKind::Node
         };
+        let password = match password(p.password.as_ref(), extras) {
+            Ok(pw) => pw,
+            Err(why) => {
+                problems.push(format!("BGPPeer {} left out: {why}", p.peer_ip));
+                continue;
+            }
+        };
         if !p.peer_selector.is_empty() {
             for (name, (plabels, spec)) in &inputs.nodes {
                 if name == node || !selects(&p.peer_selector, plabels) {
@@ -197,6 +270,7 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
                         rr_client: client(cluster_of(spec), pas),
                         hold_time,
                         restart_time,
+                        password: password.clone(),
                         ..base(a, pas, kind)
                     });
                 }
@@ -217,6 +291,7 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
                 port: port.unwrap_or(179),
                 hold_time,
                 restart_time,
+                password,
                 ..base(addr, pas, kind)
             });
         }
@@ -245,6 +320,7 @@ pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
         identity,
         peers: peers.into_values().collect(),
         local,
+        problems,
     })
 }
 
@@ -312,6 +388,68 @@ mod tests {
             .all(|p| p.kind == PeerKind::NodeToNodeMesh && !p.rr_client));
         assert_eq!(p.local, [net("10.244.1.0/26"), net("10.244.9.7/32")].into());
         assert!(plan(&inputs(), "nope").is_err());
+    }
+
+    #[test]
+    fn passwords_come_from_secrets_and_a_missing_one_leaves_the_peer_out() {
+        let pw = |name: &str| {
+            Some(calico_api::BgpPassword {
+                secret_key_ref: Some(calico_api::SecretKeyRef {
+                    name: name.into(),
+                    key: "pw".into(),
+                }),
+            })
+        };
+        let mut i = inputs();
+        i.config = Some(BgpConfigurationSpec {
+            node_mesh_password: pw("mesh"),
+            ..BgpConfigurationSpec::default()
+        });
+        i.peers.insert(
+            "tor".into(),
+            BgpPeerSpec {
+                peer_ip: "10.0.0.254".into(),
+                as_number: Some(AsNumber(65001)),
+                password: pw("tor"),
+                ..BgpPeerSpec::default()
+            },
+        );
+        assert_eq!(
+            secret_refs(&i),
+            [
+                ("mesh".to_string(), "pw".to_string()),
+                ("tor".into(), "pw".into())
+            ]
+            .into()
+        );
+        // No secrets: nobody is peered without the password it was given.
+        let p = plan(&i, "a").expect("plan");
+        assert!(p.peers.is_empty(), "{:?}", p.peers);
+        assert_eq!(p.problems.len(), 2, "{:?}", p.problems);
+        let extras = Extras {
+            secrets: [
+                (("mesh".to_string(), "pw".to_string()), "m3sh".to_string()),
+                (("tor".into(), "pw".into()), "t0r".into()),
+            ]
+            .into(),
+            max_prefixes: Some(10),
+        };
+        let p = plan_with(&i, "a", &extras).expect("plan");
+        let got: Vec<(String, Option<String>)> = p
+            .peers
+            .iter()
+            .map(|p| (p.addr.to_string(), p.password.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                ("10.0.0.2".into(), Some("m3sh".into())),
+                ("10.0.0.3".into(), Some("m3sh".into())),
+                ("10.0.0.254".into(), Some("t0r".into())),
+            ]
+        );
+        assert!(p.peers.iter().all(|p| p.max_prefixes == Some(10)));
+        assert!(p.problems.is_empty());
     }
 
     #[test]
