@@ -13,8 +13,77 @@ pub const DEFAULT_PATH: &str = "/var/lib/calico/calico.db";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum DatastoreConfig {
-    Embedded { path: PathBuf },
-    Etcd { endpoints: Vec<String> },
+    Embedded {
+        path: PathBuf,
+    },
+    Etcd {
+        endpoints: Vec<String>,
+        security: EtcdFiles,
+    },
+}
+
+/// Calico's etcd security settings: files for the CA, the client
+/// certificate and key, and etcd auth (`ETCD_CA_CERT_FILE`,
+/// `ETCD_CERT_FILE`, `ETCD_KEY_FILE`, `ETCD_USERNAME`, `ETCD_PASSWORD`, or
+/// `etcdCACertFile`... in a CalicoAPIConfig).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EtcdFiles {
+    pub ca_cert_file: Option<PathBuf>,
+    pub cert_file: Option<PathBuf>,
+    pub key_file: Option<PathBuf>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+impl std::fmt::Debug for EtcdFiles {
+    /// Never prints the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdFiles")
+            .field("ca_cert_file", &self.ca_cert_file)
+            .field("cert_file", &self.cert_file)
+            .field("key_file", &self.key_file)
+            .field("username", &self.username)
+            .finish()
+    }
+}
+
+impl EtcdFiles {
+    fn tls(&self) -> bool {
+        self.ca_cert_file.is_some() || self.cert_file.is_some() || self.key_file.is_some()
+    }
+
+    /// The files read, checked for consistency.
+    fn load(&self) -> Result<calico_datastore_etcd::EtcdSecurity, ConfigError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| ConfigError::File {
+                path: p.display().to_string(),
+                reason: e.to_string(),
+            })
+        };
+        let client = match (&self.cert_file, &self.key_file) {
+            (Some(c), Some(k)) => Some((read(c)?, read(k)?)),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Etcd(
+                    "ETCD_CERT_FILE and ETCD_KEY_FILE go together".into(),
+                ))
+            }
+        };
+        let user = match (&self.username, &self.password) {
+            (Some(u), Some(p)) => Some((u.clone(), p.clone())),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Etcd(
+                    "ETCD_USERNAME and ETCD_PASSWORD go together".into(),
+                ))
+            }
+        };
+        Ok(calico_datastore_etcd::EtcdSecurity {
+            ca_cert: self.ca_cert_file.as_ref().map(read).transpose()?,
+            client,
+            user,
+        })
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -27,6 +96,8 @@ pub enum ConfigError {
     File { path: String, reason: String },
     #[error("cannot create the directory for the embedded datastore {path}: {reason}")]
     Directory { path: String, reason: String },
+    #[error("etcd settings: {0}")]
+    Etcd(String),
     #[error("there is no embedded datastore at {path} (set CALICO_DATASTORE_PATH, or write something first)")]
     Missing { path: String },
     #[error(transparent)]
@@ -43,6 +114,16 @@ struct ApiConfigSpec {
     etcd_endpoints: String,
     #[serde(default)]
     datastore_path: String,
+    #[serde(default, rename = "etcdCACertFile")]
+    etcd_ca_cert_file: String,
+    #[serde(default)]
+    etcd_cert_file: String,
+    #[serde(default)]
+    etcd_key_file: String,
+    #[serde(default)]
+    etcd_username: String,
+    #[serde(default)]
+    etcd_password: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -85,7 +166,36 @@ impl DatastoreConfig {
                 if endpoints.is_empty() {
                     return Err(ConfigError::NoEndpoints);
                 }
-                Ok(DatastoreConfig::Etcd { endpoints })
+                let opt = |name: &str, fallback: String| {
+                    Some(get(name, fallback)).filter(|v| !v.is_empty())
+                };
+                let security = EtcdFiles {
+                    ca_cert_file: opt("ETCD_CA_CERT_FILE", spec.etcd_ca_cert_file)
+                        .map(PathBuf::from),
+                    cert_file: opt("ETCD_CERT_FILE", spec.etcd_cert_file).map(PathBuf::from),
+                    key_file: opt("ETCD_KEY_FILE", spec.etcd_key_file).map(PathBuf::from),
+                    username: opt("ETCD_USERNAME", spec.etcd_username),
+                    password: opt("ETCD_PASSWORD", spec.etcd_password),
+                };
+                // TLS and plain endpoints do not mix: a certificate given
+                // for an http:// endpoint would silently not be used.
+                let https = endpoints.iter().all(|e| e.starts_with("https://"));
+                let http = endpoints.iter().any(|e| !e.starts_with("https://"));
+                if security.tls() && http {
+                    return Err(ConfigError::Etcd(format!(
+                        "TLS settings are given, so every endpoint must be https:// (got {})",
+                        endpoints.join(",")
+                    )));
+                }
+                if https && security.ca_cert_file.is_none() {
+                    return Err(ConfigError::Etcd(
+                        "https:// endpoints need the CA certificate (ETCD_CA_CERT_FILE)".into(),
+                    ));
+                }
+                Ok(DatastoreConfig::Etcd {
+                    endpoints,
+                    security,
+                })
             }
             "" | "embedded" => Ok(DatastoreConfig::Embedded {
                 path: PathBuf::from(if path.is_empty() {
@@ -108,7 +218,7 @@ impl DatastoreConfig {
             DatastoreConfig::Embedded { path } => {
                 format!("embedded datastore at {}", path.display())
             }
-            DatastoreConfig::Etcd { endpoints } => format!("etcd at {}", endpoints.join(",")),
+            DatastoreConfig::Etcd { endpoints, .. } => format!("etcd at {}", endpoints.join(",")),
         }
     }
 }
@@ -131,9 +241,13 @@ pub fn open_store(cfg: &DatastoreConfig) -> Result<Arc<dyn Store>, ConfigError> 
             }
             Arc::new(calico_datastore_sqlite::SqliteStore::open(path)?)
         }
-        DatastoreConfig::Etcd { endpoints } => {
-            Arc::new(calico_datastore_etcd::EtcdStore::connect(endpoints)?)
-        }
+        DatastoreConfig::Etcd {
+            endpoints,
+            security,
+        } => Arc::new(calico_datastore_etcd::EtcdStore::connect_with(
+            endpoints,
+            &security.load()?,
+        )?),
     })
 }
 
@@ -182,7 +296,8 @@ mod tests {
             )
             .unwrap(),
             DatastoreConfig::Etcd {
-                endpoints: vec!["http://a:1".into(), "http://b:2".into()]
+                endpoints: vec!["http://a:1".into(), "http://b:2".into()],
+                security: EtcdFiles::default(),
             }
         );
         assert!(matches!(
@@ -203,7 +318,8 @@ mod tests {
         assert_eq!(
             DatastoreConfig::resolve(Some(&file), &env(&[])).unwrap(),
             DatastoreConfig::Etcd {
-                endpoints: vec!["http://10.0.0.1:2379".into()]
+                endpoints: vec!["http://10.0.0.1:2379".into()],
+                security: EtcdFiles::default(),
             }
         );
         assert_eq!(
@@ -219,5 +335,53 @@ mod tests {
                 path: "/tmp/x.db".into()
             }
         );
+    }
+
+    #[test]
+    fn etcd_tls_and_auth_settings() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("calicoctl.cfg");
+        std::fs::write(&file, "apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {}\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: https://10.0.0.1:2379\n  etcdCACertFile: /ca.pem\n  etcdCertFile: /c.pem\n  etcdKeyFile: /k.pem\n  etcdUsername: calico\n  etcdPassword: pw\n").unwrap();
+        let DatastoreConfig::Etcd { security, .. } =
+            DatastoreConfig::resolve(Some(&file), &env(&[])).unwrap()
+        else {
+            panic!("etcd")
+        };
+        assert_eq!(security.ca_cert_file.as_deref(), Some(Path::new("/ca.pem")));
+        assert_eq!(security.username.as_deref(), Some("calico"));
+        assert!(
+            !format!("{security:?}").contains("pw"),
+            "the password is never printed"
+        );
+        // The environment wins, as for every other setting.
+        let DatastoreConfig::Etcd { security, .. } =
+            DatastoreConfig::resolve(Some(&file), &env(&[("ETCD_CA_CERT_FILE", "/other.pem")]))
+                .unwrap()
+        else {
+            panic!("etcd")
+        };
+        assert_eq!(
+            security.ca_cert_file.as_deref(),
+            Some(Path::new("/other.pem"))
+        );
+        // Certificates for a plain endpoint, or https without a CA: refused.
+        for pairs in [
+            &[
+                ("DATASTORE_TYPE", "etcdv3"),
+                ("ETCD_ENDPOINTS", "http://a:1"),
+                ("ETCD_CA_CERT_FILE", "/ca.pem"),
+            ][..],
+            &[
+                ("DATASTORE_TYPE", "etcdv3"),
+                ("ETCD_ENDPOINTS", "https://a:1"),
+            ],
+        ] {
+            let pairs: &'static [(&'static str, &'static str)] =
+                Box::leak(pairs.to_vec().into_boxed_slice());
+            assert!(matches!(
+                DatastoreConfig::resolve(None, &env(pairs)),
+                Err(ConfigError::Etcd(_))
+            ));
+        }
     }
 }

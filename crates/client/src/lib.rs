@@ -13,4 +13,4 @@ pub mod keys;
 
 pub use checks::ipip_unavailable;
 pub use client::{Applied, Client, ClientError, Clock, ResourceList, SystemClock};
-pub use config::{open_existing_store, open_store, DatastoreConfig};
+pub use config::{open_existing_store, open_store, DatastoreConfig, EtcdFiles};

@@ -106,6 +106,12 @@ pub struct NetConf {
     #[serde(default)]
     pub etcd_endpoints: Option<String>,
     #[serde(default)]
+    pub etcd_ca_cert_file: Option<String>,
+    #[serde(default)]
+    pub etcd_cert_file: Option<String>,
+    #[serde(default)]
+    pub etcd_key_file: Option<String>,
+    #[serde(default)]
     pub datastore_path: Option<String>,
     #[serde(default)]
     pub ipam: Option<IpamConf>,
@@ -215,6 +221,9 @@ impl NetConf {
             let from_conf = match name {
                 "DATASTORE_TYPE" => self.datastore_type.clone(),
                 "ETCD_ENDPOINTS" => self.etcd_endpoints.clone(),
+                "ETCD_CA_CERT_FILE" => self.etcd_ca_cert_file.clone(),
+                "ETCD_CERT_FILE" => self.etcd_cert_file.clone(),
+                "ETCD_KEY_FILE" => self.etcd_key_file.clone(),
                 "CALICO_DATASTORE_PATH" => self.datastore_path.clone(),
                 _ => None,
             };

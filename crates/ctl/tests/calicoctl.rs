@@ -12,7 +12,7 @@ fn repo() -> PathBuf {
 /// Where a calicoctl invocation points.
 enum Backend {
     Embedded(tempfile::TempDir),
-    Etcd(EtcdServer),
+    Etcd(Box<EtcdServer>),
 }
 
 impl Backend {
@@ -136,12 +136,12 @@ fn manifest_applies_reads_back_and_deletes_embedded() {
 
 #[test]
 fn manifest_applies_reads_back_and_deletes_etcd() {
-    manifest_round_trip(&Backend::Etcd(EtcdServer::start()));
+    manifest_round_trip(&Backend::Etcd(Box::new(EtcdServer::start())));
 }
 
 #[test]
 fn kubernetes_policies_are_stored_converted() {
-    let b = Backend::Etcd(EtcdServer::start());
+    let b = Backend::Etcd(Box::new(EtcdServer::start()));
     let file = repo().join("examples/manifests/k8s-policies.yaml");
     b.ok(&["apply", "-f", file.to_str().expect("path")]);
     let got: Value = serde_norway::from_str(&b.ok(&[
@@ -400,4 +400,109 @@ fn huge_manifest_is_refused_cheaply() {
     );
     assert!(err.len() < 4096, "{} bytes of error", err.len());
     assert!(peak < 100 * 1024, "calicoctl peaked at {peak} KiB");
+}
+
+/// A real etcd serving TLS with client certificates (made for the test):
+/// calicoctl with Calico's settings (environment, or a CalicoAPIConfig)
+/// writes and reads; without a client certificate, with one another CA
+/// signed, or trusting another CA, it gets nothing. Then etcd auth on the
+/// same server: the right password works, a wrong one does not.
+#[test]
+fn etcd_over_tls_with_client_certificates_and_auth() {
+    let etcd = EtcdServer::start_tls();
+    let t = etcd.tls.clone().expect("tls");
+    let run = |env: &[(&str, &std::path::Path)], user: Option<(&str, &str)>, args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_calicoctl"));
+        cmd.args(["--config", "/nonexistent/calicoctl.cfg"])
+            .args(args)
+            .env("DATASTORE_TYPE", "etcdv3")
+            .env("ETCD_ENDPOINTS", &etcd.endpoint)
+            .env_remove("ETCD_CA_CERT_FILE")
+            .env_remove("ETCD_CERT_FILE")
+            .env_remove("ETCD_KEY_FILE")
+            .env_remove("ETCD_USERNAME")
+            .env_remove("ETCD_PASSWORD");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        if let Some((u, p)) = user {
+            cmd.env("ETCD_USERNAME", u).env("ETCD_PASSWORD", p);
+        }
+        cmd.output().expect("calicoctl")
+    };
+    let good: Vec<(&str, &std::path::Path)> = vec![
+        ("ETCD_CA_CERT_FILE", &t.ca),
+        ("ETCD_CERT_FILE", &t.client_cert),
+        ("ETCD_KEY_FILE", &t.client_key),
+    ];
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pool = dir.path().join("pool.yaml");
+    std::fs::write(&pool, "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: tls}\nspec: {cidr: 10.77.0.0/16}\n").expect("write");
+    let out = run(&good, None, &["apply", "-f", pool.to_str().expect("path")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&run(&good, None, &["get", "ippools"])).contains("10.77.0.0/16"));
+
+    // The same through a CalicoAPIConfig file.
+    let cfg = dir.path().join("calicoctl.cfg");
+    std::fs::write(&cfg, format!("apiVersion: projectcalico.org/v3\nkind: CalicoAPIConfig\nmetadata: {{}}\nspec:\n  datastoreType: etcdv3\n  etcdEndpoints: {}\n  etcdCACertFile: {}\n  etcdCertFile: {}\n  etcdKeyFile: {}\n",
+        etcd.endpoint, t.ca.display(), t.client_cert.display(), t.client_key.display())).expect("cfg");
+    let out = Command::new(env!("CARGO_BIN_EXE_calicoctl"))
+        .arg("--config")
+        .arg(&cfg)
+        .args(["get", "ippools"])
+        .env_remove("DATASTORE_TYPE")
+        .env_remove("ETCD_ENDPOINTS")
+        .output()
+        .expect("calicoctl");
+    assert!(stdout(&out).contains("10.77.0.0/16"), "{}", stderr(&out));
+
+    let refused = |env: &[(&str, &std::path::Path)], why: &str| {
+        let out = run(env, None, &["get", "ippools"]);
+        assert!(!out.status.success(), "{why}: {}", stdout(&out));
+        assert!(!stdout(&out).contains("10.77.0.0/16"), "{why}");
+    };
+    refused(&[("ETCD_CA_CERT_FILE", &t.ca)], "no client certificate");
+    refused(
+        &[
+            ("ETCD_CA_CERT_FILE", &t.ca),
+            ("ETCD_CERT_FILE", &t.other_cert),
+            ("ETCD_KEY_FILE", &t.other_key),
+        ],
+        "a client certificate from another CA",
+    );
+    refused(
+        &[
+            ("ETCD_CA_CERT_FILE", &t.other_ca),
+            ("ETCD_CERT_FILE", &t.client_cert),
+            ("ETCD_KEY_FILE", &t.client_key),
+        ],
+        "a server its CA did not sign",
+    );
+    // Plain http to a TLS-only server.
+    let plain = Command::new(env!("CARGO_BIN_EXE_calicoctl"))
+        .args(["--config", "/nonexistent/calicoctl.cfg", "get", "ippools"])
+        .env("DATASTORE_TYPE", "etcdv3")
+        .env("ETCD_ENDPOINTS", etcd.endpoint.replace("https", "http"))
+        .output()
+        .expect("calicoctl");
+    assert!(!plain.status.success());
+
+    // etcd auth: a root user, then auth on.
+    let etcdctl = |args: &[&str]| {
+        let out = Command::new("etcdctl")
+            .arg(format!("--endpoints={}", etcd.endpoint))
+            .arg(format!("--cacert={}", t.ca.display()))
+            .arg(format!("--cert={}", t.client_cert.display()))
+            .arg(format!("--key={}", t.client_key.display()))
+            .args(args)
+            .output()
+            .expect("etcdctl");
+        assert!(out.status.success(), "etcdctl {args:?}: {}", stderr(&out));
+    };
+    etcdctl(&["user", "add", "root:r00t-pw"]);
+    etcdctl(&["auth", "enable"]);
+    let out = run(&good, Some(("root", "r00t-pw")), &["get", "ippools"]);
+    assert!(stdout(&out).contains("10.77.0.0/16"), "{}", stderr(&out));
+    let out = run(&good, Some(("root", "wrong")), &["get", "ippools"]);
+    assert!(!out.status.success() && !stdout(&out).contains("10.77.0.0/16"));
 }

@@ -69,9 +69,37 @@ fn header_rev(h: Option<&etcd_client::ResponseHeader>) -> Revision {
     h.map_or(0, etcd_client::ResponseHeader::revision)
 }
 
+/// How to reach a secured etcd, as Calico's etcd settings say: a CA to
+/// trust (TLS; endpoints then are `https://`), a client certificate and
+/// key (mutual TLS), and a user name and password (etcd's auth).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct EtcdSecurity {
+    /// PEM.
+    pub ca_cert: Option<Vec<u8>>,
+    /// PEM certificate and key.
+    pub client: Option<(Vec<u8>, Vec<u8>)>,
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for EtcdSecurity {
+    /// Never prints the key or the password.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdSecurity")
+            .field("tls", &self.ca_cert.is_some())
+            .field("client_cert", &self.client.is_some())
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
+}
+
 impl EtcdStore {
     /// Connects to `endpoints` (`http://host:port` or `host:port`).
     pub fn connect(endpoints: &[String]) -> Result<Self, StoreError> {
+        Self::connect_with(endpoints, &EtcdSecurity::default())
+    }
+
+    /// Connects to `endpoints` with TLS and/or auth.
+    pub fn connect_with(endpoints: &[String], security: &EtcdSecurity) -> Result<Self, StoreError> {
         if endpoints.is_empty() {
             return Err(StoreError::Unavailable("no etcd endpoints given".into()));
         }
@@ -83,9 +111,25 @@ impl EtcdStore {
             .map_err(|e| {
                 StoreError::Backend(format!("cannot start the etcd client runtime: {e}"))
             })?;
-        let opts = ConnectOptions::new()
+        let mut opts = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
+        if let Some(ca) = &security.ca_cert {
+            let mut tls = etcd_client::TlsOptions::new()
+                .ca_certificate(etcd_client::Certificate::from_pem(ca));
+            if let Some((cert, key)) = &security.client {
+                tls = tls.identity(etcd_client::Identity::from_pem(cert, key));
+            }
+            opts = opts.with_tls(tls);
+        } else if security.client.is_some() {
+            return Err(StoreError::Unavailable(
+                "an etcd client certificate needs the CA certificate too (ETCD_CA_CERT_FILE)"
+                    .into(),
+            ));
+        }
+        if let Some((user, password)) = &security.user {
+            opts = opts.with_user(user.clone(), password.clone());
+        }
         let client = rt
             .block_on(Client::connect(endpoints, Some(opts)))
             .map_err(|e| {

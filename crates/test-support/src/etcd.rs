@@ -18,8 +18,125 @@ pub struct EtcdServer {
     pub client_port: u16,
     peer_port: u16,
     netns: Option<String>,
+    /// TLS material when it serves https with client certificates.
+    pub tls: Option<EtcdTls>,
     child: Child,
     _dir: tempfile::TempDir,
+}
+
+/// PEM files a TLS etcd was started with: its CA, a client certificate
+/// and key that CA signed, and a second CA that signed nothing etcd trusts.
+#[derive(Debug, Clone)]
+pub struct EtcdTls {
+    pub ca: std::path::PathBuf,
+    pub client_cert: std::path::PathBuf,
+    pub client_key: std::path::PathBuf,
+    pub other_ca: std::path::PathBuf,
+    pub other_cert: std::path::PathBuf,
+    pub other_key: std::path::PathBuf,
+    server_cert: std::path::PathBuf,
+    server_key: std::path::PathBuf,
+}
+
+fn openssl(dir: &std::path::Path, args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl EtcdTls {
+    /// A CA, a server certificate for 127.0.0.1 and a client certificate
+    /// it signed, and an unrelated CA with its own client certificate.
+    fn generate(dir: &std::path::Path) -> EtcdTls {
+        let ca = |name: &str| {
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-x509",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-days",
+                    "2",
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            );
+        };
+        let signed = |name: &str, by: &str, ext: &str| {
+            openssl(
+                dir,
+                &[
+                    "req",
+                    "-newkey",
+                    "ec",
+                    "-pkeyopt",
+                    "ec_paramgen_curve:P-256",
+                    "-nodes",
+                    "-keyout",
+                    &format!("{name}.key"),
+                    "-out",
+                    &format!("{name}.csr"),
+                    "-subj",
+                    &format!("/CN={name}"),
+                ],
+            );
+            std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
+            openssl(
+                dir,
+                &[
+                    "x509",
+                    "-req",
+                    "-in",
+                    &format!("{name}.csr"),
+                    "-CA",
+                    &format!("{by}.pem"),
+                    "-CAkey",
+                    &format!("{by}.key"),
+                    "-CAcreateserial",
+                    "-out",
+                    &format!("{name}.pem"),
+                    "-days",
+                    "2",
+                    "-extfile",
+                    &format!("{name}.ext"),
+                ],
+            );
+        };
+        ca("ca");
+        ca("other-ca");
+        signed(
+            "server",
+            "ca",
+            "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
+        );
+        signed("client", "ca", "extendedKeyUsage=clientAuth\n");
+        signed("other-client", "other-ca", "extendedKeyUsage=clientAuth\n");
+        EtcdTls {
+            ca: dir.join("ca.pem"),
+            client_cert: dir.join("client.pem"),
+            client_key: dir.join("client.key"),
+            other_ca: dir.join("other-ca.pem"),
+            other_cert: dir.join("other-client.pem"),
+            other_key: dir.join("other-client.key"),
+            server_cert: dir.join("server.pem"),
+            server_key: dir.join("server.key"),
+        }
+    }
 }
 
 fn healthy(port: u16) -> bool {
@@ -52,19 +169,36 @@ impl EtcdServer {
         Self::start_in(Some(netns))
     }
 
+    /// Starts etcd serving https only, requiring client certificates its
+    /// CA signed (certificates generated for the test with openssl).
+    pub fn start_tls() -> EtcdServer {
+        Self::start_with(None, true)
+    }
+
     fn start_in(netns: Option<&str>) -> EtcdServer {
+        Self::start_with(netns, false)
+    }
+
+    fn start_with(netns: Option<&str>, tls: bool) -> EtcdServer {
         let which = Command::new("sh").args(["-c", "command -v etcd"]).output();
         if !which.is_ok_and(|o| o.status.success()) {
             panic!("etcd is not installed: run `scripts/setup` (or `make test`), which installs etcd-server");
         }
         let dir = tempfile::tempdir().expect("temp dir for etcd");
+        let tls = tls.then(|| {
+            let certs = dir.path().join("certs");
+            std::fs::create_dir(&certs).expect("certs dir");
+            EtcdTls::generate(&certs)
+        });
         let (client_port, peer_port) = (crate::free_port(), crate::free_port());
-        let child = Self::spawn(netns, &dir, client_port, peer_port);
+        let child = Self::spawn(netns, &dir, client_port, peer_port, tls.as_ref());
+        let scheme = if tls.is_some() { "https" } else { "http" };
         let mut server = EtcdServer {
-            endpoint: format!("http://127.0.0.1:{client_port}"),
+            endpoint: format!("{scheme}://127.0.0.1:{client_port}"),
             client_port,
             peer_port,
             netns: netns.map(str::to_string),
+            tls,
             child,
             _dir: dir,
         };
@@ -84,6 +218,7 @@ impl EtcdServer {
             &self._dir,
             self.client_port,
             self.peer_port,
+            self.tls.as_ref(),
         );
         self.wait_ready();
     }
@@ -93,8 +228,10 @@ impl EtcdServer {
         dir: &tempfile::TempDir,
         client_port: u16,
         peer_port: u16,
+        tls: Option<&EtcdTls>,
     ) -> Child {
-        let client = format!("http://127.0.0.1:{client_port}");
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let client = format!("{scheme}://127.0.0.1:{client_port}");
         let peer = format!("http://127.0.0.1:{peer_port}");
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -132,6 +269,14 @@ while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; don
             ])
             .args(["--initial-cluster", &format!("test={peer}")])
             .args(["--log-level", "error"])
+            .args(tls.into_iter().flat_map(|t| {
+                [
+                    "--client-cert-auth".into(),
+                    format!("--trusted-ca-file={}", t.ca.display()),
+                    format!("--cert-file={}", t.server_cert.display()),
+                    format!("--key-file={}", t.server_key.display()),
+                ]
+            }))
             .env("PARENT", std::process::id().to_string())
             .env("SCRATCH", dir.path())
             .env("ETCD_UNSUPPORTED_ARCH", "")
@@ -144,6 +289,25 @@ while kill -0 "$PARENT" 2>/dev/null && kill -0 $e 2>/dev/null; do sleep 0.2; don
 
     fn wait_ready(&mut self) {
         let (netns, client_port) = (self.netns.clone(), self.client_port);
+        if let Some(t) = self.tls.clone() {
+            let deadline = Instant::now() + START_TIMEOUT;
+            let url = format!("https://127.0.0.1:{client_port}/health");
+            while !Command::new("curl")
+                .args(["-sf", "--cacert"])
+                .arg(&t.ca)
+                .arg("--cert")
+                .arg(&t.client_cert)
+                .arg("--key")
+                .arg(&t.client_key)
+                .arg(&url)
+                .output()
+                .is_ok_and(|o| o.status.success())
+            {
+                assert!(Instant::now() < deadline, "TLS etcd did not become healthy");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            return;
+        }
         let server = self;
         let deadline = Instant::now() + START_TIMEOUT;
         let ready = || match &netns {

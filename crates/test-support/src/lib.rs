@@ -9,7 +9,7 @@ mod netns;
 mod temp_store;
 
 pub use cni::{add_pod, cni_add, run_cni, CniCall};
-pub use etcd::EtcdServer;
+pub use etcd::{EtcdServer, EtcdTls};
 pub use lab::{calicoctl, iperf3, output_text, LabCli};
 pub use netns::{Fabric, Netns};
 pub use temp_store::TempStore;
