@@ -17,12 +17,13 @@ fn bin(name: &str) -> PathBuf {
 }
 
 /// A UDP receiver: every datagram's source address and destination port
-/// is appended to the log file, one `addr port` a line.
+/// is appended to the log file, one `addr port` a line (IPv6 with V6=1).
 const RECEIVER: &str = "
-import socket, sys, threading
+import os, socket, sys, threading
 log = open(sys.argv[1], 'a', buffering=1)
+v6 = os.environ.get('V6') == '1'
 def serve(port):
-    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(('0.0.0.0', port))
+    s = socket.socket(socket.AF_INET6 if v6 else socket.AF_INET, socket.SOCK_DGRAM); s.bind(('::' if v6 else '0.0.0.0', port))
     while True:
         data, peer = s.recvfrom(2048); log.write('%s %d %s\\n' % (peer[0], port, data.decode(errors='replace')))
 for p in sys.argv[2:]:
@@ -33,8 +34,13 @@ threading.Event().wait()
 /// Sends one UDP datagram `tag` to ip:port, from `src` when given (bound).
 fn send_udp(from: &Netns, src: Option<&str>, ip: &str, port: u16, tag: &str) {
     let bind = src.map_or(String::new(), |s| format!("s.bind(('{s}', 0))\n"));
+    let family = if ip.contains(':') {
+        "AF_INET6"
+    } else {
+        "AF_INET"
+    };
     let code = format!(
-        "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n{bind}s.sendto(b'{tag}', ('{ip}', {port}))"
+        "import socket\ns=socket.socket(socket.{family}, socket.SOCK_DGRAM)\n{bind}s.sendto(b'{tag}', ('{ip}', {port}))"
     );
     from.ok(&["python3", "-c", &code]);
 }
@@ -120,13 +126,31 @@ impl Node {
     }
 
     fn pod(&self, name: &str, labels: &[(&str, &str)]) -> (Netns, String) {
+        self.pod_with(name, labels, json!({"type": "calico-ipam"}))
+    }
+
+    /// An IPv6-only pod.
+    fn pod6(&self, name: &str, labels: &[(&str, &str)]) -> (Netns, String) {
+        self.pod_with(
+            name,
+            labels,
+            json!({"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"}),
+        )
+    }
+
+    fn pod_with(
+        &self,
+        name: &str,
+        labels: &[(&str, &str)],
+        ipam: serde_json::Value,
+    ) -> (Netns, String) {
         let pod = Netns::new(&format!("adv-{name}"));
         let labels: Vec<_> = labels
             .iter()
             .map(|(k, v)| json!({"key": k, "value": v}))
             .collect();
         let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
-            "datastore_path": self.db(), "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels}}});
+            "datastore_path": self.db(), "ipam": ipam, "args": {"cni": {"labels": labels}}});
         let ip = add_pod(
             &bin("calico"),
             &self.ns.name,
@@ -140,9 +164,14 @@ impl Node {
 
     /// Starts a receiver in `netns` on `ports`; returns its log file.
     fn receiver(&mut self, netns: &str, name: &str, ports: &[u16]) -> PathBuf {
+        self.receiver_in(netns, name, ports, false)
+    }
+
+    fn receiver_in(&mut self, netns: &str, name: &str, ports: &[u16], v6: bool) -> PathBuf {
         let log = self.dir.path().join(format!("{name}.log"));
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", netns, "python3", "-c", RECEIVER])
+            .env("V6", if v6 { "1" } else { "0" })
             .arg(&log)
             .args(ports.iter().map(ToString::to_string))
             .stdout(Stdio::null())
@@ -559,4 +588,52 @@ fn health_server_survives_idle_slow_and_huge_clients() {
         after < before + 8 * 1024,
         "the agent grew from {before} KiB to {after} KiB"
     );
+}
+
+/// The same over IPv6: a secondary address and a raw socket with another
+/// pod's source never pass the node; the trusted pod's packets do.
+#[test]
+fn ipv6_spoofed_sources_are_dropped() {
+    let mut node = Node::new("adv-spoof6", "10.250.11.1/24");
+    node.ns
+        .ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    node.apply("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p6}\nspec: {cidr: 'fd00:87::/112'}\n---\n\
+apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}], labelsToApply: {pcns.kubernetes.io/metadata.name: x}}\n---\n\
+apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: db-from-trusted, namespace: x}\n\
+spec: {selector: app == 'db', types: [Ingress], ingress: [{action: Allow, source: {selector: role == 'trusted'}}]}\n");
+    let (db, ip_db) = node.pod6("db", &[("app", "db")]);
+    let (trusted, ip_trusted) = node.pod6("trusted", &[("role", "trusted")]);
+    let (attacker, _) = node.pod6("attacker", &[("role", "attacker")]);
+    node.felix();
+    let log = node.receiver_in(&db.name.clone(), "db6", &[9999], true);
+    // Neighbour discovery settles (the first packets may wait on it).
+    let _ = trusted.exec(&["ping", "-6", "-c1", "-W2", &ip_db]);
+    send_udp(&trusted, None, &ip_db, 9999, "control");
+    assert_eq!(got(&log, "control").as_deref(), Some(ip_trusted.as_str()));
+    attacker.ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        &format!("{ip_trusted}/128"),
+        "dev",
+        "eth0",
+        "nodad",
+    ]);
+    send_udp(&attacker, Some(&ip_trusted), &ip_db, 9999, "secondary");
+    let raw = format!(
+        "import socket\ns=socket.socket(socket.AF_INET6, socket.SOCK_RAW, socket.IPPROTO_UDP)\n\
+s.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_CHECKSUM, 6)\n\
+s.bind(('{ip_trusted}', 0))\ns.sendto(b'\\x9c\\x40\\x27\\x0f\\x00\\x0b\\x00\\x00raw', ('{ip_db}', 0))"
+    );
+    let _ = attacker.exec(&["python3", "-c", &raw]);
+    send_udp(&trusted, None, &ip_db, 9999, "control-2");
+    let seen = received(&log);
+    assert!(seen.iter().any(|(t, _)| t == "control-2"), "{seen:?}");
+    for tag in ["secondary", "raw"] {
+        assert!(
+            !seen.iter().any(|(t, _)| t == tag),
+            "{tag} got through: {seen:?}"
+        );
+    }
 }
