@@ -603,6 +603,19 @@ mod tests {
     use super::*;
     use calico_bgp_codec::{AsPath, Origin};
 
+    /// `n` /24s from 10.0.0.0 with these attributes, next hop 10.0.0.1.
+    fn reach(n: u32, attrs: &Arc<Attributes>) -> Vec<Announce> {
+        (0..n)
+            .map(|i| Announce::Reach {
+                prefix: IpNet::V4(
+                    Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).expect("net"),
+                ),
+                next_hop: "10.0.0.1".parse().expect("ip"),
+                attrs: Arc::clone(attrs),
+            })
+            .collect()
+    }
+
     #[test]
     fn many_prefixes_pack_into_messages_that_fit() {
         let attrs = Arc::new(Attributes {
@@ -610,15 +623,7 @@ mod tests {
             as_path: Some(AsPath::sequence(vec![64512])),
             ..Attributes::default()
         });
-        let mut changes: Vec<Announce> = (0..20_000u32)
-            .map(|i| Announce::Reach {
-                prefix: IpNet::V4(
-                    Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).expect("net"),
-                ),
-                next_hop: "10.0.0.1".parse().expect("ip"),
-                attrs: Arc::clone(&attrs),
-            })
-            .collect();
+        let mut changes = reach(20_000, &attrs);
         changes.extend((0..3000u32).map(|i| {
             Announce::Withdraw(IpNet::V6(
                 ipnet::Ipv6Net::new(
@@ -662,15 +667,7 @@ mod tests {
             communities: (0..990).collect(),
             ..Attributes::default()
         });
-        let changes: Vec<Announce> = (0..2000u32)
-            .map(|i| Announce::Reach {
-                prefix: IpNet::V4(
-                    Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).expect("net"),
-                ),
-                next_hop: "10.0.0.1".parse().expect("ip"),
-                attrs: Arc::clone(&attrs),
-            })
-            .collect();
+        let changes = reach(2000, &attrs);
         let ctx = Context {
             four_octet_as: true,
         };

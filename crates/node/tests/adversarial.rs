@@ -215,13 +215,23 @@ apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: 
 apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: db-from-trusted, namespace: x}\n\
 spec: {selector: app == 'db', types: [Ingress], ingress: [{action: Allow, source: {selector: role == 'trusted'}}]}\n";
 
+/// A node with SETUP and its three pods: db (which only `role ==
+/// 'trusted'` may reach), trusted and attacker, each with its address.
+fn cast(tag: &str, addr: &str) -> (Node, [(Netns, String); 3]) {
+    let node = Node::new(tag, addr);
+    node.apply(SETUP);
+    let pods = [
+        node.pod("db", &[("app", "db")]),
+        node.pod("trusted", &[("role", "trusted")]),
+        node.pod("attacker", &[("role", "attacker")]),
+    ];
+    (node, pods)
+}
+
 #[test]
 fn spoofed_sources_and_workload_tunnels_are_dropped() {
-    let mut node = Node::new("adv-spoof", "10.250.7.1/24");
-    node.apply(SETUP);
-    let (db, ip_db) = node.pod("db", &[("app", "db")]);
-    let (trusted, ip_trusted) = node.pod("trusted", &[("role", "trusted")]);
-    let (attacker, ip_attacker) = node.pod("attacker", &[("role", "attacker")]);
+    let (mut node, [(db, ip_db), (trusted, ip_trusted), (attacker, ip_attacker)]) =
+        cast("adv-spoof", "10.250.7.1/24");
     // Felix's default for workload-to-host traffic is Drop; this node lets
     // it through so that the tunnel check is seen on its own.
     node.apply("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {defaultEndpointToHostAction: Accept}\n");
@@ -353,11 +363,7 @@ fn wep_of(node: &Node, ip: &str) -> serde_json::Value {
 
 #[test]
 fn bad_and_conflicting_endpoints_affect_only_themselves() {
-    let mut node = Node::new("adv-bad", "10.250.8.1/24");
-    node.apply(SETUP);
-    let (db, ip_db) = node.pod("db", &[("app", "db")]);
-    let (trusted, _) = node.pod("trusted", &[("role", "trusted")]);
-    let (attacker, _) = node.pod("attacker", &[("role", "attacker")]);
+    let (mut node, [(db, ip_db), (trusted, _), (attacker, _)]) = cast("adv-bad", "10.250.8.1/24");
     node.felix();
     let log = node.receiver(&db.name, "db", &[9999]);
     send_udp(&trusted, None, &ip_db, 9999, "control");
