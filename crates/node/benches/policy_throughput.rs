@@ -10,24 +10,16 @@
 use calico_api::decode_manifest;
 use calico_client::{Client, Clock};
 use calico_datastore_sqlite::SqliteStore;
-use calico_test_support::{cni_add, CniCall, KillOnDrop, Netns};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
+
+mod common;
+use common::TwoPods;
 
 struct FixedClock;
 impl Clock for FixedClock {
     fn now_rfc3339(&self) -> String {
         "2026-11-22T00:00:00Z".into()
     }
-}
-
-fn bin(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
-}
-
-fn iperf(client: &Netns, server_ip: &str, secs: u32, udp: bool) -> f64 {
-    calico_test_support::iperf3(&client.name, server_ip, secs, udp)
 }
 
 fn main() {
@@ -47,46 +39,11 @@ fn main() {
     for r in decode_manifest(seed).expect("seed") {
         client.create(r).expect("seed");
     }
-    let node = Netns::new("tput-node");
-    node.make_node("10.250.3.1/24");
-    let mut pods = Vec::new();
-    for name in ["client", "server"] {
-        let pod = Netns::new(&format!("tput-{name}"));
-        let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
-            "datastore_path": db, "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
-        let mut program = Command::new("ip");
-        program.args([
-            "netns",
-            "exec",
-            &node.name,
-            bin("calico").to_str().expect("path"),
-        ]);
-        let args = format!("K8S_POD_NAMESPACE=bench;K8S_POD_NAME={name}");
-        let call = CniCall {
-            command: "ADD",
-            container: name,
-            netns: &pod.path(),
-            ifname: "eth0",
-            args: &args,
-        };
-        let ip = cni_add(program, &call, &conf.to_string());
-        pods.push((pod, ip));
-    }
-    let server = KillOnDrop(
-        Command::new("ip")
-            .args(["netns", "exec", &pods[1].0.name, "iperf3", "-s"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("iperf3 server"),
-    );
-    std::thread::sleep(std::time::Duration::from_millis(300));
-    let felix =
-        || calico_test_support::felix_once(&bin("calico-node"), &node.path(), "node-1", &db);
+    let pods = TwoPods::new("tput", "10.250.3.1/24", &db);
+    let felix = || pods.felix(&db);
     felix();
-    let (c, server_ip) = (&pods[0].0, pods[1].1.clone());
-    let base_tcp = iperf(c, &server_ip, secs, false);
-    let base_udp = iperf(c, &server_ip, secs, true);
+    let base_tcp = pods.iperf(secs, false);
+    let base_udp = pods.iperf(secs, true);
 
     // 1,000 policies on the server (999 that do not match iperf's traffic,
     // then one that allows it) and a 10,000-member set it is checked against.
@@ -103,9 +60,8 @@ fn main() {
         client.create(r).expect("create");
     }
     felix();
-    let pol_tcp = iperf(c, &server_ip, secs, false);
-    let pol_udp = iperf(c, &server_ip, secs, true);
-    drop(server);
+    let pol_tcp = pods.iperf(secs, false);
+    let pol_udp = pods.iperf(secs, true);
     println!(
         "TCP  no policy {:.2} Gbit/s | 1,000 policies + 10,000-member set {:.2} Gbit/s ({:.0}%)",
         base_tcp / 1e9,

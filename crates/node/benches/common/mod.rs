@@ -1,0 +1,82 @@
+//! What the node benchmarks share: a node namespace with two pods wired by
+//! the real CNI plugin against an embedded datastore, and iperf3 between
+//! them.
+
+use calico_test_support::{cni_add, CniCall, KillOnDrop, Netns};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+pub fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
+}
+
+/// A node (`tag`, at `addr`) with pods `client` and `server` (labels
+/// `app: client|server`) wired through the calico CNI plugin with the
+/// datastore at `db`, which must hold a pool already; iperf3 serves in the
+/// server pod until the returned guard drops.
+pub struct TwoPods {
+    pub node: Netns,
+    pub client: Netns,
+    /// Kept for the namespace's lifetime.
+    _server: Netns,
+    pub server_ip: String,
+    _iperf: KillOnDrop,
+}
+
+impl TwoPods {
+    pub fn new(tag: &str, addr: &str, db: &str) -> TwoPods {
+        let node = Netns::new(&format!("{tag}-node"));
+        node.make_node(addr);
+        let mut pods = Vec::new();
+        for name in ["client", "server"] {
+            let pod = Netns::new(&format!("{tag}-{name}"));
+            let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
+                "datastore_path": db, "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
+            let mut program = Command::new("ip");
+            program.args([
+                "netns",
+                "exec",
+                &node.name,
+                bin("calico").to_str().expect("path"),
+            ]);
+            let args = format!("K8S_POD_NAMESPACE=bench;K8S_POD_NAME={name}");
+            let call = CniCall {
+                command: "ADD",
+                container: name,
+                netns: &pod.path(),
+                ifname: "eth0",
+                args: &args,
+            };
+            let ip = cni_add(program, &call, &conf.to_string());
+            pods.push((pod, ip));
+        }
+        let (server, server_ip) = pods.pop().expect("server");
+        let (client, _) = pods.pop().expect("client");
+        let iperf = KillOnDrop(
+            Command::new("ip")
+                .args(["netns", "exec", &server.name, "iperf3", "-s"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("iperf3 server"),
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        TwoPods {
+            node,
+            client,
+            _server: server,
+            server_ip,
+            _iperf: iperf,
+        }
+    }
+
+    /// The agent, once, in the node.
+    pub fn felix(&self, db: &str) {
+        calico_test_support::felix_once(&bin("calico-node"), &self.node.path(), "node-1", db);
+    }
+
+    /// TCP bits/s, or (`udp`) 64-byte UDP packets/s, client to server.
+    pub fn iperf(&self, secs: u32, udp: bool) -> f64 {
+        calico_test_support::iperf3(&self.client.name, &self.server_ip, secs, udp)
+    }
+}
