@@ -88,3 +88,14 @@ fn huge_inputs_are_refused_before_parsing_and_not_echoed() {
         e.to_string().len()
     );
 }
+
+/// BGPPeer fields the speaker cannot honour, whose absence would let more
+/// through, are refused rather than stored and ignored.
+#[test]
+fn unenforceable_bgp_peer_fields_are_refused() {
+    for (field, value) in [("filters", "[only-default]"), ("ttlSecurity", "1")] {
+        let m = format!("apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65001, {field}: {value}}}\n");
+        let e = decode_manifest(&m).expect_err(field);
+        assert!(e.to_string().contains(&format!("spec.{field}")), "{e}");
+    }
+}

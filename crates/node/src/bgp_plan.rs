@@ -252,6 +252,11 @@ pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, S
         } else {
             PeerKind::Node
         };
+        // Written past validation: still never peered without them.
+        if let Some((field, why)) = p.unsupported().first() {
+            problems.push(format!("BGPPeer {} left out: {field}: {why}", p.peer_ip));
+            continue;
+        }
         let password = match password(p.password.as_ref(), extras) {
             Ok(pw) => pw,
             Err(why) => {
@@ -450,6 +455,15 @@ mod tests {
         );
         assert!(p.peers.iter().all(|p| p.max_prefixes == Some(10)));
         assert!(p.problems.is_empty());
+        // A peer with fields this speaker cannot honour is left out too.
+        i.peers.get_mut("tor").expect("tor").filters = vec!["only-default".into()];
+        let p = plan_with(&i, "a", &extras).expect("plan");
+        assert!(!p.peers.iter().any(|p| p.addr.to_string() == "10.0.0.254"));
+        assert!(
+            p.problems.iter().any(|w| w.contains("spec.filters")),
+            "{:?}",
+            p.problems
+        );
     }
 
     #[test]

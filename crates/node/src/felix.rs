@@ -62,8 +62,9 @@ struct Agent {
     overlay: OverlayAgent,
     /// The newest datastore revision fed to the graph.
     revision: i64,
-    /// Resource keys whose value does not decode, with the reason.
-    unreadable: BTreeMap<String, String>,
+    /// Resource keys skipped (a value that does not decode) or not enforced
+    /// (this node's host endpoints), with the reason.
+    skipped: BTreeMap<String, String>,
     /// The rejected endpoints last reported.
     reported: BTreeMap<calico_calc::EndpointId, String>,
     /// rp_filter last written per workload interface.
@@ -101,7 +102,7 @@ impl Agent {
             felix_configs: BTreeMap::new(),
             overlay: OverlayAgent::new(tunnels),
             revision: 0,
-            unreadable: BTreeMap::new(),
+            skipped: BTreeMap::new(),
             reported: BTreeMap::new(),
             rp_filter: BTreeMap::new(),
             nft: Nft::default(),
@@ -162,16 +163,12 @@ impl Agent {
             .reported
             .iter()
             .map(|(id, why)| (format!("{}/{}", id.namespace, id.name), why.clone()))
-            .chain(
-                self.unreadable
-                    .iter()
-                    .map(|(k, why)| (k.clone(), why.clone())),
-            )
+            .chain(self.skipped.iter().map(|(k, why)| (k.clone(), why.clone())))
             .collect();
     }
 
     fn bad_records(&self) -> i64 {
-        i64::try_from(self.reported.len() + self.unreadable.len()).unwrap_or(i64::MAX)
+        i64::try_from(self.reported.len() + self.skipped.len()).unwrap_or(i64::MAX)
     }
 
     /// Takes one datastore event: resources become an update for the
@@ -185,7 +182,7 @@ impl Agent {
             let update = match ev {
                 Event::Put(kv) => match decode(&kv.value) {
                     Ok(r) => {
-                        self.unreadable.remove(key);
+                        self.skipped.remove(key);
                         self.note(key, Some(&r));
                         Update::Put(r)
                     }
@@ -197,7 +194,7 @@ impl Agent {
                     Err(e) => {
                         let e = calico_api::truncated(&e);
                         warn!("skipping unreadable {key}: {e}");
-                        self.unreadable.insert(key.to_string(), e);
+                        self.skipped.insert(key.to_string(), e);
                         let (kind, namespace, name) = parse_resource_key(key)?;
                         if kind != calico_api::Kind::WorkloadEndpoint {
                             return None;
@@ -211,7 +208,7 @@ impl Agent {
                     }
                 },
                 Event::Delete { key, .. } => {
-                    self.unreadable.remove(key.as_str());
+                    self.skipped.remove(key.as_str());
                     self.note(key, None);
                     let (kind, namespace, name) = parse_resource_key(key)?;
                     Update::Delete {
@@ -250,6 +247,20 @@ impl Agent {
             (calico_api::Kind::FelixConfiguration, _) => {
                 self.felix_configs.remove(&name);
             }
+            // Host endpoints have no dataplane yet: one for this node is
+            // reported (never silently taken as protecting the host).
+            (calico_api::Kind::HostEndpoint, r) => match r {
+                Some(Resource::HostEndpoint(h)) if h.spec.node == self.node => {
+                    warn!("{key}: host endpoints are not enforced yet");
+                    self.skipped.insert(
+                            key.to_string(),
+                            "host endpoints are not enforced yet: this host's own traffic is not policed".into(),
+                        );
+                }
+                _ => {
+                    self.skipped.remove(key);
+                }
+            },
             (kind, r) => self.overlay.note(&self.node, kind, name, key, r),
         }
     }

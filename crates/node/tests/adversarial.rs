@@ -453,7 +453,14 @@ fn bad_and_conflicting_endpoints_affect_only_themselves() {
         .ns
         .ok(&["ip", "link", "show", "uplink0"])
         .contains("UP"));
+    // A host endpoint has no dataplane yet: reported, not silently
+    // taken as protecting the host.
+    node.apply("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-1-uplink}\nspec: {node: node-1, interfaceName: uplink0}\n");
     let status = felix_status(&node);
+    assert!(
+        status.contains("host endpoints are not enforced"),
+        "{status}"
+    );
     for name in ["inject", "braces", "spaces", "uplink", "long"] {
         assert!(
             status.contains(&format!("node--1-k8s-{name}-eth0")),

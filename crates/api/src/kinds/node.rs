@@ -272,7 +272,29 @@ pub fn split_peer_ip(text: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
 }
 
 impl BgpPeerSpec {
+    /// Fields this speaker cannot honour and whose absence would let more
+    /// through (unfiltered routes, no TTL check): refused, never ignored.
+    pub fn unsupported(&self) -> Vec<(&'static str, &'static str)> {
+        let mut out = Vec::new();
+        if !self.filters.is_empty() {
+            out.push((
+                "spec.filters",
+                "BGPFilter is not supported: the peer's routes would be imported and exported unfiltered",
+            ));
+        }
+        if self.ttl_security.is_some() {
+            out.push((
+                "spec.ttlSecurity",
+                "TTL security (GTSM) is not supported: packets from farther away would be accepted",
+            ));
+        }
+        out
+    }
+
     pub(crate) fn check(&self, e: &mut Errors) {
+        for (field, why) in self.unsupported() {
+            e.add(field, why);
+        }
         if !self.node.is_empty() && !self.node_selector.is_empty() {
             e.add(
                 "spec.nodeSelector",
