@@ -58,6 +58,10 @@ impl Tok {
 /// A token and the byte offset where it starts.
 pub(crate) type Spanned = (Tok, usize);
 
+/// The longest label key Calico's selector tokenizer takes
+/// (`[a-zA-Z0-9_./-]{1,512}`).
+const MAX_LABEL: usize = 512;
+
 fn is_label_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'/' | b'-')
 }
@@ -93,7 +97,7 @@ impl<'a> Lexer<'a> {
             .bytes()
             .take_while(|b| is_label_byte(*b))
             .count();
-        if len == 0 {
+        if len == 0 || len > MAX_LABEL {
             return None;
         }
         let label = self.rest()[..len].to_string();
@@ -231,6 +235,10 @@ impl<'a> Lexer<'a> {
                 }
                 match self.label() {
                     Some(label) => Ok((Tok::Label(label), start)),
+                    None if is_label_byte(b) => Err(self.err(
+                        start,
+                        format!("a label key is at most {MAX_LABEL} characters"),
+                    )),
                     None => {
                         let ch = self.rest().chars().next().unwrap_or(' ');
                         Err(self.err(start, format!("unexpected character '{ch}'")))

@@ -227,3 +227,28 @@ fn uses_global_and_keys() {
     assert_eq!(sel.label_keys(), vec!["a", "b"]);
     assert!(!Selector::parse("all()").unwrap().uses_global());
 }
+
+/// Label keys as long as Calico's tokenizer takes them (512), no longer.
+#[test]
+fn label_keys_are_at_most_512_characters() {
+    let ok = "k".repeat(512);
+    for text in [
+        format!("{ok} == 'v'"),
+        format!("has({ok})"),
+        format!("{ok} in {{'a'}}"),
+    ] {
+        assert!(Selector::parse(&text).is_ok(), "{}", &text[..20]);
+    }
+    let long = "k".repeat(513);
+    for text in [
+        format!("{long} == 'v'"),
+        format!("has({long})"),
+        format!("a == 'b' && {long} == 'v'"),
+    ] {
+        let e = Selector::parse(&text).expect_err("513 characters");
+        assert!(
+            e.to_string().contains("at most 512") || e.to_string().contains("label name"),
+            "{e}"
+        );
+    }
+}
