@@ -513,6 +513,15 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
             vxlan.port
         ));
     }
+    // ... and only through the interface this host reaches that node by
+    // (a node's address arriving from a local container or a second
+    // interface is forged): strict reverse-path for tunnel packets.
+    if vxlan.v4.is_some() || vxlan.v6.is_some() {
+        host_input.push(format!(
+            "udp dport {} fib saddr . iif oif missing counter drop",
+            vxlan.port
+        ));
+    }
     set_defs(state, &mut t.collections);
     for (name, prefix) in [("from-wl", "fw"), ("to-wl", "tw"), ("wl-src", "sp")] {
         t.collections.push(Collection {

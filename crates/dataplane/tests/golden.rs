@@ -82,7 +82,8 @@ fn vxlan_only_from_other_nodes() {
         "{text}"
     );
     assert!(
-        text.contains("ip saddr != @vxlan-peers-v4 udp dport 4789 counter drop"),
+        text.contains("ip saddr != @vxlan-peers-v4 udp dport 4789 counter drop")
+            && text.contains("udp dport 4789 fib saddr . iif oif missing counter drop"),
         "{text}"
     );
     assert!(!text.contains("vxlan-peers-v6"), "{text}");

@@ -3,7 +3,9 @@
 //! a pod builds itself, with another node's address as the outer source,
 //! aimed at a third node so that it would decapsulate it and deliver a
 //! packet "from" a trusted pod. Both die at the sender's node; the
-//! trusted pod's real packets, to the same receiver, arrive.
+//! trusted pod's real packets, to the same receiver, arrive. And a local
+//! container that is not a workload, tunnelling with a peer node's address,
+//! is dropped by the receiving node.
 
 use calico_test_support::{output_text as text, KillOnDrop, LabCli as Lab};
 use std::path::Path;
@@ -198,4 +200,72 @@ fn forged_sources_and_pod_made_vxlan_die_at_the_sender() {
         drops >= 3,
         "node-1's source checks dropped {drops}:\n{chains}"
     );
+    // A local container on node-1 that is not a workload (a veth of its
+    // own) sends VXLAN to node-1 with node-2's address as outer source: a
+    // peer's address, but not from where node-1 reaches node-2, so it is
+    // dropped before decapsulation (strict reverse path for tunnel packets).
+    let rogue = calico_test_support::Netns::new("sp-rogue");
+    let node1 = lab.netns("node-1");
+    let sh = |ns: &str, cmd: &str| {
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, "sh", "-c", cmd])
+            .output()
+            .expect("sh");
+        assert!(out.status.success(), "{cmd}: {}", text(&out));
+    };
+    sh(&node1, &format!("ip link add rgh type veth peer name rgc && ip link set rgc netns {} && ip addr add 192.168.254.1/30 dev rgh && ip link set rgh up", rogue.name));
+    rogue.ok(&["ip", "addr", "add", "192.168.254.2/30", "dev", "rgc"]);
+    rogue.ok(&["ip", "link", "set", "rgc", "up"]);
+    rogue.ok(&["ip", "route", "add", "default", "via", "192.168.254.1"]);
+    let node1_yaml = lab.ctl_ok(&["get", "node", "node-1", "-o", "yaml"]);
+    let mac1 = node1_yaml
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("vxlanTunnelMACAddr: "))
+        .expect("node-1's VTEP MAC")
+        .to_string();
+    let forged = rogue.exec(&[
+        "python3",
+        "-c",
+        FORGE,
+        &trusted_ip,
+        &db_ip,
+        "local-container",
+        &node_addr(1),
+        &node_addr(0),
+        &mac1,
+    ]);
+    assert!(forged.status.success(), "{}", text(&forged));
+    send("x/trusted", "control-3");
+    let got = seen(&log);
+    assert!(
+        got.iter().any(|(t, _)| t == "control-3"),
+        "still up: {got:?}"
+    );
+    assert!(
+        !got.iter().any(|(t, _)| t == "local-container"),
+        "a local container's forged tunnel got through: {got:?}"
+    );
+    let input = text(&lab.in_netns(
+        "node-1",
+        &["nft", "list", "chain", "inet", "calico", "input"],
+    ));
+    let fib_drops: u64 = input
+        .lines()
+        .find(|l| l.contains("fib saddr . iif oif missing"))
+        .and_then(|l| {
+            l.split("counter packets ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0);
+    assert!(
+        fib_drops >= 1,
+        "dropped by the reverse-path check:\n{input}"
+    );
+    let _ = Command::new("ip")
+        .args(["netns", "exec", &node1, "ip", "link", "del", "rgh"])
+        .output();
 }
