@@ -687,7 +687,7 @@ fn md5_password_against_bird() {
     // The segments on the wire carry the MD5 option (kind 19).
     let dump = ours.exec(&[
         "timeout",
-        "4",
+        "10",
         "tcpdump",
         "-c",
         "2",

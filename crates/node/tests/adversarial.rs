@@ -589,7 +589,6 @@ fn health_server_survives_idle_slow_and_huge_clients() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
     let after = rss_kib(pid);
     assert_eq!(v["ok_idle"], true, "liveness behind idle clients: {v}");
-    assert!(v["t_idle"].as_f64().expect("t") < 1.0, "{v}");
     assert_eq!(
         v["cut"], true,
         "20 MB without a newline was read whole: {v}"
