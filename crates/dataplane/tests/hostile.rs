@@ -162,3 +162,80 @@ proptest! {
         }
     }
 }
+
+/// One rule built from random parts (many combinations are invalid and
+/// refused by validation; the rest must render to a script nft accepts).
+fn rule() -> impl Strategy<Value = String> {
+    let action = prop_oneof![Just("Allow"), Just("Deny"), Just("Pass"), Just("Log")];
+    let protocol = prop_oneof![
+        Just(""),
+        Just("protocol: TCP, "),
+        Just("protocol: UDP, "),
+        Just("protocol: ICMP, "),
+        Just("protocol: ICMPv6, "),
+        Just("protocol: SCTP, "),
+        Just("protocol: 47, "),
+        Just("notProtocol: UDP, "),
+    ];
+    let extra = prop_oneof![
+        Just(""),
+        Just("ipVersion: 4, "),
+        Just("ipVersion: 6, "),
+        Just("icmp: {type: 8, code: 0}, "),
+        Just("notICMP: {type: 3}, "),
+        Just("icmp: {type: 128}, "),
+    ];
+    let side = prop_oneof![
+        Just(""),
+        Just("nets: [10.1.0.0/16, 'fd00::/64'], "),
+        Just("notNets: [10.1.2.0/24], "),
+        Just("nets: ['fd00:1::/48'], "),
+        Just("selector: role == 'ok', "),
+        Just("notSelector: role == 'ok', "),
+        Just("namespaceSelector: team == 'x', "),
+        Just("ports: [80, '1000:2000', http], "),
+        Just("notPorts: [22], "),
+        Just("serviceAccounts: {names: [sa]}, "),
+    ];
+    (action, protocol, extra, side.clone(), side).prop_map(|(a, p, x, s, d)| {
+        format!("{{action: {a}, {p}{x}source: {{{s}}}, destination: {{{d}}}}}")
+    })
+}
+
+fn policy(name: &str, ingress: &[&String], egress: &[&String]) -> String {
+    let join = |v: &[&String]| v.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", ");
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: {name}}}\nspec: {{selector: app == 'db', types: [Ingress, Egress], ingress: [{}], egress: [{}]}}\n",
+        join(ingress),
+        join(egress)
+    )
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 64, ..ProptestConfig::default() })]
+    #[test]
+    fn arbitrary_valid_rules_always_load(ingress in prop::collection::vec(rule(), 1..8), egress in prop::collection::vec(rule(), 0..6)) {
+        // Only the rules validation accepts (checked one by one, so that
+        // one bad rule does not discard the rest).
+        let valid = |rules: &[String]| -> Vec<String> {
+            rules
+                .iter()
+                .filter(|r| calico_api::decode_manifest(&policy("probe", &[*r], &[])).is_ok())
+                .cloned()
+                .collect()
+        };
+        let (ingress, egress) = (valid(&ingress), valid(&egress));
+        let m = policy("g", &ingress.iter().collect::<Vec<_>>(), &egress.iter().collect::<Vec<_>>());
+        let policy = calico_api::decode_manifest(&m).expect("valid rules make a valid policy");
+        let mut g = CalcGraph::new("node-1");
+        let mut state = DesiredState::default();
+        let ep = decode_resource(wep("ep", "cali0123", "10.2.0.1/32", &[("app", "db")])).expect("endpoint");
+        let other = decode_resource(wep("ok", "cali0456", "10.2.0.2/32", &[("role", "ok")])).expect("endpoint");
+        let updates = policy.into_iter().chain([ep, other]).map(Update::Put);
+        state.apply(&g.apply_all(updates)).expect("ordering");
+        let text = calico_dataplane::render(&state);
+        let ns = Netns::new("nft-rules");
+        let checked = nft_accepts(&ns, &text);
+        prop_assert!(checked.is_ok(), "{:?}\n{}\n{}", checked, m, text);
+    }
+}
