@@ -363,6 +363,11 @@ fn now_secs() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
+/// Connections one peer may hold at once (ours, its, and one being
+/// replaced); more are closed at once, so that a peer cannot pile up
+/// sessions waiting for an OPEN.
+const MAX_CONNECTIONS_PER_PEER: usize = 3;
+
 /// Batches queued for one session at most: a peer that reads slower than
 /// the routes change is dropped (and resynced when it reconnects), never
 /// allowed to grow the speaker's memory.
@@ -542,10 +547,13 @@ impl Main {
                     }
                     // Stopping for good: what we installed goes (a restart
                     // keeps it forwarding for the next run to take over).
+                    // Routes left by an earlier run and not learned again
+                    // yet go too (converging now removes them).
                     if !restart {
                         let ops: Vec<FibOp> =
                             self.rib.learned().map(|(p, _)| FibOp::Remove(*p)).collect();
                         let _ = self.fib.send(FibWork::Ops(ops));
+                        let _ = self.fib.send(FibWork::Converged);
                     }
                     let (btx, brx) = std::sync::mpsc::channel();
                     let _ = self.fib.send(FibWork::Barrier(btx));
@@ -726,7 +734,10 @@ impl Main {
                     IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
                     v4 => v4,
                 };
-                if self.peers.contains_key(&ip) {
+                let open = self.conns.values().filter(|c| c.peer == ip).count();
+                if self.peers.contains_key(&ip) && open >= MAX_CONNECTIONS_PER_PEER {
+                    debug!("refusing a BGP connection from {from}: it has {open} open already");
+                } else if self.peers.contains_key(&ip) {
                     self.start_session(stream, ip, Direction::Incoming);
                 } else {
                     debug!("refusing a BGP connection from {from}: not a configured peer");

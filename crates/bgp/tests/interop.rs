@@ -745,7 +745,14 @@ fn a_peer_that_stops_reading_is_dropped() {
     fabric.attach(&good, "10.250.15.3/24");
     let _bird = Bird::start(
         &good,
-        &bird_conf("10.250.15.3", &["10.244.15.0/26"], &["10.250.15.1"], false),
+        // A long hold time: the session must stay up while our speaker
+        // works through the burst, however slow the machine is.
+        &bird_conf_with(
+            "10.250.15.3",
+            &["10.244.15.0/26"],
+            &["10.250.15.1"],
+            "graceful restart off; hold time 240;",
+        ),
     );
     // The stalled peer: a raw BGP speaker in Python that opens, keeps
     // sending KEEPALIVEs, and never reads again.
@@ -772,7 +779,10 @@ while True:
             .expect("python"),
     );
     std::thread::sleep(Duration::from_millis(500));
-    let sp = speaker_in(&ours, config([10, 250, 15, 1], 64512));
+    let mut cfg = config([10, 250, 15, 1], 64512);
+    cfg.hold_time = 240;
+    let sp = speaker_in(&ours, cfg);
+    // The stalled peer offers 9 s, so its session's write deadline is 9 s.
     sp.set_peers(vec![peer("10.250.15.2", 64512), peer("10.250.15.3", 64512)]);
     let state = |sp: &Speaker, addr: &str| {
         sp.status()
@@ -810,4 +820,42 @@ while True:
     wait("bird to get the new prefix", 10, || {
         routes(&good).contains("10.244.99.0/26 via 10.250.15.1")
     });
+}
+
+/// A configured peer that opens connection after connection (and never
+/// sends an OPEN) holds at most three; the rest are closed at once.
+#[test]
+fn a_peer_cannot_pile_up_connections() {
+    let fabric = Fabric::new("bgp-pile");
+    let (ours, theirs) = (Netns::new("bgp-pile-us"), Netns::new("bgp-pile-peer"));
+    fabric.attach(&ours, "10.250.17.1/24");
+    fabric.attach(&theirs, "10.250.17.2/24");
+    let mut cfg = config([10, 250, 17, 1], 64512);
+    cfg.listen = Some("0.0.0.0:179".parse().expect("addr"));
+    let sp = speaker_in(&ours, cfg);
+    sp.set_peers(vec![PeerConfig {
+        passive: true,
+        ..peer("10.250.17.2", 64512)
+    }]);
+    let pile = "
+import socket, time
+held = []
+for _ in range(50):
+    s = socket.create_connection(('10.250.17.1', 179), timeout=2); held.append(s)
+time.sleep(1.5)
+open_ = 0
+for s in held:
+    s.setblocking(False)
+    try:
+        open_ += s.recv(1) != b''
+    except BlockingIOError:
+        open_ += 1
+    except OSError:
+        pass
+print(open_)
+";
+    let out = theirs.ok(&["python3", "-c", pile]);
+    let open: usize = out.trim().parse().expect("count");
+    assert!(open <= 3, "{open} of 50 connections stayed open");
+    assert!(open >= 1, "the peer's first connection is served");
 }
