@@ -16,6 +16,8 @@
 //! "10000,100000"; RUNS per size, default 3).
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use calico_bgp::{KernelFib, PeerConfig, PeerKind, Speaker, SpeakerConfig};
 use calico_test_support::{Fabric, KillOnDrop, Netns};

@@ -6,6 +6,8 @@
 //! asks whether it may proceed after the OPEN (collision detection), says
 //! when it is established and what it receives, and takes UPDATE contents
 //! to send.
+// The tokio shell around one connection: it owns the timers.
+#![allow(clippy::disallowed_methods)]
 
 use crate::rib::{Announce, PeerId};
 use calico_bgp_codec::{

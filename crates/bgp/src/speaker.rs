@@ -2,6 +2,8 @@
 //! the main loop (the RIB, peers, collision detection, graceful restart
 //! timers), a task per TCP connection, and a listener. Kernel route changes
 //! go to a [`Fib`] on a thread of its own, in batches.
+// The tokio shell of the speaker: it owns the timers and stamps status times.
+#![allow(clippy::disallowed_methods)]
 
 use crate::rib::{Announce, Changes, FibOp, Path, PeerId, PeerInfo, Rib};
 use crate::session::{self, ConnId, Direction, FromSession, Local, ToSession};

@@ -2,6 +2,8 @@
 //! its own on one fabric: sessions establish, prefixes flow both ways and
 //! reach the kernel, withdrawals propagate, a killed peer's routes leave
 //! the kernel, and our speaker reflects routes between two BIRD clients.
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
 
 use calico_bgp::{KernelFib, PeerConfig, PeerKind, Speaker, SpeakerConfig};
 use calico_test_support::{Fabric, KillOnDrop, Netns};

@@ -3,6 +3,8 @@
 //! selectors. Measures one policy change and one local endpoint add (each
 //! undone in the same iteration, so the state stays the same); the
 //! baseline in the same run is one selector evaluation against one label set.
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use calico_api::{
     Action, EntityRule, NetworkPolicySpec, Object, ObjectMeta, PolicyType, Resource, Rule,

@@ -7,6 +7,8 @@
 //! medians, the churn rate (ADD+DEL pairs/s) and what leaked.
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use calico_api::decode_manifest;
 use calico_client::{Client, Clock};

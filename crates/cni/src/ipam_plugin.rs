@@ -66,7 +66,7 @@ pub(crate) fn assign(
         ("node".to_string(), node.to_string()),
         (
             "timestamp".to_string(),
-            humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            calico_client::Clock::now_rfc3339(&calico_client::SystemClock),
         ),
     ]);
     if w.orchestrator == "k8s" {

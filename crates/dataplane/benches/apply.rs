@@ -6,6 +6,8 @@
 //! `cargo bench -p calico-dataplane --bench apply` (RUNS, default 20).
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use calico_api::decode_manifest;
 use calico_calc::{CalcGraph, DesiredState, Update};

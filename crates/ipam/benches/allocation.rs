@@ -6,6 +6,8 @@
 //! default 500).
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use calico_api::decode_manifest;
 use calico_client::{Client, Clock};

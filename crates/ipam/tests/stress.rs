@@ -1,6 +1,8 @@
 //! Many allocator processes on several nodes at once, against a real etcd
 //! and against one embedded datastore file: no address is ever handed out
 //! twice, and every address is accounted for.
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
 
 use calico_api::decode_manifest;
 use calico_client::{Client, Clock};

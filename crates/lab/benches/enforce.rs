@@ -9,6 +9,8 @@
 //! RUNS per size, default 10).
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use std::time::{Duration, Instant};
 

@@ -9,6 +9,8 @@
 //! default 5; ROUNDS of each mode, default 3).
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use std::process::Command;
 use std::time::{Duration, Instant};

@@ -4,6 +4,8 @@
 //! and Always both give full pod-to-pod connectivity, and a packet capture
 //! on the fabric shows encapsulation exactly where expected; Never takes
 //! the overlay down again everywhere.
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

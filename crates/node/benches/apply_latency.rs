@@ -6,6 +6,8 @@
 //! `cargo bench -p calico-node --bench apply_latency` (RUNS, default 30).
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use calico_api::decode_manifest;
 use calico_client::{Client, Clock};

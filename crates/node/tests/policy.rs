@@ -1,6 +1,8 @@
 //! Real packets through real nftables: pods wired by the calico CNI plugin
 //! in a node namespace, policy applied by `calico-node felix`, probed with
 //! ping and TCP. Everything runs in namespaces this test creates.
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
 
 use calico_test_support::{add_pod, KillOnDrop, Netns};
 use serde_json::json;

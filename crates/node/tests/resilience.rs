@@ -2,6 +2,8 @@
 //! a real etcd inside the node's namespace is restarted under a running
 //! `calico-node felix`, and a policy written afterwards still reaches the
 //! kernel without the agent being restarted.
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
 
 use calico_test_support::{EtcdServer, KillOnDrop, Netns};
 use std::path::PathBuf;

@@ -5,6 +5,8 @@
 //! `cargo bench -p calico-routes --bench install` (ROUTES, default 100000).
 
 #![allow(clippy::print_stdout)]
+// A benchmark: it measures time.
+#![allow(clippy::disallowed_methods)]
 
 use calico_net::IpNet;
 use calico_routes::{Kernel, Op, Route, Target};

@@ -6,6 +6,8 @@
 //! on stderr, the allocation rate.
 
 #![allow(clippy::print_stdout)]
+// A binary: it owns the clock.
+#![allow(clippy::disallowed_methods)]
 
 use anyhow::{bail, Context, Result};
 use calico_client::{open_store, DatastoreConfig, SystemClock};
