@@ -33,31 +33,89 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> Result<()> {
     Ok(())
 }
 
-/// Whether `addr` answers `ok` over `protocol` within the timeout (twice
-/// tried for UDP, whose datagrams may be lost).
-pub fn connect(addr: SocketAddr, protocol: &str, timeout: Duration) -> Result<bool> {
+/// What a probe saw.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The server answered `ok`.
+    Allowed,
+    /// Nothing listens there: a TCP reset or an ICMP port unreachable came
+    /// back (so the packet was not dropped on the way).
+    Refused,
+    /// Nothing came back within the timeout: dropped.
+    Denied,
+}
+
+impl Outcome {
+    pub fn word(self) -> &'static str {
+        match self {
+            Outcome::Allowed => "allowed",
+            Outcome::Refused => "refused",
+            Outcome::Denied => "denied",
+        }
+    }
+
+    /// The `calico-lab connect` exit code: 0, 2, 1.
+    pub fn code(self) -> u8 {
+        match self {
+            Outcome::Allowed => 0,
+            Outcome::Denied => 1,
+            Outcome::Refused => 2,
+        }
+    }
+
+    pub fn from_code(code: i32) -> Option<Outcome> {
+        match code {
+            0 => Some(Outcome::Allowed),
+            1 => Some(Outcome::Denied),
+            2 => Some(Outcome::Refused),
+            _ => None,
+        }
+    }
+}
+
+fn refused(e: &std::io::Error) -> bool {
+    e.kind() == std::io::ErrorKind::ConnectionRefused
+}
+
+/// Whether `addr` answers `ok` over `protocol` within the timeout, refuses
+/// (reset, port unreachable), or says nothing (twice tried for UDP, whose
+/// datagrams may be lost).
+pub fn connect(addr: SocketAddr, protocol: &str, timeout: Duration) -> Result<Outcome> {
     match protocol {
         "TCP" => {
-            let Ok(mut s) = TcpStream::connect_timeout(&addr, timeout) else {
-                return Ok(false);
+            let mut s = match TcpStream::connect_timeout(&addr, timeout) {
+                Ok(s) => s,
+                Err(e) if refused(&e) => return Ok(Outcome::Refused),
+                Err(_) => return Ok(Outcome::Denied),
             };
             s.set_read_timeout(Some(timeout))?;
             let mut buf = [0u8; 2];
-            Ok(s.read_exact(&mut buf).is_ok() && &buf == b"ok")
+            Ok(match s.read_exact(&mut buf) {
+                Ok(()) if &buf == b"ok" => Outcome::Allowed,
+                Err(e) if refused(&e) || e.kind() == std::io::ErrorKind::ConnectionReset => {
+                    Outcome::Refused
+                }
+                _ => Outcome::Denied,
+            })
         }
         "UDP" => {
             let s = UdpSocket::bind(("0.0.0.0", 0))?;
+            // Connected, so that an ICMP port unreachable comes back as an error.
+            s.connect(addr)?;
             s.set_read_timeout(Some(timeout / 2))?;
             for _ in 0..2 {
-                s.send_to(b"x", addr)?;
+                match s.send(b"x") {
+                    Err(e) if refused(&e) => return Ok(Outcome::Refused),
+                    _ => {}
+                }
                 let mut buf = [0u8; 2];
-                if let Ok((n, _)) = s.recv_from(&mut buf) {
-                    if &buf[..n] == b"ok" {
-                        return Ok(true);
-                    }
+                match s.recv(&mut buf) {
+                    Ok(n) if &buf[..n] == b"ok" => return Ok(Outcome::Allowed),
+                    Err(e) if refused(&e) => return Ok(Outcome::Refused),
+                    _ => {}
                 }
             }
-            Ok(false)
+            Ok(Outcome::Denied)
         }
         other => bail!("protocol {other:?}: TCP or UDP"),
     }

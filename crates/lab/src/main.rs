@@ -75,7 +75,9 @@ enum Cmd {
     /// Pods, wired by the CNI plugin.
     #[command(subcommand)]
     Pod(PodCmd),
-    /// Whether pod A reaches pod B: prints `allowed` or `denied`.
+    /// Whether pod A reaches pod B: prints `allowed`, `refused` (nothing
+    /// listens: a reset or port unreachable came back) or `denied`
+    /// (dropped: nothing came back).
     Probe {
         from: String,
         to: String,
@@ -1066,7 +1068,7 @@ fn probe(
     port: u16,
     protocol: &str,
     timeout_ms: u64,
-) -> Result<bool> {
+) -> Result<echo::Outcome> {
     let out = Command::new("ip")
         .args(["netns", "exec", &from.netns])
         .arg(std::env::current_exe()?)
@@ -1075,16 +1077,15 @@ fn probe(
         .output()
         .context("running the probe")?;
     let _ = lab;
-    match out.status.code() {
-        Some(0) => Ok(true),
-        Some(1) => Ok(false),
-        _ => bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr)),
+    match out.status.code().and_then(echo::Outcome::from_code) {
+        Some(o) => Ok(o),
+        None => bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr)),
     }
 }
 
 fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Result<()> {
     let keys: Vec<&String> = lab.pods.keys().collect();
-    let mut results: BTreeMap<(String, String), bool> = BTreeMap::new();
+    let mut results: BTreeMap<(String, String), echo::Outcome> = BTreeMap::new();
     std::thread::scope(|s| -> Result<()> {
         let mut handles = Vec::new();
         for a in &keys {
@@ -1109,7 +1110,7 @@ fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Result<()> {
     if as_json {
         let v: Vec<serde_json::Value> = results
             .iter()
-            .map(|((a, b), ok)| json!({"from": a, "to": b, "port": port, "protocol": protocol, "result": if *ok {"allowed"} else {"denied"}}))
+            .map(|((a, b), o)| json!({"from": a, "to": b, "port": port, "protocol": protocol, "result": o.word()}))
             .collect();
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
@@ -1125,10 +1126,8 @@ fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Result<()> {
         for b in &keys {
             let cell = if a == b {
                 "-"
-            } else if results[&((*a).clone(), (*b).clone())] {
-                "allowed"
             } else {
-                "denied"
+                results[&((*a).clone(), (*b).clone())].word()
             };
             print!(" {cell:>w$}");
         }
@@ -1309,7 +1308,7 @@ fn main() -> ExitCode {
             timeout_ms,
         } => {
             let lab = Lab::load(&ctx.dir)?;
-            let ok = probe(
+            let outcome = probe(
                 &lab,
                 lab.pod(from)?,
                 lab.pod(to)?,
@@ -1317,7 +1316,7 @@ fn main() -> ExitCode {
                 protocol,
                 *timeout_ms,
             )?;
-            println!("{}", if ok { "allowed" } else { "denied" });
+            println!("{}", outcome.word());
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Matrix {
@@ -1416,12 +1415,8 @@ fn main() -> ExitCode {
             let a = addr
                 .parse()
                 .map_err(|_| anyhow!("address {addr:?}: expected IP:PORT"))?;
-            let ok = echo::connect(a, protocol, Duration::from_millis(*timeout_ms))?;
-            Ok(if ok {
-                ExitCode::SUCCESS
-            } else {
-                ExitCode::from(1)
-            })
+            let outcome = echo::connect(a, protocol, Duration::from_millis(*timeout_ms))?;
+            Ok(ExitCode::from(outcome.code()))
         }
     })();
     match outcome {

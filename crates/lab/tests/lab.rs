@@ -252,4 +252,36 @@ fn etcd_lab_survives_a_datastore_restart() {
         lab.ok(&["probe", "x/a", "x/b", "--port", "80"]).trim(),
         "allowed"
     );
+    // A port nothing listens on is "refused" (a reset or port unreachable
+    // came back), never taken for "denied"; behind the deny it is denied.
+    for protocol in ["TCP", "UDP"] {
+        assert_eq!(
+            lab.ok(&[
+                "probe",
+                "x/a",
+                "x/b",
+                "--port",
+                "81",
+                "--protocol",
+                protocol
+            ])
+            .trim(),
+            "refused",
+            "{protocol}"
+        );
+        assert_eq!(
+            lab.ok(&[
+                "probe",
+                "x/b",
+                "x/a",
+                "--port",
+                "81",
+                "--protocol",
+                protocol
+            ])
+            .trim(),
+            "denied",
+            "{protocol}"
+        );
+    }
 }

@@ -116,14 +116,29 @@ for t in [threading.Thread(target=tcp, args=(80,)), threading.Thread(target=tcp,
 threading.Event().wait()
 ";
 
-/// Whether `from` reaches `ip`:`port` over `proto` (0.5 s timeout, tried twice).
+/// Whether `from` reaches `ip`:`port` over `proto` (0.5 s timeout, tried
+/// twice): true when the server answers, false when nothing comes back
+/// (dropped). A refusal (reset, port unreachable: the packet got through
+/// but nothing listens) fails the test, so that a server that is down can
+/// never pass for a denied packet.
 fn probe(from: &Netns, ip: &str, port: u16, proto: &str) -> bool {
     let code = if proto == "udp" {
-        format!("import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(0.5)\ns.sendto(b'x', ('{ip}', {port}))\nassert s.recv(2) == b'ok'")
+        format!("import socket, sys\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\ns.settimeout(0.5)\ns.connect(('{ip}', {port}))\n\
+try:\n    s.send(b'x'); sys.exit(0 if s.recv(2) == b'ok' else 1)\nexcept ConnectionRefusedError:\n    sys.exit(2)\nexcept OSError:\n    sys.exit(1)")
     } else {
-        format!("import socket\ns=socket.create_connection(('{ip}', {port}), timeout=0.5)\nassert s.recv(2) == b'ok'")
+        format!("import socket, sys\n\
+try:\n    s=socket.create_connection(('{ip}', {port}), timeout=0.5); sys.exit(0 if s.recv(2) == b'ok' else 1)\nexcept (ConnectionRefusedError, ConnectionResetError):\n    sys.exit(2)\nexcept OSError:\n    sys.exit(1)")
     };
-    (0..2).any(|_| from.exec(&["python3", "-c", &code]).status.success())
+    for _ in 0..2 {
+        match from.exec(&["python3", "-c", &code]).status.code() {
+            Some(0) => return true,
+            Some(2) => {
+                panic!("{ip}:{port}/{proto} refused: nothing listens there (a server is down)")
+            }
+            _ => {}
+        }
+    }
+    false
 }
 
 fn tcp(from: &Netns, ip: &str) -> bool {
