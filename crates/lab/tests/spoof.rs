@@ -104,7 +104,7 @@ fn forged_sources_and_pod_made_vxlan_die_at_the_sender() {
             .spawn()
             .expect("receiver"),
     );
-    std::thread::sleep(Duration::from_millis(300));
+    calico_test_support::wait_listening(&pod("x/db", "netns"), "udp", 9999);
     let run = |p: &str, args: &[&str]| {
         let out = Command::new("ip")
             .args(["netns", "exec", &pod(p, "netns"), "python3", "-c"])

@@ -177,7 +177,9 @@ impl Node {
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         self.procs.push(KillOnDrop(cmd.spawn().expect("receiver")));
-        std::thread::sleep(Duration::from_millis(300));
+        for port in ports {
+            calico_test_support::wait_listening(netns, "udp", *port);
+        }
         log
     }
 

@@ -96,6 +96,9 @@ impl Node {
             .spawn()
             .expect("server");
         self.servers.push(KillOnDrop(server));
+        for (proto, port) in [("tcp", 80), ("tcp", 81), ("udp", 80)] {
+            calico_test_support::wait_listening(&pod.name, proto, port);
+        }
         (pod, ip)
     }
 }
@@ -167,7 +170,6 @@ fn kubernetes_policies_enforced_on_real_packets() {
     let (a, ip_a) = node.pod("x", "a", &[("app", "a")]);
     let (b, ip_b) = node.pod("x", "b", &[("app", "b")]);
     let (c, ip_c) = node.pod("x", "c", &[("app", "c")]);
-    std::thread::sleep(std::time::Duration::from_millis(300)); // servers start
     node.felix();
     assert!(
         tcp(&b, &ip_a) && ping(&b, &ip_a),
@@ -233,7 +235,6 @@ fn kubernetes_network_policy_conformance() {
             pods.insert(format!("{n}/{p}"), (netns, ip));
         }
     }
-    std::thread::sleep(std::time::Duration::from_millis(500));
     node.felix();
     let reach = |from: &str, to: &str, port: u16, proto: &str| {
         probe(&pods[from].0, &pods[to].1, port, proto)

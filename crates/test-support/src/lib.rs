@@ -72,6 +72,29 @@ pub fn wait_logged(
     }
 }
 
+/// Waits (up to 10 s) until something in network namespace `netns` (a
+/// name) listens on `port` over `proto` (`tcp` or `udp`): readiness of a
+/// server started in the background, instead of a guessed sleep.
+pub fn wait_listening(netns: &str, proto: &str, port: u16) {
+    let flag = if proto == "udp" { "-Hlnu" } else { "-Hlnt" };
+    let filter = format!("sport = :{port}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let out = std::process::Command::new("ip")
+            .args(["netns", "exec", netns, "ss", flag, &filter])
+            .output()
+            .expect("ss");
+        if !String::from_utf8_lossy(&out.stdout).trim().is_empty() {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "nothing listens on {proto}/{port} in {netns}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
 /// Runs `f` on a thread that entered the network namespace at `path` (a
 /// netlink socket opened there belongs to it).
 pub fn inside_netns<T: Send + 'static>(path: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
