@@ -605,6 +605,24 @@ mod tests {
     use super::*;
     use calico_bgp_codec::{AsPath, Origin};
 
+    /// The UPDATEs as a peer decodes them, each checked to fit in 4,096 bytes.
+    fn on_the_wire(msgs: &[Message], ctx: &Context) -> Vec<Update> {
+        msgs.iter()
+            .map(|m| {
+                let bytes = encode(m, ctx);
+                assert!(
+                    bytes.len() <= calico_bgp_codec::MAX_LEN,
+                    "{} bytes",
+                    bytes.len()
+                );
+                let Ok(Message::Update(u)) = decode(&bytes, ctx) else {
+                    panic!("decodes")
+                };
+                u
+            })
+            .collect()
+    }
+
     /// `n` /24s from 10.0.0.0 with these attributes, next hop 10.0.0.1.
     fn reach(n: u32, attrs: &Arc<Attributes>) -> Vec<Announce> {
         (0..n)
@@ -641,16 +659,7 @@ mod tests {
         };
         let mut reach = 0;
         let mut gone = 0;
-        for m in &msgs {
-            let bytes = encode(m, &ctx);
-            assert!(
-                bytes.len() <= calico_bgp_codec::MAX_LEN,
-                "{} bytes",
-                bytes.len()
-            );
-            let Ok(Message::Update(u)) = decode(&bytes, &ctx) else {
-                panic!("decodes")
-            };
+        for u in on_the_wire(&msgs, &ctx) {
             reach += u.nlri.len();
             gone += u.attributes.mp_unreach.map_or(0, |m| m.withdrawn.len());
         }
@@ -677,19 +686,7 @@ mod tests {
             .into_iter()
             .flat_map(|m| fit(m, &ctx))
             .collect();
-        let mut reach = 0;
-        for m in &msgs {
-            let bytes = encode(m, &ctx);
-            assert!(
-                bytes.len() <= calico_bgp_codec::MAX_LEN,
-                "{} bytes",
-                bytes.len()
-            );
-            let Ok(Message::Update(u)) = decode(&bytes, &ctx) else {
-                panic!("decodes")
-            };
-            reach += u.nlri.len();
-        }
+        let reach: usize = on_the_wire(&msgs, &ctx).iter().map(|u| u.nlri.len()).sum();
         assert_eq!(reach, 2000);
         // Attributes that cannot fit with even one prefix: nothing is sent.
         let huge = Arc::new(Attributes {

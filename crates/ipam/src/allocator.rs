@@ -700,30 +700,8 @@ impl Ipam {
         Ok(released)
     }
 
-    /// The nodes a handle's addresses were assigned for (their `node`
-    /// attribute); empty when it holds none.
-    pub fn handle_nodes(&self, handle: &str) -> Result<BTreeSet<String>, IpamError> {
-        let Some(h) = self.handle(handle)? else {
-            return Ok(BTreeSet::new());
-        };
-        let mut out = BTreeSet::new();
-        for cidr in h.block.keys() {
-            let Ok(net) = cidr.parse::<IpNet>() else {
-                continue;
-            };
-            if let Some((b, _)) = self.read_block(&net)? {
-                out.extend(
-                    b.allocated()
-                        .filter(|(_, a)| a.handle.as_deref() == Some(handle))
-                        .filter_map(|(_, a)| a.secondary.as_ref()?.get("node").cloned()),
-                );
-            }
-        }
-        Ok(out)
-    }
-
-    /// Addresses a handle holds.
-    pub fn ips_by_handle(&self, handle: &str) -> Result<Vec<IpAddr>, IpamError> {
+    /// The blocks a handle names, as they are now.
+    fn blocks_of(&self, handle: &str) -> Result<Vec<Block>, IpamError> {
         let Some(h) = self.handle(handle)? else {
             return Ok(Vec::new());
         };
@@ -733,9 +711,33 @@ impl Ipam {
                 continue;
             };
             if let Some((b, _)) = self.read_block(&net)? {
-                out.extend(b.ips_of(handle));
+                out.push(b);
             }
         }
         Ok(out)
+    }
+
+    /// The nodes a handle's addresses were assigned for (their `node`
+    /// attribute); empty when it holds none.
+    pub fn handle_nodes(&self, handle: &str) -> Result<BTreeSet<String>, IpamError> {
+        Ok(self
+            .blocks_of(handle)?
+            .iter()
+            .flat_map(|b| {
+                b.allocated()
+                    .filter(|(_, a)| a.handle.as_deref() == Some(handle))
+                    .filter_map(|(_, a)| a.secondary.as_ref()?.get("node").cloned())
+                    .collect::<Vec<_>>()
+            })
+            .collect())
+    }
+
+    /// Addresses a handle holds.
+    pub fn ips_by_handle(&self, handle: &str) -> Result<Vec<IpAddr>, IpamError> {
+        Ok(self
+            .blocks_of(handle)?
+            .iter()
+            .flat_map(|b| b.ips_of(handle))
+            .collect())
     }
 }

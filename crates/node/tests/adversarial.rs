@@ -183,6 +183,29 @@ impl Node {
         log
     }
 
+    /// The agent running in the node (health server on `port`) until the
+    /// guard drops.
+    fn agent(&self, port: u16) -> KillOnDrop {
+        KillOnDrop(
+            Command::new("nsenter")
+                .arg(format!("--net={}", self.ns.path()))
+                .arg(bin("calico-node"))
+                .args([
+                    "felix",
+                    "--node",
+                    "node-1",
+                    "--health-port",
+                    &port.to_string(),
+                ])
+                .env("CALICO_DATASTORE_PATH", self.db())
+                .env_remove("DATASTORE_TYPE")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("agent"),
+        )
+    }
+
     /// The packet counter of a chain's rule that starts with `needle`.
     fn counter(&self, chain: &str, needle: &str) -> u64 {
         let text = self
@@ -474,24 +497,7 @@ fn bad_and_conflicting_endpoints_affect_only_themselves() {
 /// The agent's `/status` JSON after one run (it serves while it runs).
 fn felix_status(node: &Node) -> String {
     let port = calico_test_support::free_port();
-    let mut agent = KillOnDrop(
-        Command::new("nsenter")
-            .arg(format!("--net={}", node.ns.path()))
-            .arg(bin("calico-node"))
-            .args([
-                "felix",
-                "--node",
-                "node-1",
-                "--health-port",
-                &port.to_string(),
-            ])
-            .env("CALICO_DATASTORE_PATH", node.db())
-            .env_remove("DATASTORE_TYPE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent"),
-    );
+    let mut agent = node.agent(port);
     let mut last = String::new();
     for _ in 0..100 {
         let out = node.ns.exec(&[
@@ -561,19 +567,9 @@ print(json.dumps({'ok_idle': ok_idle, 't_idle': t_idle, 'cut': cut, 'sent': sent
 fn health_server_survives_idle_slow_and_huge_clients() {
     let node = Node::new("adv-http", "10.250.10.1/24");
     node.apply(SETUP);
-    let port = calico_test_support::free_port().to_string();
-    let agent = KillOnDrop(
-        Command::new("nsenter")
-            .arg(format!("--net={}", node.ns.path()))
-            .arg(bin("calico-node"))
-            .args(["felix", "--node", "node-1", "--health-port", &port])
-            .env("CALICO_DATASTORE_PATH", node.db())
-            .env_remove("DATASTORE_TYPE")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("agent"),
-    );
+    let port = calico_test_support::free_port();
+    let agent = node.agent(port);
+    let port = port.to_string();
     let pid = agent.0.id();
     calico_test_support::wait_logged(
         node.dir.path(),
