@@ -1,0 +1,176 @@
+//! The command line: subcommands and their arguments.
+
+use super::*;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "calico-lab",
+    version,
+    about = "A calico-rs cluster inside network namespaces"
+)]
+pub(crate) struct Cli {
+    /// The lab's name (labs with different names can run side by side).
+    #[arg(
+        long = "lab",
+        env = "CALICO_LAB_NAME",
+        default_value = "lab",
+        global = true
+    )]
+    pub(crate) lab_name: String,
+    /// Where the lab keeps its state, logs and datastore.
+    #[arg(long, env = "CALICO_LAB_STATE", global = true)]
+    pub(crate) state: Option<PathBuf>,
+    #[command(subcommand)]
+    pub(crate) command: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum Cmd {
+    /// Build the cluster: fabric, nodes, agents.
+    Up {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        #[arg(long, default_value = "embedded", value_parser = ["embedded", "etcd"])]
+        datastore: String,
+        /// How pods on different nodes reach each other: BGP-routed
+        /// (`none`), VXLAN always, or VXLAN only across subnets.
+        #[arg(long, default_value = "none", value_parser = ["none", "vxlan", "vxlan-crosssubnet"])]
+        encap: String,
+        /// Underlay subnets (10.250.S.0/24) the nodes are spread over, in
+        /// order; the fabric routes between them but not pod addresses.
+        #[arg(long, default_value_t = 1)]
+        subnets: usize,
+    },
+    /// Remove every namespace, link, process and file the lab made.
+    Down,
+    /// Namespaces (Kubernetes-style, stored as Calico does: profile kns.NAME).
+    #[command(subcommand)]
+    Ns(NsCmd),
+    /// Pods, wired by the CNI plugin.
+    #[command(subcommand)]
+    Pod(PodCmd),
+    /// Whether pod A reaches pod B: prints `allowed`, `refused` (nothing
+    /// listens: a reset or port unreachable came back) or `denied`
+    /// (dropped: nothing came back).
+    Probe {
+        from: String,
+        to: String,
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "TCP", value_parser = ["TCP", "UDP"])]
+        protocol: String,
+        /// How long to wait for an answer before calling it denied.
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+    /// Nodes: restart their agents.
+    #[command(subcommand)]
+    Node(NodeCmd),
+    /// Probe every ordered pair of pods.
+    Matrix {
+        #[arg(long)]
+        port: u16,
+        #[arg(long, default_value = "TCP", value_parser = ["TCP", "UDP"])]
+        protocol: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// The datastore: `restart` stops and starts the lab's etcd.
+    #[command(subcommand)]
+    Datastore(DatastoreCmd),
+    /// Wait until every node's dataplane has applied the latest datastore revision.
+    Sync {
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Run a command inside a pod (`ns/name`) or a node (`node-N`).
+    Exec {
+        pod: String,
+        #[arg(last = true, required = true)]
+        cmd: Vec<String>,
+    },
+    /// Print the environment for calicoctl (datastore; BGP status of a node).
+    Env {
+        #[arg(long)]
+        node: Option<String>,
+    },
+    /// The lab's nodes and pods.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// (inside a pod) serve TCP and UDP echo.
+    #[command(hide = true)]
+    Serve {
+        #[arg(long, value_delimiter = ',')]
+        tcp: Vec<u16>,
+        #[arg(long, value_delimiter = ',')]
+        udp: Vec<u16>,
+    },
+    /// (internal) forward connections into a namespace.
+    #[command(hide = true)]
+    Proxy {
+        #[arg(long)]
+        netns: String,
+        #[arg(long)]
+        to: String,
+        #[arg(long)]
+        listen: String,
+    },
+    /// (inside a pod) connect and expect `ok`.
+    #[command(hide = true)]
+    Connect {
+        addr: String,
+        protocol: String,
+        #[arg(long, default_value_t = 1000)]
+        timeout_ms: u64,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum NsCmd {
+    Create {
+        name: String,
+        #[arg(long, default_value = "")]
+        labels: String,
+    },
+    /// Replace the namespace's labels.
+    Label { name: String, labels: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum DatastoreCmd {
+    /// Stop the lab's etcd and start it again on the same data.
+    Restart,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum NodeCmd {
+    /// Restart a node's calico-node agents as a crash or an upgrade would:
+    /// the policy agent stops (its rules stay), the BGP speaker is killed
+    /// (peers keep its routes: graceful restart); then both start again.
+    Restart { node: String },
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum PodCmd {
+    Create {
+        /// NAMESPACE/NAME
+        pod: String,
+        #[arg(long)]
+        node: Option<String>,
+        #[arg(long, default_value = "")]
+        labels: String,
+        /// NAME:PORT/PROTO, repeatable (default: 80/TCP and 80/UDP).
+        #[arg(long = "port")]
+        ports: Vec<String>,
+    },
+    /// Replace the pod's labels.
+    Label {
+        pod: String,
+        labels: String,
+    },
+    Delete {
+        pod: String,
+    },
+}

@@ -1,0 +1,351 @@
+//! The cluster: fabric, subnets, nodes and their agents; up, down,
+//! restarts, and the waits for BGP and tunnels.
+
+use super::*;
+
+pub(crate) struct Ctx {
+    pub(crate) name: String,
+    pub(crate) dir: PathBuf,
+}
+
+impl Ctx {
+    pub(crate) fn prefix(&self) -> String {
+        format!("cl-{}-", self.name)
+    }
+    pub(crate) fn client(&self, lab: &Lab) -> Result<Client> {
+        let cfg = DatastoreConfig::resolve(None, &|k| lab.datastore_env.get(k).cloned())?;
+        let store = open_store(&cfg).with_context(|| format!("opening the {}", cfg.describe()))?;
+        Ok(Client::new(store, Arc::new(SystemClock)))
+    }
+}
+
+/// The pool's `vxlanMode` for `--encap`.
+pub(crate) fn vxlan_mode(encap: &str) -> &'static str {
+    match encap {
+        "vxlan" => "Always",
+        "vxlan-crosssubnet" => "CrossSubnet",
+        _ => "Never",
+    }
+}
+
+/// The fabric's router address on subnet `s` (with several subnets).
+pub(crate) fn router(s: usize) -> String {
+    format!("10.250.{s}.253")
+}
+
+pub(crate) fn up(
+    ctx: &Ctx,
+    nodes: usize,
+    datastore: &str,
+    encap: &str,
+    subnets: usize,
+) -> Result<()> {
+    if !(1..=20).contains(&nodes) {
+        bail!("--nodes {nodes}: between 1 and 20");
+    }
+    if !(1..=nodes.min(8)).contains(&subnets) {
+        bail!("--subnets {subnets}: between 1 and the number of nodes (at most 8)");
+    }
+    if subnets > 1 && encap == "none" {
+        bail!("--subnets {subnets} with --encap none: the fabric does not route pod addresses, so pods on different subnets could not reach each other; use --encap vxlan or vxlan-crosssubnet");
+    }
+    if Lab::path(&ctx.dir).exists() {
+        bail!(
+            "lab {:?} is already up (state in {}); run `calico-lab down` first",
+            ctx.name,
+            ctx.dir.display()
+        );
+    }
+    std::fs::create_dir_all(&ctx.dir).with_context(|| format!("creating {}", ctx.dir.display()))?;
+    let db = ctx.dir.join("calico.db").display().to_string();
+    let mut lab = Lab {
+        name: ctx.name.clone(),
+        datastore: datastore.into(),
+        datastore_env: BTreeMap::from([("CALICO_DATASTORE_PATH".to_string(), db)]),
+        fabric: format!("{}fabric", ctx.prefix()),
+        nodes: Vec::new(),
+        namespaces: BTreeMap::new(),
+        pods: BTreeMap::new(),
+        extra_pids: Vec::new(),
+        node_datastore_env: BTreeMap::new(),
+        etcd: None,
+        encap: encap.into(),
+    };
+    lab.node_datastore_env = lab.datastore_env.clone();
+    // Saved before anything is made, so `down` can undo a partial `up`.
+    lab.save(&ctx.dir)?;
+    ip(&["netns", "add", &lab.fabric])?;
+    in_ns(&lab.fabric, &["ip", "link", "set", "lo", "up"])?;
+    for s in 0..subnets {
+        let br = format!("br{s}");
+        in_ns(&lab.fabric, &["ip", "link", "add", &br, "type", "bridge"])?;
+        in_ns(&lab.fabric, &["ip", "link", "set", &br, "up"])?;
+        if subnets > 1 {
+            // The fabric routes between the subnets, as an underlay router.
+            let addr = format!("{}/24", router(s));
+            in_ns(&lab.fabric, &["ip", "addr", "add", &addr, "dev", &br])?;
+        }
+    }
+    if subnets > 1 {
+        in_ns(&lab.fabric, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+    }
+    if datastore == "etcd" {
+        start_etcd_server(ctx, &mut lab)?;
+    }
+    let client = ctx.client(&lab)?;
+    client
+        .apply(decode(&format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: default-ipv4-ippool}}\nspec: {{cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: {}}}\n",
+            vxlan_mode(encap)
+        ))?)
+        .context("creating the IP pool")?;
+    for i in 1..=nodes {
+        let name = format!("node-{i}");
+        let netns = format!("{}{name}", ctx.prefix());
+        // Nodes fill the subnets in order.
+        let subnet = (i - 1) * subnets / nodes;
+        let addr = format!("10.250.{subnet}.{i}");
+        ip(&["netns", "add", &netns])?;
+        lab.nodes.push(Node {
+            name: name.clone(),
+            netns: netns.clone(),
+            addr: addr.clone(),
+            pids: Vec::new(),
+        });
+        lab.save(&ctx.dir)?;
+        let port = format!("p{i}");
+        in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
+        in_ns(
+            &lab.fabric,
+            &[
+                "ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+            ],
+        )?;
+        in_ns(
+            &lab.fabric,
+            &[
+                "ip",
+                "link",
+                "set",
+                &port,
+                "master",
+                &format!("br{subnet}"),
+                "up",
+            ],
+        )?;
+        in_ns(
+            &netns,
+            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+        )?;
+        in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
+        // Proxy ARP for the pods' gateway needs a route; nodes have one.
+        if subnets > 1 {
+            in_ns(
+                &netns,
+                &["ip", "route", "add", "default", "via", &router(subnet)],
+            )?;
+        } else {
+            in_ns(&netns, &["ip", "route", "add", "default", "dev", "eth0"])?;
+        }
+        in_ns(&netns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
+        let pids = start_agents(ctx, &lab, &name, &netns, &addr)?;
+        if let Some(n) = lab.nodes.last_mut() {
+            n.pids = pids;
+        }
+        lab.save(&ctx.dir)?;
+    }
+    wait_mesh(ctx, &lab, Duration::from_secs(60))?;
+    if encap != "none" {
+        wait_tunnels(ctx, &lab, Duration::from_secs(60))?;
+    }
+    let nets: Vec<String> = (0..subnets).map(|s| format!("10.250.{s}.0/24")).collect();
+    println!(
+        "lab {:?} is up: {} nodes on {}, pods from 10.244.0.0/16 (vxlanMode {}), BGP mesh established",
+        lab.name,
+        lab.nodes.len(),
+        nets.join(" and "),
+        vxlan_mode(encap)
+    );
+    Ok(())
+}
+
+/// Where a node's policy agent writes the workloads' MTU (per node: the
+/// nodes share this host's filesystem).
+pub(crate) fn mtu_file(ctx: &Ctx, node: &str) -> PathBuf {
+    ctx.dir.join(format!("{node}-mtu"))
+}
+
+/// Waits until every node has its tunnel device with its VTEP address and
+/// has written the workloads' MTU (the tunnel's).
+pub(crate) fn wait_tunnels(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
+    wait_nodes(ctx, lab, "the VXLAN tunnels", timeout, |n| {
+        let dev = |what: &str| {
+            in_ns(&n.netns, &["ip", "-o", what, "show", "dev", "vxlan.calico"]).unwrap_or_default()
+        };
+        let mtu = dev("link")
+            .split_whitespace()
+            .skip_while(|w| *w != "mtu")
+            .nth(1)
+            .map(str::to_string);
+        let written = std::fs::read_to_string(mtu_file(ctx, &n.name)).unwrap_or_default();
+        dev("addr").contains("inet ") && mtu.is_some_and(|m| m == written.trim())
+    })
+}
+
+/// Waits until `ready` holds for every node; on timeout the error says
+/// `what` did not come up, and where the logs are.
+pub(crate) fn wait_nodes(
+    ctx: &Ctx,
+    lab: &Lab,
+    what: &str,
+    timeout: Duration,
+    ready: impl Fn(&Node) -> bool,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    while !lab.nodes.iter().all(&ready) {
+        if Instant::now() > deadline {
+            bail!(
+                "{what} did not come up within {timeout:?} (logs in {})",
+                ctx.dir.display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
+/// Starts `calico-node felix` and `calico-node bgp` in a node; their pids.
+pub(crate) fn start_agents(
+    ctx: &Ctx,
+    lab: &Lab,
+    name: &str,
+    netns: &str,
+    addr: &str,
+) -> Result<Vec<u32>> {
+    let node_bin = exe("calico-node")?;
+    let mut pids = Vec::new();
+    let sock = ctx
+        .dir
+        .join(format!("{name}-bgp.sock"))
+        .display()
+        .to_string();
+    let ip_arg = format!("{addr}/24");
+    let agents: [(&str, Vec<&str>); 2] = [
+        ("felix", vec!["felix"]),
+        (
+            "bgp",
+            vec![
+                "bgp",
+                "--ip",
+                &ip_arg,
+                "--status-socket",
+                &sock,
+                "--connect-retry",
+                "1",
+            ],
+        ),
+    ];
+    let mtu = mtu_file(ctx, name);
+    for (what, args) in agents {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(&node_bin)
+            .args(&args)
+            .args(["--node", name])
+            .env("CALICO_MTU_FILE", &mtu)
+            .env_remove("DATASTORE_TYPE")
+            .envs(&lab.node_datastore_env);
+        pids.push(daemon(
+            &mut cmd,
+            &ctx.dir.join(format!("{name}-{what}.log")),
+        )?);
+    }
+    Ok(pids)
+}
+
+pub(crate) fn node_cmd(ctx: &Ctx, cmd: &NodeCmd) -> Result<()> {
+    let NodeCmd::Restart { node } = cmd;
+    let mut lab = Lab::load(&ctx.dir)?;
+    let n = lab.node(node)?.clone();
+    // felix stopped (SIGTERM: its rules stay), bgp killed outright (no
+    // Cease: peers keep forwarding to this node while it comes back).
+    if let Some(felix) = n.pids.first() {
+        kill(*felix);
+    }
+    if let Some(bgp) = n.pids.get(1) {
+        signal_and_wait(*bgp, nix::sys::signal::Signal::SIGKILL);
+    }
+    let pids = start_agents(ctx, &lab, &n.name, &n.netns, &n.addr)?;
+    for m in lab.nodes.iter_mut().filter(|m| m.name == n.name) {
+        m.pids.clone_from(&pids);
+    }
+    lab.save(&ctx.dir)?;
+    wait_mesh(ctx, &lab, Duration::from_secs(60))?;
+    println!("{node}: agents restarted");
+    Ok(())
+}
+
+pub(crate) fn bgp_status(ctx: &Ctx, node: &str) -> Option<serde_json::Value> {
+    let mut s =
+        std::os::unix::net::UnixStream::connect(ctx.dir.join(format!("{node}-bgp.sock"))).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+pub(crate) fn wait_mesh(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
+    let want = lab.nodes.len() - 1;
+    wait_nodes(ctx, lab, "the BGP mesh", timeout, |n| {
+        bgp_status(ctx, &n.name).is_some_and(|v| {
+            let peers = v["status"]["peers"].as_array().cloned().unwrap_or_default();
+            peers.len() == want && peers.iter().all(|p| p["state"] == "Established")
+        })
+    })
+}
+
+pub(crate) fn down(ctx: &Ctx) -> Result<()> {
+    if let Ok(lab) = Lab::load(&ctx.dir) {
+        for pod in lab.pods.values() {
+            if let Some(p) = pod.server_pid {
+                kill(p);
+            }
+        }
+        for n in &lab.nodes {
+            for p in &n.pids {
+                kill(*p);
+            }
+        }
+        for p in &lab.extra_pids {
+            kill(*p);
+        }
+        if let Some(e) = &lab.etcd {
+            kill(e.pid);
+        }
+    }
+    // Every namespace of this lab, recorded or not; processes still in one
+    // (a crash left them) are killed first.
+    let prefix = ctx.prefix();
+    let listed = ip(&["netns", "list"]).unwrap_or_default();
+    let mut removed = 0;
+    for line in listed.lines() {
+        let Some(ns) = line.split_whitespace().next() else {
+            continue;
+        };
+        if !ns.starts_with(&prefix) {
+            continue;
+        }
+        if let Ok(pids) = ip(&["netns", "pids", ns]) {
+            for p in pids.split_whitespace().filter_map(|p| p.parse().ok()) {
+                kill(p);
+            }
+        }
+        ip(&["netns", "del", ns])?;
+        removed += 1;
+    }
+    if ctx.dir.exists() {
+        std::fs::remove_dir_all(&ctx.dir)
+            .with_context(|| format!("removing {}", ctx.dir.display()))?;
+    }
+    println!("lab {:?} is down ({removed} namespaces removed)", ctx.name);
+    Ok(())
+}

@@ -1,0 +1,219 @@
+//! Probes, the connectivity matrix, and the waits for a pod or the whole
+//! lab to be in sync.
+
+use super::*;
+
+/// Probes `to` from inside `from`'s namespace.
+pub(crate) fn probe(
+    lab: &Lab,
+    from: &Pod,
+    to: &Pod,
+    port: u16,
+    protocol: &str,
+    timeout_ms: u64,
+) -> Result<echo::Outcome> {
+    let out = Command::new("ip")
+        .args(["netns", "exec", &from.netns])
+        .arg(std::env::current_exe()?)
+        .args(["connect", &format!("{}:{port}", to.ip), protocol])
+        .args(["--timeout-ms", &timeout_ms.to_string()])
+        .output()
+        .context("running the probe")?;
+    let _ = lab;
+    match out.status.code().and_then(echo::Outcome::from_code) {
+        Some(o) => Ok(o),
+        None => bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr)),
+    }
+}
+
+pub(crate) fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Result<()> {
+    let keys: Vec<&String> = lab.pods.keys().collect();
+    let mut results: BTreeMap<(String, String), echo::Outcome> = BTreeMap::new();
+    std::thread::scope(|s| -> Result<()> {
+        let mut handles = Vec::new();
+        for a in &keys {
+            for b in &keys {
+                if a == b {
+                    continue;
+                }
+                let (pa, pb) = (&lab.pods[*a], &lab.pods[*b]);
+                handles.push((
+                    (*a).clone(),
+                    (*b).clone(),
+                    s.spawn(move || probe(lab, pa, pb, port, protocol, 1000)),
+                ));
+            }
+        }
+        for (a, b, h) in handles {
+            let r = h.join().map_err(|_| anyhow!("probe thread panicked"))??;
+            results.insert((a, b), r);
+        }
+        Ok(())
+    })?;
+    if as_json {
+        let v: Vec<serde_json::Value> = results
+            .iter()
+            .map(|((a, b), o)| json!({"from": a, "to": b, "port": port, "protocol": protocol, "result": o.word()}))
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let w = keys.iter().map(|k| k.len()).max().unwrap_or(4).max(9);
+    print!("{:<w$}", format!("{protocol}/{port}"));
+    for b in &keys {
+        print!(" {b:>w$}");
+    }
+    println!();
+    for a in &keys {
+        print!("{a:<w$}");
+        for b in &keys {
+            let cell = if a == b {
+                "-"
+            } else {
+                results[&((*a).clone(), (*b).clone())].word()
+            };
+            print!(" {cell:>w$}");
+        }
+        println!();
+    }
+    Ok(())
+}
+
+/// Reads a node agent's /status (inside the node's namespace).
+pub(crate) fn felix_status(node: &Node) -> Option<serde_json::Value> {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &node.netns,
+            "curl",
+            "-s",
+            "-m",
+            "1",
+            "http://127.0.0.1:9099/status",
+        ])
+        .output()
+        .ok()?;
+    serde_json::from_slice(&out.stdout).ok()
+}
+
+/// Waits until the pod's server answers on its first port (from inside the
+/// pod), its node's policy agent has applied the datastore's revision, and
+/// every other node routes to it (BGP carried its block, or the overlay
+/// routes it through the tunnel).
+pub(crate) fn wait_ready(ctx: &Ctx, lab: &Lab, node: &Node, pod: &Pod) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    if let Some(port) = pod.ports.first() {
+        loop {
+            let up = Command::new("ip")
+                .args(["netns", "exec", &pod.netns])
+                .arg(std::env::current_exe()?)
+                .args([
+                    "connect",
+                    &format!("127.0.0.1:{}", port.port),
+                    &port.protocol,
+                ])
+                .args(["--timeout-ms", "200"])
+                .status()
+                .is_ok_and(|s| s.success());
+            if up {
+                break;
+            }
+            if Instant::now() > deadline {
+                bail!(
+                    "the server in pod {}/{} did not start",
+                    pod.namespace,
+                    pod.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    let target = ctx.client(lab)?.store().revision()?;
+    loop {
+        let synced = felix_status(node).is_some_and(|v| {
+            v["in_sync"] == true && v["applied_revision"].as_i64().unwrap_or(0) >= target
+        });
+        let routed = lab.nodes.iter().filter(|n| n.name != node.name).all(|n| {
+            Command::new("ip")
+                .args(["-n", &n.netns, "route", "get", &pod.ip])
+                .output()
+                .is_ok_and(|o| {
+                    let route = String::from_utf8_lossy(&o.stdout);
+                    o.status.success()
+                        && (route.contains(&format!("via {} ", node.addr))
+                            || route.contains("dev vxlan.calico"))
+                })
+        });
+        if synced && routed {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            let why = if synced {
+                "the other nodes have no route to it"
+            } else {
+                "its node's dataplane did not pick it up"
+            };
+            bail!("pod {}/{} not ready: {why}", pod.namespace, pod.name);
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+pub(crate) fn sync(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
+    let client = ctx.client(lab)?;
+    let target = client.store().revision()?;
+    let start = Instant::now();
+    // Every node is watched at once; the answer comes with the slowest.
+    let behind: Vec<&str> = std::thread::scope(|s| {
+        let watchers: Vec<_> = lab
+            .nodes
+            .iter()
+            .map(|n| {
+                s.spawn(move || loop {
+                    let done = felix_status(n).is_some_and(|v| {
+                        v["in_sync"] == true
+                            && v["applied_revision"].as_i64().unwrap_or(0) >= target
+                    });
+                    if done {
+                        return None;
+                    }
+                    if start.elapsed() > timeout {
+                        return Some(n.name.as_str());
+                    }
+                    std::thread::sleep(Duration::from_millis(10));
+                })
+            })
+            .collect();
+        watchers
+            .into_iter()
+            .filter_map(|w| w.join().unwrap_or(Some("?")))
+            .collect()
+    });
+    if !behind.is_empty() {
+        bail!(
+            "not in sync at revision {target} after {timeout:?}: {}",
+            behind.join(", ")
+        );
+    }
+    println!(
+        "in sync at revision {target} on {} nodes ({:.0?})",
+        lab.nodes.len(),
+        start.elapsed()
+    );
+    Ok(())
+}
+
+pub(crate) trait DigestHex {
+    fn digest_hex(text: &str) -> String;
+}
+
+impl DigestHex for sha1::Sha1 {
+    fn digest_hex(text: &str) -> String {
+        use sha1::Digest;
+        sha1::Sha1::digest(text.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect()
+    }
+}
