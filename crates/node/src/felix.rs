@@ -136,12 +136,9 @@ impl Agent {
     }
 
     /// Logs each endpoint newly left out of the dataplane (and each one
-    /// taken back), and publishes the bad records in metrics and status.
+    /// taken back), and publishes every bad record in metrics and status.
     fn report_rejected(&mut self) {
         let now = self.graph.rejected();
-        if *now == self.reported && self.metrics.bad_records.get() == self.bad_records() {
-            return;
-        }
         for (id, why) in now {
             if self.reported.get(id) != Some(why) {
                 warn!(
@@ -154,21 +151,19 @@ impl Agent {
             info!("endpoint {}/{} programmed again", id.namespace, id.name);
         }
         self.reported = now.clone();
-        self.metrics.bad_records.set(self.bad_records());
-        let mut s = self
-            .status
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        s.rejected = self
+        let rejected: BTreeMap<String, String> = self
             .reported
             .iter()
             .map(|(id, why)| (format!("{}/{}", id.namespace, id.name), why.clone()))
             .chain(self.skipped.iter().map(|(k, why)| (k.clone(), why.clone())))
             .collect();
-    }
-
-    fn bad_records(&self) -> i64 {
-        i64::try_from(self.reported.len() + self.skipped.len()).unwrap_or(i64::MAX)
+        self.metrics
+            .bad_records
+            .set(i64::try_from(rejected.len()).unwrap_or(i64::MAX));
+        self.status
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .rejected = rejected;
     }
 
     /// Takes one datastore event: resources become an update for the
