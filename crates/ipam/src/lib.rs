@@ -10,11 +10,15 @@
 //! address twice. Keys and JSON are Calico's (`/calico/ipam/v2/...`).
 
 mod allocator;
+mod assign;
 pub mod block;
+mod claim;
 mod gc;
+mod handles;
 pub mod model;
 mod pool_delete;
 pub mod pools;
+mod release;
 mod report;
 
 pub use allocator::{Assigned, AutoAssign, Ipam, IpamError};
