@@ -733,11 +733,10 @@ impl CalcGraph {
         }
     }
 
+    /// What the dataplane gets for a local endpoint (the caller has checked
+    /// that it is not rejected).
     fn endpoint_intent(&self, id: &EndpointId) -> Option<EndpointIntent> {
         let ep = self.endpoints.get(id).filter(|e| e.node == self.node)?;
-        if self.rejection(id, ep).is_some() {
-            return None;
-        }
         let pols = self.local_policies.get(id).cloned().unwrap_or_default();
         let tiers = |want_ingress: bool| -> Vec<TierPolicies> {
             let mut applicable: Vec<&PolicyId> = pols
@@ -880,11 +879,18 @@ impl CalcGraph {
                 .get(&id)
                 .filter(|e| e.node == self.node)
                 .and_then(|e| self.rejection(&id, e));
-            match why {
-                Some(why) => self.rejected.insert(id.clone(), why),
-                None => self.rejected.remove(&id),
+            // A rejected endpoint gets no intent (its interface stays closed).
+            let intent = match why {
+                Some(why) => {
+                    self.rejected.insert(id.clone(), why);
+                    None
+                }
+                None => {
+                    self.rejected.remove(&id);
+                    self.endpoint_intent(&id)
+                }
             };
-            match self.endpoint_intent(&id) {
+            match intent {
                 Some(intent) => {
                     if self.sent_endpoints.get(&id) != Some(&intent) {
                         self.sent_endpoints.insert(id.clone(), intent.clone());
