@@ -239,17 +239,19 @@ pub fn interface_name(name: &str) -> Result<(), String> {
 
 /// A value as error messages echo it: at most 64 characters, then `…`.
 pub fn truncated(value: &str) -> String {
-    match value.char_indices().nth(64) {
-        Some((i, _)) => format!("{}…", &value[..i]),
-        None => value.to_string(),
-    }
+    cut(value, 64, "…".into())
 }
 
 /// An error message as it is shown: at most 512 characters, then `…`, so
 /// that a message quoting a 50 MB value is not 50 MB long.
 pub fn truncated_message(message: &str) -> String {
-    match message.char_indices().nth(512) {
-        Some((i, _)) => format!("{}… ({} bytes in all)", &message[..i], message.len()),
-        None => message.to_string(),
+    cut(message, 512, format!("… ({} bytes in all)", message.len()))
+}
+
+/// `text` up to `max` characters, then `tail` if anything was cut.
+fn cut(text: &str, max: usize, tail: String) -> String {
+    match text.char_indices().nth(max) {
+        Some((i, _)) => format!("{}{tail}", &text[..i]),
+        None => text.to_string(),
     }
 }

@@ -8,19 +8,9 @@
 #![allow(clippy::print_stdout)]
 
 use calico_api::decode_manifest;
-use calico_client::{Client, Clock};
-use calico_datastore_sqlite::SqliteStore;
-use std::sync::Arc;
 
 mod common;
-use common::TwoPods;
-
-struct FixedClock;
-impl Clock for FixedClock {
-    fn now_rfc3339(&self) -> String {
-        "2026-11-22T00:00:00Z".into()
-    }
-}
+use common::{seeded_datastore, TwoPods};
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
@@ -28,17 +18,7 @@ fn main() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(if quick { 1 } else { 5 });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calico.db").display().to_string();
-    let client = Client::new(
-        Arc::new(SqliteStore::open(&db).expect("db")),
-        Arc::new(FixedClock),
-    );
-    let seed = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.89.0.0/16}\n---\n\
-                apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.bench}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n";
-    for r in decode_manifest(seed).expect("seed") {
-        client.create(r).expect("seed");
-    }
+    let (_dir, db, client) = seeded_datastore("10.89.0.0/16");
     let pods = TwoPods::new("tput", "10.250.3.1/24", &db);
     let felix = || pods.felix(&db);
     felix();

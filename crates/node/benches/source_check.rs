@@ -8,20 +8,8 @@
 
 #![allow(clippy::print_stdout)]
 
-use calico_api::decode_manifest;
-use calico_client::{Client, Clock};
-use calico_datastore_sqlite::SqliteStore;
-use std::sync::Arc;
-
 mod common;
-use common::TwoPods;
-
-struct FixedClock;
-impl Clock for FixedClock {
-    fn now_rfc3339(&self) -> String {
-        "2026-12-02T00:00:00Z".into()
-    }
-}
+use common::{seeded_datastore, TwoPods};
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -38,17 +26,7 @@ fn main() {
     };
     let secs = env("SECS", if quick { 1 } else { 5 });
     let rounds = env("ROUNDS", if quick { 1 } else { 3 });
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calico.db").display().to_string();
-    let client = Client::new(
-        Arc::new(SqliteStore::open(&db).expect("db")),
-        Arc::new(FixedClock),
-    );
-    let seed = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.91.0.0/16}\n---\n\
-                apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.bench}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n";
-    for r in decode_manifest(seed).expect("seed") {
-        client.create(r).expect("seed");
-    }
+    let (_dir, db, _) = seeded_datastore("10.91.0.0/16");
     let pods = TwoPods::new("srcchk", "10.250.16.1/24", &db);
     let (mut with, mut without) = ((Vec::new(), Vec::new()), (Vec::new(), Vec::new()));
     for _ in 0..rounds {

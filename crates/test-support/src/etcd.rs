@@ -55,46 +55,32 @@ impl EtcdTls {
     /// A CA, a server certificate for 127.0.0.1 and a client certificate
     /// it signed, and an unrelated CA with its own client certificate.
     fn generate(dir: &std::path::Path) -> EtcdTls {
-        let ca = |name: &str| {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-x509",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.pem"),
-                    "-days",
-                    "2",
-                    "-subj",
-                    &format!("/CN={name}"),
-                ],
-            );
+        // A new P-256 key `name.key` and a request for CN=name, written to
+        // `out`: self-signed with `-x509`, else a CSR.
+        let key_and_request = |name: &str, out: &str, x509: bool| {
+            let (key, subject) = (format!("{name}.key"), format!("/CN={name}"));
+            let mut args = vec!["req"];
+            if x509 {
+                args.extend(["-x509", "-days", "2"]);
+            }
+            args.extend([
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-keyout",
+                &key,
+                "-out",
+                out,
+                "-subj",
+                &subject,
+            ]);
+            openssl(dir, &args);
         };
+        let ca = |name: &str| key_and_request(name, &format!("{name}.pem"), true);
         let signed = |name: &str, by: &str, ext: &str| {
-            openssl(
-                dir,
-                &[
-                    "req",
-                    "-newkey",
-                    "ec",
-                    "-pkeyopt",
-                    "ec_paramgen_curve:P-256",
-                    "-nodes",
-                    "-keyout",
-                    &format!("{name}.key"),
-                    "-out",
-                    &format!("{name}.csr"),
-                    "-subj",
-                    &format!("/CN={name}"),
-                ],
-            );
+            key_and_request(name, &format!("{name}.csr"), false);
             std::fs::write(dir.join(format!("{name}.ext")), ext).expect("ext");
             openssl(
                 dir,

@@ -2,9 +2,38 @@
 //! the real CNI plugin against an embedded datastore, and iperf3 between
 //! them.
 
+use calico_api::decode_manifest;
+use calico_client::{Client, Clock};
+use calico_datastore_sqlite::SqliteStore;
 use calico_test_support::{cni_add, CniCall, KillOnDrop, Netns};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+struct FixedClock;
+impl Clock for FixedClock {
+    fn now_rfc3339(&self) -> String {
+        "2026-11-22T00:00:00Z".into()
+    }
+}
+
+/// An embedded datastore in a temporary directory (gone with the guard)
+/// holding pool `cidr` and an allow-all namespace profile `kns.bench`;
+/// returns the guard, the file's path and a client for it.
+pub fn seeded_datastore(cidr: &str) -> (tempfile::TempDir, String, Client) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    let client = Client::new(
+        Arc::new(SqliteStore::open(&db).expect("db")),
+        Arc::new(FixedClock),
+    );
+    let seed = format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: {cidr}}}\n---\n\
+                apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {{name: kns.bench}}\nspec: {{ingress: [{{action: Allow}}], egress: [{{action: Allow}}]}}\n");
+    for r in decode_manifest(&seed).expect("seed") {
+        client.create(r).expect("seed");
+    }
+    (dir, db, client)
+}
 
 pub fn bin(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
