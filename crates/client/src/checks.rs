@@ -40,7 +40,7 @@ pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientErro
                 let Ok(onet) = parse_cidr_or_ip(&o.spec.cidr) else {
                     continue;
                 };
-                if net.contains(&onet) || onet.contains(&net) {
+                if calico_net::overlaps(&net, &onet) {
                     return Err(rejected(
                         r,
                         format!(
@@ -85,8 +85,9 @@ fn stray_blocks(
         else {
             continue;
         };
-        let overlaps = net.contains(&block.network()) || block.contains(&net.network());
-        if overlaps && (block.prefix_len() != size || !net.contains(&block)) {
+        if calico_net::overlaps(net, &block)
+            && (block.prefix_len() != size || !net.contains(&block))
+        {
             return Err(rejected(
                 r,
                 format!(

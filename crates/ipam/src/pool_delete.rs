@@ -21,7 +21,7 @@ impl Ipam {
         Ok(self
             .blocks(family)?
             .iter()
-            .filter(|(b, _)| net.contains(&b.cidr.network()) || b.cidr.contains(&net.network()))
+            .filter(|(b, _)| calico_net::overlaps(net, &b.cidr))
             .map(|(b, _)| b.in_use())
             .sum())
     }

@@ -37,6 +37,12 @@ pub fn parse_network(text: &str) -> Result<IpNet, CidrError> {
     Ok(net)
 }
 
+/// Whether two networks share any address (one contains the other's
+/// first address; networks are nested or disjoint).
+pub fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ mod cidr;
 mod port;
 mod protocol;
 
-pub use cidr::{parse_cidr_or_ip, parse_network, CidrError};
+pub use cidr::{overlaps, parse_cidr_or_ip, parse_network, CidrError};
 pub use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 pub use port::{Port, PortError};
 pub use protocol::{Protocol, ProtocolError};
