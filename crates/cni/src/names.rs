@@ -14,6 +14,14 @@ pub struct Workload {
     pub endpoint: String,
 }
 
+/// `cali` + the first 11 hex digits of SHA-1(`<namespace>.<workload>`)
+/// (15 characters).
+pub fn host_veth(namespace: &str, workload: &str) -> String {
+    let digest = Sha1::digest(format!("{namespace}.{workload}").as_bytes());
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("cali{}", &hex[..11])
+}
+
 impl Workload {
     pub fn from_args(
         args: &std::collections::BTreeMap<String, String>,
@@ -46,11 +54,9 @@ impl Workload {
         }
     }
 
-    /// `cali` + the first 11 hex digits of SHA-1(`<namespace>.<pod>`) (15 characters).
+    /// The host-side veth name (see [`host_veth`]).
     pub fn host_veth(&self) -> String {
-        let digest = Sha1::digest(format!("{}.{}", self.namespace, self.name).as_bytes());
-        let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-        format!("cali{}", &hex[..11])
+        host_veth(&self.namespace, &self.name)
     }
 
     /// `<node>-<orchestrator>-<workload>-<endpoint>`, dashes in each part doubled.

@@ -481,28 +481,17 @@ fn gc(
     }
 }
 
-/// The host-side veth this plugin names for an endpoint's workload.
+/// The host-side veth this plugin names for an endpoint's workload (a
+/// Kubernetes pod by namespace and name, else the container by its ID).
 fn owned_veth(e: &calico_api::Object<WorkloadEndpointSpec>) -> String {
-    let w = if e.spec.orchestrator == "k8s" {
-        Workload {
-            orchestrator: "k8s",
-            namespace: e
-                .metadata
-                .namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            name: e.spec.pod.clone(),
-            endpoint: e.spec.endpoint.clone(),
-        }
+    if e.spec.orchestrator == "k8s" {
+        crate::names::host_veth(
+            e.metadata.namespace.as_deref().unwrap_or("default"),
+            &e.spec.pod,
+        )
     } else {
-        Workload {
-            orchestrator: "cni",
-            namespace: "default".into(),
-            name: e.spec.container_id.clone(),
-            endpoint: e.spec.endpoint.clone(),
-        }
-    };
-    w.host_veth()
+        crate::names::host_veth("default", &e.spec.container_id)
+    }
 }
 
 pub(crate) fn run(
