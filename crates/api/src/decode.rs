@@ -2,10 +2,12 @@
 //! Kubernetes NetworkPolicies converted on the way in.
 
 use crate::k8s::K8sNetworkPolicy;
-use crate::resource::{Kind, Resource, API_VERSION};
+use crate::resource::{Kind, PathError, Resource, API_VERSION};
 use crate::strict;
+use crate::validate::FieldError;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_path_to_error::Segment;
 use std::fmt;
 
 /// A problem with one resource of a manifest, and where it is.
@@ -124,7 +126,7 @@ fn describe(v: &Value) -> Option<String> {
 }
 
 /// Decodes one resource value (not a list). Defaults are applied and the
-/// result is validated.
+/// result is validated; every problem found is reported, not just the first.
 pub fn decode_resource(v: Value) -> Result<Resource, String> {
     let api = str_field(&v, "apiVersion").to_string();
     let kind = str_field(&v, "kind").to_string();
@@ -132,10 +134,13 @@ pub fn decode_resource(v: Value) -> Result<Resource, String> {
         return Err("kind is missing".into());
     }
     if api == crate::k8s::API_VERSION && kind == "NetworkPolicy" {
-        let knp: K8sNetworkPolicy = serde_path_to_error::deserialize(v)
-            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
-        knp.validate().map_err(|e| e.reasons())?;
-        let mut res = knp.to_calico();
+        let (knp, mut problems) =
+            decode_all::<K8sNetworkPolicy>(v, serde_path_to_error::deserialize)?;
+        if let Err(e) = knp.validate() {
+            problems.keep_checks(e.errors);
+        }
+        problems.into_result()?;
+        let mut res = knp.to_calico().map_err(|e| e.reasons())?;
         res.apply_defaults();
         return Ok(res);
     }
@@ -147,10 +152,145 @@ pub fn decode_resource(v: Value) -> Result<Resource, String> {
     let Some(k) = Kind::ALL.iter().copied().find(|k| k.name() == kind) else {
         return Err(format!("unknown kind {kind:?}"));
     };
-    let mut res = Resource::from_parts(k, v)?;
+    let (mut res, mut problems) = decode_all(v, |v| Resource::from_parts(k, v))?;
     res.apply_defaults();
-    res.validate().map_err(|e| e.reasons())?;
+    if let Err(e) = res.validate() {
+        problems.keep_checks(e.errors);
+    }
+    problems.into_result()?;
     Ok(res)
+}
+
+/// Values tried, in order, in place of a string that did not decode, so
+/// that decoding can go on to find the resource's other problems: one of
+/// them fits each of the types in [`crate::types`].
+const STAND_INS: &[&str] = &["", "0.0.0.0", "0.0.0.0/0", "00:00:00:00:00:00"];
+
+/// At most this many field problems are reported for one resource.
+const MAX_FIELD_PROBLEMS: usize = 32;
+
+/// The problems found decoding one resource. Fields that failed were
+/// replaced by stand-ins; checks on those paths say nothing more.
+#[derive(Default)]
+struct Problems {
+    decode: Vec<FieldError>,
+    checks: Vec<FieldError>,
+}
+
+impl Problems {
+    fn keep_checks(&mut self, errors: Vec<FieldError>) {
+        let replaced = |p: &str| self.decode.iter().any(|d| d.path == p);
+        let kept: Vec<FieldError> = errors.into_iter().filter(|e| !replaced(&e.path)).collect();
+        self.checks.extend(kept);
+    }
+
+    fn into_result(self) -> Result<(), String> {
+        if self.decode.is_empty() && self.checks.is_empty() {
+            return Ok(());
+        }
+        let all: Vec<String> = self
+            .decode
+            .iter()
+            .chain(&self.checks)
+            .map(ToString::to_string)
+            .collect();
+        Err(all.join("; "))
+    }
+}
+
+/// Decodes with `decode`; when a field fails, notes it, puts the first
+/// stand-in that decodes in its place (a neutral string, or no value at
+/// all) and goes on. The value returned holds stand-ins whenever the
+/// problems are not empty: it is only for finding the remaining problems,
+/// never to be stored.
+fn decode_all<T>(
+    mut v: Value,
+    decode: impl Fn(Value) -> Result<T, PathError>,
+) -> Result<(T, Problems), String> {
+    let mut problems = Problems::default();
+    loop {
+        let err = match decode(v.clone()) {
+            Ok(t) => return Ok((t, problems)),
+            Err(err) => err,
+        };
+        let here = FieldError {
+            path: err.path().to_string(),
+            reason: err.inner().to_string(),
+        };
+        // A stand-in fits when decoding gets past this field (and does not
+        // fail on the object holding it instead).
+        let fits = |candidate: Option<&str>| {
+            let mut trial = v.clone();
+            if !put(&mut trial, err.path(), candidate) {
+                return None;
+            }
+            match decode(trial.clone()) {
+                Ok(_) => Some(trial),
+                Err(next) => {
+                    let next = next.path().to_string();
+                    (!here.path.starts_with(&next)).then_some(trial)
+                }
+            }
+        };
+        let replaced = if problems.decode.len() < MAX_FIELD_PROBLEMS {
+            STAND_INS
+                .iter()
+                .map(|c| Some(*c))
+                .chain([None])
+                .find_map(fits)
+        } else {
+            None
+        };
+        problems.decode.push(here);
+        match replaced {
+            Some(next) => v = next,
+            None => {
+                let all: Vec<String> = problems.decode.iter().map(ToString::to_string).collect();
+                return Err(all.join("; "));
+            }
+        }
+    }
+}
+
+/// Puts a string (or, for `None`, nothing: the key is removed) where a
+/// decoding error points; false when the path does not lead to a string.
+fn put(v: &mut Value, path: &serde_path_to_error::Path, with: Option<&str>) -> bool {
+    let segs: Vec<&Segment> = path.iter().collect();
+    let Some((last, parents)) = segs.split_last() else {
+        return false;
+    };
+    let mut here = v;
+    for seg in parents {
+        let next = match seg {
+            Segment::Seq { index } => here.get_mut(*index),
+            Segment::Map { key } => here.get_mut(key.as_str()),
+            Segment::Enum { .. } | Segment::Unknown => None,
+        };
+        let Some(next) = next else {
+            return false;
+        };
+        here = next;
+    }
+    match (last, with) {
+        (Segment::Map { key }, None) => here
+            .as_object_mut()
+            .is_some_and(|m| m.remove(key.as_str()).is_some()),
+        (Segment::Map { key }, Some(s)) => match here.get_mut(key.as_str()) {
+            Some(slot) if slot.is_string() => {
+                *slot = Value::String(s.into());
+                true
+            }
+            _ => false,
+        },
+        (Segment::Seq { index }, Some(s)) => match here.get_mut(*index) {
+            Some(slot) if slot.is_string() => {
+                *slot = Value::String(s.into());
+                true
+            }
+            _ => false,
+        },
+        _ => false,
+    }
 }
 
 /// Decodes a whole manifest. Any problem anywhere fails the whole manifest,
@@ -216,7 +356,8 @@ pub fn decode_manifest(text: &str) -> Result<Vec<Resource>, ManifestError> {
 }
 
 /// YAML as calicoctl prints it: keys in alphabetical order.
-pub fn to_yaml<T: serde::Serialize>(value: &T) -> String {
-    let v = serde_json::to_value(value).unwrap_or_default();
-    serde_norway::to_string(&v).unwrap_or_default()
+pub fn to_yaml<T: serde::Serialize>(value: &T) -> Result<String, serde_norway::Error> {
+    let v =
+        serde_json::to_value(value).map_err(<serde_norway::Error as serde::ser::Error>::custom)?;
+    serde_norway::to_string(&v)
 }

@@ -6,8 +6,9 @@
 use crate::kinds::policy::{EntityRule, NetworkPolicySpec, PolicyType, Rule};
 use crate::meta::ObjectMeta;
 use crate::resource::{Object, Resource};
+use crate::types::{Cidr, Selector};
 use crate::validate::{label_key, label_value, Errors, ValidationError};
-use calico_net::{parse_cidr_or_ip, Port, Protocol};
+use calico_net::{Port, Protocol};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -34,12 +35,12 @@ pub struct LabelSelector {
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpBlock {
-    pub cidr: String,
+    pub cidr: Cidr,
     #[serde(default)]
-    pub except: Vec<String>,
+    pub except: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -184,13 +185,12 @@ fn check_peer(e: &mut Errors, path: &str, peer: &Peer) {
         check_selector(e, &format!("{path}.namespaceSelector"), sel);
     }
     if let Some(block) = &peer.ip_block {
-        let cidr = e.net(&format!("{path}.ipBlock.cidr"), &block.cidr);
+        let cidr = block.cidr.net();
         for (i, ex) in block.except.iter().enumerate() {
-            let p = format!("{path}.ipBlock.except[{i}]");
-            if let (Some(cidr), Some(ex_net)) = (cidr, e.net(&p, ex)) {
-                if !cidr.contains(&ex_net) || cidr == ex_net {
-                    e.add(p, format!("{ex_net} must be strictly inside {cidr}"));
-                }
+            let ex_net = ex.net();
+            if !cidr.contains(&ex_net) || cidr == ex_net {
+                let p = format!("{path}.ipBlock.except[{i}]");
+                e.add(p, format!("{ex_net} must be strictly inside {cidr}"));
             }
         }
     }
@@ -276,9 +276,10 @@ impl K8sNetworkPolicy {
         e.into_result(self.display_name())
     }
 
-    /// The Calico policy Calico would store for this Kubernetes policy.
-    /// Call [`K8sNetworkPolicy::validate`] first.
-    pub fn to_calico(&self) -> Resource {
+    /// The Calico policy Calico would store for this Kubernetes policy,
+    /// once it validates.
+    pub fn to_calico(&self) -> Result<Resource, ValidationError> {
+        self.validate()?;
         let s = &self.spec;
         let ingress: Vec<Rule> = s
             .ingress
@@ -312,7 +313,7 @@ impl K8sNetworkPolicy {
             annotations: self.metadata.annotations.clone(),
             ..Default::default()
         };
-        Resource::NetworkPolicy(Object::new(
+        Ok(Resource::NetworkPolicy(Object::new(
             metadata,
             NetworkPolicySpec {
                 tier: "default".into(),
@@ -323,11 +324,18 @@ impl K8sNetworkPolicy {
                 types,
                 ..Default::default()
             },
-        ))
+        )))
     }
 }
 
-fn selector_to_calico(sel: Option<&LabelSelector>, ty: SelectorType) -> String {
+/// Only called on a validated policy: its label keys and values are of the
+/// characters a selector takes, so the text always parses.
+fn selector_to_calico(sel: Option<&LabelSelector>, ty: SelectorType) -> Selector {
+    Selector::parse(&selector_text(sel, ty))
+        .expect("validated label keys and values always form a selector")
+}
+
+fn selector_text(sel: Option<&LabelSelector>, ty: SelectorType) -> String {
     let mut parts = Vec::new();
     if ty == SelectorType::Pod {
         parts.push(ORCHESTRATOR_SELECTOR.to_string());
@@ -421,10 +429,9 @@ fn peer_to_entity(peer: &Peer) -> EntityRule {
         return EntityRule::default();
     }
     if let Some(block) = &peer.ip_block {
-        let net = |t: &String| parse_cidr_or_ip(t).map_or_else(|_| t.clone(), |n| n.to_string());
         return EntityRule {
-            nets: vec![net(&block.cidr)],
-            not_nets: block.except.iter().map(net).collect(),
+            nets: vec![block.cidr],
+            not_nets: block.except.clone(),
             ..Default::default()
         };
     }

@@ -11,6 +11,7 @@ mod meta;
 mod number;
 mod resource;
 pub mod strict;
+pub mod types;
 mod validate;
 
 pub use decode::{decode_manifest, decode_resource, documents, to_yaml, ManifestError, Problem};
@@ -19,8 +20,8 @@ pub use kinds::felix::FelixConfigurationSpec;
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
 pub use kinds::netset::NetworkSetSpec;
 pub use kinds::node::{
-    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, ClusterInformationSpec, NodeBgpSpec,
-    NodeSpec, SecretKeyRef,
+    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, ClusterInformationSpec, NextHopMode,
+    NodeBgpSpec, NodeSpec, SecretKeyRef, SourceAddress,
 };
 pub use kinds::policy::{
     Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec,
@@ -28,6 +29,7 @@ pub use kinds::policy::{
 };
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Object, Resource, API_VERSION};
+pub use types::{Cidr, InterfaceAddress, Mac, Network, PeerAddress, Selector};
 pub use validate::{
     dns_label, dns_subdomain, interface_name, label_key, label_value, truncated, FieldError,
     ValidationError,

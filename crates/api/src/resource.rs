@@ -98,27 +98,26 @@ macro_rules! kinds {
                 match self { $(Resource::$kind(o) => &mut o.metadata),* }
             }
 
-            pub fn spec_value(&self) -> serde_json::Value {
-                match self { $(Resource::$kind(o) => serde_json::to_value(&o.spec).unwrap_or_default()),* }
-            }
-
-            /// Replaces the spec from JSON, checking its shape.
-            pub fn with_spec_value(&self, spec: serde_json::Value) -> Result<Resource, String> {
+            fn serialize_with<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
                 match self {
-                    $(Resource::$kind(o) => {
-                        let spec: $spec = serde_path_to_error::deserialize(spec)
-                            .map_err(|e| format!("spec.{}: {}", e.path(), e.inner()))?;
-                        Ok(Resource::$kind(Object::new(o.metadata.clone(), spec)))
-                    }),*
+                    $(Resource::$kind(o) => EnvelopeOut {
+                        api_version: API_VERSION,
+                        kind: self.kind().name(),
+                        metadata: &o.metadata,
+                        spec: &o.spec,
+                    }.serialize(s)),*
                 }
             }
 
-            /// Builds a resource from its parts; errors name the field path.
-            pub(crate) fn from_parts(kind: Kind, value: serde_json::Value) -> Result<Resource, String> {
+            /// Builds a resource from its parts; the error has the field's path.
+            /// A missing `spec` reads as `{}`, so required fields are named.
+            pub(crate) fn from_parts(kind: Kind, mut value: serde_json::Value) -> Result<Resource, PathError> {
+                if let serde_json::Value::Object(map) = &mut value {
+                    map.entry("spec").or_insert_with(|| serde_json::json!({}));
+                }
                 match kind {
                     $(Kind::$kind => {
-                        let env: Envelope<$spec> = serde_path_to_error::deserialize(value)
-                            .map_err(|e| format!("{}: {}", e.path(), e.inner()))?;
+                        let env: Envelope<$spec> = serde_path_to_error::deserialize(value)?;
                         Ok(Resource::$kind(Object::new(env.metadata, env.spec)))
                     }),*
                 }
@@ -163,7 +162,6 @@ struct Envelope<S> {
     kind: String,
     #[serde(default)]
     metadata: ObjectMeta,
-    #[serde(default)]
     spec: S,
     /// Accepted and ignored: status is never written by users.
     #[allow(dead_code)]
@@ -173,24 +171,21 @@ struct Envelope<S> {
 
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
-struct EnvelopeOut<'a> {
+struct EnvelopeOut<'a, S> {
     api_version: &'static str,
     kind: &'static str,
     metadata: &'a ObjectMeta,
-    spec: serde_json::Value,
+    spec: &'a S,
 }
 
 impl Serialize for Resource {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        EnvelopeOut {
-            api_version: API_VERSION,
-            kind: self.kind().name(),
-            metadata: self.meta(),
-            spec: self.spec_value(),
-        }
-        .serialize(s)
+        self.serialize_with(s)
     }
 }
+
+/// A decoding failure and the path of the field that caused it.
+pub(crate) type PathError = serde_path_to_error::Error<serde_json::Error>;
 
 /// Defaults and checks every spec provides.
 trait Spec {
@@ -212,21 +207,15 @@ impl Spec for IpPoolSpec {
 fn check_policy(
     e: &mut Errors,
     order: Option<f64>,
-    selector: &str,
-    service_account_selector: &str,
+    selector: &crate::types::Selector,
+    service_account_selector: &crate::types::Selector,
     ingress: &[Rule],
     egress: &[Rule],
     types: &[crate::PolicyType],
 ) {
     check_order(e, "spec.order", order);
-    e.selector("spec.selector", selector, false);
-    if !service_account_selector.is_empty() {
-        e.selector(
-            "spec.serviceAccountSelector",
-            service_account_selector,
-            false,
-        );
-    }
+    e.no_global("spec.selector", selector);
+    e.no_global("spec.serviceAccountSelector", service_account_selector);
     check_rules(e, "spec.ingress", ingress);
     check_rules(e, "spec.egress", egress);
     check_types(e, "spec.types", types);
@@ -267,9 +256,6 @@ impl Spec for GlobalNetworkPolicySpec {
             &s.egress,
             &s.types,
         );
-        if !self.namespace_selector.is_empty() {
-            e.selector("spec.namespaceSelector", &self.namespace_selector, true);
-        }
         if self.do_not_track && self.pre_dnat {
             e.add("spec.preDNAT", "preDNAT and doNotTrack cannot both be true");
         }

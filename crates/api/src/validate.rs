@@ -1,7 +1,6 @@
 //! Validation: every problem found in a resource, each with its field path.
 
 use calico_net::{parse_cidr_or_ip, IpNet};
-use calico_selector::Selector;
 use std::fmt;
 
 /// One problem: where (`spec.ingress[0].action`) and why.
@@ -71,38 +70,17 @@ impl Errors {
         }
     }
 
-    /// A selector; `global()` only where `allow_global`.
-    pub fn selector(&mut self, path: &str, text: &str, allow_global: bool) -> Option<Selector> {
-        match Selector::parse(text) {
-            Ok(sel) if sel.uses_global() && !allow_global => {
-                self.add(path, "global() is only allowed in a namespaceSelector");
-                None
-            }
-            Ok(sel) => Some(sel),
-            Err(e) => {
-                self.add(path, e.to_string());
-                None
-            }
+    /// `global()` belongs only in a namespaceSelector.
+    pub fn no_global(&mut self, path: &str, selector: &crate::types::Selector) {
+        if selector.parsed().uses_global() {
+            self.add(path, "global() is only allowed in a namespaceSelector");
         }
     }
 
-    /// A CIDR or bare address.
+    /// A CIDR or bare address in an untyped field.
     pub fn net(&mut self, path: &str, text: &str) -> Option<IpNet> {
         parse_cidr_or_ip(text)
             .map_err(|e| self.add(path, e.to_string()))
-            .ok()
-    }
-
-    pub fn nets(&mut self, path: &str, list: &[String]) -> Vec<IpNet> {
-        list.iter()
-            .enumerate()
-            .filter_map(|(i, n)| self.net(&format!("{path}[{i}]"), n))
-            .collect()
-    }
-
-    pub fn ip(&mut self, path: &str, text: &str) -> Option<std::net::IpAddr> {
-        text.parse()
-            .map_err(|_| self.add(path, format!("{text:?} is not an IP address")))
             .ok()
     }
 

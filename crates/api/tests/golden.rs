@@ -10,7 +10,7 @@ fn render(input: &str) -> String {
     match calico_api::decode_manifest(input) {
         Ok(resources) => resources
             .iter()
-            .map(calico_api::to_yaml)
+            .map(|r| calico_api::to_yaml(r).expect("a resource prints as YAML"))
             .collect::<Vec<_>>()
             .join("---\n"),
         Err(e) => format!("ERROR\n{e}\n"),

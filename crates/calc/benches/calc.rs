@@ -48,7 +48,9 @@ fn endpoint(i: usize, node: &str) -> Resource {
             ip_networks: vec![format!(
                 "{}.{}.{}.{}/32",
                 octets[0], octets[1], octets[2], octets[3]
-            )],
+            )
+            .parse()
+            .expect("cidr")],
             profiles: vec![format!("kns.{ns}")],
             ..Default::default()
         },
@@ -59,7 +61,7 @@ fn policy(j: usize, port: u16) -> Resource {
     let mut rule = Rule::allow();
     rule.protocol = Some(calico_net::Protocol::tcp());
     rule.source = EntityRule {
-        selector: format!("role == 'r{}'", j % 50),
+        selector: format!("role == 'r{}'", j % 50).parse().expect("selector"),
         ..Default::default()
     };
     rule.destination = EntityRule {
@@ -76,7 +78,9 @@ fn policy(j: usize, port: u16) -> Resource {
         NetworkPolicySpec {
             tier: "default".into(),
             order: Some((j % 100) as f64),
-            selector: format!("app == 'app{}'", j % APPS),
+            selector: format!("app == 'app{}'", j % APPS)
+                .parse()
+                .expect("selector"),
             ingress: vec![rule],
             types: vec![PolicyType::Ingress],
             ..Default::default()

@@ -20,10 +20,9 @@ fn inputs() -> OverlayInputs {
     i.pools.insert(
         "pool".into(),
         IpPoolSpec {
-            cidr: "10.0.0.0/8".into(),
             vxlan_mode: Some(EncapMode::CrossSubnet),
-            node_selector: "all()".into(),
-            ..IpPoolSpec::default()
+            node_selector: "all()".parse().expect("selector"),
+            ..IpPoolSpec::new("10.0.0.0/8".parse().expect("cidr"))
         },
     );
     let block = |n: u32, b: u32| {
@@ -37,10 +36,13 @@ fn inputs() -> OverlayInputs {
             name.clone(),
             NodeSpec {
                 bgp: Some(NodeBgpSpec {
-                    ipv4_address: addr,
+                    ipv4_address: Some(addr.parse().expect("address")),
                     ..NodeBgpSpec::default()
                 }),
-                ipv4_vxlan_tunnel_addr: block(n, 0).addr().to_string(),
+                ipv4_vxlan_tunnel_addr: match block(n, 0).addr() {
+                    IpAddr::V4(a) => Some(a),
+                    IpAddr::V6(_) => None,
+                },
                 ..NodeSpec::default()
             },
         );

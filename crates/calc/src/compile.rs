@@ -3,31 +3,81 @@
 //! selector; the graph keeps their members.
 
 use crate::intent::{CompiledRule, CompiledRules, PortRange, SideMatch};
-use calico_api::{EntityRule, Rule, ServiceAccountMatch};
-use calico_net::{parse_cidr_or_ip, Port};
+use calico_api::{Cidr, EntityRule, Rule, ServiceAccountMatch};
+use calico_net::Port;
 use calico_selector::{Expr, Selector};
 use sha1::{Digest, Sha1};
+use std::cmp::Ordering;
 use std::collections::BTreeSet;
+use std::hash::{Hash, Hasher};
 
 pub const NAMESPACE_LABEL: &str = "projectcalico.org/namespace";
 pub const NAMESPACE_PREFIX: &str = "pcns.";
 pub const SERVICE_ACCOUNT_LABEL: &str = "projectcalico.org/serviceaccount";
 pub const SERVICE_ACCOUNT_PREFIX: &str = "pcsa.";
 
+/// A selector built by scoping a rule's: identified (ordered, hashed,
+/// named) by its canonical text, and carried parsed, so that no one parses
+/// it again.
+#[derive(Debug, Clone)]
+pub struct ScopedSelector {
+    text: String,
+    parsed: Selector,
+}
+
+impl ScopedSelector {
+    pub fn new(parsed: Selector) -> Self {
+        ScopedSelector {
+            text: parsed.to_string(),
+            parsed,
+        }
+    }
+
+    pub fn text(&self) -> &str {
+        &self.text
+    }
+
+    pub fn parsed(&self) -> &Selector {
+        &self.parsed
+    }
+}
+
+impl PartialEq for ScopedSelector {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for ScopedSelector {}
+impl PartialOrd for ScopedSelector {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for ScopedSelector {
+    fn cmp(&self, other: &Self) -> Ordering {
+        self.text.cmp(&other.text)
+    }
+}
+impl Hash for ScopedSelector {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.text.hash(state);
+    }
+}
+
 /// What a set holds: addresses of what a selector matches, or their
 /// address+port pairs for a named port.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum SetSpec {
-    Selector(String),
+    Selector(ScopedSelector),
     NamedPort {
-        selector: String,
+        selector: ScopedSelector,
         protocol: u8,
         port: String,
     },
 }
 
 impl SetSpec {
-    pub fn selector(&self) -> &str {
+    pub fn selector(&self) -> &ScopedSelector {
         match self {
             SetSpec::Selector(s) | SetSpec::NamedPort { selector: s, .. } => s,
         }
@@ -36,12 +86,12 @@ impl SetSpec {
     /// A short, stable name: `s` or `n` and 16 hex digits of a SHA-1.
     pub fn id(&self) -> String {
         let (tag, text) = match self {
-            SetSpec::Selector(s) => ("s", s.clone()),
+            SetSpec::Selector(s) => ("s", s.text.clone()),
             SetSpec::NamedPort {
                 selector,
                 protocol,
                 port,
-            } => ("n", format!("{selector}|{protocol}|{port}")),
+            } => ("n", format!("{}|{protocol}|{port}", selector.text)),
         };
         let digest = Sha1::digest(text.as_bytes());
         let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
@@ -92,7 +142,7 @@ fn service_accounts_expr(sa: &ServiceAccountMatch) -> Vec<Expr> {
         ));
     }
     if !sa.selector.is_empty() {
-        parts.push(service_account_expr(&parse(&sa.selector)));
+        parts.push(service_account_expr(sa.selector.parsed().expr()));
     }
     parts
 }
@@ -106,51 +156,47 @@ fn and(parts: Vec<Expr>) -> Expr {
     }
 }
 
-fn parse(text: &str) -> Expr {
-    Selector::parse(text)
-        .map(|s| s.expr().clone())
-        .unwrap_or(Expr::Not(Box::new(Expr::All)))
-}
-
 /// The selector a policy applies to: its own, scoped to its namespace
 /// (NetworkPolicy) or by its namespaceSelector (GlobalNetworkPolicy).
 pub fn policy_selector(
-    selector: &str,
+    selector: &calico_api::Selector,
     namespace: Option<&str>,
-    namespace_selector: &str,
-    service_account_selector: &str,
+    namespace_selector: Option<&calico_api::Selector>,
+    service_account_selector: &calico_api::Selector,
 ) -> Selector {
     let mut parts = Vec::new();
     if let Some(ns) = namespace {
         parts.push(Expr::Eq(NAMESPACE_LABEL.into(), ns.into()));
-    } else if !namespace_selector.is_empty() {
-        parts.push(namespace_expr(&parse(namespace_selector)));
+    } else if let Some(ns_sel) = namespace_selector.filter(|s| !s.is_empty()) {
+        parts.push(namespace_expr(ns_sel.parsed().expr()));
     }
     if !service_account_selector.is_empty() {
-        parts.push(service_account_expr(&parse(service_account_selector)));
+        parts.push(service_account_expr(
+            service_account_selector.parsed().expr(),
+        ));
     }
-    parts.push(parse(selector));
+    parts.push(selector.parsed().expr().clone());
     Selector::from_expr(and(parts))
 }
 
 /// A rule side's selector, scoped as Calico scopes it: by namespaceSelector
 /// when given, else to the policy's namespace (NetworkPolicy), else global.
 fn scoped(
-    selector: &str,
-    namespace_selector: &str,
+    selector: &calico_api::Selector,
+    namespace_selector: &calico_api::Selector,
     namespace: Option<&str>,
     service_accounts: Option<&ServiceAccountMatch>,
-) -> String {
+) -> ScopedSelector {
     let mut parts = service_accounts
         .map(service_accounts_expr)
         .unwrap_or_default();
     if !namespace_selector.is_empty() {
-        parts.push(namespace_expr(&parse(namespace_selector)));
+        parts.push(namespace_expr(namespace_selector.parsed().expr()));
     } else if let Some(ns) = namespace {
         parts.push(Expr::Eq(NAMESPACE_LABEL.into(), ns.into()));
     }
-    parts.push(parse(selector));
-    Selector::from_expr(and(parts)).to_string()
+    parts.push(selector.parsed().expr().clone());
+    ScopedSelector::new(Selector::from_expr(and(parts)))
 }
 
 fn ranges(ports: &[Port]) -> Vec<PortRange> {
@@ -183,11 +229,7 @@ fn side(
     namespace: Option<&str>,
     sets: &mut BTreeSet<SetSpec>,
 ) -> SideMatch {
-    let nets = |list: &[String]| {
-        list.iter()
-            .filter_map(|n| parse_cidr_or_ip(n).ok())
-            .collect()
-    };
+    let nets = |list: &[Cidr]| list.iter().map(Cidr::net).collect();
     let mut m = SideMatch {
         nets: nets(&e.nets),
         not_nets: nets(&e.not_nets),
@@ -221,7 +263,7 @@ fn side(
         sets.insert(spec);
     }
     // Named ports resolve against what the side selects (everything, without a selector).
-    let named_selector = selector.unwrap_or_else(|| "all()".into());
+    let named_selector = selector.unwrap_or_else(|| ScopedSelector::new(Selector::all()));
     for (list, out) in [
         (&e.ports, &mut m.named_port_sets),
         (&e.not_ports, &mut m.not_named_port_sets),

@@ -117,10 +117,8 @@ pub struct CalcGraph {
 /// say) would put that interface's traffic through workload policy.
 pub const WORKLOAD_INTERFACE_PREFIX: &str = "cali";
 
-fn host_nets(list: &[String]) -> Vec<IpNet> {
-    list.iter()
-        .filter_map(|n| calico_net::parse_cidr_or_ip(n).ok())
-        .collect()
+fn host_nets(list: &[calico_api::Cidr]) -> Vec<IpNet> {
+    list.iter().map(calico_api::Cidr::net).collect()
 }
 
 fn order_key(o: Option<f64>) -> (bool, OrdF64) {
@@ -453,7 +451,7 @@ impl CalcGraph {
                 let sel = compile::policy_selector(
                     &p.spec.selector,
                     Some(&ns),
-                    "",
+                    None,
                     &p.spec.service_account_selector,
                 );
                 let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, Some(&ns));
@@ -475,7 +473,7 @@ impl CalcGraph {
                     compile::policy_selector(
                         &p.spec.selector,
                         None,
-                        &p.spec.namespace_selector,
+                        Some(&p.spec.namespace_selector),
                         &p.spec.service_account_selector,
                     )
                 };
@@ -669,7 +667,7 @@ impl CalcGraph {
     fn set_members(&self, spec: &SetSpec) -> SetMembers {
         let items = self
             .index
-            .matches(&SelKey::Set(spec.selector().to_string()));
+            .matches(&SelKey::Set(spec.selector().text().to_string()));
         match spec {
             SetSpec::Selector(_) => {
                 let mut nets = BTreeSet::new();
@@ -918,19 +916,19 @@ impl CalcGraph {
 
     /// A set's selector joins the index the first time a user needs it.
     fn register_set(&mut self, spec: &SetSpec) {
-        let sel = spec.selector().to_string();
+        let sel = spec.selector().text().to_string();
         let specs = self.selector_specs.entry(sel.clone()).or_default();
         let first = specs.is_empty();
         specs.insert(spec.clone());
         if first {
-            let parsed = Selector::parse(&sel).unwrap_or_else(|_| Selector::all());
+            let parsed = spec.selector().parsed().clone();
             let events = self.index.update_selector(SelKey::Set(sel), parsed);
             self.events(events);
         }
     }
 
     fn unregister_set(&mut self, spec: &SetSpec) {
-        let sel = spec.selector().to_string();
+        let sel = spec.selector().text().to_string();
         if let Some(specs) = self.selector_specs.get_mut(&sel) {
             specs.remove(spec);
             if specs.is_empty() {

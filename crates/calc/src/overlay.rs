@@ -6,8 +6,7 @@
 //! owner's address. Pure: resources in, one [`Overlay`] value out.
 
 use calico_api::{EncapMode, IpPoolSpec, IpPoolUse, NodeSpec};
-use calico_net::{parse_cidr_or_ip, IpNet};
-use calico_selector::Selector;
+use calico_net::IpNet;
 use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -29,26 +28,7 @@ pub type Mac = [u8; 6];
 
 /// Formats a MAC as Calico stores it (`66:0a:...`).
 pub fn mac_string(mac: &Mac) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-/// Parses `aa:bb:cc:dd:ee:ff` (or with dashes).
-pub fn parse_mac(text: &str) -> Option<Mac> {
-    let parts: Vec<&str> = text.split([':', '-']).collect();
-    if parts.len() != 6 {
-        return None;
-    }
-    let mut mac = [0u8; 6];
-    for (b, p) in mac.iter_mut().zip(parts) {
-        if p.len() != 2 {
-            return None;
-        }
-        *b = u8::from_str_radix(p, 16).ok()?;
-    }
-    Some(mac)
+    calico_api::Mac(*mac).to_string()
 }
 
 /// The VTEP MAC Calico derives for a node that has none recorded: `0x66`
@@ -113,42 +93,33 @@ impl Family {
 /// `ipv6Address`, with its subnet's length).
 pub fn node_address(spec: &NodeSpec, f: Family) -> Option<IpNet> {
     let bgp = spec.bgp.as_ref()?;
-    let text = match f {
-        Family::V4 => &bgp.ipv4_address,
-        Family::V6 => &bgp.ipv6_address,
+    let addr = match f {
+        Family::V4 => bgp.ipv4_address,
+        Family::V6 => bgp.ipv6_address,
     };
     // The host's own address with its subnet's length (not the network).
-    text.parse::<IpNet>()
-        .ok()
-        .or_else(|| parse_cidr_or_ip(text).ok())
+    addr.map(|a| a.with_prefix())
 }
 
 /// A node's tunnel address as its Node resource records it.
 pub fn tunnel_address(spec: &NodeSpec, f: Family) -> Option<IpAddr> {
-    let text = match f {
-        Family::V4 => &spec.ipv4_vxlan_tunnel_addr,
-        Family::V6 => &spec.ipv6_vxlan_tunnel_addr,
-    };
-    text.parse::<IpAddr>()
-        .ok()
-        .or_else(|| text.parse::<IpNet>().ok().map(|n| n.addr()))
+    match f {
+        Family::V4 => spec.ipv4_vxlan_tunnel_addr.map(IpAddr::V4),
+        Family::V6 => spec.ipv6_vxlan_tunnel_addr.map(IpAddr::V6),
+    }
 }
 
 /// A node's VTEP MAC: the one recorded, else the derived one.
-pub fn tunnel_mac(node: &str, spec: &NodeSpec, f: Family) -> Result<Mac, String> {
-    let (text, field) = match f {
-        Family::V4 => (&spec.vxlan_tunnel_mac_addr, "vxlanTunnelMACAddr"),
-        Family::V6 => (&spec.vxlan_tunnel_mac_addr_v6, "vxlanTunnelMACAddrV6"),
+pub fn tunnel_mac(node: &str, spec: &NodeSpec, f: Family) -> Mac {
+    let recorded = match f {
+        Family::V4 => spec.vxlan_tunnel_mac_addr,
+        Family::V6 => spec.vxlan_tunnel_mac_addr_v6,
     };
-    if text.is_empty() {
-        return Ok(derived_mac(node, f == Family::V6));
-    }
-    parse_mac(text)
-        .ok_or_else(|| format!("Node {node}: spec.{field} {text:?} is not a MAC address"))
+    recorded.map_or_else(|| derived_mac(node, f == Family::V6), |m| m.0)
 }
 
-fn pool_net(p: &IpPoolSpec) -> Option<IpNet> {
-    calico_net::parse_network(&p.cidr).ok()
+fn pool_net(p: &IpPoolSpec) -> IpNet {
+    p.cidr.net()
 }
 
 fn is_vxlan(p: &IpPoolSpec) -> bool {
@@ -161,7 +132,7 @@ pub fn vxlan_pool_nets(pools: &BTreeMap<String, IpPoolSpec>) -> Vec<IpNet> {
     pools
         .values()
         .filter(|p| is_vxlan(p))
-        .filter_map(pool_net)
+        .map(pool_net)
         .collect()
 }
 
@@ -177,11 +148,8 @@ pub fn tunnel_pools(
         .values()
         .filter(|p| !p.disabled && is_vxlan(p))
         .filter(|p| p.allowed_uses.is_empty() || p.allowed_uses.contains(&IpPoolUse::Tunnel))
-        .filter(|p| {
-            p.node_selector.is_empty()
-                || Selector::parse(&p.node_selector).is_ok_and(|s| s.matches(labels))
-        })
-        .filter_map(pool_net)
+        .filter(|p| p.node_selector.matches(labels))
+        .map(pool_net)
         .filter(|n| Family::of(n.addr()) == f)
         .collect()
 }
@@ -313,7 +281,7 @@ fn plan_family(
         .pools
         .values()
         .filter(|p| is_vxlan(p))
-        .filter_map(|p| Some((pool_net(p)?, p.vxlan_mode?)))
+        .filter_map(|p| Some((pool_net(p), p.vxlan_mode?)))
         .filter(|(n, _)| Family::of(n.addr()) == f)
         .collect();
     if pools.is_empty() {
@@ -326,13 +294,7 @@ fn plan_family(
         // No underlay address or no tunnel address yet: nothing to build.
         return;
     };
-    let mac = match tunnel_mac(node, me, f) {
-        Ok(m) => m,
-        Err(e) => {
-            out.problems.push(e);
-            return;
-        }
-    };
+    let mac = tunnel_mac(node, me, f);
     let mut remotes: BTreeMap<&str, Remote> = BTreeMap::new();
     for (name, spec) in &inputs.nodes {
         if name == node {
@@ -341,14 +303,7 @@ fn plan_family(
         let Some(host) = node_address(spec, f) else {
             continue;
         };
-        let vtep = match (tunnel_address(spec, f), tunnel_mac(name, spec, f)) {
-            (Some(a), Ok(m)) => Some((a, m)),
-            (Some(_), Err(e)) => {
-                out.problems.push(e);
-                None
-            }
-            (None, _) => None,
-        };
+        let vtep = tunnel_address(spec, f).map(|a| (a, tunnel_mac(name, spec, f)));
         remotes.insert(name, Remote { host, vtep });
     }
     let device = f.device().to_string();

@@ -2,8 +2,8 @@
 //! fields that may not change, resources that may not be deleted.
 
 use crate::client::{Client, ClientError};
+use crate::keys::ipam::{blocks_prefix, parse_block_key};
 use calico_api::{Kind, Resource};
-use calico_net::parse_cidr_or_ip;
 
 fn rejected(r: &Resource, reason: String) -> ClientError {
     ClientError::Rejected {
@@ -24,9 +24,7 @@ pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientErro
                     ),
                 ));
             }
-            let Ok(net) = parse_cidr_or_ip(&pool.spec.cidr) else {
-                return Ok(());
-            };
+            let net = pool.spec.cidr.net();
             if let Some(size) = pool.spec.block_size {
                 stray_blocks(client, r, &net, size)?;
             }
@@ -37,9 +35,7 @@ pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientErro
                 if o.metadata.name == pool.metadata.name {
                     continue;
                 }
-                let Ok(onet) = parse_cidr_or_ip(&o.spec.cidr) else {
-                    continue;
-                };
+                let onet = o.spec.cidr.net();
                 if calico_net::overlaps(&net, &onet) {
                     return Err(rejected(
                         r,
@@ -69,20 +65,13 @@ fn stray_blocks(
     size: u8,
 ) -> Result<(), ClientError> {
     let family = if net.addr().is_ipv4() { 4 } else { 6 };
-    // Calico's key layout: /calico/ipam/v2/assignment/ipv4/block/10.0.0.0-26
-    let prefix = format!("/calico/ipam/v2/assignment/ipv{family}/block/");
     for kv in client
         .store()
-        .list(&prefix)
+        .list(&blocks_prefix(family))
         .map_err(ClientError::Store)?
         .items
     {
-        let Some(block) = kv
-            .key
-            .strip_prefix(&prefix)
-            .and_then(|b| b.rsplit_once('-'))
-            .and_then(|(addr, len)| parse_cidr_or_ip(&format!("{addr}/{len}")).ok())
-        else {
+        let Some(block) = parse_block_key(&kv.key) else {
             continue;
         };
         if calico_net::overlaps(net, &block)

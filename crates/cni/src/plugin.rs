@@ -14,7 +14,7 @@ use crate::ipam_plugin::{self, datastore_err};
 use crate::names::Workload;
 use crate::netlink::{Kernel, GATEWAY_V4, GATEWAY_V6};
 use crate::result::{CniResult, Interface};
-use calico_api::{EndpointPort, Kind, Object, ObjectMeta, Resource, WorkloadEndpointSpec};
+use calico_api::{Cidr, EndpointPort, Kind, Object, ObjectMeta, Resource, WorkloadEndpointSpec};
 use calico_client::{Client, ClientError};
 use calico_ipam::Ipam;
 use calico_net::{IpNet, Protocol};
@@ -179,7 +179,7 @@ fn endpoint(
             protocol,
             port: p.port,
             host_port: None,
-            host_ip: String::new(),
+            host_ip: None,
         });
     }
     let spec = WorkloadEndpointSpec {
@@ -200,14 +200,13 @@ fn endpoint(
         service_account_name: service_account,
         ip_networks: ips
             .iter()
-            .map(|n| {
-                IpNet::new(n.addr(), n.max_prefix_len())
-                    .map_or_else(|_| n.to_string(), |h| h.to_string())
-            })
+            .map(|n| Cidr::from(IpNet::from(n.addr())))
             .collect(),
         profiles,
         interface_name: host_if.into(),
-        mac: mac.into(),
+        mac: Some(mac.parse().map_err(|e: calico_api::types::MacError| {
+            CniError::new(code::KERNEL, "the container's MAC address", e.to_string())
+        })?),
         ports,
         ..Default::default()
     };
@@ -305,12 +304,7 @@ fn add(
                     .container_link(netns, &env.ifname)
                     .map_err(kernel_err)?,
             ) {
-                let ips: Vec<IpNet> = wep
-                    .spec
-                    .ip_networks
-                    .iter()
-                    .filter_map(|n| n.parse().ok())
-                    .collect();
+                let ips: Vec<IpNet> = wep.spec.ip_networks.iter().map(Cidr::net).collect();
                 return Ok(result(env, &host_if, &host_mac, &cmac, &ips).to_json(&conf.cni_version));
             }
         }

@@ -73,11 +73,7 @@ impl Live {
         for r in ipam.client().list(Kind::WorkloadEndpoint, None)?.items {
             if let Resource::WorkloadEndpoint(w) = r {
                 for n in &w.spec.ip_networks {
-                    if let Ok(net) = n.parse::<IpNet>() {
-                        live.ips.insert(net.addr());
-                    } else if let Ok(ip) = n.parse::<IpAddr>() {
-                        live.ips.insert(ip);
-                    }
+                    live.ips.insert(n.net().addr());
                 }
                 let ns = w.metadata.namespace.clone().unwrap_or_default();
                 let pod = if w.spec.pod.is_empty() {
@@ -147,9 +143,7 @@ impl Ipam {
         let mut pool_nets: Vec<IpNet> = Vec::new();
         for r in self.client().list(Kind::IPPool, None)?.items {
             if let Resource::IPPool(p) = r {
-                if let Ok(n) = p.spec.cidr.parse() {
-                    pool_nets.push(n);
-                }
+                pool_nets.push(p.spec.cidr.net());
             }
         }
         let mut affine: BTreeSet<(String, IpNet)> = BTreeSet::new();

@@ -31,11 +31,7 @@ impl Ipam {
         let Resource::IPPool(mut pool) = self.client().get(Kind::IPPool, None, name)? else {
             return Err(calico_client::ClientError::NotFound(format!("IPPool({name})")).into());
         };
-        let net: IpNet =
-            calico_net::parse_cidr_or_ip(&pool.spec.cidr).map_err(|e| IpamError::Corrupt {
-                key: format!("IPPool({name})"),
-                reason: e.to_string(),
-            })?;
+        let net: IpNet = pool.spec.cidr.net();
         let refuse = |in_use: usize| IpamError::PoolInUse {
             pool: name.to_string(),
             in_use,

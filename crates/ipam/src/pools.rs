@@ -3,8 +3,7 @@
 use crate::allocator::IpamError;
 use calico_api::{AssignmentMode, IpPoolSpec, IpPoolUse, Kind, Resource};
 use calico_client::{Client, ClientError};
-use calico_net::{parse_cidr_or_ip, IpNet};
-use calico_selector::Selector;
+use calico_net::IpNet;
 use std::collections::BTreeMap;
 use std::hash::{Hash, Hasher};
 use std::net::IpAddr;
@@ -42,9 +41,7 @@ fn enabled_pools(client: &Client, family: u8) -> Result<Vec<(IpPoolSpec, Pool)>,
     let mut out = Vec::new();
     for r in client.list(Kind::IPPool, None)?.items {
         let Resource::IPPool(p) = r else { continue };
-        let Ok(cidr) = p.spec.cidr.parse::<IpNet>() else {
-            continue;
-        };
+        let cidr = p.spec.cidr.net();
         if cidr.addr().is_ipv4() != (family == 4) || p.spec.disabled {
             continue;
         }
@@ -70,9 +67,7 @@ fn reservations(client: &Client) -> Result<Vec<(String, IpNet)>, IpamError> {
     for r in client.list(Kind::IPReservation, None)?.items {
         if let Resource::IPReservation(res) = r {
             for c in &res.spec.reserved_cidrs {
-                if let Ok(net) = parse_cidr_or_ip(c) {
-                    out.push((res.metadata.name.clone(), net));
-                }
+                out.push((res.metadata.name.clone(), c.net()));
             }
         }
     }
@@ -104,8 +99,7 @@ impl PoolSet {
                 let uses_ok =
                     spec.allowed_uses.is_empty() || spec.allowed_uses.contains(&wanted_use);
                 let auto_ok = spec.assignment_mode != Some(AssignmentMode::Manual) || named;
-                let selected =
-                    Selector::parse(&spec.node_selector).is_ok_and(|s| s.matches(&labels));
+                let selected = spec.node_selector.matches(&labels);
                 uses_ok && auto_ok && selected && (restrict.is_empty() || named)
             })
             .map(|(_, pool)| pool)

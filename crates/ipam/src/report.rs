@@ -34,9 +34,7 @@ impl Ipam {
         let mut pools = Vec::new();
         for r in self.client().list(Kind::IPPool, None)?.items {
             let Resource::IPPool(p) = r else { continue };
-            let Ok(cidr) = p.spec.cidr.parse::<IpNet>() else {
-                continue;
-            };
+            let cidr = p.spec.cidr.net();
             pools.push(PoolUsage {
                 name: p.metadata.name.clone(),
                 cidr,

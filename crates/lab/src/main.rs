@@ -155,8 +155,8 @@ fn main() -> ExitCode {
                 let mut vteps = BTreeMap::new();
                 for r in client.list(calico_api::Kind::Node, None)?.items {
                     if let Resource::Node(n) = r {
-                        if !n.spec.ipv4_vxlan_tunnel_addr.is_empty() {
-                            vteps.insert(n.metadata.name, n.spec.ipv4_vxlan_tunnel_addr);
+                        if let Some(vtep) = n.spec.ipv4_vxlan_tunnel_addr {
+                            vteps.insert(n.metadata.name, vtep);
                         }
                     }
                 }

@@ -274,7 +274,7 @@ pub fn run(args: &Args) -> Result<()> {
     let client = Client::new(Arc::clone(&store), Arc::new(SystemClock));
     if let Some(ip) = &args.ip {
         let address = crate::register::address(ip)?;
-        crate::register::register(&client, &args.node, &address, args.asn)?;
+        crate::register::register(&client, &args.node, address, args.asn)?;
     }
     let shown: Arc<Mutex<Option<Arc<Mutex<Status>>>>> = Arc::new(Mutex::new(None));
     serve_status(&args.status_socket, args.node.clone(), Arc::clone(&shown))?;

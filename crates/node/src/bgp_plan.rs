@@ -7,7 +7,6 @@
 use calico_api::{BgpConfigurationSpec, BgpPeerSpec, IpPoolSpec, NodeSpec};
 use calico_bgp::{PeerConfig, PeerKind};
 use calico_net::IpNet;
-use calico_selector::Selector;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr};
 
@@ -96,13 +95,17 @@ fn password(
 }
 
 fn node_addr(spec: &NodeSpec) -> Option<Ipv4Addr> {
-    let a = &spec.bgp.as_ref()?.ipv4_address;
-    a.split('/').next()?.parse().ok()
+    match spec.bgp.as_ref()?.ipv4_address?.addr() {
+        IpAddr::V4(a) => Some(a),
+        IpAddr::V6(_) => None,
+    }
 }
 
 fn node_addr6(spec: &NodeSpec) -> Option<std::net::Ipv6Addr> {
-    let a = &spec.bgp.as_ref()?.ipv6_address;
-    a.split('/').next()?.parse().ok()
+    match spec.bgp.as_ref()?.ipv6_address?.addr() {
+        IpAddr::V6(a) => Some(a),
+        IpAddr::V4(_) => None,
+    }
 }
 
 fn node_as(spec: &NodeSpec, global: u32) -> u32 {
@@ -113,10 +116,7 @@ fn node_as(spec: &NodeSpec, global: u32) -> u32 {
 }
 
 fn cluster_of(spec: &NodeSpec) -> Option<Ipv4Addr> {
-    spec.bgp
-        .as_ref()
-        .filter(|b| !b.route_reflector_cluster_id.is_empty())
-        .and_then(|b| b.route_reflector_cluster_id.parse().ok())
+    spec.bgp.as_ref()?.route_reflector_cluster_id
 }
 
 /// A duration as Calico writes it ("30s", "2m") in whole seconds.
@@ -127,20 +127,6 @@ fn secs(text: &str) -> Option<u16> {
     humantime::parse_duration(text)
         .ok()
         .and_then(|d| u16::try_from(d.as_secs()).ok())
-}
-
-fn selects(selector: &str, labels: &BTreeMap<String, String>) -> bool {
-    Selector::parse(selector).is_ok_and(|s| s.matches(labels))
-}
-
-/// `peerIP` as Calico writes it: an address, optionally with `:port`
-/// (IPv6 as `[addr]:port`).
-fn peer_ip(text: &str) -> Option<(IpAddr, Option<u16>)> {
-    if let Ok(a) = text.parse::<IpAddr>() {
-        return Some((a, None));
-    }
-    let sa: std::net::SocketAddr = text.parse().ok()?;
-    Some((sa.ip(), Some(sa.port())))
 }
 
 /// The plan for `node`; an error says why the node cannot speak BGP
@@ -233,11 +219,11 @@ pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, S
             }
         }
     }
-    for p in inputs.peers.values() {
+    for (peer_name, p) in &inputs.peers {
         let applies = if !p.node.is_empty() {
             p.node == node
         } else if !p.node_selector.is_empty() {
-            selects(&p.node_selector, labels)
+            p.node_selector.matches(labels)
         } else {
             true
         };
@@ -254,19 +240,19 @@ pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, S
         };
         // Written past validation: still never peered without them.
         if let Some((field, why)) = p.unsupported().first() {
-            problems.push(format!("BGPPeer {} left out: {field}: {why}", p.peer_ip));
+            problems.push(format!("BGPPeer {peer_name} left out: {field}: {why}"));
             continue;
         }
         let password = match password(p.password.as_ref(), extras) {
             Ok(pw) => pw,
             Err(why) => {
-                problems.push(format!("BGPPeer {} left out: {why}", p.peer_ip));
+                problems.push(format!("BGPPeer {peer_name} left out: {why}"));
                 continue;
             }
         };
         if !p.peer_selector.is_empty() {
             for (name, (plabels, spec)) in &inputs.nodes {
-                if name == node || !selects(&p.peer_selector, plabels) {
+                if name == node || !p.peer_selector.matches(plabels) {
                     continue;
                 }
                 for a in addrs(spec) {
@@ -280,7 +266,7 @@ pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, S
                     });
                 }
             }
-        } else if let Some((addr, port)) = peer_ip(&p.peer_ip) {
+        } else if let Some(calico_api::PeerAddress { ip: addr, port }) = p.peer_ip {
             let pas = p.as_number.map_or(global_as, |a| a.0);
             // A peer that is one of our nodes keeps that node's cluster.
             let pcluster = inputs
@@ -307,7 +293,7 @@ pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, S
         .pools
         .values()
         .filter(|p| !p.disable_bgp_export)
-        .filter_map(|p| calico_net::parse_network(&p.cidr).ok())
+        .map(|p| p.cidr.net())
         .collect();
     let in_pools = |n: &IpNet| exported.iter().any(|p| p.contains(n));
     let mut local: BTreeSet<IpNet> = inputs
@@ -346,8 +332,8 @@ mod tests {
                 .collect(),
             NodeSpec {
                 bgp: Some(NodeBgpSpec {
-                    ipv4_address: addr.into(),
-                    route_reflector_cluster_id: cluster.into(),
+                    ipv4_address: opt(addr),
+                    route_reflector_cluster_id: opt(cluster),
                     ..NodeBgpSpec::default()
                 }),
                 ..NodeSpec::default()
@@ -357,6 +343,18 @@ mod tests {
 
     fn net(s: &str) -> IpNet {
         s.parse().expect("net")
+    }
+
+    /// A typed field from its spelling (`""` is unset).
+    fn opt<T: std::str::FromStr>(s: &str) -> Option<T>
+    where
+        T::Err: std::fmt::Debug,
+    {
+        (!s.is_empty()).then(|| s.parse().expect("valid test value"))
+    }
+
+    fn sel(s: &str) -> calico_api::Selector {
+        s.parse().expect("selector")
     }
 
     fn inputs() -> Inputs {
@@ -369,10 +367,7 @@ mod tests {
             .insert("c".into(), node("10.0.0.3/24", "", &[("rack", "r2")]));
         i.pools.insert(
             "p".into(),
-            IpPoolSpec {
-                cidr: "10.244.0.0/16".into(),
-                ..IpPoolSpec::default()
-            },
+            IpPoolSpec::new("10.244.0.0/16".parse().expect("cidr")),
         );
         i.blocks.insert(net("10.244.1.0/26"));
         i.workload_ips.insert(net("10.244.1.5/32"));
@@ -413,7 +408,7 @@ mod tests {
         i.peers.insert(
             "tor".into(),
             BgpPeerSpec {
-                peer_ip: "10.0.0.254".into(),
+                peer_ip: opt("10.0.0.254"),
                 as_number: Some(AsNumber(65001)),
                 password: pw("tor"),
                 ..BgpPeerSpec::default()
@@ -482,16 +477,16 @@ mod tests {
         i.peers.insert(
             "to-rr".into(),
             BgpPeerSpec {
-                node_selector: "rack == 'r1'".into(),
-                peer_selector: "rr == 'yes'".into(),
+                node_selector: sel("rack == 'r1'"),
+                peer_selector: sel("rr == 'yes'"),
                 ..BgpPeerSpec::default()
             },
         );
         i.peers.insert(
             "rr-to-clients".into(),
             BgpPeerSpec {
-                node_selector: "rr == 'yes'".into(),
-                peer_selector: "rack == 'r1'".into(),
+                node_selector: sel("rr == 'yes'"),
+                peer_selector: sel("rack == 'r1'"),
                 ..BgpPeerSpec::default()
             },
         );
@@ -499,7 +494,7 @@ mod tests {
             "tor".into(),
             BgpPeerSpec {
                 node: "a".into(),
-                peer_ip: "10.0.0.254:1179".into(),
+                peer_ip: opt("10.0.0.254:1179"),
                 as_number: Some(AsNumber(65100)),
                 keepalive_time: "20s".into(),
                 max_restart_time: "2m".into(),
@@ -536,7 +531,7 @@ mod tests {
         let mut i = inputs();
         for (name, a6) in [("a", "fd00::1/64"), ("b", "fd00::2/64")] {
             let spec = &mut i.nodes.get_mut(name).expect("node").1;
-            spec.bgp.as_mut().expect("bgp").ipv6_address = a6.into();
+            spec.bgp.as_mut().expect("bgp").ipv6_address = opt(a6);
         }
         let a = plan(&i, "a").expect("plan");
         let got: Vec<(String, Option<String>)> = a

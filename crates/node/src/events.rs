@@ -18,12 +18,9 @@ pub fn decode(value: &[u8]) -> Result<Resource, String> {
     calico_api::decode_resource(v)
 }
 
-/// A workload endpoint's addresses (those that parse).
+/// A workload endpoint's addresses.
 pub fn workload_ips(w: &calico_api::WorkloadEndpointSpec) -> Vec<IpNet> {
-    w.ip_networks
-        .iter()
-        .filter_map(|n| calico_net::parse_cidr_or_ip(n).ok())
-        .collect()
+    w.ip_networks.iter().map(calico_api::Cidr::net).collect()
 }
 
 /// For an event on a block affinity: the node, the block, and whether the

@@ -478,7 +478,7 @@ pub fn run(args: &Args) -> Result<()> {
     );
     if let Some(ip) = &args.ip {
         let address = crate::register::address(ip)?;
-        if let Err(e) = crate::register::register(&addrs.client, &args.node, &address, None) {
+        if let Err(e) = crate::register::register(&addrs.client, &args.node, address, None) {
             eprintln!("calico-node: {e:#}; the BGP agent or a restart will register the node");
         }
     }

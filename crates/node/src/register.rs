@@ -4,7 +4,7 @@
 //! says something else, and a lost race is retried from a fresh read.
 
 use anyhow::{anyhow, Context, Result};
-use calico_api::{Kind, NodeBgpSpec, Object, ObjectMeta, Resource};
+use calico_api::{InterfaceAddress, Kind, NodeBgpSpec, Object, ObjectMeta, Resource};
 use calico_client::{Client, ClientError};
 use calico_net::IpNet;
 use tracing::info;
@@ -53,7 +53,7 @@ fn autodetect() -> Result<String> {
 
 /// The node's address as `IP` gives it (`addr/len`, a bare address, or
 /// `autodetect`), written `addr/len` with the host's own address.
-pub fn address(ip: &str) -> Result<String> {
+pub fn address(ip: &str) -> Result<InterfaceAddress> {
     let cidr = if ip == "autodetect" {
         autodetect()?
     } else {
@@ -67,12 +67,17 @@ pub fn address(ip: &str) -> Result<String> {
     if !net.addr().is_ipv4() {
         return Err(anyhow!("IP={cidr:?}: an IPv4 address is needed"));
     }
-    Ok(format!("{}/{}", net.addr(), net.prefix_len()))
+    Ok(InterfaceAddress::from(net))
 }
 
 /// Writes `address` (and `asn`) to `node`'s Node resource, creating it if
 /// needed.
-pub fn register(client: &Client, node: &str, address: &str, asn: Option<u32>) -> Result<()> {
+pub fn register(
+    client: &Client,
+    node: &str,
+    address: InterfaceAddress,
+    asn: Option<u32>,
+) -> Result<()> {
     for _ in 0..10 {
         let (mut n, exists) = match client.get(Kind::Node, None, node) {
             Ok(Resource::Node(n)) => (n, true),
@@ -91,7 +96,7 @@ pub fn register(client: &Client, node: &str, address: &str, asn: Option<u32>) ->
         };
         let before = n.spec.clone();
         let bgp = n.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
-        bgp.ipv4_address = address.to_string();
+        bgp.ipv4_address = Some(address);
         if let Some(a) = asn {
             bgp.as_number = Some(calico_api::AsNumber(a));
         }
@@ -127,29 +132,47 @@ mod tests {
     fn writes_only_what_changed_and_keeps_the_rest() {
         let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
         let client = Client::new(Arc::clone(&store), Arc::new(calico_client::SystemClock));
-        assert_eq!(address("10.0.0.5/24").expect("addr"), "10.0.0.5/24");
-        assert_eq!(address("10.0.0.5").expect("addr"), "10.0.0.5/32");
+        assert_eq!(
+            address("10.0.0.5/24").expect("addr").to_string(),
+            "10.0.0.5/24"
+        );
+        assert_eq!(
+            address("10.0.0.5").expect("addr").to_string(),
+            "10.0.0.5/32"
+        );
         assert!(address("fd00::1/64").is_err());
         assert!(address("not-an-ip").is_err());
 
-        register(&client, "n1", "10.0.0.5/24", Some(64513)).expect("create");
+        register(
+            &client,
+            "n1",
+            address("10.0.0.5/24").expect("addr"),
+            Some(64513),
+        )
+        .expect("create");
         let rev = store.revision().expect("rev");
         // The same again (as the other agent does at start): no write.
-        register(&client, "n1", "10.0.0.5/24", None).expect("same");
+        register(&client, "n1", address("10.0.0.5/24").expect("addr"), None).expect("same");
         assert_eq!(store.revision().expect("rev"), rev);
         // Someone else's field stays when the address changes.
         let Ok(Resource::Node(mut n)) = client.get(Kind::Node, None, "n1") else {
             panic!("node");
         };
-        n.spec.ipv4_vxlan_tunnel_addr = "10.244.0.1".into();
+        n.spec.ipv4_vxlan_tunnel_addr = Some("10.244.0.1".parse().expect("ip"));
         client.replace(Resource::Node(n)).expect("replace");
-        register(&client, "n1", "10.0.0.6/24", None).expect("change");
+        register(&client, "n1", address("10.0.0.6/24").expect("addr"), None).expect("change");
         let Ok(Resource::Node(n)) = client.get(Kind::Node, None, "n1") else {
             panic!("node");
         };
         let bgp = n.spec.bgp.expect("bgp");
-        assert_eq!(bgp.ipv4_address, "10.0.0.6/24");
+        assert_eq!(
+            bgp.ipv4_address.map(|a| a.to_string()).as_deref(),
+            Some("10.0.0.6/24")
+        );
         assert_eq!(bgp.as_number.map(|a| a.0), Some(64513));
-        assert_eq!(n.spec.ipv4_vxlan_tunnel_addr, "10.244.0.1");
+        assert_eq!(
+            n.spec.ipv4_vxlan_tunnel_addr,
+            Some("10.244.0.1".parse().expect("ip"))
+        );
     }
 }

@@ -7,8 +7,9 @@
 //! cleared.
 
 use anyhow::{anyhow, Context, Result};
+use calico_api::Mac;
 use calico_api::{Kind, NodeSpec, Resource};
-use calico_calc::overlay::{derived_mac, mac_string, tunnel_address, tunnel_pools, Family};
+use calico_calc::overlay::{derived_mac, tunnel_address, tunnel_pools, Family};
 use calico_client::{Client, ClientError};
 use calico_ipam::{AutoAssign, Ipam};
 use calico_net::IpNet;
@@ -53,16 +54,30 @@ pub fn decide(recorded: Option<IpAddr>, held: &[IpAddr], wanted: &[IpNet]) -> St
     }
 }
 
-fn fields(spec: &mut NodeSpec, f: Family) -> (&mut String, &mut String) {
+/// The Node's tunnel MAC field of family `f`.
+fn mac_field(spec: &mut NodeSpec, f: Family) -> &mut Option<Mac> {
     match f {
-        Family::V4 => (
-            &mut spec.ipv4_vxlan_tunnel_addr,
-            &mut spec.vxlan_tunnel_mac_addr,
-        ),
-        Family::V6 => (
-            &mut spec.ipv6_vxlan_tunnel_addr,
-            &mut spec.vxlan_tunnel_mac_addr_v6,
-        ),
+        Family::V4 => &mut spec.vxlan_tunnel_mac_addr,
+        Family::V6 => &mut spec.vxlan_tunnel_mac_addr_v6,
+    }
+}
+
+/// Records (or clears) the Node's tunnel address of family `f`; an
+/// address of the other family clears it.
+fn set_tunnel_address(spec: &mut NodeSpec, f: Family, ip: Option<IpAddr>) {
+    match f {
+        Family::V4 => {
+            spec.ipv4_vxlan_tunnel_addr = match ip {
+                Some(IpAddr::V4(a)) => Some(a),
+                _ => None,
+            }
+        }
+        Family::V6 => {
+            spec.ipv6_vxlan_tunnel_addr = match ip {
+                Some(IpAddr::V6(a)) => Some(a),
+                _ => None,
+            }
+        }
     }
 }
 
@@ -97,8 +112,7 @@ pub fn reconcile(ipam: &Ipam, client: &Client, node: &str) -> Result<bool> {
             .filter(|ip| Family::of(*ip) == f)
             .collect();
         let recorded = tunnel_address(&n.spec, f);
-        let derived = mac_string(&derived_mac(node, f == Family::V6));
-        let (addr, mac) = fields(&mut n.spec, f);
+        let derived = Mac(derived_mac(node, f == Family::V6));
         let keep = match decide(recorded, &held, &wanted) {
             Step::Nothing => continue,
             Step::Keep(ip) => ip,
@@ -143,17 +157,16 @@ pub fn reconcile(ipam: &Ipam, client: &Client, node: &str) -> Result<bool> {
                     "{}: no VXLAN pool selects this node; tunnel address released",
                     f.device()
                 );
-                addr.clear();
-                if *mac == derived {
-                    mac.clear();
+                set_tunnel_address(&mut n.spec, f, None);
+                let mac = mac_field(&mut n.spec, f);
+                if *mac == Some(derived) {
+                    *mac = None;
                 }
                 continue;
             }
         };
-        *addr = keep.to_string();
-        if mac.is_empty() {
-            *mac = derived;
-        }
+        set_tunnel_address(&mut n.spec, f, Some(keep));
+        mac_field(&mut n.spec, f).get_or_insert(derived);
     }
     if n.spec == before {
         return Ok(false);

@@ -1,8 +1,10 @@
 //! WorkloadEndpoint and HostEndpoint.
 
+use crate::types::{opt, Cidr, Mac};
 use crate::validate::Errors;
 use calico_net::Protocol;
 use serde::{Deserialize, Serialize};
+use std::net::IpAddr;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
@@ -12,17 +14,22 @@ pub struct EndpointPort {
     pub port: u16,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub host_port: Option<u16>,
-    #[serde(default, rename = "hostIP", skip_serializing_if = "String::is_empty")]
-    pub host_ip: String,
+    #[serde(
+        default,
+        rename = "hostIP",
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub host_ip: Option<IpAddr>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpNat {
     #[serde(rename = "internalIP")]
-    pub internal_ip: String,
+    pub internal_ip: IpAddr,
     #[serde(rename = "externalIP")]
-    pub external_ip: String,
+    pub external_ip: IpAddr,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -47,45 +54,33 @@ pub struct WorkloadEndpointSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub service_account_name: String,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub ip_networks: Vec<String>,
+    pub ip_networks: Vec<Cidr>,
     #[serde(default, rename = "ipNATs", skip_serializing_if = "Vec::is_empty")]
     pub ip_nats: Vec<IpNat>,
     #[serde(
         default,
         rename = "ipv4Gateway",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub ipv4_gateway: String,
+    pub ipv4_gateway: Option<IpAddr>,
     #[serde(
         default,
         rename = "ipv6Gateway",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub ipv6_gateway: String,
+    pub ipv6_gateway: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface_name: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub mac: String,
+    #[serde(default, with = "opt", skip_serializing_if = "Option::is_none")]
+    pub mac: Option<Mac>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<EndpointPort>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub allow_spoofed_source_prefixes: Vec<String>,
-}
-
-fn check_mac(e: &mut Errors, path: &str, mac: &str) {
-    let parts: Vec<&str> = mac.split(':').collect();
-    let ok = parts.len() == 6
-        && parts
-            .iter()
-            .all(|p| p.len() == 2 && u8::from_str_radix(p, 16).is_ok());
-    if !ok {
-        e.add(
-            path,
-            format!("{mac:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
-        );
-    }
+    pub allow_spoofed_source_prefixes: Vec<Cidr>,
 }
 
 fn check_ports(e: &mut Errors, ports: &[EndpointPort]) {
@@ -130,23 +125,16 @@ impl WorkloadEndpointSpec {
                 e.add("spec.interfaceName", why);
             }
         }
-        e.nets("spec.ipNetworks", &self.ip_networks);
-        e.nets(
-            "spec.allowSpoofedSourcePrefixes",
-            &self.allow_spoofed_source_prefixes,
-        );
-        for (i, nat) in self.ip_nats.iter().enumerate() {
-            e.ip(&format!("spec.ipNATs[{i}].internalIP"), &nat.internal_ip);
-            e.ip(&format!("spec.ipNATs[{i}].externalIP"), &nat.external_ip);
-        }
-        if !self.ipv4_gateway.is_empty() {
-            e.ip("spec.ipv4Gateway", &self.ipv4_gateway);
-        }
-        if !self.ipv6_gateway.is_empty() {
-            e.ip("spec.ipv6Gateway", &self.ipv6_gateway);
-        }
-        if !self.mac.is_empty() {
-            check_mac(e, "spec.mac", &self.mac);
+        for (field, gateway, v4) in [
+            ("ipv4Gateway", self.ipv4_gateway, true),
+            ("ipv6Gateway", self.ipv6_gateway, false),
+        ] {
+            if gateway.is_some_and(|g| g.is_ipv4() != v4) {
+                e.add(
+                    format!("spec.{field}"),
+                    format!("must be an IPv{} address", if v4 { 4 } else { 6 }),
+                );
+            }
         }
         check_ports(e, &self.ports);
     }
@@ -160,7 +148,7 @@ pub struct HostEndpointSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub interface_name: String,
     #[serde(default, rename = "expectedIPs", skip_serializing_if = "Vec::is_empty")]
-    pub expected_ips: Vec<String>,
+    pub expected_ips: Vec<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub profiles: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -179,9 +167,6 @@ impl HostEndpointSpec {
         }
         if self.interface_name.is_empty() && self.expected_ips.is_empty() {
             e.add("spec", "a host endpoint needs interfaceName or expectedIPs");
-        }
-        for (i, ip) in self.expected_ips.iter().enumerate() {
-            e.ip(&format!("spec.expectedIPs[{i}]"), ip);
         }
         check_ports(e, &self.ports);
     }

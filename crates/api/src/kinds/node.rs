@@ -1,8 +1,10 @@
 //! Node, BGPPeer, BGPConfiguration and ClusterInformation.
 
+use crate::types::{opt, Cidr, InterfaceAddress, Mac, PeerAddress, Selector};
 use crate::validate::{as_number, Errors};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 /// An AS number; reads `64512` or `"1.10"` (asdot), writes a number.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -80,27 +82,31 @@ pub struct NodeBgpSpec {
     #[serde(
         default,
         rename = "ipv4Address",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub ipv4_address: String,
+    pub ipv4_address: Option<InterfaceAddress>,
     #[serde(
         default,
         rename = "ipv6Address",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub ipv6_address: String,
+    pub ipv6_address: Option<InterfaceAddress>,
     #[serde(
         default,
         rename = "ipv4IPIPTunnelAddr",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub ipv4_ipip_tunnel_addr: String,
+    pub ipv4_ipip_tunnel_addr: Option<Ipv4Addr>,
     #[serde(
         default,
         rename = "routeReflectorClusterID",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub route_reflector_cluster_id: String,
+    pub route_reflector_cluster_id: Option<Ipv4Addr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -111,10 +117,10 @@ pub struct OrchRef {
     pub orchestrator: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NodeAddress {
-    pub address: String,
+    pub address: InterfaceAddress,
     #[serde(default, rename = "type", skip_serializing_if = "String::is_empty")]
     pub kind: String,
 }
@@ -125,15 +131,17 @@ pub struct NodeWireguardSpec {
     #[serde(
         default,
         rename = "interfaceIPv4Address",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub interface_ipv4_address: String,
+    pub interface_ipv4_address: Option<InterfaceAddress>,
     #[serde(
         default,
         rename = "interfaceIPv6Address",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub interface_ipv6_address: String,
+    pub interface_ipv6_address: Option<InterfaceAddress>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -144,27 +152,31 @@ pub struct NodeSpec {
     #[serde(
         default,
         rename = "ipv4VXLANTunnelAddr",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub ipv4_vxlan_tunnel_addr: String,
+    pub ipv4_vxlan_tunnel_addr: Option<Ipv4Addr>,
     #[serde(
         default,
         rename = "vxlanTunnelMACAddr",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub vxlan_tunnel_mac_addr: String,
+    pub vxlan_tunnel_mac_addr: Option<Mac>,
     #[serde(
         default,
         rename = "ipv6VXLANTunnelAddr",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub ipv6_vxlan_tunnel_addr: String,
+    pub ipv6_vxlan_tunnel_addr: Option<Ipv6Addr>,
     #[serde(
         default,
         rename = "vxlanTunnelMACAddrV6",
-        skip_serializing_if = "String::is_empty"
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
     )]
-    pub vxlan_tunnel_mac_addr_v6: String,
+    pub vxlan_tunnel_mac_addr_v6: Option<Mac>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub orch_refs: Vec<OrchRef>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -176,37 +188,21 @@ pub struct NodeSpec {
 impl NodeSpec {
     pub(crate) fn check(&self, e: &mut Errors) {
         if let Some(bgp) = &self.bgp {
-            if !bgp.ipv4_address.is_empty() {
-                e.net("spec.bgp.ipv4Address", &bgp.ipv4_address);
+            for (field, addr, v4) in [
+                ("ipv4Address", &bgp.ipv4_address, true),
+                ("ipv6Address", &bgp.ipv6_address, false),
+            ] {
+                if addr.is_some_and(|a| a.addr().is_ipv4() != v4) {
+                    e.add(
+                        format!("spec.bgp.{field}"),
+                        format!(
+                            "{} is not an IPv{} address",
+                            addr.expect("checked"),
+                            if v4 { 4 } else { 6 }
+                        ),
+                    );
+                }
             }
-            if !bgp.ipv6_address.is_empty() {
-                e.net("spec.bgp.ipv6Address", &bgp.ipv6_address);
-            }
-            if !bgp.ipv4_ipip_tunnel_addr.is_empty() {
-                e.ip("spec.bgp.ipv4IPIPTunnelAddr", &bgp.ipv4_ipip_tunnel_addr);
-            }
-            if !bgp.route_reflector_cluster_id.is_empty()
-                && bgp
-                    .route_reflector_cluster_id
-                    .parse::<std::net::Ipv4Addr>()
-                    .is_err()
-            {
-                e.add(
-                    "spec.bgp.routeReflectorClusterID",
-                    "must be written as an IPv4 address (like 224.0.0.1)",
-                );
-            }
-        }
-        for (field, value) in [
-            ("ipv4VXLANTunnelAddr", &self.ipv4_vxlan_tunnel_addr),
-            ("ipv6VXLANTunnelAddr", &self.ipv6_vxlan_tunnel_addr),
-        ] {
-            if !value.is_empty() {
-                e.ip(&format!("spec.{field}"), value);
-            }
-        }
-        for (i, a) in self.addresses.iter().enumerate() {
-            e.net(&format!("spec.addresses[{i}].address"), &a.address);
         }
     }
 }
@@ -230,22 +226,27 @@ pub struct BgpPassword {
 pub struct BgpPeerSpec {
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub node: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node_selector: String,
-    #[serde(default, rename = "peerIP", skip_serializing_if = "String::is_empty")]
-    pub peer_ip: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub node_selector: Selector,
+    #[serde(
+        default,
+        rename = "peerIP",
+        with = "opt",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub peer_ip: Option<PeerAddress>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub as_number: Option<AsNumber>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub peer_selector: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub peer_selector: Selector,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub keep_original_next_hop: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub next_hop_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop_mode: Option<NextHopMode>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<BgpPassword>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub source_address: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_address: Option<SourceAddress>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub max_restart_time: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -254,21 +255,29 @@ pub struct BgpPeerSpec {
     pub ttl_security: Option<u8>,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub keepalive_time: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub reachable_by: String,
+    #[serde(default, with = "opt", skip_serializing_if = "Option::is_none")]
+    pub reachable_by: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub filters: Vec<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub local_workload_selector: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub local_workload_selector: Selector,
 }
 
-/// Splits `peerIP` into address and optional port: `10.0.0.1`, `10.0.0.1:179`, `[fd00::1]:179`.
-pub fn split_peer_ip(text: &str) -> Option<(std::net::IpAddr, Option<u16>)> {
-    if let Ok(ip) = text.parse() {
-        return Some((ip, None));
-    }
-    let sock: std::net::SocketAddr = text.parse().ok()?;
-    Some((sock.ip(), Some(sock.port())))
+/// How a BGPPeer's next hop is chosen (`nextHopMode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum NextHopMode {
+    Auto,
+    #[serde(rename = "Self")]
+    SelfHop,
+    Keep,
+}
+
+/// Which address a BGPPeer session is opened from (`sourceAddress`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceAddress {
+    #[serde(rename = "UseNodeIP")]
+    UseNodeIp,
+    None,
 }
 
 impl BgpPeerSpec {
@@ -301,49 +310,23 @@ impl BgpPeerSpec {
                 "node and nodeSelector cannot both be set",
             );
         }
-        if !self.node_selector.is_empty() {
-            e.selector("spec.nodeSelector", &self.node_selector, false);
-        }
+        e.no_global("spec.nodeSelector", &self.node_selector);
+        e.no_global("spec.peerSelector", &self.peer_selector);
+        e.no_global("spec.localWorkloadSelector", &self.local_workload_selector);
         if !self.peer_selector.is_empty() {
-            e.selector("spec.peerSelector", &self.peer_selector, false);
-            if !self.peer_ip.is_empty() || self.as_number.is_some() {
+            if self.peer_ip.is_some() || self.as_number.is_some() {
                 e.add(
                     "spec.peerSelector",
                     "peerSelector cannot be combined with peerIP or asNumber",
                 );
             }
-        } else if self.peer_ip.is_empty() {
+        } else if self.peer_ip.is_none() {
             e.add(
                 "spec.peerIP",
                 "a BGP peer needs peerIP and asNumber, or peerSelector",
             );
-        } else {
-            if split_peer_ip(&self.peer_ip).is_none() {
-                e.add(
-                    "spec.peerIP",
-                    format!(
-                        "{:?} is not an IP address (optionally with :port)",
-                        self.peer_ip
-                    ),
-                );
-            }
-            if self.as_number.is_none() {
-                e.add("spec.asNumber", "is required with peerIP");
-            }
-        }
-        if !self.source_address.is_empty() {
-            e.one_of(
-                "spec.sourceAddress",
-                &self.source_address,
-                &["UseNodeIP", "None"],
-            );
-        }
-        if !self.next_hop_mode.is_empty() {
-            e.one_of(
-                "spec.nextHopMode",
-                &self.next_hop_mode,
-                &["Auto", "Self", "Keep"],
-            );
+        } else if self.as_number.is_none() {
+            e.add("spec.asNumber", "is required with peerIP");
         }
         for (field, value) in [
             ("maxRestartTime", &self.max_restart_time),
@@ -353,20 +336,13 @@ impl BgpPeerSpec {
                 check_duration(e, &format!("spec.{field}"), value);
             }
         }
-        if !self.local_workload_selector.is_empty() {
-            e.selector(
-                "spec.localWorkloadSelector",
-                &self.local_workload_selector,
-                false,
-            );
-        }
     }
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ServiceIpBlock {
-    pub cidr: String,
+    pub cidr: Cidr,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -376,10 +352,10 @@ pub struct Community {
     pub value: String,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct PrefixAdvertisement {
-    pub cidr: String,
+    pub cidr: Cidr,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub communities: Vec<String>,
 }
@@ -442,15 +418,6 @@ impl BgpConfigurationSpec {
                 LOG_LEVELS,
             );
         }
-        for (field, list) in [
-            ("serviceLoadBalancerIPs", &self.service_load_balancer_ips),
-            ("serviceExternalIPs", &self.service_external_ips),
-            ("serviceClusterIPs", &self.service_cluster_ips),
-        ] {
-            for (i, b) in list.iter().enumerate() {
-                e.net(&format!("spec.{field}[{i}].cidr"), &b.cidr);
-            }
-        }
         if self.listen_port == Some(0) {
             e.add("spec.listenPort", "must be 1-65535");
         }
@@ -458,7 +425,6 @@ impl BgpConfigurationSpec {
             check_community(e, &format!("spec.communities[{i}].value"), &c.value);
         }
         for (i, pa) in self.prefix_advertisements.iter().enumerate() {
-            e.net(&format!("spec.prefixAdvertisements[{i}].cidr"), &pa.cidr);
             for (j, c) in pa.communities.iter().enumerate() {
                 if !self.communities.iter().any(|known| &known.name == c) {
                     check_community(

@@ -1,5 +1,6 @@
 //! Policy kinds: NetworkPolicy, GlobalNetworkPolicy, Tier, Profile, and rules.
 
+use crate::types::{Cidr, Selector};
 use crate::validate::Errors;
 use calico_net::{Port, Protocol};
 use serde::{Deserialize, Serialize};
@@ -33,8 +34,8 @@ pub struct Icmp {
 pub struct ServiceAccountMatch {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub names: Vec<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub selector: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub selector: Selector,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,19 +68,19 @@ pub struct RuleMetadata {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntityRule {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub nets: Vec<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub selector: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace_selector: String,
+    pub nets: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub selector: Selector,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub namespace_selector: Selector,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub services: Option<ServiceMatch>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<Port>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub not_nets: Vec<String>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub not_selector: String,
+    pub not_nets: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub not_selector: Selector,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_ports: Vec<Port>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -148,12 +149,12 @@ pub struct NetworkPolicySpec {
     pub ingress: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<Rule>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub selector: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub selector: Selector,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<PolicyType>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub service_account_selector: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub service_account_selector: Selector,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub performance_hints: Vec<String>,
 }
@@ -173,8 +174,8 @@ pub struct GlobalNetworkPolicySpec {
     pub ingress: Vec<Rule>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<Rule>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub selector: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub selector: Selector,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub types: Vec<PolicyType>,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
@@ -187,10 +188,10 @@ pub struct GlobalNetworkPolicySpec {
     pub pre_dnat: bool,
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub apply_on_forward: bool,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub service_account_selector: String,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub namespace_selector: String,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub service_account_selector: Selector,
+    #[serde(default, skip_serializing_if = "Selector::is_empty")]
+    pub namespace_selector: Selector,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub performance_hints: Vec<String>,
 }
@@ -307,11 +308,9 @@ fn check_rule(e: &mut Errors, path: &str, rule: &Rule) {
 }
 
 fn check_entity(e: &mut Errors, path: &str, ent: &EntityRule, rule: &Rule) {
-    let nets = e.nets(&format!("{path}.nets"), &ent.nets);
-    let not_nets = e.nets(&format!("{path}.notNets"), &ent.not_nets);
     if let Some(v) = rule.ip_version {
-        for (field, list) in [("nets", &nets), ("notNets", &not_nets)] {
-            for (i, n) in list.iter().enumerate() {
+        for (field, list) in [("nets", &ent.nets), ("notNets", &ent.not_nets)] {
+            for (i, n) in list.iter().map(Cidr::net).enumerate() {
                 let family = if n.addr().is_ipv4() { 4 } else { 6 };
                 if family != v {
                     e.add(
@@ -322,27 +321,10 @@ fn check_entity(e: &mut Errors, path: &str, ent: &EntityRule, rule: &Rule) {
             }
         }
     }
-    if !ent.selector.is_empty() {
-        e.selector(&format!("{path}.selector"), &ent.selector, false);
-    }
-    if !ent.not_selector.is_empty() {
-        e.selector(&format!("{path}.notSelector"), &ent.not_selector, false);
-    }
-    if !ent.namespace_selector.is_empty() {
-        e.selector(
-            &format!("{path}.namespaceSelector"),
-            &ent.namespace_selector,
-            true,
-        );
-    }
+    e.no_global(&format!("{path}.selector"), &ent.selector);
+    e.no_global(&format!("{path}.notSelector"), &ent.not_selector);
     if let Some(sa) = &ent.service_accounts {
-        if !sa.selector.is_empty() {
-            e.selector(
-                &format!("{path}.serviceAccounts.selector"),
-                &sa.selector,
-                false,
-            );
-        }
+        e.no_global(&format!("{path}.serviceAccounts.selector"), &sa.selector);
     }
     let ports_ok = rule.protocol.as_ref().is_some_and(Protocol::supports_ports);
     for (field, ports) in [("ports", &ent.ports), ("notPorts", &ent.not_ports)] {

@@ -70,7 +70,10 @@ pub fn run(config: &Path, args: &GetArgs) -> Result<ExitCode> {
                 Err(e) => return Err(e.into()),
             }
         }
-        let rev = c.store().revision().unwrap_or_default();
+        let rev = c
+            .store()
+            .revision()
+            .map_err(|e| anyhow::anyhow!("reading the datastore revision: {e}"))?;
         (items, rev)
     };
     if let Some(sel) = &selector {
@@ -85,7 +88,7 @@ pub fn run(config: &Path, args: &GetArgs) -> Result<ExitCode> {
                 list_value(kind, &items, revision)
             };
             if format == "yaml" {
-                print!("{}", calico_api::to_yaml(&value));
+                print!("{}", calico_api::to_yaml(&value)?);
             } else {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             }
