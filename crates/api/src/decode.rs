@@ -125,13 +125,27 @@ fn describe(v: &Value) -> Option<String> {
     }
 }
 
+/// Why a value is not a resource.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    #[error("kind is missing")]
+    NoKind,
+    #[error("apiVersion {api:?} is not supported for kind {kind:?} (use {API_VERSION})")]
+    ApiVersion { api: String, kind: String },
+    #[error("unknown kind {0:?}")]
+    UnknownKind(String),
+    /// Every field that does not decode or validate.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Fields(Vec<FieldError>),
+}
+
 /// Decodes one resource value (not a list). Defaults are applied and the
 /// result is validated; every problem found is reported, not just the first.
-pub fn decode_resource(v: Value) -> Result<Resource, String> {
+pub fn decode_resource(v: Value) -> Result<Resource, DecodeError> {
     let api = str_field(&v, "apiVersion").to_string();
     let kind = str_field(&v, "kind").to_string();
     if kind.is_empty() {
-        return Err("kind is missing".into());
+        return Err(DecodeError::NoKind);
     }
     if api == crate::k8s::API_VERSION && kind == "NetworkPolicy" {
         let (knp, mut problems) =
@@ -140,17 +154,15 @@ pub fn decode_resource(v: Value) -> Result<Resource, String> {
             problems.keep_checks(e.errors);
         }
         problems.into_result()?;
-        let mut res = knp.to_calico().map_err(|e| e.reasons())?;
+        let mut res = knp.to_calico().map_err(|e| DecodeError::Fields(e.errors))?;
         res.apply_defaults();
         return Ok(res);
     }
     if api != API_VERSION {
-        return Err(format!(
-            "apiVersion {api:?} is not supported for kind {kind:?} (use {API_VERSION})"
-        ));
+        return Err(DecodeError::ApiVersion { api, kind });
     }
     let Some(k) = Kind::ALL.iter().copied().find(|k| k.name() == kind) else {
-        return Err(format!("unknown kind {kind:?}"));
+        return Err(DecodeError::UnknownKind(kind));
     };
     let (mut res, mut problems) = decode_all(v, |v| Resource::from_parts(k, v))?;
     res.apply_defaults();
@@ -184,17 +196,13 @@ impl Problems {
         self.checks.extend(kept);
     }
 
-    fn into_result(self) -> Result<(), String> {
+    fn into_result(self) -> Result<(), DecodeError> {
         if self.decode.is_empty() && self.checks.is_empty() {
             return Ok(());
         }
-        let all: Vec<String> = self
-            .decode
-            .iter()
-            .chain(&self.checks)
-            .map(ToString::to_string)
-            .collect();
-        Err(all.join("; "))
+        let mut all = self.decode;
+        all.extend(self.checks);
+        Err(DecodeError::Fields(all))
     }
 }
 
@@ -206,7 +214,7 @@ impl Problems {
 fn decode_all<T>(
     mut v: Value,
     decode: impl Fn(Value) -> Result<T, PathError>,
-) -> Result<(T, Problems), String> {
+) -> Result<(T, Problems), DecodeError> {
     let mut problems = Problems::default();
     loop {
         let err = match decode(v.clone()) {
@@ -244,10 +252,7 @@ fn decode_all<T>(
         problems.decode.push(here);
         match replaced {
             Some(next) => v = next,
-            None => {
-                let all: Vec<String> = problems.decode.iter().map(ToString::to_string).collect();
-                return Err(all.join("; "));
-            }
+            None => return Err(DecodeError::Fields(problems.decode)),
         }
     }
 }
@@ -307,7 +312,7 @@ pub fn decode_manifest(text: &str) -> Result<Vec<Resource>, ManifestError> {
                 Err(message) => problems.push(Problem {
                     location,
                     resource: resource.map(|r| crate::validate::truncated_message(&r)),
-                    message: crate::validate::truncated_message(&message),
+                    message: crate::validate::truncated_message(&message.to_string()),
                 }),
             }
         };

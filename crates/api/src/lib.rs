@@ -14,7 +14,9 @@ pub mod strict;
 pub mod types;
 mod validate;
 
-pub use decode::{decode_manifest, decode_resource, documents, to_yaml, ManifestError, Problem};
+pub use decode::{
+    decode_manifest, decode_resource, documents, to_yaml, DecodeError, ManifestError, Problem,
+};
 pub use kinds::endpoint::{EndpointPort, HostEndpointSpec, IpNat, WorkloadEndpointSpec};
 pub use kinds::felix::FelixConfigurationSpec;
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};

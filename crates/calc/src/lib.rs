@@ -15,4 +15,4 @@ pub mod state;
 pub use compile::{policy_selector, SetSpec};
 pub use graph::{CalcGraph, Update, WORKLOAD_INTERFACE_PREFIX};
 pub use intent::*;
-pub use state::{policy_key, DesiredState};
+pub use state::{policy_key, DesiredState, OrderError};

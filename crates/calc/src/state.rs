@@ -6,6 +6,26 @@ use crate::intent::*;
 use serde::Serialize;
 use std::collections::BTreeMap;
 
+/// An intent that breaks the ordering contract.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum OrderError {
+    #[error("removed unknown set {0}")]
+    UnknownSet(SetId),
+    #[error("removed unknown policy {0:?}")]
+    UnknownPolicy(PolicyId),
+    #[error("removed unknown profile {0}")]
+    UnknownProfile(String),
+    #[error("removed unknown endpoint {0:?}")]
+    UnknownEndpoint(EndpointId),
+    #[error("endpoint {endpoint:?} uses policy {policy:?} before it exists")]
+    PolicyBeforeItExists {
+        endpoint: EndpointId,
+        policy: PolicyId,
+    },
+    #[error("rule uses set {0} before it exists")]
+    SetBeforeItExists(SetId),
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DesiredState {
     pub sets: BTreeMap<SetId, SetMembers>,
@@ -24,7 +44,7 @@ pub fn policy_key(id: &PolicyId) -> String {
 impl DesiredState {
     /// Applies intents in order, insisting on the ordering contract (no
     /// reference to a set, policy or profile that is not there).
-    pub fn apply(&mut self, intents: &[Intent]) -> Result<(), String> {
+    pub fn apply(&mut self, intents: &[Intent]) -> Result<(), OrderError> {
         for i in intents {
             match i {
                 Intent::SetUpdate { id, members } => {
@@ -33,7 +53,7 @@ impl DesiredState {
                 Intent::SetRemove { id } => {
                     self.sets
                         .remove(id)
-                        .ok_or(format!("removed unknown set {id}"))?;
+                        .ok_or_else(|| OrderError::UnknownSet(id.clone()))?;
                 }
                 Intent::PolicyUpdate { id, rules } => {
                     self.check_sets(rules)?;
@@ -42,7 +62,7 @@ impl DesiredState {
                 Intent::PolicyRemove { id } => {
                     self.policies
                         .remove(&policy_key(id))
-                        .ok_or(format!("removed unknown policy {id:?}"))?;
+                        .ok_or_else(|| OrderError::UnknownPolicy(id.clone()))?;
                 }
                 Intent::ProfileUpdate { name, rules } => {
                     self.check_sets(rules)?;
@@ -51,15 +71,16 @@ impl DesiredState {
                 Intent::ProfileRemove { name } => {
                     self.profiles
                         .remove(name)
-                        .ok_or(format!("removed unknown profile {name}"))?;
+                        .ok_or_else(|| OrderError::UnknownProfile(name.clone()))?;
                 }
                 Intent::EndpointUpdate { id, endpoint } => {
                     for t in endpoint.ingress.iter().chain(&endpoint.egress) {
                         for p in &t.policies {
                             if !self.policies.contains_key(&policy_key(p)) {
-                                return Err(format!(
-                                    "endpoint {id:?} uses policy {p:?} before it exists"
-                                ));
+                                return Err(OrderError::PolicyBeforeItExists {
+                                    endpoint: id.clone(),
+                                    policy: p.clone(),
+                                });
                             }
                         }
                     }
@@ -69,14 +90,14 @@ impl DesiredState {
                 Intent::EndpointRemove { id } => {
                     self.endpoints
                         .remove(&format!("{}/{}", id.namespace, id.name))
-                        .ok_or(format!("removed unknown endpoint {id:?}"))?;
+                        .ok_or_else(|| OrderError::UnknownEndpoint(id.clone()))?;
                 }
             }
         }
         Ok(())
     }
 
-    fn check_sets(&self, rules: &CompiledRules) -> Result<(), String> {
+    fn check_sets(&self, rules: &CompiledRules) -> Result<(), OrderError> {
         for r in rules.ingress.iter().chain(&rules.egress) {
             for side in [&r.src, &r.dst] {
                 for s in side
@@ -87,7 +108,7 @@ impl DesiredState {
                     .chain(&side.not_named_port_sets)
                 {
                     if !self.sets.contains_key(s) {
-                        return Err(format!("rule uses set {s} before it exists"));
+                        return Err(OrderError::SetBeforeItExists(s.clone()));
                     }
                 }
             }

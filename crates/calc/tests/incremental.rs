@@ -115,12 +115,12 @@ proptest! {
                 let m = r.meta();
                 g.apply(Update::Delete { kind: r.kind(), namespace: m.namespace.clone(), name: m.name.clone() })
             };
-            state.apply(&intents).map_err(TestCaseError::fail)?;
+            state.apply(&intents).map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
         let mut fresh = CalcGraph::new("node-1");
         let mut expected = DesiredState::default();
         for r in live.values() {
-            expected.apply(&fresh.apply(Update::Put(r.clone()))).map_err(TestCaseError::fail)?;
+            expected.apply(&fresh.apply(Update::Put(r.clone()))).map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
         prop_assert_eq!(state, expected);
     }
@@ -144,13 +144,13 @@ proptest! {
                 let m = r.meta();
                 Update::Delete { kind: r.kind(), namespace: m.namespace.clone(), name: m.name.clone() }
             };
-            s1.apply(&one.apply(u.clone())).map_err(TestCaseError::fail)?;
+            s1.apply(&one.apply(u.clone())).map_err(|e| TestCaseError::fail(e.to_string()))?;
             pending.push(u);
             if cut {
-                s2.apply(&batched.apply_all(pending.drain(..))).map_err(TestCaseError::fail)?;
+                s2.apply(&batched.apply_all(pending.drain(..))).map_err(|e| TestCaseError::fail(e.to_string()))?;
             }
         }
-        s2.apply(&batched.apply_all(pending)).map_err(TestCaseError::fail)?;
+        s2.apply(&batched.apply_all(pending)).map_err(|e| TestCaseError::fail(e.to_string()))?;
         prop_assert_eq!(s1, s2);
     }
 }

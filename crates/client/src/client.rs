@@ -36,10 +36,23 @@ pub enum ClientError {
     Invalid(#[from] ValidationError),
     #[error("{resource} is rejected: {reason}")]
     Rejected { resource: String, reason: String },
-    #[error("{0}")]
+    #[error(transparent)]
     Store(StoreError),
-    #[error("the stored value at {key} cannot be read: {reason}")]
-    Corrupt { key: String, reason: String },
+    #[error("the stored value at {key} cannot be read")]
+    Corrupt {
+        key: String,
+        #[source]
+        cause: Unreadable,
+    },
+}
+
+/// Why a stored value cannot be read.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreadable {
+    #[error("not JSON")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Resource(#[from] calico_api::DecodeError),
 }
 
 /// What `apply` did.
@@ -99,13 +112,13 @@ impl Client {
     }
 
     fn decode(kv: &KeyValue) -> Result<Resource, ClientError> {
-        let corrupt = |reason: String| ClientError::Corrupt {
+        let corrupt = |cause: Unreadable| ClientError::Corrupt {
             key: kv.key.clone(),
-            reason,
+            cause,
         };
         let value: serde_json::Value =
-            serde_json::from_slice(&kv.value).map_err(|e| corrupt(e.to_string()))?;
-        let mut r = calico_api::decode_resource(value).map_err(corrupt)?;
+            serde_json::from_slice(&kv.value).map_err(|e| corrupt(e.into()))?;
+        let mut r = calico_api::decode_resource(value).map_err(|e| corrupt(e.into()))?;
         r.meta_mut().resource_version = Some(kv.mod_revision.to_string());
         Ok(r)
     }

@@ -12,5 +12,5 @@ pub mod config;
 pub mod keys;
 
 pub use checks::ipip_unavailable;
-pub use client::{Applied, Client, ClientError, Clock, ResourceList, SystemClock};
+pub use client::{Applied, Client, ClientError, Clock, ResourceList, SystemClock, Unreadable};
 pub use config::{open_existing_store, open_store, DatastoreConfig, EtcdFiles};

@@ -13,14 +13,19 @@ use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-pub(crate) fn datastore_err(e: impl std::fmt::Display) -> CniError {
-    CniError::new(code::DATASTORE, "datastore error", e.to_string())
+/// The error with its causes, for a CNI error's details.
+fn chain(e: &(dyn std::error::Error + 'static)) -> String {
+    calico_datastore::Chain(e).to_string()
+}
+
+pub(crate) fn datastore_err(e: impl std::error::Error + 'static) -> CniError {
+    CniError::new(code::DATASTORE, "datastore error", chain(&e))
 }
 
 fn ipam_err(e: calico_ipam::IpamError) -> CniError {
     match e {
         calico_ipam::IpamError::Store(s) => datastore_err(s),
-        other => CniError::new(code::IPAM, "address management failed", other.to_string()),
+        other => CniError::new(code::IPAM, "address management failed", chain(&other)),
     }
 }
 
@@ -34,7 +39,7 @@ pub(crate) fn open(
         CniError::new(
             code::TRY_AGAIN_LATER,
             format!("cannot reach the {}", cfg.describe()),
-            e.to_string(),
+            chain(&e),
         )
     })?;
     let clock = Arc::new(calico_client::SystemClock);
@@ -106,7 +111,7 @@ pub(crate) fn status(client: &Client) -> Result<(), CniError> {
         CniError::new(
             code::NOT_AVAILABLE,
             "the datastore is not available",
-            e.to_string(),
+            chain(&e),
         )
     })?;
     let enabled = pools

@@ -78,7 +78,9 @@ pub fn main(plugin: Plugin) -> std::process::ExitCode {
         }
         Ok(None) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            let _ = writeln!(out, "{}", serde_json::to_string(&e).unwrap_or_default());
+            // A CNI error is a code and two strings: it always serializes.
+            let text = serde_json::to_string(&e).expect("a CNI error always serializes");
+            let _ = writeln!(out, "{text}");
             std::process::ExitCode::FAILURE
         }
     }

@@ -18,7 +18,8 @@ pub fn render(
     }
     rows.push(header);
     for r in items {
-        let v = serde_json::to_value(r).unwrap_or_default();
+        // A resource is plain data: strings, numbers and maps with string keys.
+        let v = serde_json::to_value(r).expect("a resource always serializes");
         let mut row: Vec<String> = columns.iter().map(|(_, f)| f(r, &v)).collect();
         if with_namespace {
             row.insert(0, r.meta().namespace.clone().unwrap_or_default());

@@ -35,16 +35,18 @@ impl std::fmt::Debug for EtcdStore {
 
 fn map_err(e: etcd_client::Error) -> StoreError {
     match e {
-        etcd_client::Error::TransportError(t) => StoreError::Unavailable(t.to_string()),
+        etcd_client::Error::TransportError(t) => {
+            StoreError::unavailable_because("cannot reach etcd", t)
+        }
         etcd_client::Error::GRpcStatus(s)
             if matches!(
                 s.code(),
                 tonic_code::UNAVAILABLE | tonic_code::DEADLINE_EXCEEDED
             ) =>
         {
-            StoreError::Unavailable(s.message().to_string())
+            StoreError::unavailable_because("etcd did not answer", s)
         }
-        other => StoreError::Backend(other.to_string()),
+        other => StoreError::backend_because("etcd failed", other),
     }
 }
 
@@ -57,7 +59,7 @@ fn convert(kv: &etcd_client::KeyValue) -> Result<KeyValue, StoreError> {
     Ok(KeyValue {
         key: kv
             .key_str()
-            .map_err(|e| StoreError::Backend(format!("non-UTF-8 key: {e}")))?
+            .map_err(|e| StoreError::backend_because("etcd returned a non-UTF-8 key", e))?
             .to_string(),
         value: kv.value().to_vec(),
         create_revision: kv.create_revision(),
@@ -101,16 +103,14 @@ impl EtcdStore {
     /// Connects to `endpoints` with TLS and/or auth.
     pub fn connect_with(endpoints: &[String], security: &EtcdSecurity) -> Result<Self, StoreError> {
         if endpoints.is_empty() {
-            return Err(StoreError::Unavailable("no etcd endpoints given".into()));
+            return Err(StoreError::unavailable("no etcd endpoints given"));
         }
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("etcd-client")
             .enable_all()
             .build()
-            .map_err(|e| {
-                StoreError::Backend(format!("cannot start the etcd client runtime: {e}"))
-            })?;
+            .map_err(|e| StoreError::backend_because("cannot start the etcd client runtime", e))?;
         let mut opts = ConnectOptions::new()
             .with_connect_timeout(CONNECT_TIMEOUT)
             .with_timeout(REQUEST_TIMEOUT);
@@ -122,9 +122,8 @@ impl EtcdStore {
             }
             opts = opts.with_tls(tls);
         } else if security.client.is_some() {
-            return Err(StoreError::Unavailable(
-                "an etcd client certificate needs the CA certificate too (ETCD_CA_CERT_FILE)"
-                    .into(),
+            return Err(StoreError::unavailable(
+                "an etcd client certificate needs the CA certificate too (ETCD_CA_CERT_FILE)",
             ));
         }
         if let Some((user, password)) = &security.user {
@@ -133,10 +132,10 @@ impl EtcdStore {
         let client = rt
             .block_on(Client::connect(endpoints, Some(opts)))
             .map_err(|e| {
-                StoreError::Unavailable(format!(
-                    "cannot connect to etcd at {}: {e}",
-                    endpoints.join(",")
-                ))
+                StoreError::unavailable_because(
+                    format!("cannot connect to etcd at {}", endpoints.join(",")),
+                    e,
+                )
             })?;
         Ok(EtcdStore {
             rt,
@@ -245,9 +244,7 @@ impl Store for EtcdStore {
         // this call returns can be missed, and a compacted start is reported now.
         let first = self.rt.block_on(stream.message()).map_err(map_err)?;
         let Some(first) = first else {
-            return Err(StoreError::Unavailable(
-                "etcd closed the watch stream".into(),
-            ));
+            return Err(StoreError::unavailable("etcd closed the watch stream"));
         };
         if first.canceled() {
             return Err(if first.compact_revision() > 0 {
@@ -256,7 +253,7 @@ impl Store for EtcdStore {
                     oldest: first.compact_revision(),
                 }
             } else {
-                StoreError::Backend(format!("etcd refused the watch: {}", first.cancel_reason()))
+                StoreError::backend(format!("etcd refused the watch: {}", first.cancel_reason()))
             });
         }
         let (tx, rx) = mpsc::channel();
@@ -271,7 +268,7 @@ impl Store for EtcdStore {
                         msg = stream.message() => match msg {
                             Ok(Some(r)) => r,
                             Ok(None) => {
-                                let _ = tx.send(Err(StoreError::Unavailable("etcd closed the watch stream".into())));
+                                let _ = tx.send(Err(StoreError::unavailable("etcd closed the watch stream")));
                                 return;
                             }
                             Err(e) => {
@@ -285,7 +282,7 @@ impl Store for EtcdStore {
                     let err = if resp.compact_revision() > 0 {
                         StoreError::Compacted { requested: start, oldest: resp.compact_revision() }
                     } else {
-                        StoreError::Backend(format!("etcd cancelled the watch: {}", resp.cancel_reason()))
+                        StoreError::backend(format!("etcd cancelled the watch: {}", resp.cancel_reason()))
                     };
                     let _ = tx.send(Err(err));
                     return;

@@ -19,7 +19,7 @@ fn unreachable_etcd_is_reported_as_unavailable() {
     let port = calico_test_support::free_port();
     let err = EtcdStore::connect(&[format!("http://127.0.0.1:{port}")]).and_then(|s| s.get("/x"));
     assert!(
-        matches!(err, Err(calico_datastore::StoreError::Unavailable(_))),
+        matches!(err, Err(calico_datastore::StoreError::Unavailable { .. })),
         "{err:?}"
     );
 }

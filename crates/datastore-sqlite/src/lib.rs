@@ -74,9 +74,9 @@ fn backend(e: rusqlite::Error) -> StoreError {
                 rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
             ) =>
         {
-            StoreError::Unavailable(msg.unwrap_or_else(|| "database is locked".into()))
+            StoreError::unavailable(msg.unwrap_or_else(|| "the database is locked".into()))
         }
-        other => StoreError::Backend(other.to_string()),
+        other => StoreError::backend_because("SQLite failed", other),
     }
 }
 
@@ -94,17 +94,18 @@ fn create_private(path: &Path) -> Result<(), StoreError> {
     {
         Ok(_) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
-        Err(e) => Err(StoreError::Unavailable(format!(
-            "cannot create {}: {e}",
-            path.display()
-        ))),
+        Err(e) => Err(StoreError::unavailable_because(
+            format!("cannot create {}", path.display()),
+            e,
+        )),
     }
 }
 
 fn open_conn(path: &Path) -> Result<Connection, StoreError> {
     create_private(path)?;
-    let mut conn = Connection::open(path)
-        .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
+    let mut conn = Connection::open(path).map_err(|e| {
+        StoreError::unavailable_because(format!("cannot open {}", path.display()), e)
+    })?;
     conn.busy_handler(Some(busy)).map_err(backend)?;
     conn.pragma_update(None, "journal_mode", "WAL")
         .map_err(backend)?;
@@ -316,7 +317,7 @@ impl Store for SqliteStore {
         std::thread::Builder::new()
             .name("sqlite-watch".into())
             .spawn(move || poll(&conn, &notifier, &prefix, start, &tx, &stop2))
-            .map_err(|e| StoreError::Backend(format!("cannot start watch thread: {e}")))?;
+            .map_err(|e| StoreError::backend_because("cannot start the watch thread", e))?;
         Ok(Watch::new(
             rx,
             Some(StopOnDrop::new(move || stop.store(true, Ordering::Relaxed))),

@@ -75,10 +75,109 @@ pub enum StoreError {
         requested: Revision,
         oldest: Revision,
     },
-    #[error("datastore unavailable: {0}")]
-    Unavailable(String),
-    #[error("datastore error: {0}")]
-    Backend(String),
+    /// The store cannot be reached or is busy: worth retrying.
+    #[error("datastore unavailable: {what}")]
+    Unavailable {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+    /// The backend failed otherwise.
+    #[error("datastore error: {what}")]
+    Backend {
+        what: String,
+        #[source]
+        cause: Option<Cause>,
+    },
+}
+
+/// The backend's own error, kept as the source of a [`StoreError`].
+/// Shared, so the error stays cloneable; equal when it reads the same.
+#[derive(Clone)]
+pub struct Cause(std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>);
+
+impl Cause {
+    pub fn new(e: impl std::error::Error + Send + Sync + 'static) -> Self {
+        Cause(std::sync::Arc::new(e))
+    }
+}
+
+impl std::fmt::Debug for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl std::fmt::Display for Cause {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl std::error::Error for Cause {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.0.source()
+    }
+}
+
+impl PartialEq for Cause {
+    fn eq(&self, other: &Self) -> bool {
+        self.to_string() == other.to_string()
+    }
+}
+impl Eq for Cause {}
+
+impl StoreError {
+    pub fn unavailable(what: impl Into<String>) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn unavailable_because(
+        what: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Unavailable {
+            what: what.into(),
+            cause: Some(Cause::new(cause)),
+        }
+    }
+
+    pub fn backend(what: impl Into<String>) -> Self {
+        StoreError::Backend {
+            what: what.into(),
+            cause: None,
+        }
+    }
+
+    pub fn backend_because(
+        what: impl Into<String>,
+        cause: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        StoreError::Backend {
+            what: what.into(),
+            cause: Some(Cause::new(cause)),
+        }
+    }
+}
+
+/// An error with every cause below it, `outer: inner: innermost`, for
+/// places that print one line (logs, CNI error details).
+#[derive(Debug)]
+pub struct Chain<'a>(pub &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut next = self.0.source();
+        while let Some(e) = next {
+            write!(f, ": {e}")?;
+            next = e.source();
+        }
+        Ok(())
+    }
 }
 
 /// The operations every backend provides. Implementations are safe to
@@ -188,4 +287,27 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
         }
     }
     vec![0]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error;
+
+    #[test]
+    fn a_backend_error_keeps_its_cause() {
+        let io = std::io::Error::other("disk on fire");
+        let e = StoreError::backend_because("SQLite failed", io);
+        assert_eq!(e.to_string(), "datastore error: SQLite failed");
+        assert_eq!(
+            e.source().map(ToString::to_string).as_deref(),
+            Some("disk on fire")
+        );
+        assert_eq!(
+            Chain(&e).to_string(),
+            "datastore error: SQLite failed: disk on fire"
+        );
+        assert_eq!(e.clone(), e);
+        assert!(StoreError::unavailable("no endpoints").source().is_none());
+    }
 }

@@ -42,6 +42,8 @@ pub enum IpamError {
     Contention { what: String },
     #[error("the IPAM record at {key} cannot be read: {reason}")]
     Corrupt { key: String, reason: String },
+    #[error("an IPAM record cannot be encoded")]
+    Encode(#[source] serde_json::Error),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -89,8 +91,8 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T,
     })
 }
 
-pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    serde_json::to_vec(value).unwrap_or_default()
+pub(crate) fn encode<T: serde::Serialize>(value: &T) -> Result<Vec<u8>, IpamError> {
+    serde_json::to_vec(value).map_err(IpamError::Encode)
 }
 
 /// A write that lost a race (someone changed, created or deleted the key
@@ -160,8 +162,8 @@ impl Ipam {
             let outcome = match &current {
                 Some(kv) => self
                     .store
-                    .update(CONFIG_KEY, &encode(&cfg), kv.mod_revision),
-                None => self.store.create(CONFIG_KEY, &encode(&cfg)),
+                    .update(CONFIG_KEY, &encode(&cfg)?, kv.mod_revision),
+                None => self.store.create(CONFIG_KEY, &encode(&cfg)?),
             };
             settle(outcome.map(|_| cfg))
         })

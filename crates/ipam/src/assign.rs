@@ -196,7 +196,7 @@ impl Ipam {
             let Some((mut block, rev)) = self.read_block(&block_net)? else {
                 // Claim exactly this block for the node, then retry the allocation.
                 let block = Block::new(block_net, Some(format!("host:{node}")));
-                match self.store.create(&block_key(&block_net), &encode(&block)) {
+                match self.store.create(&block_key(&block_net), &encode(&block)?) {
                     Ok(_) => self.confirm_affinity(node, &block_net)?,
                     Err(StoreError::AlreadyExists { .. }) => {}
                     Err(e) => return Err(e.into()),
@@ -212,7 +212,7 @@ impl Ipam {
             self.handle_add(handle, &block_net, 1)?;
             match self
                 .store
-                .update(&block_key(&block_net), &encode(&block), rev)
+                .update(&block_key(&block_net), &encode(&block)?, rev)
             {
                 Ok(_) => return Ok(()),
                 Err(StoreError::Conflict { .. }) => {

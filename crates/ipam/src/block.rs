@@ -263,33 +263,46 @@ impl Block {
 
     /// The block's own bookkeeping is consistent: the free list and the
     /// allocations partition the ordinals, and every allocation has attributes.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), BlockInconsistency> {
         let mut seen = vec![false; self.size()];
         for o in &self.unallocated {
             let o = *o as usize;
             if o >= self.size() {
-                return Err(format!("free ordinal {o} is outside the block"));
+                return Err(BlockInconsistency::FreeOutside(o));
             }
             if seen[o] {
-                return Err(format!("ordinal {o} is free twice"));
+                return Err(BlockInconsistency::FreeTwice(o));
             }
             if self.allocations[o].is_some() {
-                return Err(format!("ordinal {o} is both free and allocated"));
+                return Err(BlockInconsistency::FreeAndAllocated(o));
             }
             seen[o] = true;
         }
         for (o, a) in self.allocations.iter().enumerate() {
             match a {
                 Some(i) if *i >= self.attributes.len() => {
-                    return Err(format!("ordinal {o} has no attributes"))
+                    return Err(BlockInconsistency::NoAttributes(o))
                 }
                 Some(_) => {}
-                None if !seen[o] => {
-                    return Err(format!("ordinal {o} is neither free nor allocated"))
-                }
+                None if !seen[o] => return Err(BlockInconsistency::Lost(o)),
                 None => {}
             }
         }
         Ok(())
     }
+}
+
+/// How a block's bookkeeping is broken (ordinals are offsets in the block).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BlockInconsistency {
+    #[error("free ordinal {0} is outside the block")]
+    FreeOutside(usize),
+    #[error("ordinal {0} is free twice")]
+    FreeTwice(usize),
+    #[error("ordinal {0} is both free and allocated")]
+    FreeAndAllocated(usize),
+    #[error("ordinal {0} has no attributes")]
+    NoAttributes(usize),
+    #[error("ordinal {0} is neither free nor allocated")]
+    Lost(usize),
 }

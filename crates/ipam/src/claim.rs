@@ -37,7 +37,7 @@ impl Ipam {
             }
             let handle = attr.handle.clone().unwrap_or_default();
             self.handle_add(&handle, net, ips.len())?;
-            match self.store.update(&block_key(net), &encode(&block), rev) {
+            match self.store.update(&block_key(net), &encode(&block)?, rev) {
                 Ok(_) => return Ok(ips),
                 Err(StoreError::Conflict { .. } | StoreError::NotFound { .. }) => {
                     self.handle_remove(&handle, net, ips.len())?;
@@ -59,7 +59,7 @@ impl Ipam {
         let confirmed = encode(&Affinity {
             state: AffinityState::Confirmed,
             deleted: false,
-        });
+        })?;
         retry_cas(&format!("the affinity of {node} for {net}"), || {
             let outcome = match self.store.get(&key)? {
                 Some(kv) if decode::<Affinity>(&kv)?.state == AffinityState::Confirmed => {
@@ -94,12 +94,12 @@ impl Ipam {
                 state: AffinityState::Pending,
                 deleted: false,
             };
-            match self.store.create(&aff_key, &encode(&pending)) {
+            match self.store.create(&aff_key, &encode(&pending)?) {
                 Ok(_) | Err(StoreError::AlreadyExists { .. }) => {}
                 Err(e) => return Err(e.into()),
             }
             let block = Block::new(candidate, Some(host.clone()));
-            match self.store.create(&block_key(&candidate), &encode(&block)) {
+            match self.store.create(&block_key(&candidate), &encode(&block)?) {
                 Ok(_) => {}
                 Err(StoreError::AlreadyExists { .. }) => {
                     let owner = self.read_block(&candidate)?.and_then(|(b, _)| b.affinity);

@@ -317,7 +317,7 @@ impl Ipam {
                 };
                 let _ =
                     self.store()
-                        .update(&key, &crate::allocator::encode(&marked), kv.mod_revision);
+                        .update(&key, &crate::allocator::encode(&marked)?, kv.mod_revision);
             }
         }
         match self.store().delete(&block_key(&b.cidr), Some(rev)) {
@@ -333,7 +333,7 @@ impl Ipam {
                         };
                         let _ = self.store().update(
                             &key,
-                            &crate::allocator::encode(&confirmed),
+                            &crate::allocator::encode(&confirmed)?,
                             kv.mod_revision,
                         );
                     }

@@ -22,7 +22,7 @@ impl Ipam {
             block: BTreeMap::from([(block.to_string(), n)]),
             deleted: false,
         };
-        match self.store.create(&key, &encode(&fresh)) {
+        match self.store.create(&key, &encode(&fresh)?) {
             Ok(_) => return Ok(()),
             Err(StoreError::AlreadyExists { .. }) => {}
             Err(e) => return Err(e.into()),
@@ -32,9 +32,9 @@ impl Ipam {
                 Some(kv) => {
                     let mut h: Handle = decode(&kv)?;
                     *h.block.entry(block.to_string()).or_default() += n;
-                    self.store.update(&key, &encode(&h), kv.mod_revision)
+                    self.store.update(&key, &encode(&h)?, kv.mod_revision)
                 }
-                None => self.store.create(&key, &encode(&fresh)),
+                None => self.store.create(&key, &encode(&fresh)?),
             };
             settle(outcome.map(|_| ()))
         })
@@ -62,7 +62,7 @@ impl Ipam {
             let outcome = if h.block.is_empty() {
                 self.store.delete(&key, Some(kv.mod_revision))
             } else {
-                self.store.update(&key, &encode(&h), kv.mod_revision)
+                self.store.update(&key, &encode(&h)?, kv.mod_revision)
             };
             settle(outcome.map(|_| ()))
         })

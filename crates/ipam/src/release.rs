@@ -49,7 +49,7 @@ impl Ipam {
             if freed.is_empty() {
                 return Ok(Vec::new());
             }
-            match self.store.update(&block_key(net), &encode(&block), rev) {
+            match self.store.update(&block_key(net), &encode(&block)?, rev) {
                 Ok(_) => {
                     let mut per_handle: BTreeMap<String, usize> = BTreeMap::new();
                     for (_, h) in &freed {

@@ -296,7 +296,10 @@ pub fn run(args: &Args) -> Result<()> {
         let watch = match store.watch("/calico/", revision + 1) {
             Ok(w) => w,
             Err(e) => {
-                warn!("watching the datastore: {e}; resyncing");
+                warn!(
+                    "watching the datastore: {}; resyncing",
+                    calico_datastore::Chain(&e)
+                );
                 continue;
             }
         };
@@ -321,7 +324,10 @@ pub fn run(args: &Args) -> Result<()> {
                 }
                 Err(WatchError::Timeout) => {}
                 Err(e) => {
-                    warn!("watching the datastore: {e}; resyncing");
+                    warn!(
+                        "watching the datastore: {}; resyncing",
+                        calico_datastore::Chain(&e)
+                    );
                     break;
                 }
             }

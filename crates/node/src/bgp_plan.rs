@@ -129,21 +129,28 @@ fn secs(text: &str) -> Option<u16> {
         .and_then(|d| u16::try_from(d.as_secs()).ok())
 }
 
-/// The plan for `node`; an error says why the node cannot speak BGP
-/// (no Node resource, or no IPv4 address on it).
+/// Why a node cannot speak BGP.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PlanError {
+    #[error("there is no Node resource named {0:?}")]
+    NoNode(String),
+    #[error("Node {0:?} has no spec.bgp.ipv4Address")]
+    NoAddress(String),
+}
+
+/// The plan for `node`.
 #[cfg(test)]
-pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, String> {
+pub fn plan(inputs: &Inputs, node: &str) -> Result<Plan, PlanError> {
     plan_with(inputs, node, &Extras::default())
 }
 
 /// The plan, with the node's secrets and prefix limit.
-pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, String> {
+pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, PlanError> {
     let (labels, me) = inputs
         .nodes
         .get(node)
-        .ok_or_else(|| format!("there is no Node resource named {node:?}"))?;
-    let address =
-        node_addr(me).ok_or_else(|| format!("Node {node:?} has no spec.bgp.ipv4Address"))?;
+        .ok_or_else(|| PlanError::NoNode(node.to_string()))?;
+    let address = node_addr(me).ok_or_else(|| PlanError::NoAddress(node.to_string()))?;
     let cfg = inputs.config.clone().unwrap_or_default();
     let global_as = cfg.as_number.map_or(DEFAULT_AS, |a| a.0);
     let asn = node_as(me, global_as);

@@ -5,17 +5,24 @@ use calico_datastore::Event;
 use calico_ipam::model::{parse_affinity_key, Affinity, AffinityState, HOST_PREFIX};
 use calico_net::IpNet;
 
+/// Why a stored value is not a resource.
+#[derive(Debug, thiserror::Error)]
+pub enum StoredError {
+    #[error("{0} bytes; a resource may be at most {max}", max = calico_api::strict::MAX_DOCUMENT_BYTES)]
+    TooLarge(usize),
+    #[error("not JSON")]
+    Json(#[from] serde_json::Error),
+    #[error(transparent)]
+    Resource(#[from] calico_api::DecodeError),
+}
+
 /// A stored resource (its JSON value) as a typed resource.
-pub fn decode(value: &[u8]) -> Result<Resource, String> {
+pub fn decode(value: &[u8]) -> Result<Resource, StoredError> {
     if value.len() > calico_api::strict::MAX_DOCUMENT_BYTES {
-        return Err(format!(
-            "{} bytes; a resource may be at most {}",
-            value.len(),
-            calico_api::strict::MAX_DOCUMENT_BYTES
-        ));
+        return Err(StoredError::TooLarge(value.len()));
     }
-    let v: serde_json::Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
-    calico_api::decode_resource(v)
+    let v: serde_json::Value = serde_json::from_slice(value)?;
+    Ok(calico_api::decode_resource(v)?)
 }
 
 /// A workload endpoint's addresses.

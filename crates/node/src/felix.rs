@@ -5,7 +5,7 @@ use crate::config::{Config, Overrides};
 use crate::events::{block_affinity, decode};
 use crate::overlay::{OverlayAgent, TunnelAddrs};
 use crate::status::{self, Metrics, Status};
-use anyhow::{anyhow, Context, Result};
+use anyhow::{Context, Result};
 use calico_api::{FelixConfigurationSpec, Resource};
 use calico_calc::overlay::Hop;
 use calico_calc::{CalcGraph, DesiredState, Update};
@@ -130,7 +130,7 @@ impl Agent {
         let intents = self.graph.apply_all(updates);
         self.state
             .apply(&intents)
-            .map_err(|e| anyhow!("calculation graph broke its ordering contract: {e}"))?;
+            .context("the calculation graph broke its ordering contract")?;
         self.report_rejected();
         Ok(())
     }
@@ -187,7 +187,7 @@ impl Agent {
                     // kind keeps its last good value, so that a policy
                     // made unreadable never loosens what it enforced.
                     Err(e) => {
-                        let e = calico_api::truncated(&e);
+                        let e = calico_api::truncated(&calico_datastore::Chain(&e).to_string());
                         warn!("skipping unreadable {key}: {e}");
                         self.skipped.insert(key.to_string(), e);
                         let (kind, namespace, name) = parse_resource_key(key)?;
@@ -610,7 +610,7 @@ fn follow(
                 }
                 continue;
             }
-            Err(e) => return Err(anyhow!("watching the datastore: {e}")),
+            Err(e) => return Err(anyhow::Error::new(e).context("watching the datastore")),
         };
         // Take whatever else already arrived too, then compute and apply once.
         let mut updates = Vec::new();
@@ -637,7 +637,7 @@ fn follow(
             warn!("{e:#}; will retry");
         }
         if let Some(e) = broken {
-            return Err(anyhow!("watching the datastore: {e}"));
+            return Err(anyhow::Error::new(e).context("watching the datastore"));
         }
     }
 }
