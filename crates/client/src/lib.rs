@@ -8,9 +8,7 @@
 
 mod checks;
 mod client;
-pub mod config;
 pub mod keys;
 
 pub use checks::ipip_unavailable;
 pub use client::{Applied, Client, ClientError, Clock, ResourceList, SystemClock, Unreadable};
-pub use config::{open_existing_store, open_store, DatastoreConfig, EtcdFiles};

@@ -14,7 +14,7 @@
 //! (`args.cni.ports`).
 
 use crate::error::{code, CniError};
-use calico_client::DatastoreConfig;
+use calico_backend::DatastoreConfig;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;

@@ -1,7 +1,8 @@
 //! Opening the datastore and reading manifest files.
 
 use anyhow::{Context, Result};
-use calico_client::{open_existing_store, open_store, Client, DatastoreConfig};
+use calico_backend::{open_existing_store, open_store, DatastoreConfig};
+use calico_client::Client;
 use std::io::Read;
 use std::path::Path;
 use std::sync::Arc;

@@ -30,7 +30,8 @@ use process::*;
 
 use anyhow::{anyhow, bail, Context, Result};
 use calico_api::{Kind, Resource};
-use calico_client::{open_store, Client, DatastoreConfig, SystemClock};
+use calico_backend::{open_store, DatastoreConfig};
+use calico_client::{Client, SystemClock};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use state::{Lab, Node, Pod, Port};

@@ -10,7 +10,8 @@
 #![allow(clippy::disallowed_methods)]
 
 use anyhow::{bail, Context, Result};
-use calico_client::{open_store, DatastoreConfig, SystemClock};
+use calico_backend::{open_store, DatastoreConfig};
+use calico_client::SystemClock;
 use calico_ipam::{AutoAssign, Ipam};
 use std::io::Write;
 use std::sync::Arc;

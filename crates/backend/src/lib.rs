@@ -3,6 +3,11 @@
 //! the embedded file at `CALICO_DATASTORE_PATH` (default
 //! `/var/lib/calico/calico.db`). calicoctl also reads a CalicoAPIConfig
 //! file, whose settings the environment overrides.
+//!
+//! The one place a backend is chosen, at each binary's edge: libraries
+//! take an `Arc<dyn Store>`. Each backend is a feature (`sqlite`, `etcd`,
+//! both by default); a binary built without one refuses that
+//! configuration with a clear error.
 
 use calico_datastore::{Store, StoreError};
 use serde::Deserialize;
@@ -53,11 +58,12 @@ impl EtcdFiles {
     }
 
     /// The files read, checked for consistency.
+    #[cfg(feature = "etcd")]
     fn load(&self) -> Result<calico_datastore_etcd::EtcdSecurity, ConfigError> {
         let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| ConfigError::File {
+            std::fs::read(p).map_err(|cause| ConfigError::File {
                 path: p.display().to_string(),
-                reason: e.to_string(),
+                cause,
             })
         };
         let client = match (&self.cert_file, &self.key_file) {
@@ -92,10 +98,26 @@ pub enum ConfigError {
     UnsupportedType(String),
     #[error("DATASTORE_TYPE=etcdv3 needs ETCD_ENDPOINTS (like http://127.0.0.1:2379)")]
     NoEndpoints,
-    #[error("cannot read config file {path}: {reason}")]
-    File { path: String, reason: String },
-    #[error("cannot create the directory for the embedded datastore {path}: {reason}")]
-    Directory { path: String, reason: String },
+    #[error("cannot read {path}")]
+    File {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("{path} is not a CalicoAPIConfig")]
+    Syntax {
+        path: String,
+        #[source]
+        cause: serde_norway::Error,
+    },
+    #[error("cannot create the directory for the embedded datastore {path}")]
+    Directory {
+        path: String,
+        #[source]
+        cause: std::io::Error,
+    },
+    #[error("this binary was built without the {0} datastore (cargo feature {0:?})")]
+    NotBuilt(&'static str),
     #[error("etcd settings: {0}")]
     Etcd(String),
     #[error("there is no embedded datastore at {path} (set CALICO_DATASTORE_PATH, or write something first)")]
@@ -140,14 +162,15 @@ impl DatastoreConfig {
     ) -> Result<Self, ConfigError> {
         let mut spec = ApiConfigSpec::default();
         if let Some(path) = file.filter(|p| p.exists()) {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            let text = std::fs::read_to_string(path).map_err(|cause| ConfigError::File {
                 path: path.display().to_string(),
-                reason: e.to_string(),
+                cause,
             })?;
-            let cfg: ApiConfig = serde_norway::from_str(&text).map_err(|e| ConfigError::File {
-                path: path.display().to_string(),
-                reason: e.to_string(),
-            })?;
+            let cfg: ApiConfig =
+                serde_norway::from_str(&text).map_err(|cause| ConfigError::Syntax {
+                    path: path.display().to_string(),
+                    cause,
+                })?;
             spec = cfg.spec;
         }
         let get =
@@ -225,30 +248,48 @@ impl DatastoreConfig {
 
 /// Opens the configured store (creating the embedded file's directory if needed).
 pub fn open_store(cfg: &DatastoreConfig) -> Result<Arc<dyn Store>, ConfigError> {
-    Ok(match cfg {
-        DatastoreConfig::Embedded { path } => {
-            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-                use std::os::unix::fs::DirBuilderExt;
-                // Directories made here are the owner's alone (0700).
-                std::fs::DirBuilder::new()
-                    .recursive(true)
-                    .mode(0o700)
-                    .create(dir)
-                    .map_err(|e| ConfigError::Directory {
-                        path: dir.display().to_string(),
-                        reason: e.to_string(),
-                    })?;
-            }
-            Arc::new(calico_datastore_sqlite::SqliteStore::open(path)?)
-        }
+    match cfg {
+        DatastoreConfig::Embedded { path } => open_embedded(path),
         DatastoreConfig::Etcd {
             endpoints,
             security,
-        } => Arc::new(calico_datastore_etcd::EtcdStore::connect_with(
-            endpoints,
-            &security.load()?,
-        )?),
-    })
+        } => open_etcd(endpoints, security),
+    }
+}
+
+#[cfg(feature = "sqlite")]
+fn open_embedded(path: &Path) -> Result<Arc<dyn Store>, ConfigError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        use std::os::unix::fs::DirBuilderExt;
+        // Directories made here are the owner's alone (0700).
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|cause| ConfigError::Directory {
+                path: dir.display().to_string(),
+                cause,
+            })?;
+    }
+    Ok(Arc::new(calico_datastore_sqlite::SqliteStore::open(path)?))
+}
+
+#[cfg(not(feature = "sqlite"))]
+fn open_embedded(_: &Path) -> Result<Arc<dyn Store>, ConfigError> {
+    Err(ConfigError::NotBuilt("sqlite"))
+}
+
+#[cfg(feature = "etcd")]
+fn open_etcd(endpoints: &[String], security: &EtcdFiles) -> Result<Arc<dyn Store>, ConfigError> {
+    Ok(Arc::new(calico_datastore_etcd::EtcdStore::connect_with(
+        endpoints,
+        &security.load()?,
+    )?))
+}
+
+#[cfg(not(feature = "etcd"))]
+fn open_etcd(_: &[String], _: &EtcdFiles) -> Result<Arc<dyn Store>, ConfigError> {
+    Err(ConfigError::NotBuilt("etcd"))
 }
 
 /// Opens a datastore that must exist already: for commands that only
