@@ -1,9 +1,10 @@
 //! Learned routes into the kernel's main table, marked with the BGP route
-//! protocol (186), through calico-routes.
+//! protocol (186), through calico-kernel's `RouteTable`.
 
 use crate::rib::FibOp;
 use crate::speaker::Fib;
-use calico_routes::{Kernel, Op, Route, RouteError, Target, PROTO_BGP};
+use calico_kernel::{NetlinkRoutes, RouteError, RouteTable};
+use calico_routes::{Op, Route, Target, PROTO_BGP};
 use ipnet::IpNet;
 use std::collections::BTreeMap;
 use tracing::{info, warn};
@@ -12,7 +13,7 @@ use tracing::{info, warn};
 /// earlier run, still forwarding during a graceful restart) stay until the
 /// speaker has converged, then those not learned again are removed.
 pub struct KernelFib {
-    kernel: Kernel,
+    kernel: Box<dyn RouteTable>,
     /// Routes from before this run not confirmed yet.
     inherited: BTreeMap<IpNet, Target>,
     /// Every route the speaker wants installed: prefix → next hop.
@@ -30,7 +31,11 @@ impl std::fmt::Debug for KernelFib {
 impl KernelFib {
     /// Opens netlink in the calling thread's network namespace.
     pub fn new() -> Result<Self, RouteError> {
-        let kernel = Kernel::new(PROTO_BGP)?;
+        Self::with(Box::new(NetlinkRoutes::new(PROTO_BGP)?))
+    }
+
+    /// Over any route table (the BGP protocol's routes in it).
+    pub fn with(kernel: Box<dyn RouteTable>) -> Result<Self, RouteError> {
         let inherited = kernel
             .list()?
             .into_iter()
@@ -141,5 +146,49 @@ impl Fib for KernelFib {
             .map(|(dst, target)| Op::Delete(Route { dst, target }))
             .collect();
         self.run(&ops);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use calico_test_support::{FakeRoutes, Journal};
+
+    fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    #[test]
+    fn routes_from_before_a_restart_stay_until_convergence_and_excluded_ones_leave() {
+        let journal = Journal::default();
+        let kernel = FakeRoutes::new(&journal);
+        let gw: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
+        // Left by the previous run: one relearned, one not.
+        kernel.apply(&[
+            Op::Replace(Route {
+                dst: net("10.244.2.0/26"),
+                target: target(gw),
+            }),
+            Op::Replace(Route {
+                dst: net("10.244.9.0/26"),
+                target: target(gw),
+            }),
+        ]);
+        let mut fib = KernelFib::with(Box::new(kernel.clone())).expect("fib");
+        fib.apply(&[
+            FibOp::Set(net("10.244.2.0/26"), gw),
+            FibOp::Set(net("10.244.3.0/26"), gw),
+        ]);
+        assert_eq!(kernel.routes().len(), 3, "still forwarding the old route");
+        fib.converged();
+        let have: Vec<IpNet> = kernel.routes().into_keys().collect();
+        assert_eq!(have, vec![net("10.244.2.0/26"), net("10.244.3.0/26")]);
+        // A pool turning VXLAN takes its prefixes from BGP; back again, they return.
+        fib.set_excluded(vec![net("10.244.3.0/24")]);
+        assert!(!kernel.routes().contains_key(&net("10.244.3.0/26")));
+        fib.set_excluded(Vec::new());
+        assert!(kernel.routes().contains_key(&net("10.244.3.0/26")));
+        fib.apply(&[FibOp::Remove(net("10.244.2.0/26"))]);
+        assert_eq!(kernel.routes().len(), 1);
     }
 }

@@ -9,7 +9,6 @@ pub mod env;
 pub mod error;
 mod ipam_plugin;
 pub mod names;
-pub mod netlink;
 mod plugin;
 pub mod result;
 

@@ -12,18 +12,18 @@ use crate::env::{Command, Env};
 use crate::error::{code, CniError};
 use crate::ipam_plugin::{self, datastore_err};
 use crate::names::Workload;
-use crate::netlink::{Kernel, GATEWAY_V4, GATEWAY_V6};
 use crate::result::{CniResult, Interface};
 use calico_api::{Cidr, EndpointPort, Kind, Object, ObjectMeta, Resource, WorkloadEndpointSpec};
 use calico_client::{Client, ClientError};
 use calico_ipam::Ipam;
+use calico_kernel::workload::{Wiring, GATEWAY_V4, GATEWAY_V6};
 use calico_net::{IpNet, Protocol};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Stdio;
 
-fn kernel_err(e: crate::netlink::KernelError) -> CniError {
+fn kernel_err(e: calico_kernel::workload::WiringError) -> CniError {
     CniError::new(code::KERNEL, "cannot wire the workload", e.to_string())
 }
 
@@ -290,7 +290,7 @@ fn add(
 ) -> Result<Value, CniError> {
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
     let host_if = w.host_veth();
-    let kernel = Kernel::new().map_err(kernel_err)?;
+    let kernel = Wiring::new().map_err(kernel_err)?;
     let netns = Path::new(&env.netns);
 
     // A retried ADD for the same container: same addresses, interfaces as they are.
@@ -345,7 +345,7 @@ fn del(
     node: &str,
 ) -> Result<(), CniError> {
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
-    let kernel = Kernel::new().map_err(kernel_err)?;
+    let kernel = Wiring::new().map_err(kernel_err)?;
     // Only this container's endpoint: a newer sandbox of the same pod keeps its own.
     let wep = existing_endpoint(client, &w.namespace, &w.endpoint_name(node))?;
     let ours = match &wep {
@@ -385,7 +385,7 @@ fn check(env: &Env, conf: &NetConf, client: &Client, node: &str) -> Result<(), C
         .as_ref()
         .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs prevResult", ""))?;
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
-    let kernel = Kernel::new().map_err(kernel_err)?;
+    let kernel = Wiring::new().map_err(kernel_err)?;
     let Some(Resource::WorkloadEndpoint(wep)) =
         existing_endpoint(client, &w.namespace, &w.endpoint_name(node))?
     else {
@@ -441,7 +441,7 @@ fn gc(
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    let kernel = Kernel::new().map_err(kernel_err)?;
+    let kernel = Wiring::new().map_err(kernel_err)?;
     for r in client
         .list(Kind::WorkloadEndpoint, None)
         .map_err(datastore_err)?

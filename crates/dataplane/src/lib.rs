@@ -1,9 +1,10 @@
 //! The nftables dataplane.
 //!
 //! `render` turns the desired state (what the calculation graph's intents
-//! describe) into one `inet calico` table; `apply` loads it in a single
-//! `nft -f` transaction that replaces only that table, so no packet ever
-//! sees half a policy and other tables are never touched.
+//! describe) into one `inet calico` table; `calico-kernel`'s `Firewall`
+//! loads it in a single `nft -f` transaction that replaces only that
+//! table, so no packet ever sees half a policy and other tables are never
+//! touched.
 //!
 //! Layout (forward hook; the input hook runs the same from-workload part):
 //!
@@ -24,13 +25,14 @@
 //! sets: one v4 and one v6 set per selector; named ports as addr . proto . port.
 //! ```
 
-mod apply;
 mod render;
 mod table;
 
-pub use apply::{apply, Applied, ApplyError, Nft, TABLE};
 pub use render::{build, build_with, render, EndpointToHost, NodeRules, VxlanSources};
 pub use table::{Chain, Collection, Table};
+
+/// The one table calico-rs owns (`inet calico`).
+pub const TABLE: &str = "calico";
 
 /// Marks used between chains (bits 16 and 17, clear of kube-proxy's).
 pub const MARK_ACCEPT: u32 = 0x1_0000;

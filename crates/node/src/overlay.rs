@@ -10,9 +10,9 @@ use calico_api::{Kind, Resource};
 use calico_calc::overlay::{self, Family, Hop, OverlayInputs, Tunnel, TunnelSettings};
 use calico_client::Client;
 use calico_dataplane::VxlanSources;
+use calico_kernel::TunnelDevices;
 use calico_net::IpNet;
 use calico_routes::Target;
-use calico_tunnel::Tunnels;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use tracing::{info, warn};
@@ -23,8 +23,6 @@ pub struct OverlayAgent {
     pub inputs: OverlayInputs,
     /// This node's labels (pool node selectors).
     pub labels: BTreeMap<String, String>,
-    /// The kernel's tunnel devices (None: routes are not synced).
-    pub tunnels: Option<Tunnels>,
     /// The tunnel devices last synced (None: sync them).
     applied: Option<Vec<Tunnel>>,
     /// The underlay's MTU (None: detect it).
@@ -71,11 +69,10 @@ pub fn vxlan_sources(plan: &overlay::Overlay, port: u16) -> VxlanSources {
 }
 
 impl OverlayAgent {
-    pub fn new(tunnels: Option<Tunnels>) -> Self {
+    pub fn new() -> Self {
         OverlayAgent {
             inputs: OverlayInputs::default(),
             labels: BTreeMap::new(),
-            tunnels,
             applied: None,
             underlay_mtu: None,
             reported: BTreeSet::new(),
@@ -144,12 +141,18 @@ impl OverlayAgent {
         }
     }
 
-    /// The overlay `node` needs now, with the underlay's MTU detected when
-    /// unknown; the workloads' MTU is written to `mtu_file` (when the agent
-    /// owns the kernel side).
-    pub fn plan(&mut self, node: &str, cfg: &Config, mtu_file: &Path) -> overlay::Overlay {
+    /// The overlay `node` needs now, with the underlay's MTU detected (on
+    /// `devices`) when unknown; the workloads' MTU is written to `mtu_file`
+    /// when the agent owns the kernel side (`devices` given).
+    pub fn plan(
+        &mut self,
+        node: &str,
+        cfg: &Config,
+        mtu_file: &Path,
+        devices: Option<&dyn TunnelDevices>,
+    ) -> overlay::Overlay {
         if self.underlay_mtu.is_none() {
-            self.underlay_mtu = Some(self.detect_mtu(cfg));
+            self.underlay_mtu = Some(self.detect_mtu(cfg, devices));
         }
         let underlay = self.underlay_mtu.unwrap_or(crate::mtu::FALLBACK_MTU);
         let settings = TunnelSettings {
@@ -192,7 +195,7 @@ impl OverlayAgent {
             BTreeSet::new()
         };
         let pod = crate::mtu::pod_mtu(underlay, families.iter().map(|f| settings.mtu(*f)));
-        if self.tunnels.is_some() {
+        if devices.is_some() {
             match crate::mtu::write_file(mtu_file, pod) {
                 Ok(true) => info!("workload MTU {pod} written to {}", mtu_file.display()),
                 Ok(false) => {}
@@ -203,8 +206,8 @@ impl OverlayAgent {
         plan
     }
 
-    fn detect_mtu(&mut self, cfg: &Config) -> u32 {
-        let links = match &self.tunnels {
+    fn detect_mtu(&mut self, cfg: &Config, devices: Option<&dyn TunnelDevices>) -> u32 {
+        let links = match devices {
             Some(t) => t.links(),
             None => return crate::mtu::FALLBACK_MTU,
         };
@@ -237,8 +240,14 @@ impl OverlayAgent {
 
     /// Brings the kernel's tunnel devices to `want` (when they changed, or
     /// `due`); failures are logged, counted and retried on the next call.
-    pub fn sync_tunnels(&mut self, want: &[Tunnel], due: bool, metrics: &Metrics) {
-        let Some(t) = &self.tunnels else { return };
+    pub fn sync_tunnels(
+        &mut self,
+        devices: Option<&dyn TunnelDevices>,
+        want: &[Tunnel],
+        due: bool,
+        metrics: &Metrics,
+    ) {
+        let Some(t) = devices else { return };
         if !due && self.applied.as_deref() == Some(want) {
             return;
         }

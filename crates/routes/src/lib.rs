@@ -4,12 +4,11 @@
 //! installs with its own route protocol number, so it can tell its routes
 //! from everyone else's: [`plan`] compares what the owner wants with what
 //! the kernel holds under that protocol, and only those routes are ever
-//! added, replaced or removed. [`Kernel`] is the rtnetlink side.
+//! added, replaced or removed. The kernel side is `calico-kernel`'s
+//! `RouteTable`.
 
-mod kernel;
 mod plan;
 
-pub use kernel::{netlink, Kernel, RouteError};
 pub use plan::{plan, Op, Route, Target};
 
 /// The protocol number calico-node's agent marks its routes with

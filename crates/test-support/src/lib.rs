@@ -1,17 +1,19 @@
 //! Helpers shared by tests: a real etcd on a free loopback port, unique
 //! names for keys and namespaces, namespaces and fabrics, the CNI caller,
-//! and a driver for calico-lab.
+//! a driver for calico-lab, and in-memory fakes of the kernel's traits.
 // Test helpers wait on real processes: they read the clock.
 #![allow(clippy::disallowed_methods)]
 
 mod cni;
 mod etcd;
+mod fake_kernel;
 mod lab;
 mod netns;
 mod temp_store;
 
 pub use cni::{add_pod, cni_add, run_cni, CniCall};
 pub use etcd::{EtcdServer, EtcdTls};
+pub use fake_kernel::{FakeFirewall, FakeRoutes, FakeSysctl, FakeTunnels, Journal};
 pub use lab::{calicoctl, iperf3, output_text, LabCli};
 pub use netns::{Fabric, Netns};
 pub use temp_store::TempStore;

@@ -4,14 +4,12 @@
 //! remote host) per remote VTEP.
 //!
 //! [`plan`] compares a wanted [`Tunnel`](calico_calc::overlay::Tunnel)
-//! with what the kernel shows and says what to change; [`Tunnels`] reads
-//! and changes the kernel through rtnetlink. A device is owned by name:
+//! with what the kernel shows and says what to change; `calico-kernel`'s
+//! `TunnelDevices` reads and changes the kernel. A device is owned by name:
 //! one that is not wanted is deleted (taking its entries and the routes
 //! through it along), one whose fixed settings differ (VNI, port, local
 //! address, parent, learning) is recreated.
 
-mod kernel;
 mod plan;
 
-pub use kernel::{TunnelError, Tunnels};
 pub use plan::{device_action, diff, DeviceAction, Observed};

@@ -2,8 +2,8 @@
 //! current-thread runtime private to [`Tunnels`] drives it, so callers see
 //! plain blocking calls.
 
-use crate::plan::{device_action, diff, DeviceAction, Observed};
 use calico_calc::overlay::{Mac, Tunnel, DEVICE_V4, DEVICE_V6};
+use calico_tunnel::{device_action, diff, DeviceAction, Observed};
 use futures_util::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressHeaderFlags, AddressMessage};
 use netlink_packet_route::link::{
@@ -154,7 +154,7 @@ fn entry_of(msg: &NeighbourMessage) -> Option<(IpAddr, Mac)> {
 
 impl Tunnels {
     pub fn new() -> Result<Self, TunnelError> {
-        let (rt, handle) = calico_routes::netlink().map_err(TunnelError::Runtime)?;
+        let (rt, handle) = crate::routes::netlink().map_err(TunnelError::Runtime)?;
         Ok(Tunnels { rt, handle })
     }
 
@@ -472,5 +472,19 @@ impl Tunnels {
                 .map_err(nl(name, &format!("adding forwarding entry to {host}")))?;
         }
         Ok(())
+    }
+}
+
+impl crate::TunnelDevices for Tunnels {
+    fn sync(&self, want: &[Tunnel]) -> Vec<TunnelError> {
+        Tunnels::sync(self, want)
+    }
+
+    fn links(&self) -> Result<Vec<(String, u32, bool)>, TunnelError> {
+        Tunnels::links(self)
+    }
+
+    fn observe(&self, name: &str) -> Result<Option<Observed>, TunnelError> {
+        Tunnels::observe(self, name)
     }
 }

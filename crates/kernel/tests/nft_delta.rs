@@ -6,7 +6,8 @@
 
 use calico_api::decode_manifest;
 use calico_calc::{CalcGraph, DesiredState, Update};
-use calico_dataplane::{build, Applied, Nft, Table};
+use calico_dataplane::{build, Table};
+use calico_kernel::{Applied, Firewall, Nft};
 use calico_test_support::Netns;
 use std::path::Path;
 

@@ -1,4 +1,4 @@
-//! Installing and removing N routes through `Kernel::apply`, inside a
+//! Installing and removing N routes through `NetlinkRoutes::apply`, inside a
 //! namespace of its own; baseline in the same run: the same routes loaded
 //! by `ip -batch` (iproute2, one netlink request after another).
 //!
@@ -8,8 +8,9 @@
 // A benchmark: it measures time.
 #![allow(clippy::disallowed_methods)]
 
+use calico_kernel::NetlinkRoutes;
 use calico_net::IpNet;
-use calico_routes::{Kernel, Op, Route, Target};
+use calico_routes::{Op, Route, Target};
 use calico_test_support::Netns;
 use std::fs::File;
 use std::net::Ipv4Addr;
@@ -49,7 +50,7 @@ fn main() {
     let f = File::open(ns.path()).expect("netns");
     let (add, del) = std::thread::spawn(move || {
         nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let k = Kernel::new(186).expect("netlink");
+        let k = NetlinkRoutes::new(186).expect("netlink");
         let target = Target::Via {
             gateway: "10.250.0.2".parse().expect("ip"),
             device: None,
@@ -91,7 +92,7 @@ fn main() {
     .join()
     .expect("thread");
     println!(
-        "{n} routes: ip -batch {base:.2?}; Kernel::apply add {add:.2?} ({:.2}x), delete {del:.2?}",
+        "{n} routes: ip -batch {base:.2?}; NetlinkRoutes::apply add {add:.2?} ({:.2}x), delete {del:.2?}",
         add.as_secs_f64() / base.as_secs_f64()
     );
 }

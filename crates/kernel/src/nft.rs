@@ -1,11 +1,10 @@
-//! Loading the table into the kernel: always one `nft -f -` transaction,
-//! so a packet sees either the old ruleset or the new one.
+//! The `nft` binary: every script is one `nft -f -` transaction, so a
+//! packet sees either the old ruleset or the new one.
 
-use crate::table::Table;
 use std::io::Write;
 use std::process::{Command, Stdio};
 
-pub const TABLE: &str = "calico";
+pub use calico_dataplane::TABLE;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ApplyError {
@@ -70,34 +69,10 @@ impl Nft {
             ))
         }
     }
-
-    /// Replaces table `inet calico` with `ruleset` atomically (create if
-    /// absent, delete and re-add in one transaction). Nothing changes if
-    /// nft refuses it, and no other table is touched.
-    pub fn apply(&self, ruleset: &str) -> Result<(), ApplyError> {
-        self.run(&format!(
-            "add table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
-        ))
-    }
-
-    /// Brings the kernel from `old` (what was last applied) to `new`: the
-    /// delta when there is one, in one transaction. If the kernel no longer
-    /// holds `old` (someone changed or deleted our table) nft refuses the
-    /// delta and the whole table is replaced instead, which also repairs it.
-    pub fn update(&self, old: Option<&Table>, new: &Table) -> Result<Applied, ApplyError> {
-        if let Some(script) = old.and_then(|o| new.delta(o)) {
-            if script.is_empty() {
-                return Ok(Applied::Unchanged);
-            }
-            if self.run(&script).is_ok() {
-                return Ok(Applied::Delta);
-            }
-        }
-        self.apply(&new.to_text()).map(|()| Applied::Full)
-    }
 }
 
-/// [`Nft::apply`] in this network namespace.
-pub fn apply(ruleset: &str) -> Result<(), ApplyError> {
-    Nft::default().apply(ruleset)
+impl crate::Firewall for Nft {
+    fn run(&self, script: &str) -> Result<(), ApplyError> {
+        Nft::run(self, script)
+    }
 }

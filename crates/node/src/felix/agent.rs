@@ -1,97 +1,100 @@
-//! The policy and route agent: list, compute, apply; then watch and apply
-//! changes, with a periodic full rewrite that repairs any drift.
+//! The agent's core: what the datastore says (the calculation graph and
+//! the overlay's inputs), what the kernel was last given, and how one
+//! sync brings the kernel from one to the other, through calico-kernel's
+//! traits. The loop that feeds it lives in the parent module; tests drive
+//! it against in-memory fakes.
 
-use crate::config::{Config, Overrides};
+use crate::config::Config;
+use crate::config::Overrides;
 use crate::events::{block_affinity, decode};
-use crate::overlay::{OverlayAgent, TunnelAddrs};
-use crate::status::{self, Metrics, Status};
+use crate::overlay::OverlayAgent;
+use crate::status::{Metrics, Status};
 use anyhow::{Context, Result};
 use calico_api::{FelixConfigurationSpec, Resource};
-use calico_backend::{open_store, DatastoreConfig};
 use calico_calc::overlay::Hop;
 use calico_calc::{CalcGraph, DesiredState, Update};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
-use calico_client::{Client, SystemClock};
-use calico_dataplane::{Applied, Nft, Table};
-use calico_datastore::{Event, Store, WatchError};
+use calico_dataplane::Table;
+use calico_datastore::Event;
+use calico_kernel::{
+    Applied, Firewall, NetlinkRoutes, ProcSysctl, RouteError, RouteTable, Sysctl, TunnelDevices,
+    Tunnels,
+};
 use calico_net::IpNet;
-use calico_routes::{Kernel, RouteError, Target, PROTO_AGENT};
-use calico_tunnel::Tunnels;
+use calico_routes::{Target, PROTO_AGENT};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tracing::{debug, info, warn};
 
-/// Everything the agent reads lives under this prefix: resources and the
-/// node's IPAM block affinities.
-const WATCH_PREFIX: &str = "/calico/";
-
-#[derive(clap::Args, Debug)]
-pub struct Args {
-    /// This node's name (Calico's NODENAME).
-    #[arg(long, env = "NODENAME")]
-    pub node: String,
-    /// Apply the current state once and exit.
-    #[arg(long)]
-    pub once: bool,
-    /// This node's address (`addr/len` or `autodetect`), written to its
-    /// Node resource at start, for the overlay (as Calico's `IP`; the BGP
-    /// agent does the same). Without it the Node must carry one already.
-    #[arg(long, env = "IP")]
-    pub ip: Option<String>,
-    /// Where the MTU workloads should use is written for the CNI plugin.
-    #[arg(long, env = "CALICO_MTU_FILE", default_value = "/var/lib/calico/mtu")]
-    pub mtu_file: std::path::PathBuf,
-    #[command(flatten)]
-    pub overrides: Overrides,
+/// The kernel as the agent uses it.
+pub(super) struct KernelAccess {
+    pub firewall: Box<dyn Firewall>,
+    /// Routes and tunnel devices: None when route sync is off.
+    pub routes: Option<Box<dyn RouteTable>>,
+    pub tunnels: Option<Box<dyn TunnelDevices>>,
+    pub sysctl: Box<dyn Sysctl>,
 }
 
-struct Agent {
-    node: String,
-    graph: CalcGraph,
-    state: DesiredState,
+impl KernelAccess {
+    /// The real kernel of this network namespace.
+    pub(super) fn real(route_sync: bool) -> Result<Self> {
+        let mut kernel = KernelAccess {
+            firewall: Box::new(calico_kernel::Nft::default()),
+            routes: None,
+            tunnels: None,
+            sysctl: Box::new(ProcSysctl),
+        };
+        if route_sync {
+            kernel.routes = Some(Box::new(
+                NetlinkRoutes::new(PROTO_AGENT).context("opening netlink for routes")?,
+            ));
+            kernel.tunnels = Some(Box::new(
+                Tunnels::new().context("opening netlink for tunnel devices")?,
+            ));
+        }
+        Ok(kernel)
+    }
+}
+
+pub(super) struct Agent {
+    pub(super) node: String,
+    pub(super) graph: CalcGraph,
+    pub(super) state: DesiredState,
     /// The table the kernel holds (None: unknown, load it whole).
-    applied: Option<Table>,
-    last_full: Instant,
+    pub(super) applied: Option<Table>,
+    pub(super) last_full: Instant,
     /// This node's confirmed block affinities: blackhole routes.
-    blocks: BTreeSet<IpNet>,
+    pub(super) blocks: BTreeSet<IpNet>,
     /// The routes last synced (None: sync them).
-    routes: Option<BTreeMap<IpNet, Target>>,
-    last_route_sync: Instant,
-    felix_configs: BTreeMap<String, FelixConfigurationSpec>,
+    pub(super) routes: Option<BTreeMap<IpNet, Target>>,
+    pub(super) last_route_sync: Instant,
+    pub(super) felix_configs: BTreeMap<String, FelixConfigurationSpec>,
     /// The VXLAN overlay: its inputs, devices and MTU.
-    overlay: OverlayAgent,
+    pub(super) overlay: OverlayAgent,
     /// The newest datastore revision fed to the graph.
-    revision: i64,
+    pub(super) revision: i64,
     /// Resource keys skipped (a value that does not decode) or not enforced
     /// (this node's host endpoints), with the reason.
-    skipped: BTreeMap<String, String>,
+    pub(super) skipped: BTreeMap<String, String>,
     /// The rejected endpoints last reported.
-    reported: BTreeMap<calico_calc::EndpointId, String>,
+    pub(super) reported: BTreeMap<calico_calc::EndpointId, String>,
     /// rp_filter last written per workload interface.
-    rp_filter: BTreeMap<String, String>,
-    nft: Nft,
-    kernel: Option<Kernel>,
-    status: Arc<Mutex<Status>>,
-    metrics: Arc<Metrics>,
+    pub(super) rp_filter: BTreeMap<String, String>,
+    /// The kernel, through its traits.
+    pub(super) kernel: KernelAccess,
+    pub(super) status: Arc<Mutex<Status>>,
+    pub(super) metrics: Arc<Metrics>,
 }
 
 impl Agent {
-    fn new(
+    pub(super) fn new(
         node: &str,
-        route_sync: bool,
+        kernel: KernelAccess,
         status: Arc<Mutex<Status>>,
         metrics: Arc<Metrics>,
-    ) -> Result<Self> {
-        let (kernel, tunnels) = if route_sync {
-            (
-                Some(Kernel::new(PROTO_AGENT).context("opening netlink for routes")?),
-                Some(Tunnels::new().context("opening netlink for tunnel devices")?),
-            )
-        } else {
-            (None, None)
-        };
-        Ok(Agent {
+    ) -> Self {
+        Agent {
             node: node.to_string(),
             graph: CalcGraph::new(node),
             state: DesiredState::default(),
@@ -101,19 +104,35 @@ impl Agent {
             routes: None,
             last_route_sync: Instant::now(),
             felix_configs: BTreeMap::new(),
-            overlay: OverlayAgent::new(tunnels),
+            overlay: OverlayAgent::new(),
             revision: 0,
             skipped: BTreeMap::new(),
             reported: BTreeMap::new(),
             rp_filter: BTreeMap::new(),
-            nft: Nft::default(),
             kernel,
             status,
             metrics,
-        })
+        }
     }
 
-    fn report(&self, in_sync: bool) {
+    /// Forgets everything read from the datastore (before listing it all
+    /// again), and what it believes of the kernel except the nft table
+    /// (still there, and the base of the next delta): routes, tunnels and
+    /// sysctls are all checked again at the next sync.
+    pub(super) fn reset(&mut self) {
+        self.graph = CalcGraph::new(&self.node);
+        self.state = DesiredState::default();
+        self.blocks.clear();
+        self.routes = None;
+        self.felix_configs.clear();
+        self.overlay = OverlayAgent::new();
+        self.revision = 0;
+        self.skipped.clear();
+        self.reported.clear();
+        self.rp_filter.clear();
+    }
+
+    pub(super) fn report(&self, in_sync: bool) {
         let mut s = self
             .status
             .lock()
@@ -124,7 +143,7 @@ impl Agent {
         }
     }
 
-    fn feed(&mut self, updates: Vec<Update>) -> Result<()> {
+    pub(super) fn feed(&mut self, updates: Vec<Update>) -> Result<()> {
         if updates.is_empty() {
             return Ok(());
         }
@@ -172,7 +191,7 @@ impl Agent {
     /// nodes, pools and workloads to the overlay), block affinities go to
     /// the blackhole routes (this node's) and the overlay (every node's),
     /// everything else is ignored.
-    fn take(&mut self, ev: &Event) -> Option<Update> {
+    pub(super) fn take(&mut self, ev: &Event) -> Option<Update> {
         let key = ev.key();
         if key.starts_with(RESOURCE_PREFIX) {
             let update = match ev {
@@ -262,7 +281,7 @@ impl Agent {
     }
 
     /// The settings the FelixConfiguration resources give, under `o`.
-    fn config(&self, o: &Overrides) -> (Config, Vec<String>) {
+    pub(super) fn config(&self, o: &Overrides) -> (Config, Vec<String>) {
         Config::resolve(
             o,
             self.felix_configs.get(&format!("node.{}", self.node)),
@@ -293,19 +312,21 @@ impl Agent {
     /// Brings the kernel to the desired state: the nft delta (or the whole
     /// table when a refresh is due or the kernel drifted), then routes.
     /// A refused ruleset leaves the previous one in place (atomic).
-    fn sync(&mut self, cfg: &Config, mtu_file: &std::path::Path) -> Result<()> {
+    pub(super) fn sync(&mut self, cfg: &Config, mtu_file: &std::path::Path) -> Result<()> {
         let due = self.last_route_sync.elapsed() >= cfg.route_refresh;
         if due {
             self.overlay.redetect_mtu();
         }
-        let overlay = self.overlay.plan(&self.node, cfg, mtu_file);
+        let overlay = self
+            .overlay
+            .plan(&self.node, cfg, mtu_file, self.kernel.tunnels.as_deref());
         let sources = crate::overlay::vxlan_sources(&overlay, cfg.vxlan_port);
         let table = calico_dataplane::build_with(&self.state, &cfg.node_rules(sources));
         if self.last_full.elapsed() >= cfg.nftables_refresh {
             self.applied = None;
         }
         let start = Instant::now();
-        match self.nft.update(self.applied.as_ref(), &table) {
+        match self.kernel.firewall.update(self.applied.as_ref(), &table) {
             Ok(Applied::Unchanged) => {}
             Ok(how) => {
                 if how == Applied::Full {
@@ -324,8 +345,12 @@ impl Agent {
                 return Err(e).context("applying the nftables ruleset");
             }
         }
-        self.overlay
-            .sync_tunnels(&overlay.tunnels, due, &self.metrics);
+        self.overlay.sync_tunnels(
+            self.kernel.tunnels.as_deref(),
+            &overlay.tunnels,
+            due,
+            &self.metrics,
+        );
         self.sync_routes(due, &overlay.routes);
         self.sync_rp_filter(cfg.source_spoofing, due);
         let m = &self.metrics;
@@ -353,7 +378,7 @@ impl Agent {
     /// prefixes; the nft source check is exact either way). An interface
     /// not there yet is tried again at the next refresh.
     fn sync_rp_filter(&mut self, spoofing: bool, due: bool) {
-        if self.kernel.is_none() {
+        if self.kernel.routes.is_none() {
             return;
         }
         if due {
@@ -374,19 +399,21 @@ impl Agent {
             if self.rp_filter.get(&iface).map(String::as_str) == Some(value) {
                 continue;
             }
-            let path = format!("/proc/sys/net/ipv4/conf/{iface}/rp_filter");
-            match std::fs::write(&path, value) {
+            let key = format!("net/ipv4/conf/{iface}/rp_filter");
+            match self.kernel.sysctl.write(&key, value) {
                 Ok(()) => {
                     self.rp_filter.insert(iface, value.to_string());
                 }
-                Err(e) => debug!("{path}: {e} (retried at the next refresh)"),
+                Err(e) => debug!("{e} (retried at the next refresh)"),
             }
         }
     }
 
     /// `due`: the periodic full route resync is due.
     fn sync_routes(&mut self, due: bool, overlay: &BTreeMap<IpNet, Hop>) {
-        let Some(kernel) = &self.kernel else { return };
+        let Some(kernel) = &self.kernel.routes else {
+            return;
+        };
         let want = self.desired_routes(overlay);
         if !due && self.routes.as_ref() == Some(&want) {
             return;
@@ -413,232 +440,5 @@ impl Agent {
             }
         }
         self.last_route_sync = Instant::now();
-    }
-}
-
-/// Lists everything and builds a fresh agent from it.
-fn resync(
-    store: &dyn Store,
-    args: &Args,
-    route_sync: bool,
-    status: &Arc<Mutex<Status>>,
-    metrics: &Arc<Metrics>,
-) -> Result<Agent> {
-    metrics.resyncs.inc();
-    let listing = store.list(WATCH_PREFIX).context("listing the datastore")?;
-    let mut agent = Agent::new(
-        &args.node,
-        route_sync,
-        Arc::clone(status),
-        Arc::clone(metrics),
-    )?;
-    agent.revision = listing.revision;
-    let updates: Vec<Update> = listing
-        .items
-        .into_iter()
-        .filter_map(|kv| agent.take(&Event::Put(kv)))
-        .collect();
-    agent.feed(updates)?;
-    Ok(agent)
-}
-
-/// Starts over in a fresh process image with the same arguments, as Felix
-/// restarts when its configuration changes. If that fails the process
-/// exits, for its supervisor to start it again.
-fn restart() -> ! {
-    use std::os::unix::process::CommandExt;
-    info!("FelixConfiguration changed; restarting");
-    let mut argv = std::env::args_os();
-    let _ = argv.next();
-    let err = std::process::Command::new("/proc/self/exe")
-        .args(argv)
-        .exec();
-    eprintln!("calico-node: cannot restart after a configuration change: {err}");
-    std::process::exit(1)
-}
-
-fn init_logging(level: tracing::Level) {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_max_level(level)
-        .with_target(false)
-        .try_init();
-}
-
-pub fn run(args: &Args) -> Result<()> {
-    let ds = DatastoreConfig::from_env()?;
-    let store = open_store(&ds).with_context(|| format!("opening the {}", ds.describe()))?;
-    let status = Arc::new(Mutex::new(Status {
-        node: args.node.clone(),
-        ..Default::default()
-    }));
-    let metrics = Arc::new(Metrics::new());
-    let mut addrs = TunnelAddrs::new(
-        calico_ipam::Ipam::new(Arc::clone(&store), Arc::new(SystemClock)),
-        Client::new(Arc::clone(&store), Arc::new(SystemClock)),
-    );
-    if let Some(ip) = &args.ip {
-        let address = crate::register::address(ip)?;
-        if let Err(e) = crate::register::register(&addrs.client, &args.node, address, None) {
-            eprintln!("calico-node: {e:#}; the BGP agent or a restart will register the node");
-        }
-    }
-    // Tunnel addresses first, so the listing below already shows them.
-    if let Err(e) = crate::tunnel_addr::reconcile(&addrs.ipam, &addrs.client, &args.node) {
-        eprintln!("calico-node: tunnel addresses: {e:#}; will retry");
-    }
-
-    // The settings come partly from the datastore, so read it first; a
-    // datastore that cannot be read yet is retried, not fatal.
-    let mut backoff = Duration::from_millis(200);
-    let route_sync_env = args.overrides.route_sync_disabled != Some(true);
-    let mut agent = loop {
-        match resync(store.as_ref(), args, route_sync_env, &status, &metrics) {
-            Ok(a) => break a,
-            Err(e) if !args.once => {
-                eprintln!("calico-node: {e:#}; retrying in {backoff:?}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return Err(e),
-        }
-    };
-    let (cfg, ignored) = agent.config(&args.overrides);
-    init_logging(cfg.level());
-    if !ignored.is_empty() {
-        warn!(
-            "FelixConfiguration fields not implemented by calico-rs, ignored: {}",
-            ignored.join(", ")
-        );
-    }
-    if cfg.route_sync_disabled {
-        agent.kernel = None;
-        agent.overlay.tunnels = None;
-    }
-    if !args.once {
-        if cfg.health_enabled {
-            let addr = cfg.health_addr();
-            status::serve(&addr, Arc::clone(&status), Arc::clone(&metrics))
-                .with_context(|| format!("serving health on {addr}"))?;
-        }
-        if cfg.metrics_enabled {
-            let addr = cfg.metrics_addr();
-            status::serve(&addr, Arc::clone(&status), Arc::clone(&metrics))
-                .with_context(|| format!("serving metrics on {addr}"))?;
-        }
-    }
-    // The first apply: retried with back-off while the node stays unready.
-    backoff = Duration::from_millis(200);
-    while let Err(e) = agent.sync(&cfg, &args.mtu_file) {
-        if args.once {
-            return Err(e);
-        }
-        warn!("{e:#}; retrying in {backoff:?}");
-        std::thread::sleep(backoff);
-        backoff = (backoff * 2).min(Duration::from_secs(10));
-    }
-    info!(
-        "in sync at revision {}: {} endpoints, {} policies",
-        agent.revision,
-        agent.state.endpoints.len(),
-        agent.state.policies.len()
-    );
-    if args.once {
-        return Ok(());
-    }
-    // Follow the datastore. Any break in the watch (compaction, the
-    // datastore restarting, a lost connection) means listing again and
-    // rebuilding from scratch, retried with back-off; the dataplane keeps
-    // what it has meanwhile.
-    loop {
-        if let Err(e) = follow(store.as_ref(), &mut agent, &mut addrs, args, &cfg) {
-            warn!("{e:#}; resyncing");
-            agent.report(false);
-            let mut backoff = Duration::from_millis(200);
-            agent = loop {
-                match resync(
-                    store.as_ref(),
-                    args,
-                    !cfg.route_sync_disabled,
-                    &status,
-                    &metrics,
-                ) {
-                    Ok(mut fresh) => {
-                        // The kernel still holds what the old agent applied.
-                        fresh.applied = agent.applied.take();
-                        break fresh;
-                    }
-                    Err(e) => {
-                        warn!("{e:#}; retrying in {backoff:?}");
-                        std::thread::sleep(backoff);
-                        backoff = (backoff * 2).min(Duration::from_secs(10));
-                    }
-                }
-            };
-            if agent.config(&args.overrides).0 != cfg {
-                restart();
-            }
-            if let Err(e) = agent.sync(&cfg, &args.mtu_file) {
-                warn!("{e:#}; will retry");
-            }
-        }
-    }
-}
-
-/// Watches from the agent's revision and applies what arrives, until the
-/// watch breaks (the error says why). Returns only with an error.
-fn follow(
-    store: &dyn Store,
-    agent: &mut Agent,
-    addrs: &mut TunnelAddrs,
-    args: &Args,
-    cfg: &Config,
-) -> Result<()> {
-    let watch = store
-        .watch(WATCH_PREFIX, agent.revision + 1)
-        .context("watching the datastore")?;
-    let tick = cfg
-        .nftables_refresh
-        .min(cfg.route_refresh)
-        .min(Duration::from_secs(10));
-    loop {
-        let first = match watch.recv_timeout(tick) {
-            Ok(ev) => ev,
-            Err(WatchError::Timeout) => {
-                addrs.check(&agent.node, &agent.overlay);
-                if let Err(e) = agent.sync(cfg, &args.mtu_file) {
-                    warn!("{e:#}; will retry");
-                }
-                continue;
-            }
-            Err(e) => return Err(anyhow::Error::new(e).context("watching the datastore")),
-        };
-        // Take whatever else already arrived too, then compute and apply once.
-        let mut updates = Vec::new();
-        let mut broken = None;
-        let mut next = Some(first);
-        while let Some(ev) = next {
-            agent.revision = ev.revision();
-            updates.extend(agent.take(&ev));
-            next = match watch.try_recv() {
-                Some(Ok(ev)) => Some(ev),
-                Some(Err(e)) => {
-                    broken = Some(e);
-                    None
-                }
-                None => None,
-            };
-        }
-        agent.feed(updates)?;
-        addrs.check(&agent.node, &agent.overlay);
-        if agent.config(&args.overrides).0 != *cfg {
-            restart();
-        }
-        if let Err(e) = agent.sync(cfg, &args.mtu_file) {
-            warn!("{e:#}; will retry");
-        }
-        if let Some(e) = broken {
-            return Err(anyhow::Error::new(e).context("watching the datastore"));
-        }
     }
 }

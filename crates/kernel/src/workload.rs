@@ -1,5 +1,5 @@
-//! The only module that touches the kernel: veth pairs, addresses, routes
-//! and sysctls, through rtnetlink.
+//! A workload's wiring, as the CNI plugin does it: veth pairs, addresses,
+//! routes and sysctls, through rtnetlink.
 //!
 //! rtnetlink is async; a current-thread runtime private to this module
 //! drives it, so callers see plain blocking functions. Work inside the
@@ -23,7 +23,7 @@ pub const HOST_MAC: [u8; 6] = [0xee; 6];
 pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 0xfeee, 0xeeee);
 
 #[derive(Debug, thiserror::Error)]
-pub enum KernelError {
+pub enum WiringError {
     #[error("cannot open network namespace {path}: {source}")]
     Netns {
         path: String,
@@ -44,9 +44,9 @@ pub enum KernelError {
     Runtime(std::io::Error),
 }
 
-fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> KernelError {
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> WiringError {
     let what = what.into();
-    move |e| KernelError::Netlink {
+    move |e| WiringError::Netlink {
         what,
         reason: e.to_string(),
     }
@@ -59,14 +59,14 @@ pub struct WorkloadLink {
     pub container_mac: String,
 }
 
-pub struct Kernel {
+pub struct Wiring {
     rt: tokio::runtime::Runtime,
     host: Handle,
 }
 
-impl std::fmt::Debug for Kernel {
+impl std::fmt::Debug for Wiring {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Kernel")
+        f.write_str("Wiring")
     }
 }
 
@@ -82,7 +82,7 @@ fn is_errno(e: &rtnetlink::Error, errno: i32) -> bool {
     matches!(e, rtnetlink::Error::NetlinkError(m) if m.code.map(|c| c.get()) == Some(-errno))
 }
 
-async fn link_index(h: &Handle, name: &str) -> Result<Option<(u32, String)>, KernelError> {
+async fn link_index(h: &Handle, name: &str) -> Result<Option<(u32, String)>, WiringError> {
     let mut links = h.link().get().match_name(name.to_string()).execute();
     match links.try_next().await {
         Ok(Some(msg)) => {
@@ -102,23 +102,23 @@ async fn link_index(h: &Handle, name: &str) -> Result<Option<(u32, String)>, Ker
     }
 }
 
-fn sysctl(path: &str, value: &str) -> Result<(), KernelError> {
-    std::fs::write(path, value).map_err(|source| KernelError::Sysctl {
+fn sysctl(path: &str, value: &str) -> Result<(), WiringError> {
+    std::fs::write(path, value).map_err(|source| WiringError::Sysctl {
         path: path.into(),
         source,
     })
 }
 
-impl Kernel {
-    pub fn new() -> Result<Self, KernelError> {
-        let (rt, host) = calico_routes::netlink().map_err(KernelError::Runtime)?;
-        Ok(Kernel { rt, host })
+impl Wiring {
+    pub fn new() -> Result<Self, WiringError> {
+        let (rt, host) = crate::routes::netlink().map_err(WiringError::Runtime)?;
+        Ok(Wiring { rt, host })
     }
 
     /// A netlink handle whose socket lives in the namespace at `path`.
-    fn handle_in(&self, path: &Path) -> Result<Handle, KernelError> {
+    fn handle_in(&self, path: &Path) -> Result<Handle, WiringError> {
         let shown = path.display().to_string();
-        let ns = File::open(path).map_err(|source| KernelError::Netns {
+        let ns = File::open(path).map_err(|source| WiringError::Netns {
             path: shown.clone(),
             source,
         })?;
@@ -130,11 +130,11 @@ impl Kernel {
             rtnetlink::new_connection().map_err(|e| e.to_string())
         })
         .join()
-        .map_err(|_| KernelError::Setns {
+        .map_err(|_| WiringError::Setns {
             path: shown.clone(),
             reason: "thread panicked".into(),
         })?;
-        let (conn, handle, _) = joined.map_err(|reason| KernelError::Setns {
+        let (conn, handle, _) = joined.map_err(|reason| WiringError::Setns {
             path: shown,
             reason,
         })?;
@@ -143,7 +143,7 @@ impl Kernel {
     }
 
     /// Whether `name` exists in the host namespace; its MAC if so.
-    pub fn host_link(&self, name: &str) -> Result<Option<String>, KernelError> {
+    pub fn host_link(&self, name: &str) -> Result<Option<String>, WiringError> {
         self.rt
             .block_on(async { Ok(link_index(&self.host, name).await?.map(|(_, mac)| mac)) })
     }
@@ -157,8 +157,8 @@ impl Kernel {
         container_if: &str,
         mtu: u32,
         ips: &[calico_net::IpNet],
-    ) -> Result<WorkloadLink, KernelError> {
-        let ns_file = File::open(netns).map_err(|source| KernelError::Netns {
+    ) -> Result<WorkloadLink, WiringError> {
+        let ns_file = File::open(netns).map_err(|source| WiringError::Netns {
             path: netns.display().to_string(),
             source,
         })?;
@@ -189,7 +189,7 @@ impl Kernel {
                 .map_err(nl(format!("create veth {host_if}")))?;
             let (host_idx, host_mac) = link_index(&host, host_if)
                 .await?
-                .ok_or_else(|| KernelError::NoLink(host_if.into()))?;
+                .ok_or_else(|| WiringError::NoLink(host_if.into()))?;
             let v4 = ips.iter().any(|n| n.addr().is_ipv4());
             let v6 = ips.iter().any(|n| n.addr().is_ipv6());
             sysctl(&format!("/proc/sys/net/ipv4/conf/{host_if}/proxy_arp"), "1")?;
@@ -209,7 +209,7 @@ impl Kernel {
 
             let (cidx, cmac) = link_index(&cont, container_if)
                 .await?
-                .ok_or_else(|| KernelError::NoLink(container_if.into()))?;
+                .ok_or_else(|| WiringError::NoLink(container_if.into()))?;
             if let Some((lo, _)) = link_index(&cont, "lo").await? {
                 cont.link()
                     .set(LinkUnspec::new_with_index(lo).up().build())
@@ -300,7 +300,7 @@ impl Kernel {
     }
 
     /// Deletes the host side of a veth (its peer goes with it). Absent is fine.
-    pub fn unwire(&self, host_if: &str) -> Result<bool, KernelError> {
+    pub fn unwire(&self, host_if: &str) -> Result<bool, WiringError> {
         let host = self.host.clone();
         self.rt.block_on(async {
             let Some((idx, _)) = link_index(&host, host_if).await? else {
@@ -319,7 +319,7 @@ impl Kernel {
         &self,
         netns: &Path,
         container_if: &str,
-    ) -> Result<Option<(String, Vec<IpAddr>)>, KernelError> {
+    ) -> Result<Option<(String, Vec<IpAddr>)>, WiringError> {
         let cont = self.handle_in(netns)?;
         self.rt.block_on(async {
             let Some((idx, mac)) = link_index(&cont, container_if).await? else {

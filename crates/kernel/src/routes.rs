@@ -1,9 +1,10 @@
 //! The kernel's main routing table through rtnetlink. rtnetlink is async;
-//! a current-thread runtime private to [`Kernel`] drives it, so callers see
-//! plain blocking calls.
+//! a current-thread runtime private to [`NetlinkRoutes`] drives it, so
+//! callers see plain blocking calls.
 
-use crate::plan::{Op, Route, Target};
+use crate::RouteTable;
 use calico_net::IpNet;
+use calico_routes::{Op, Route, Target};
 use futures_util::TryStreamExt;
 use netlink_packet_core::{
     NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_REPLACE,
@@ -30,7 +31,7 @@ pub enum RouteError {
     NoLink(String),
 }
 
-/// Netlink requests per send in [`Kernel::apply`].
+/// Netlink requests per send in [`NetlinkRoutes::apply`].
 const BATCH: usize = 512;
 
 fn batch_socket() -> std::io::Result<Socket> {
@@ -49,15 +50,15 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
 }
 
 /// The main table, seen as one owner (a route protocol number) sees it.
-pub struct Kernel {
+pub struct NetlinkRoutes {
     rt: tokio::runtime::Runtime,
     handle: Handle,
     proto: u8,
 }
 
-impl std::fmt::Debug for Kernel {
+impl std::fmt::Debug for NetlinkRoutes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Kernel(proto {})", self.proto)
+        write!(f, "NetlinkRoutes(proto {})", self.proto)
     }
 }
 
@@ -71,8 +72,8 @@ fn addr_of(a: &RouteAddress) -> Option<IpAddr> {
 
 /// An rtnetlink handle in the calling thread's network namespace, with the
 /// current-thread runtime that drives its connection (rtnetlink is async;
-/// its users block on this runtime, so no async type leaves them).
-pub fn netlink() -> std::io::Result<(tokio::runtime::Runtime, Handle)> {
+/// its users block on this runtime, so no async type leaves this crate).
+pub(crate) fn netlink() -> std::io::Result<(tokio::runtime::Runtime, Handle)> {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()?;
@@ -85,11 +86,11 @@ pub fn netlink() -> std::io::Result<(tokio::runtime::Runtime, Handle)> {
     Ok((rt, handle))
 }
 
-impl Kernel {
+impl NetlinkRoutes {
     /// Routes are added and listed with protocol `proto`.
     pub fn new(proto: u8) -> Result<Self, RouteError> {
         let (rt, handle) = netlink().map_err(RouteError::Runtime)?;
-        Ok(Kernel { rt, handle, proto })
+        Ok(NetlinkRoutes { rt, handle, proto })
     }
 
     async fn links(&self) -> Result<BTreeMap<u32, String>, RouteError> {
@@ -128,17 +129,6 @@ impl Kernel {
     /// This owner's routes in the main table.
     pub fn list(&self) -> Result<Vec<Route>, RouteError> {
         self.rt.block_on(self.owned())
-    }
-
-    /// Makes this owner's routes exactly `desired`. Every change is tried;
-    /// the ones that failed (for instance an interface that is not there
-    /// yet) come back with their error, and the rest stay applied.
-    pub fn sync(
-        &self,
-        desired: &BTreeMap<IpNet, Target>,
-    ) -> Result<Vec<(Op, RouteError)>, RouteError> {
-        let current = self.list()?;
-        Ok(self.apply(&crate::plan(desired, &current)))
     }
 
     /// Applies changes without listing first (the caller knows what it
@@ -368,4 +358,14 @@ fn to_route(msg: &RouteMessage, names: &BTreeMap<u32, String>) -> Option<Route> 
         Target::Device(oif?)
     };
     Some(Route { dst, target })
+}
+
+impl RouteTable for NetlinkRoutes {
+    fn list(&self) -> Result<Vec<Route>, RouteError> {
+        NetlinkRoutes::list(self)
+    }
+
+    fn apply(&self, ops: &[Op]) -> Vec<(Op, RouteError)> {
+        NetlinkRoutes::apply(self, ops)
+    }
 }

@@ -3,8 +3,8 @@
 //! tunnel; changes and removal are applied in place.
 
 use calico_calc::overlay::{derived_mac, Tunnel, Vtep};
+use calico_kernel::Tunnels;
 use calico_test_support::{Fabric, Netns};
-use calico_tunnel::Tunnels;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
 

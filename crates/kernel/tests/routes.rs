@@ -1,7 +1,8 @@
 //! The route owner against a real kernel, inside a namespace of its own.
 
+use calico_kernel::{NetlinkRoutes, RouteTable};
 use calico_net::IpNet;
-use calico_routes::{Kernel, Target, PROTO_AGENT};
+use calico_routes::{Target, PROTO_AGENT};
 use calico_test_support::Netns;
 use std::collections::BTreeMap;
 
@@ -56,7 +57,7 @@ fn owns_only_its_protocol_and_converges() {
     .into();
     let d = desired.clone();
     let failed = inside(&ns, move || {
-        Kernel::new(PROTO_AGENT)
+        NetlinkRoutes::new(PROTO_AGENT)
             .expect("kernel")
             .sync(&d)
             .expect("sync")
@@ -83,7 +84,7 @@ fn owns_only_its_protocol_and_converges() {
 
     // Listing sees exactly ours; a second sync changes nothing.
     let listed = inside(&ns, || {
-        Kernel::new(PROTO_AGENT)
+        NetlinkRoutes::new(PROTO_AGENT)
             .expect("kernel")
             .list()
             .expect("list")
@@ -91,7 +92,7 @@ fn owns_only_its_protocol_and_converges() {
     assert_eq!(listed.len(), 3, "{listed:?}");
     let again = desired.clone();
     let failed = inside(&ns, move || {
-        Kernel::new(PROTO_AGENT)
+        NetlinkRoutes::new(PROTO_AGENT)
             .expect("kernel")
             .sync(&again)
             .expect("sync")
@@ -100,7 +101,7 @@ fn owns_only_its_protocol_and_converges() {
 
     // Wanting nothing removes ours and leaves the static route alone.
     inside(&ns, || {
-        Kernel::new(PROTO_AGENT)
+        NetlinkRoutes::new(PROTO_AGENT)
             .expect("kernel")
             .sync(&BTreeMap::new())
             .expect("sync")

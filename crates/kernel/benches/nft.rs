@@ -11,7 +11,8 @@
 
 use calico_api::decode_manifest;
 use calico_calc::{CalcGraph, DesiredState, Update};
-use calico_dataplane::{build, Applied, Nft, Table};
+use calico_dataplane::{build, Table};
+use calico_kernel::{Applied, Firewall, Nft};
 use calico_test_support::Netns;
 use std::fmt::Write;
 use std::time::{Duration, Instant};

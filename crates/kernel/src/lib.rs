@@ -1,0 +1,99 @@
+//! The node's kernel access, behind a few small traits.
+//!
+//! Everything calico-rs changes in the kernel goes through this crate:
+//! the routes an owner installs ([`RouteTable`]), the VXLAN devices with
+//! their neighbour and forwarding entries ([`TunnelDevices`]), nftables
+//! transactions ([`Firewall`]) and sysctls ([`Sysctl`]), plus a workload's
+//! wiring for the CNI plugin ([`workload`]). Each trait has one real
+//! implementation here (rtnetlink, the `nft` binary, `/proc/sys`) and an
+//! in-memory fake in `calico-test-support`, so the agents' orchestration
+//! (ordering, retries, resync, failing closed) is tested without root, and
+//! the netns tests here test the real ones. rtnetlink is async: each real
+//! implementation drives it on a private current-thread runtime, and no
+//! async type appears in this crate's public signatures.
+
+mod nft;
+mod routes;
+mod sysctl;
+mod tunnels;
+pub mod workload;
+
+pub use nft::{Applied, ApplyError, Nft, TABLE};
+pub use routes::{NetlinkRoutes, RouteError};
+pub use sysctl::{ProcSysctl, SysctlError};
+pub use tunnels::{TunnelError, Tunnels};
+
+use calico_calc::overlay::Tunnel;
+use calico_dataplane::Table;
+use calico_net::IpNet;
+use calico_routes::{Op, Route, Target};
+use calico_tunnel::Observed;
+use std::collections::BTreeMap;
+
+/// The main routing table as one owner (a route protocol number) sees it.
+pub trait RouteTable: Send {
+    /// This owner's routes.
+    fn list(&self) -> Result<Vec<Route>, RouteError>;
+
+    /// Carries out `ops`; those that failed come back with why.
+    fn apply(&self, ops: &[Op]) -> Vec<(Op, RouteError)>;
+
+    /// Brings this owner's routes to `desired` (only the difference is
+    /// sent); the operations that failed come back.
+    fn sync(&self, desired: &BTreeMap<IpNet, Target>) -> Result<Vec<(Op, RouteError)>, RouteError> {
+        let current = self.list()?;
+        Ok(self.apply(&calico_routes::plan(desired, &current)))
+    }
+}
+
+/// The VXLAN tunnel devices, owned by name.
+pub trait TunnelDevices: Send {
+    /// Brings the devices (and their addresses, neighbour and forwarding
+    /// entries) to `want`; a device not wanted is removed.
+    fn sync(&self, want: &[Tunnel]) -> Vec<TunnelError>;
+
+    /// Every link: name, MTU, and whether it is up.
+    fn links(&self) -> Result<Vec<(String, u32, bool)>, TunnelError>;
+
+    /// What the kernel holds for device `name`, if it exists.
+    fn observe(&self, name: &str) -> Result<Option<Observed>, TunnelError>;
+}
+
+/// nftables: one script, one transaction (all of it or none).
+pub trait Firewall: Send {
+    fn run(&self, script: &str) -> Result<(), ApplyError>;
+
+    /// Replaces table `inet calico` with `ruleset` atomically (created if
+    /// absent). Nothing changes if it is refused; no other table is touched.
+    fn apply(&self, ruleset: &str) -> Result<(), ApplyError> {
+        self.run(&format!(
+            "add table inet {TABLE}\ndelete table inet {TABLE}\n{ruleset}"
+        ))
+    }
+
+    /// Brings the kernel from `old` (what was last applied) to `new`: the
+    /// delta when there is one, in one transaction. If the kernel no
+    /// longer holds `old` (someone changed or deleted our table) the delta
+    /// is refused and the whole table is replaced instead, which repairs it.
+    fn update(&self, old: Option<&Table>, new: &Table) -> Result<Applied, ApplyError> {
+        if let Some(script) = old.and_then(|o| new.delta(o)) {
+            if script.is_empty() {
+                return Ok(Applied::Unchanged);
+            }
+            if self.run(&script).is_ok() {
+                return Ok(Applied::Delta);
+            }
+        }
+        self.apply(&new.to_text()).map(|()| Applied::Full)
+    }
+}
+
+/// Kernel parameters under `/proc/sys`, named by path (`net/ipv4/conf/cali1/rp_filter`).
+pub trait Sysctl: Send {
+    fn write(&self, key: &str, value: &str) -> Result<(), SysctlError>;
+}
+
+/// [`Firewall::apply`] in this network namespace.
+pub fn apply(ruleset: &str) -> Result<(), ApplyError> {
+    Nft::default().apply(ruleset)
+}
