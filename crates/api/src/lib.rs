@@ -22,7 +22,7 @@ pub use kinds::felix::FelixConfigurationSpec;
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
 pub use kinds::netset::NetworkSetSpec;
 pub use kinds::node::{
-    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, ClusterInformationSpec, NextHopMode,
+    AsNumber, BgpConfigurationSpec, BindMode, BgpPassword, BgpPeerSpec, ClusterInformationSpec, NextHopMode,
     NodeBgpSpec, NodeSpec, SecretKeyRef, SourceAddress,
 };
 pub use kinds::policy::{

@@ -18,7 +18,7 @@ use ipnet::{IpNet, Ipv4Net};
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
@@ -90,7 +90,7 @@ pub(crate) struct Local {
 }
 
 impl Local {
-    fn open(&self) -> Open {
+    pub(crate) fn open(&self) -> Open {
         let fams = [(Afi::Ipv4, Safi::Unicast), (Afi::Ipv6, Safi::Unicast)];
         let mut caps: Vec<Capability> = fams
             .iter()
@@ -107,8 +107,21 @@ impl Local {
     }
 }
 
-struct Conn {
-    stream: TcpStream,
+/// What a session runs over: a TCP connection (an in-memory pipe in tests).
+pub(crate) trait Transport: AsyncRead + AsyncWrite + Unpin + Send + 'static {
+    /// Our address on it, as the next hop we announce.
+    fn local_ip(&self) -> Option<IpAddr>;
+}
+
+impl Transport for TcpStream {
+    fn local_ip(&self) -> Option<IpAddr> {
+        let _ = self.set_nodelay(true);
+        self.local_addr().ok().map(|a| a.ip())
+    }
+}
+
+struct Conn<S> {
+    stream: S,
     buf: Vec<u8>,
     ctx: Context,
     /// How long one write may wait for the peer to read: the hold time
@@ -122,7 +135,7 @@ enum ReadError {
     Protocol(Notification),
 }
 
-impl Conn {
+impl<S: Transport> Conn<S> {
     async fn send(&mut self, m: &Message) -> std::io::Result<()> {
         let bytes = encode(m, &self.ctx);
         self.write(&bytes).await
@@ -176,8 +189,8 @@ pub(crate) struct Wiring {
 }
 
 /// Runs one connection to the end; tells the main loop it closed.
-pub(crate) async fn run(
-    stream: TcpStream,
+pub(crate) async fn run<S: Transport>(
+    stream: S,
     peer: PeerId,
     expected_as: u32,
     conn: ConnId,
@@ -189,13 +202,12 @@ pub(crate) async fn run(
         mut commands,
         kill,
     } = wiring;
-    let _ = stream.set_nodelay(true);
     // An IPv4 connection on a dual-stack listener shows v4-mapped
     // addresses; the next hop we announce must be the plain IPv4 one.
-    let local_addr = match stream.local_addr().map(|a| a.ip()) {
-        Ok(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
-        Ok(a) => a,
-        Err(_) => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+    let local_addr = match stream.local_ip() {
+        Some(IpAddr::V6(v6)) => v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4),
+        Some(a) => a,
+        None => IpAddr::V4(Ipv4Addr::UNSPECIFIED),
     };
     let mut c = Conn {
         stream,
@@ -243,8 +255,8 @@ enum End {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn session(
-    c: &mut Conn,
+async fn session<S: Transport>(
+    c: &mut Conn<S>,
     peer: PeerId,
     expected_as: u32,
     conn: ConnId,
@@ -397,311 +409,9 @@ async fn session(
 /// is agreed): RFC 4271's suggested 4 minutes.
 const OPEN_WAIT: Duration = Duration::from_secs(240);
 
-/// The room a message leaves for prefixes once its attributes are in.
-const BUDGET: usize = calico_bgp_codec::MAX_LEN - 64;
+mod pack;
 
-fn prefix_size(p: &IpNet) -> usize {
-    1 + usize::from(p.prefix_len()).div_ceil(8)
-}
-
-/// Packs announcements into as few UPDATEs as fit: withdrawals together,
-/// reachable prefixes grouped by identical next hop and attributes.
-pub(crate) fn updates(changes: &[Announce], v4: bool, v6: bool) -> Vec<Message> {
-    let mut out = Vec::new();
-    let (mut w4, mut w6): (Vec<Ipv4Net>, Vec<IpNet>) = (Vec::new(), Vec::new());
-    let mut groups: Vec<(IpAddr, Arc<Attributes>, Vec<IpNet>)> = Vec::new();
-    for a in changes {
-        match a {
-            Announce::Withdraw(IpNet::V4(p)) if v4 => w4.push(*p),
-            Announce::Withdraw(p @ IpNet::V6(_)) if v6 => w6.push(*p),
-            Announce::Withdraw(_) => {}
-            Announce::Reach {
-                prefix,
-                next_hop,
-                attrs,
-            } => {
-                if (prefix.addr().is_ipv4() && !v4) || (prefix.addr().is_ipv6() && !v6) {
-                    continue;
-                }
-                match groups
-                    .iter_mut()
-                    .find(|(nh, a, _)| nh == next_hop && (Arc::ptr_eq(a, attrs) || a == attrs))
-                {
-                    Some(g) => g.2.push(*prefix),
-                    None => groups.push((*next_hop, Arc::clone(attrs), vec![*prefix])),
-                }
-            }
-        }
-    }
-    for chunk in chunks(w4.iter().map(|p| IpNet::V4(*p)).collect(), BUDGET) {
-        out.push(Message::Update(Update {
-            withdrawn: chunk
-                .into_iter()
-                .filter_map(|p| match p {
-                    IpNet::V4(p) => Some(p),
-                    IpNet::V6(_) => None,
-                })
-                .collect(),
-            ..Update::default()
-        }));
-    }
-    for chunk in chunks(w6, BUDGET) {
-        out.push(Message::Update(Update {
-            attributes: Attributes {
-                mp_unreach: Some(MpUnreach {
-                    afi: 2,
-                    safi: 1,
-                    withdrawn: chunk,
-                }),
-                ..Attributes::default()
-            },
-            ..Update::default()
-        }));
-    }
-    for (nh, attrs, prefixes) in groups {
-        let attr_size = attr_estimate(&attrs);
-        for chunk in chunks(prefixes, BUDGET.saturating_sub(attr_size).max(64)) {
-            let mut a = (*attrs).clone();
-            let update = match nh {
-                IpAddr::V4(nh4) if chunk[0].addr().is_ipv4() => {
-                    a.next_hop = Some(nh4);
-                    Update {
-                        withdrawn: Vec::new(),
-                        attributes: a,
-                        nlri: chunk
-                            .into_iter()
-                            .filter_map(|p| match p {
-                                IpNet::V4(p) => Some(p),
-                                IpNet::V6(_) => None,
-                            })
-                            .collect(),
-                    }
-                }
-                _ => {
-                    a.mp_reach = Some(MpReach {
-                        afi: if chunk[0].addr().is_ipv4() { 1 } else { 2 },
-                        safi: 1,
-                        next_hops: vec![nh],
-                        nlri: chunk,
-                    });
-                    Update {
-                        attributes: a,
-                        ..Update::default()
-                    }
-                }
-            };
-            out.push(Message::Update(update));
-        }
-    }
-    out
-}
-
-/// The message as one or more that each encode within BGP's 4,096
-/// bytes: packing by estimate can overshoot (long AS paths, many
-/// communities or unknown attributes), so the encoded size decides; a
-/// message too large is split in half until each part fits. A single
-/// prefix whose attributes alone are too large cannot be sent at all.
-pub(crate) fn fit(m: Message, ctx: &Context) -> Vec<Message> {
-    if encode(&m, ctx).len() <= calico_bgp_codec::MAX_LEN {
-        return vec![m];
-    }
-    let Message::Update(u) = m else {
-        return vec![m];
-    };
-    let halves = split_update(u);
-    if halves.len() < 2 {
-        tracing::warn!("an UPDATE for one prefix does not fit in 4096 bytes; not sent");
-        return Vec::new();
-    }
-    halves
-        .into_iter()
-        .flat_map(|h| fit(Message::Update(h), ctx))
-        .collect()
-}
-
-/// Two UPDATEs carrying half of `u`'s prefixes each (the same attributes),
-/// or `u` alone when it carries one prefix or fewer.
-fn split_update(u: Update) -> Vec<Update> {
-    fn halve<T: Clone>(v: &[T]) -> Option<(Vec<T>, Vec<T>)> {
-        (v.len() > 1).then(|| (v[..v.len() / 2].to_vec(), v[v.len() / 2..].to_vec()))
-    }
-    if let Some((a, b)) = halve(&u.withdrawn) {
-        return vec![
-            Update {
-                withdrawn: a,
-                ..u.clone()
-            },
-            Update { withdrawn: b, ..u },
-        ];
-    }
-    if let Some((a, b)) = halve(&u.nlri) {
-        return vec![
-            Update {
-                nlri: a,
-                ..u.clone()
-            },
-            Update { nlri: b, ..u },
-        ];
-    }
-    if let Some(r) = &u.attributes.mp_reach {
-        if let Some((a, b)) = halve(&r.nlri) {
-            let with = |nlri: Vec<IpNet>| {
-                let mut x = u.clone();
-                if let Some(r) = x.attributes.mp_reach.as_mut() {
-                    r.nlri = nlri;
-                }
-                x
-            };
-            return vec![with(a), with(b)];
-        }
-    }
-    if let Some(r) = &u.attributes.mp_unreach {
-        if let Some((a, b)) = halve(&r.withdrawn) {
-            let with = |withdrawn: Vec<IpNet>| {
-                let mut x = u.clone();
-                if let Some(r) = x.attributes.mp_unreach.as_mut() {
-                    r.withdrawn = withdrawn;
-                }
-                x
-            };
-            return vec![with(a), with(b)];
-        }
-    }
-    vec![u]
-}
-
-fn attr_estimate(a: &Attributes) -> usize {
-    let path = a
-        .as_path
-        .as_ref()
-        .map_or(0, |p| p.segments.iter().map(|s| 2 + 4 * s.asns.len()).sum());
-    64 + path
-        + 4 * a.communities.len()
-        + 4 * a.cluster_list.len()
-        + a.other.iter().map(|o| 4 + o.value.len()).sum::<usize>()
-}
-
-fn chunks(prefixes: Vec<IpNet>, budget: usize) -> Vec<Vec<IpNet>> {
-    let mut out: Vec<Vec<IpNet>> = Vec::new();
-    let mut size = 0;
-    for p in prefixes {
-        let s = prefix_size(&p);
-        match out.last_mut() {
-            Some(cur) if size + s <= budget => {
-                cur.push(p);
-                size += s;
-            }
-            _ => {
-                out.push(vec![p]);
-                size = s;
-            }
-        }
-    }
-    out
-}
+pub(crate) use pack::{fit, updates};
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use calico_bgp_codec::{AsPath, Origin};
-
-    /// The UPDATEs as a peer decodes them, each checked to fit in 4,096 bytes.
-    fn on_the_wire(msgs: &[Message], ctx: &Context) -> Vec<Update> {
-        msgs.iter()
-            .map(|m| {
-                let bytes = encode(m, ctx);
-                assert!(
-                    bytes.len() <= calico_bgp_codec::MAX_LEN,
-                    "{} bytes",
-                    bytes.len()
-                );
-                let Ok(Message::Update(u)) = decode(&bytes, ctx) else {
-                    panic!("decodes")
-                };
-                u
-            })
-            .collect()
-    }
-
-    /// `n` /24s from 10.0.0.0 with these attributes, next hop 10.0.0.1.
-    fn reach(n: u32, attrs: &Arc<Attributes>) -> Vec<Announce> {
-        (0..n)
-            .map(|i| Announce::Reach {
-                prefix: IpNet::V4(
-                    Ipv4Net::new(Ipv4Addr::from(0x0a00_0000 + (i << 8)), 24).expect("net"),
-                ),
-                next_hop: "10.0.0.1".parse().expect("ip"),
-                attrs: Arc::clone(attrs),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn many_prefixes_pack_into_messages_that_fit() {
-        let attrs = Arc::new(Attributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath::sequence(vec![64512])),
-            ..Attributes::default()
-        });
-        let mut changes = reach(20_000, &attrs);
-        changes.extend((0..3000u32).map(|i| {
-            Announce::Withdraw(IpNet::V6(
-                ipnet::Ipv6Net::new(
-                    std::net::Ipv6Addr::from(0xfd00_u128 << 112 | u128::from(i) << 64),
-                    64,
-                )
-                .expect("net"),
-            ))
-        }));
-        let msgs = updates(&changes, true, true);
-        let ctx = Context {
-            four_octet_as: true,
-        };
-        let mut reach = 0;
-        let mut gone = 0;
-        for u in on_the_wire(&msgs, &ctx) {
-            reach += u.nlri.len();
-            gone += u.attributes.mp_unreach.map_or(0, |m| m.withdrawn.len());
-        }
-        assert_eq!((reach, gone), (20_000, 3000));
-        assert!(msgs.len() < 30, "{} messages", msgs.len());
-    }
-
-    /// Attributes that leave almost no room (990 communities) still give
-    /// messages that fit, with every prefix in (the estimate alone
-    /// overshot: it keeps room for at least 64 bytes of prefixes).
-    #[test]
-    fn large_attributes_are_split_by_encoded_size() {
-        let attrs = Arc::new(Attributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(AsPath::sequence((0..10).map(|i| 64512 + i).collect())),
-            communities: (0..990).collect(),
-            ..Attributes::default()
-        });
-        let changes = reach(2000, &attrs);
-        let ctx = Context {
-            four_octet_as: true,
-        };
-        let msgs: Vec<Message> = updates(&changes, true, true)
-            .into_iter()
-            .flat_map(|m| fit(m, &ctx))
-            .collect();
-        let reach: usize = on_the_wire(&msgs, &ctx).iter().map(|u| u.nlri.len()).sum();
-        assert_eq!(reach, 2000);
-        // Attributes that cannot fit with even one prefix: nothing is sent.
-        let huge = Arc::new(Attributes {
-            communities: (0..1100).collect(),
-            ..(*attrs).clone()
-        });
-        let one = vec![Announce::Reach {
-            prefix: "10.9.0.0/24".parse().expect("net"),
-            next_hop: "10.0.0.1".parse().expect("ip"),
-            attrs: huge,
-        }];
-        let msgs: Vec<Message> = updates(&one, true, true)
-            .into_iter()
-            .flat_map(|m| fit(m, &ctx))
-            .collect();
-        assert!(msgs.is_empty());
-    }
-}
+mod tests;

@@ -5,7 +5,7 @@
 // A test against real processes: it waits on the clock.
 #![allow(clippy::disallowed_methods)]
 
-use calico_bgp::{KernelFib, PeerConfig, PeerKind, Speaker, SpeakerConfig};
+use calico_bgp::{KernelFib, PeerConfig, PeerKind, PeerState, Speaker, SpeakerConfig};
 use calico_test_support::{Fabric, KillOnDrop, Netns};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -171,7 +171,7 @@ fn bird_sessions_routes_withdrawals_and_a_killed_peer() {
         sp.status()
             .peers
             .first()
-            .is_some_and(|p| p.state == "Established")
+            .is_some_and(|p| p.state == PeerState::Established)
     });
     wait("bird's routes in our kernel", 10, || {
         let r = routes(&ours);
@@ -208,7 +208,7 @@ fn bird_sessions_routes_withdrawals_and_a_killed_peer() {
     wait("the killed peer's routes to leave", 15, || {
         !routes(&ours).contains("proto bgp")
     });
-    assert_ne!(sp.status().peers[0].state, "Established");
+    assert_ne!(sp.status().peers[0].state, PeerState::Established);
 }
 
 #[test]
@@ -501,11 +501,13 @@ fn a_restarting_bird_keeps_forwarding() {
 
     bird.kill();
     wait("the session to drop", 10, || {
-        sp.status().peers[0].state == "Stale"
+        sp.status().peers[0].state == PeerState::Stale
     });
     let bird = Bird::start(&theirs, &conf);
     let back = Instant::now();
-    while sp.status().peers[0].state != "Established" || back.elapsed() < Duration::from_secs(5) {
+    while sp.status().peers[0].state != PeerState::Established
+        || back.elapsed() < Duration::from_secs(5)
+    {
         assert!(learned(), "the route left the kernel during the restart");
         assert!(
             back.elapsed() < Duration::from_secs(20),
@@ -563,7 +565,7 @@ fn our_restart_keeps_bird_forwarding() {
         sp.status()
             .peers
             .first()
-            .is_some_and(|p| p.state == "Established")
+            .is_some_and(|p| p.state == PeerState::Established)
     });
     std::thread::sleep(Duration::from_millis(500));
     assert!(at_bird() && at_us());
@@ -632,7 +634,10 @@ fn ipv6_sessions_between_our_speakers() {
         routes(&a).contains("10.244.2.0/26 via 10.250.3.2 dev eth0 proto bgp")
     });
     let st = sa.status();
-    assert!(st.peers.iter().all(|p| p.state == "Established"), "{st:?}");
+    assert!(
+        st.peers.iter().all(|p| p.state == PeerState::Established),
+        "{st:?}"
+    );
 }
 
 /// BGPPeer passwords are TCP MD5 (RFC 2385), as BIRD speaks them: the
@@ -656,16 +661,15 @@ fn md5_password_against_bird() {
     let mut cfg = config([10, 250, 13, 1], 64512);
     cfg.listen = Some("0.0.0.0:179".parse().expect("addr"));
     let sp = speaker_in(&ours, cfg);
-    let state = |sp: &Speaker| {
-        sp.status()
-            .peers
-            .first()
-            .map_or_else(|| "none".to_string(), |p| p.state.clone())
-    };
+    let state = |sp: &Speaker| sp.status().peers.first().map(|p| p.state);
     // Without the password: never established.
     sp.set_peers(vec![peer("10.250.13.2", 64512)]);
     std::thread::sleep(Duration::from_secs(4));
-    assert_ne!(state(&sp), "Established", "a session without the password");
+    assert_ne!(
+        state(&sp),
+        Some(PeerState::Established),
+        "a session without the password"
+    );
     // With another password: neither.
     sp.set_peers(vec![PeerConfig {
         password: Some("wrong".into()),
@@ -674,7 +678,7 @@ fn md5_password_against_bird() {
     std::thread::sleep(Duration::from_secs(4));
     assert_ne!(
         state(&sp),
-        "Established",
+        Some(PeerState::Established),
         "a session with the wrong password"
     );
     // With BIRD's: established, routes flow.
@@ -682,7 +686,9 @@ fn md5_password_against_bird() {
         password: Some("s3cret-key".into()),
         ..peer("10.250.13.2", 64512)
     }]);
-    wait("the signed session", 20, || state(&sp) == "Established");
+    wait("the signed session", 20, || {
+        state(&sp) == Some(PeerState::Established)
+    });
     wait("bird's route", 10, || {
         routes(&ours).contains("10.244.13.0/26 via 10.250.13.2")
     });
@@ -728,7 +734,7 @@ fn max_prefix_limit_ends_the_session() {
     wait("the routes to leave", 10, || {
         !routes(&ours).contains("proto bgp")
     });
-    assert_ne!(sp.status().peers[0].state, "Established");
+    assert_ne!(sp.status().peers[0].state, PeerState::Established);
 }
 
 /// A peer that stops reading (its socket full, its hold timer kept alive
@@ -780,7 +786,7 @@ while True:
             .spawn()
             .expect("python"),
     );
-    std::thread::sleep(Duration::from_millis(500));
+    calico_test_support::wait_listening(&slow.name, "tcp", 179);
     let mut cfg = config([10, 250, 15, 1], 64512);
     cfg.hold_time = 240;
     let sp = speaker_in(&ours, cfg);
@@ -791,11 +797,11 @@ while True:
             .peers
             .iter()
             .find(|p| p.address.to_string() == addr)
-            .map(|p| (p.state.clone(), p.info.clone()))
+            .map(|p| (p.state, p.info.clone()))
     };
     wait("both sessions", 20, || {
-        state(&sp, "10.250.15.2").is_some_and(|s| s.0 == "Established")
-            && state(&sp, "10.250.15.3").is_some_and(|s| s.0 == "Established")
+        state(&sp, "10.250.15.2").is_some_and(|s| s.0 == PeerState::Established)
+            && state(&sp, "10.250.15.3").is_some_and(|s| s.0 == PeerState::Established)
     });
     // Many changes: far more than the stalled socket can hold.
     for round in 0..300u32 {
@@ -811,11 +817,11 @@ while True:
     wait(
         "the stalled session to end at the write deadline",
         30,
-        || state(&sp, "10.250.15.2").is_some_and(|s| s.0 != "Established"),
+        || state(&sp, "10.250.15.2").is_some_and(|s| s.0 != PeerState::Established),
     );
     assert_eq!(
-        state(&sp, "10.250.15.3").map(|s| s.0).as_deref(),
-        Some("Established")
+        state(&sp, "10.250.15.3").map(|s| s.0),
+        Some(PeerState::Established)
     );
     // The good peer still gets our updates.
     sp.set_local(nets(&["10.244.99.0/26"]));

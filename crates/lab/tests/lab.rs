@@ -109,9 +109,9 @@ fn a_three_node_lab_end_to_end() {
     // Agents restart on node-2 while y/b (node-1) pings z/a (node-2):
     // established connectivity holds (graceful restart keeps the routes,
     // the rules stay in the kernel).
-    let ping = Command::new(bin("calico-lab"))
+    let mut ping = Command::new(bin("calico-lab"))
         .args([
-            "exec", "y/b", "--", "ping", "-q", "-i", "0.02", "-c", "250", "-W", "1",
+            "exec", "y/b", "--", "ping", "-i", "0.02", "-c", "250", "-W", "1",
         ])
         .arg(lab_ip(&lab, "z/a"))
         .env("CALICO_LAB_NAME", &lab.name)
@@ -119,10 +119,18 @@ fn a_three_node_lab_end_to_end() {
         .stdout(Stdio::piped())
         .spawn()
         .expect("ping");
-    std::thread::sleep(std::time::Duration::from_millis(500));
+    // The restart starts once replies are coming back.
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(
+        ping.stdout.take().expect("ping's output"),
+    ));
+    for line in lines.by_ref() {
+        if line.expect("ping's output").contains("bytes from") {
+            break;
+        }
+    }
     lab.ok(&["node", "restart", "node-2"]);
-    let out = ping.wait_with_output().expect("ping");
-    let text = String::from_utf8_lossy(&out.stdout);
+    let text: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
+    assert!(ping.wait().expect("ping").success(), "{text}");
     assert!(
         text.contains(" 0% packet loss"),
         "lost packets during the restart: {text}"

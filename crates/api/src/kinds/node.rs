@@ -263,6 +263,14 @@ pub struct BgpPeerSpec {
     pub local_workload_selector: Selector,
 }
 
+/// Where the BGP speaker listens (`bindMode`): every address, or the node's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum BindMode {
+    None,
+    #[serde(rename = "NodeIP")]
+    NodeIp,
+}
+
 /// How a BGPPeer's next hop is chosen (`nextHopMode`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum NextHopMode {
@@ -393,8 +401,8 @@ pub struct BgpConfigurationSpec {
     pub communities: Vec<Community>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub prefix_advertisements: Vec<PrefixAdvertisement>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub bind_mode: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bind_mode: Option<BindMode>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ignored_interfaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -434,9 +442,6 @@ impl BgpConfigurationSpec {
                     );
                 }
             }
-        }
-        if !self.bind_mode.is_empty() {
-            e.one_of("spec.bindMode", &self.bind_mode, &["None", "NodeIP"]);
         }
         if !self.node_mesh_max_restart_time.is_empty() {
             check_duration(

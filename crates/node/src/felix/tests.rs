@@ -128,7 +128,10 @@ impl Harness {
     }
 
     fn position(&self, entry: &str) -> Option<usize> {
-        self.journal.entries().iter().position(|e| e.starts_with(entry))
+        self.journal
+            .entries()
+            .iter()
+            .position(|e| e.starts_with(entry))
     }
 }
 
@@ -148,12 +151,12 @@ fn policy_reaches_the_kernel_before_the_route_that_makes_an_endpoint_reachable()
     h.resync();
     h.sync(&config()).expect("sync");
     let nft = h.position("nft full").expect("table loaded");
-    let route = h
-        .position("route 10.244.1.2/32")
-        .expect("route installed");
+    let route = h.position("route 10.244.1.2/32").expect("route installed");
     assert!(nft < route, "{:?}", h.journal.entries());
     assert_eq!(
-        h.routes.routes().get(&"10.244.1.2/32".parse().expect("net")),
+        h.routes
+            .routes()
+            .get(&"10.244.1.2/32".parse().expect("net")),
         Some(&Target::Device(WEB.into()))
     );
     assert!(h.in_sync());
@@ -210,10 +213,16 @@ fn an_interface_not_there_yet_is_retried_at_the_next_route_refresh() {
     let mut cfg = config();
     h.sync(&cfg).expect("a missing interface is not an error");
     assert!(h.routes.routes().is_empty());
-    assert!(h.in_sync(), "policy is in place; the route follows the interface");
+    assert!(
+        h.in_sync(),
+        "policy is in place; the route follows the interface"
+    );
     h.routes.add_link(WEB);
     h.sync(&cfg).expect("sync");
-    assert!(h.routes.routes().is_empty(), "nothing changed: no retry yet");
+    assert!(
+        h.routes.routes().is_empty(),
+        "nothing changed: no retry yet"
+    );
     cfg.route_refresh = Duration::ZERO;
     h.sync(&cfg).expect("sync");
     assert_eq!(h.routes.routes().len(), 1);
@@ -282,7 +291,9 @@ fn an_unreadable_record_is_reported_and_affects_only_itself() {
     assert_eq!(h.routes.routes().len(), 1, "the endpoint is programmed");
     let rejected = h.status.lock().expect("status").rejected.clone();
     assert!(
-        rejected.get(key).is_some_and(|why| why.contains("spec.selector")),
+        rejected
+            .get(key)
+            .is_some_and(|why| why.contains("spec.selector")),
         "{rejected:?}"
     );
 }

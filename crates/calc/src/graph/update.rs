@@ -1,0 +1,359 @@
+//! Taking datastore updates: each one changes the graph's resources and
+//! the label index, and marks dirty what it can affect.
+
+use super::*;
+
+impl CalcGraph {
+    pub(super) fn put(&mut self, r: Resource) {
+        match r {
+            Resource::WorkloadEndpoint(w) => {
+                let ns = w
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                let id = EndpointId {
+                    namespace: ns.clone(),
+                    name: w.metadata.name.clone(),
+                };
+                let mut labels = w.metadata.labels.clone();
+                labels.insert(NAMESPACE_LABEL.into(), ns);
+                let ports = w
+                    .spec
+                    .ports
+                    .iter()
+                    .map(|p| (p.name.clone(), p.protocol.number(), p.port))
+                    .collect();
+                let was_local = self.is_local(&id);
+                let old_iface = self
+                    .endpoints
+                    .get(&id)
+                    .filter(|_| was_local)
+                    .map(|e| e.interface.clone());
+                let ep = Endpoint {
+                    node: w.spec.node.clone(),
+                    interface: w.spec.interface_name.clone(),
+                    ips: host_nets(&w.spec.ip_networks),
+                    spoof: host_nets(&w.spec.allow_spoofed_source_prefixes),
+                    profiles: w.spec.profiles.clone(),
+                    ports,
+                };
+                let now_local = ep.node == self.node;
+                let old_profiles = self
+                    .endpoints
+                    .get(&id)
+                    .map(|e| e.profiles.clone())
+                    .unwrap_or_default();
+                self.set_local_profiles(
+                    &id,
+                    if was_local { &old_profiles } else { &[] },
+                    if now_local { &ep.profiles } else { &[] },
+                );
+                let new_iface = now_local.then(|| ep.interface.clone());
+                self.endpoints.insert(id.clone(), ep);
+                self.claim_interface(&id, old_iface.as_deref(), new_iface.as_deref());
+                let item = ItemKey::Endpoint(id.clone());
+                self.touch_item_sets(&item);
+                if was_local && !now_local {
+                    self.forget_local(&id);
+                }
+                let events = self
+                    .index
+                    .update_item(item.clone(), labels, w.spec.profiles.clone());
+                self.events(events);
+                if now_local && !was_local {
+                    // Policies already matching a (formerly remote) endpoint now count.
+                    let pols: Vec<PolicyId> = self
+                        .index
+                        .selectors_of(&item)
+                        .filter_map(|s| {
+                            if let SelKey::Policy(p) = s {
+                                Some(p.clone())
+                            } else {
+                                None
+                            }
+                        })
+                        .collect();
+                    for p in pols {
+                        self.local_policies
+                            .entry(id.clone())
+                            .or_default()
+                            .insert(p.clone());
+                        self.policy_locals
+                            .entry(p.clone())
+                            .or_default()
+                            .insert(id.clone());
+                        self.dirty_users.insert(User::Policy(p));
+                    }
+                }
+                self.touch_item_sets(&item);
+                if now_local || was_local {
+                    self.dirty_endpoints.insert(id.clone());
+                    for p in old_profiles
+                        .iter()
+                        .chain(&self.endpoints[&id].profiles.clone())
+                    {
+                        self.dirty_users.insert(User::Profile(p.clone()));
+                    }
+                }
+            }
+            Resource::NetworkSet(s) => {
+                let ns = s
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                let mut labels = s.metadata.labels.clone();
+                labels.insert(NAMESPACE_LABEL.into(), ns.clone());
+                self.put_netset(
+                    Some(ns),
+                    s.metadata.name.clone(),
+                    labels,
+                    host_nets(&s.spec.nets),
+                );
+            }
+            Resource::GlobalNetworkSet(s) => {
+                self.put_netset(
+                    None,
+                    s.metadata.name.clone(),
+                    s.metadata.labels.clone(),
+                    host_nets(&s.spec.nets),
+                );
+            }
+            Resource::Profile(p) => {
+                let name = p.metadata.name.clone();
+                let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, None);
+                self.profiles.insert(name.clone(), Profile { rules, sets });
+                let events = self
+                    .index
+                    .update_parent(&name, p.spec.labels_to_apply.clone());
+                self.events(events);
+                self.dirty_users.insert(User::Profile(name));
+            }
+            Resource::NetworkPolicy(p) => {
+                let ns = p
+                    .metadata
+                    .namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into());
+                let id = PolicyId {
+                    tier: tier_of(&p.spec.tier),
+                    namespace: Some(ns.clone()),
+                    name: p.metadata.name.clone(),
+                };
+                let sel = compile::policy_selector(
+                    &p.spec.selector,
+                    Some(&ns),
+                    None,
+                    &p.spec.service_account_selector,
+                );
+                let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, Some(&ns));
+                self.put_policy(id, sel, p.spec.order, &p.spec.types, rules, sets);
+            }
+            Resource::GlobalNetworkPolicy(p) => {
+                let id = PolicyId {
+                    tier: tier_of(&p.spec.tier),
+                    namespace: None,
+                    name: p.metadata.name.clone(),
+                };
+                // doNotTrack and preDNAT policies apply to host endpoints
+                // only (as in Calico), never to workloads.
+                let sel = if p.spec.do_not_track || p.spec.pre_dnat {
+                    Selector::from_expr(calico_selector::Expr::Not(Box::new(
+                        calico_selector::Expr::All,
+                    )))
+                } else {
+                    compile::policy_selector(
+                        &p.spec.selector,
+                        None,
+                        Some(&p.spec.namespace_selector),
+                        &p.spec.service_account_selector,
+                    )
+                };
+                let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, None);
+                self.put_policy(id, sel, p.spec.order, &p.spec.types, rules, sets);
+            }
+            Resource::Tier(t) => {
+                let end = match t.spec.default_action {
+                    Some(TierDefaultAction::Pass) => TierEnd::Pass,
+                    _ => TierEnd::Deny,
+                };
+                self.tiers.insert(
+                    t.metadata.name.clone(),
+                    Tier {
+                        order: t.spec.order,
+                        end,
+                    },
+                );
+                self.touch_tier(&t.metadata.name);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn delete(&mut self, kind: Kind, namespace: Option<String>, name: String) {
+        match kind {
+            Kind::WorkloadEndpoint => {
+                let id = EndpointId {
+                    namespace: namespace.unwrap_or_else(|| "default".into()),
+                    name,
+                };
+                let item = ItemKey::Endpoint(id.clone());
+                self.touch_item_sets(&item);
+                let was_local = self.is_local(&id);
+                let profiles = self
+                    .endpoints
+                    .get(&id)
+                    .map(|e| e.profiles.clone())
+                    .unwrap_or_default();
+                let events = self.index.delete_item(&item);
+                self.events(events);
+                if let Some(old) = self.endpoints.remove(&id).filter(|_| was_local) {
+                    self.claim_interface(&id, Some(&old.interface), None);
+                }
+                self.set_local_profiles(&id, if was_local { &profiles } else { &[] }, &[]);
+                if was_local {
+                    self.forget_local(&id);
+                    self.dirty_endpoints.insert(id);
+                    self.dirty_users
+                        .extend(profiles.into_iter().map(User::Profile));
+                }
+            }
+            Kind::NetworkSet | Kind::GlobalNetworkSet => {
+                let ns = if kind == Kind::NetworkSet {
+                    Some(namespace.unwrap_or_else(|| "default".into()))
+                } else {
+                    None
+                };
+                let item = ItemKey::NetSet(ns.clone(), name.clone());
+                self.touch_item_sets(&item);
+                let events = self.index.delete_item(&item);
+                self.events(events);
+                self.netsets.remove(&(ns, name));
+            }
+            Kind::Profile => {
+                self.profiles.remove(&name);
+                let events = self.index.delete_parent(&name);
+                self.events(events);
+                self.dirty_users.insert(User::Profile(name));
+            }
+            Kind::NetworkPolicy | Kind::GlobalNetworkPolicy => {
+                let ns = if kind == Kind::NetworkPolicy {
+                    Some(namespace.unwrap_or_else(|| "default".into()))
+                } else {
+                    None
+                };
+                let ids: Vec<PolicyId> = self
+                    .policies
+                    .keys()
+                    .filter(|p| p.namespace == ns && p.name == name)
+                    .cloned()
+                    .collect();
+                for id in ids {
+                    self.policies.remove(&id);
+                    let events = self.index.delete_selector(&SelKey::Policy(id.clone()));
+                    self.events(events);
+                    self.dirty_users.insert(User::Policy(id));
+                }
+            }
+            Kind::Tier => {
+                self.tiers.remove(&name);
+                self.touch_tier(&name);
+            }
+            _ => {}
+        }
+    }
+
+    pub(super) fn set_local_profiles(&mut self, id: &EndpointId, old: &[String], new: &[String]) {
+        for p in old {
+            if let Some(set) = self.local_profiles.get_mut(p) {
+                set.remove(id);
+                if set.is_empty() {
+                    self.local_profiles.remove(p);
+                }
+            }
+        }
+        for p in new {
+            self.local_profiles
+                .entry(p.clone())
+                .or_default()
+                .insert(id.clone());
+        }
+    }
+
+    pub(super) fn forget_local(&mut self, id: &EndpointId) {
+        for p in self.local_policies.remove(id).unwrap_or_default() {
+            if let Some(set) = self.policy_locals.get_mut(&p) {
+                set.remove(id);
+            }
+            self.dirty_users.insert(User::Policy(p));
+        }
+    }
+
+    pub(super) fn touch_tier(&mut self, tier: &str) {
+        let eps: Vec<EndpointId> = self
+            .policy_locals
+            .iter()
+            .filter(|(p, _)| p.tier == tier)
+            .flat_map(|(_, eps)| eps.iter().cloned())
+            .collect();
+        self.dirty_endpoints.extend(eps);
+    }
+
+    pub(super) fn put_netset(
+        &mut self,
+        ns: Option<String>,
+        name: String,
+        labels: BTreeMap<String, String>,
+        nets: Vec<IpNet>,
+    ) {
+        let item = ItemKey::NetSet(ns.clone(), name.clone());
+        self.touch_item_sets(&item);
+        self.netsets.insert((ns, name), nets);
+        let events = self.index.update_item(item.clone(), labels, Vec::new());
+        self.events(events);
+        self.touch_item_sets(&item);
+    }
+
+    pub(super) fn put_policy(
+        &mut self,
+        id: PolicyId,
+        sel: Selector,
+        order: Option<f64>,
+        types: &[PolicyType],
+        rules: CompiledRules,
+        sets: BTreeSet<SetSpec>,
+    ) {
+        // A policy renamed into another tier is a different id: drop the old one.
+        let stale: Vec<PolicyId> = self
+            .policies
+            .keys()
+            .filter(|p| p.namespace == id.namespace && p.name == id.name && p.tier != id.tier)
+            .cloned()
+            .collect();
+        for old in stale {
+            self.policies.remove(&old);
+            let events = self.index.delete_selector(&SelKey::Policy(old.clone()));
+            self.events(events);
+            self.dirty_users.insert(User::Policy(old));
+        }
+        let ingress = types.is_empty() || types.contains(&PolicyType::Ingress);
+        let egress = types.contains(&PolicyType::Egress);
+        self.policies.insert(
+            id.clone(),
+            Policy {
+                order,
+                ingress,
+                egress,
+                rules,
+                sets,
+            },
+        );
+        let events = self.index.update_selector(SelKey::Policy(id.clone()), sel);
+        self.events(events);
+        // Order, types or rules may have changed for every endpoint it selects.
+        self.dirty_endpoints
+            .extend(self.policy_locals.get(&id).into_iter().flatten().cloned());
+        self.dirty_users.insert(User::Policy(id));
+    }
+}
