@@ -22,8 +22,8 @@ pub use kinds::felix::FelixConfigurationSpec;
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
 pub use kinds::netset::NetworkSetSpec;
 pub use kinds::node::{
-    AsNumber, BgpConfigurationSpec, BindMode, BgpPassword, BgpPeerSpec, ClusterInformationSpec, NextHopMode,
-    NodeBgpSpec, NodeSpec, SecretKeyRef, SourceAddress,
+    AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, BindMode, ClusterInformationSpec,
+    NextHopMode, NodeBgpSpec, NodeSpec, SecretKeyRef, SourceAddress,
 };
 pub use kinds::policy::{
     Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec,
@@ -31,7 +31,7 @@ pub use kinds::policy::{
 };
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Object, Resource, API_VERSION};
-pub use types::{Cidr, InterfaceAddress, Mac, Network, PeerAddress, Selector};
+pub use types::{Cidr, GoDuration, InterfaceAddress, Mac, Network, PeerAddress, Selector};
 pub use validate::{
     dns_label, dns_subdomain, interface_name, label_key, label_value, truncated, FieldError,
     ValidationError,

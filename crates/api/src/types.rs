@@ -328,6 +328,79 @@ impl fmt::Display for Mac {
 }
 string_serde!(Mac, "a MAC address");
 
+/// A duration in Go's syntax, as Calico writes them (`90s`, `1m30s`,
+/// `1.5h`, `250ms`): parsed once, to the nanosecond; printed as written.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GoDuration {
+    text: String,
+    value: std::time::Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a duration (like 90s, 1m30s, 250ms)")]
+pub struct DurationError(String);
+
+impl GoDuration {
+    pub fn value(&self) -> std::time::Duration {
+        self.value
+    }
+}
+
+impl FromStr for GoDuration {
+    type Err = DurationError;
+    fn from_str(s: &str) -> Result<Self, DurationError> {
+        let bad = || DurationError(s.to_string());
+        if s == "0" {
+            return Ok(GoDuration {
+                text: s.into(),
+                value: std::time::Duration::ZERO,
+            });
+        }
+        let mut rest = s;
+        let mut nanos: f64 = 0.0;
+        if rest.is_empty() {
+            return Err(bad());
+        }
+        while !rest.is_empty() {
+            let digits = rest
+                .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+                .ok_or_else(bad)?;
+            let unit_len = rest[digits..]
+                .find(|c: char| c.is_ascii_digit() || c == '.')
+                .unwrap_or(rest.len() - digits);
+            let (num, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
+            let n: f64 = num.parse().map_err(|_| bad())?;
+            let scale = match unit {
+                "ns" => 1.0,
+                "us" | "µs" => 1e3,
+                "ms" => 1e6,
+                "s" => 1e9,
+                "m" => 60e9,
+                "h" => 3600e9,
+                _ => return Err(bad()),
+            };
+            nanos += n * scale;
+            rest = &rest[digits + unit_len..];
+        }
+        // Go's durations stop at about 292 years.
+        if !nanos.is_finite() || nanos > 9.2e18 {
+            return Err(bad());
+        }
+        Ok(GoDuration {
+            text: s.to_string(),
+            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+            value: std::time::Duration::from_nanos(nanos.round() as u64),
+        })
+    }
+}
+
+impl fmt::Display for GoDuration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+string_serde!(GoDuration, "a duration (like 90s, 1m30s, 250ms)");
+
 /// Serde for an optional value Calico spells as a string that may be empty:
 /// `""` (or absent) is `None`. Use with `#[serde(default, with = "opt")]`.
 pub mod opt {
@@ -389,6 +462,21 @@ mod tests {
         assert_eq!(round::<Mac>("0A:bb:cc:dd:ee:ff"), "0a:bb:cc:dd:ee:ff");
         assert_eq!(round::<Selector>("app == 'x'"), "app == 'x'");
         assert_eq!(round::<Network>("192.168.0.0/16"), "192.168.0.0/16");
+        assert_eq!(round::<GoDuration>("1m30s"), "1m30s");
+    }
+
+    #[test]
+    fn durations_as_go_writes_them() {
+        let d = |s: &str| s.parse::<GoDuration>().map(|d| d.value());
+        use std::time::Duration as D;
+        assert_eq!(d("90s"), Ok(D::from_secs(90)));
+        assert_eq!(d("1m30s"), Ok(D::from_secs(90)));
+        assert_eq!(d("1.5h"), Ok(D::from_secs(5400)));
+        assert_eq!(d("250ms"), Ok(D::from_millis(250)));
+        assert_eq!(d("0"), Ok(D::ZERO));
+        for bad in ["", "90", "s", "1d", "1m30", "-5s", "1..5s", "99999999999h"] {
+            assert!(d(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

@@ -119,14 +119,10 @@ fn cluster_of(spec: &NodeSpec) -> Option<Ipv4Addr> {
     spec.bgp.as_ref()?.route_reflector_cluster_id
 }
 
-/// A duration as Calico writes it ("30s", "2m") in whole seconds.
-fn secs(text: &str) -> Option<u16> {
-    if text.is_empty() {
-        return None;
-    }
-    humantime::parse_duration(text)
-        .ok()
-        .and_then(|d| u16::try_from(d.as_secs()).ok())
+/// A duration in whole seconds (as BIRD takes them); None beyond u16.
+fn secs(d: &Option<calico_api::GoDuration>) -> Option<u16> {
+    d.as_ref()
+        .and_then(|d| u16::try_from(d.value().as_secs()).ok())
 }
 
 /// Why a node cannot speak BGP.
@@ -503,8 +499,8 @@ mod tests {
                 node: "a".into(),
                 peer_ip: opt("10.0.0.254:1179"),
                 as_number: Some(AsNumber(65100)),
-                keepalive_time: "20s".into(),
-                max_restart_time: "2m".into(),
+                keepalive_time: opt("20s"),
+                max_restart_time: opt("2m"),
                 ..BgpPeerSpec::default()
             },
         );

@@ -1,6 +1,6 @@
 //! Node, BGPPeer, BGPConfiguration and ClusterInformation.
 
-use crate::types::{opt, Cidr, InterfaceAddress, Mac, PeerAddress, Selector};
+use crate::types::{opt, Cidr, GoDuration, InterfaceAddress, Mac, PeerAddress, Selector};
 use crate::validate::{as_number, Errors};
 use serde::{de, Deserialize, Deserializer, Serialize, Serializer};
 use std::fmt;
@@ -41,36 +41,27 @@ impl<'de> Deserialize<'de> for AsNumber {
     }
 }
 
-/// Go's duration syntax (`90s`, `1m30s`, `250ms`), as Calico durations are written.
-pub fn check_duration(e: &mut Errors, path: &str, text: &str) {
-    let mut rest = text;
-    let mut any = false;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let unit_len = rest[digits..]
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len() - digits);
-        let (num, unit) = (&rest[..digits], &rest[digits..digits + unit_len]);
-        if num.is_empty()
-            || num.parse::<f64>().is_err()
-            || !["ns", "us", "µs", "ms", "s", "m", "h"].contains(&unit)
-        {
+/// The longest keepalive: BGP's hold time (three keepalives) is 16 bits of seconds.
+const MAX_KEEPALIVE: u64 = 65535 / 3;
+/// The longest graceful-restart time: 12 bits of seconds (RFC 4724).
+const MAX_RESTART: u64 = 4095;
+
+/// A duration BGP carries in whole seconds, within its field's range.
+fn check_at_most(e: &mut Errors, path: &str, d: Option<&GoDuration>, max_secs: u64) {
+    if let Some(d) = d {
+        if d.value().as_secs() > max_secs {
             e.add(
                 path,
-                format!("{text:?} is not a duration (like 90s, 1m30s, 250ms)"),
+                format!("{d} is more than BGP carries ({max_secs}s at most)"),
             );
-            return;
         }
-        any = true;
-        rest = &rest[digits + unit_len..];
     }
-    if !any && text != "0" {
-        e.add(
-            path,
-            format!("{text:?} is not a duration (like 90s, 1m30s, 250ms)"),
-        );
+}
+
+/// Go's duration syntax (`90s`, `1m30s`, `250ms`), for untyped fields.
+pub fn check_duration(e: &mut Errors, path: &str, text: &str) {
+    if let Err(why) = text.parse::<GoDuration>() {
+        e.add(path, why.to_string());
     }
 }
 
@@ -247,14 +238,14 @@ pub struct BgpPeerSpec {
     pub password: Option<BgpPassword>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_address: Option<SourceAddress>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub max_restart_time: String,
+    #[serde(default, with = "opt", skip_serializing_if = "Option::is_none")]
+    pub max_restart_time: Option<GoDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub num_allowed_local_as_numbers: Option<u32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ttl_security: Option<u8>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub keepalive_time: String,
+    #[serde(default, with = "opt", skip_serializing_if = "Option::is_none")]
+    pub keepalive_time: Option<GoDuration>,
     #[serde(default, with = "opt", skip_serializing_if = "Option::is_none")]
     pub reachable_by: Option<IpAddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -321,6 +312,18 @@ impl BgpPeerSpec {
         e.no_global("spec.nodeSelector", &self.node_selector);
         e.no_global("spec.peerSelector", &self.peer_selector);
         e.no_global("spec.localWorkloadSelector", &self.local_workload_selector);
+        check_at_most(
+            e,
+            "spec.keepaliveTime",
+            self.keepalive_time.as_ref(),
+            MAX_KEEPALIVE,
+        );
+        check_at_most(
+            e,
+            "spec.maxRestartTime",
+            self.max_restart_time.as_ref(),
+            MAX_RESTART,
+        );
         if !self.peer_selector.is_empty() {
             if self.peer_ip.is_some() || self.as_number.is_some() {
                 e.add(
@@ -335,14 +338,6 @@ impl BgpPeerSpec {
             );
         } else if self.as_number.is_none() {
             e.add("spec.asNumber", "is required with peerIP");
-        }
-        for (field, value) in [
-            ("maxRestartTime", &self.max_restart_time),
-            ("keepaliveTime", &self.keepalive_time),
-        ] {
-            if !value.is_empty() {
-                check_duration(e, &format!("spec.{field}"), value);
-            }
         }
     }
 }
@@ -407,8 +402,8 @@ pub struct BgpConfigurationSpec {
     pub ignored_interfaces: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_mesh_password: Option<BgpPassword>,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
-    pub node_mesh_max_restart_time: String,
+    #[serde(default, with = "opt", skip_serializing_if = "Option::is_none")]
+    pub node_mesh_max_restart_time: Option<GoDuration>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub program_cluster_routes: Option<String>,
 }
@@ -426,6 +421,12 @@ impl BgpConfigurationSpec {
                 LOG_LEVELS,
             );
         }
+        check_at_most(
+            e,
+            "spec.nodeMeshMaxRestartTime",
+            self.node_mesh_max_restart_time.as_ref(),
+            MAX_RESTART,
+        );
         if self.listen_port == Some(0) {
             e.add("spec.listenPort", "must be 1-65535");
         }
@@ -442,13 +443,6 @@ impl BgpConfigurationSpec {
                     );
                 }
             }
-        }
-        if !self.node_mesh_max_restart_time.is_empty() {
-            check_duration(
-                e,
-                "spec.nodeMeshMaxRestartTime",
-                &self.node_mesh_max_restart_time,
-            );
         }
     }
 }
