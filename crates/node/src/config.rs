@@ -122,11 +122,6 @@ const HONOURED: &[&str] = &[
     "ipv6Support",
 ];
 
-/// A duration as the datastore writes it ("90s", "1m30s").
-fn duration(v: &str) -> Option<Duration> {
-    humantime::parse_duration(v).ok()
-}
-
 impl Config {
     /// Resolves the settings from the overrides and the two
     /// FelixConfiguration resources (`node.<node>` and `default`), and lists
@@ -149,7 +144,7 @@ impl Config {
                 .iter()
                 .find_map(|s| s.get_int(f).and_then(|v| u32::try_from(v).ok()))
         };
-        let d = |f: &str| layers.iter().find_map(|s| s.get_str(f).and_then(duration));
+        let d = |f: &str| layers.iter().find_map(|s| s.get_duration(f));
         let secs = |v: Option<u64>| v.map(Duration::from_secs);
         let config = Config {
             health_enabled: o.health_enabled.or(b("healthEnabled")).unwrap_or(true),
@@ -298,9 +293,10 @@ mod tests {
     fn environment_beats_node_beats_default_beats_builtin() {
         let global = spec(serde_json::json!({
             "healthPort": 9100, "prometheusMetricsEnabled": true,
-            "logSeverityScreen": "Warning", "routeRefreshInterval": "30s",
+            "logSeverityScreen": "Warning", "routeRefreshInterval": "0.5m",
             "vxlanVNI": 4097, "vxlanMTU": 1400, "wireguardMTU": 1400
         }));
+        // Go's syntax, fractions included (what validation accepts is used).
         let node =
             spec(serde_json::json!({"healthPort": 9200, "nftablesRefreshInterval": "1m30s"}));
         let (c, ignored) = Config::resolve(&Overrides::default(), None, None);

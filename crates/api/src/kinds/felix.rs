@@ -134,6 +134,14 @@ impl FelixConfigurationSpec {
         self.fields.get(name).and_then(Value::as_str)
     }
 
+    /// A duration field, read with the parser that validated it (so a
+    /// stored value that passed validation is never dropped here).
+    pub fn get_duration(&self, name: &str) -> Option<std::time::Duration> {
+        self.get_str(name)
+            .and_then(|t| t.parse::<crate::types::GoDuration>().ok())
+            .map(|d| d.value())
+    }
+
     pub(crate) fn check(&self, e: &mut Errors) {
         for (name, value) in &self.fields {
             let path = format!("spec.{name}");
