@@ -55,7 +55,12 @@ impl KernelFib {
 
     fn run(&self, ops: &[Op]) {
         for (op, e) in self.kernel.apply(ops) {
-            warn!("BGP route {op:?}: {e}");
+            // The error with its causes, on one line.
+            let why: Vec<String> =
+                std::iter::successors(Some(&e as &dyn std::error::Error), |e| e.source())
+                    .map(ToString::to_string)
+                    .collect();
+            warn!("BGP route {op:?}: {}", why.join(": "));
         }
     }
 }

@@ -24,7 +24,8 @@ use std::path::Path;
 use std::process::Stdio;
 
 fn kernel_err(e: calico_kernel::workload::WiringError) -> CniError {
-    CniError::new(code::KERNEL, "cannot wire the workload", e.to_string())
+    let details = calico_datastore::Chain(&e).to_string();
+    CniError::new(code::KERNEL, "cannot wire the workload", details)
 }
 
 /// Address management: Calico's in-process, or another plugin's.

@@ -19,6 +19,11 @@ mod tunnels;
 pub mod workload;
 
 pub use nft::{Applied, ApplyError, Nft, TABLE};
+
+/// The error underneath a kernel error (rtnetlink's, or the errno a
+/// netlink acknowledgement carried), kept as its source; shared, so one
+/// failure can stand for every operation it stopped.
+pub type Cause = std::sync::Arc<dyn std::error::Error + Send + Sync + 'static>;
 pub use routes::{NetlinkRoutes, RouteError};
 pub use sysctl::{ProcSysctl, SysctlError};
 pub use tunnels::{TunnelError, Tunnels};

@@ -23,10 +23,14 @@ use std::net::IpAddr;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
-    #[error("cannot start the netlink runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("netlink: {what}: {reason}")]
-    Netlink { what: String, reason: String },
+    #[error("cannot start the netlink runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("netlink: {what}")]
+    Netlink {
+        what: String,
+        #[source]
+        cause: crate::Cause,
+    },
     #[error("interface {0} does not exist")]
     NoLink(String),
 }
@@ -45,7 +49,7 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
     let what = what.into();
     move |e| RouteError::Netlink {
         what,
-        reason: e.to_string(),
+        cause: std::sync::Arc::new(e),
     }
 }
 
@@ -142,13 +146,13 @@ impl NetlinkRoutes {
         let names = match self.rt.block_on(self.links()) {
             Ok(n) => n,
             Err(e) => {
-                let reason = e.to_string();
+                let cause: crate::Cause = std::sync::Arc::new(e);
                 return ops
                     .iter()
                     .map(|op| {
                         let e = RouteError::Netlink {
                             what: "list links".into(),
-                            reason: reason.clone(),
+                            cause: cause.clone(),
                         };
                         (op.clone(), e)
                     })
@@ -159,15 +163,17 @@ impl NetlinkRoutes {
         let socket = match batch_socket() {
             Ok(s) => s,
             Err(e) => {
+                let cause: crate::Cause = std::sync::Arc::new(e);
                 return ops
                     .iter()
                     .map(|op| {
-                        (
-                            op.clone(),
-                            RouteError::Runtime(std::io::Error::other(e.to_string())),
-                        )
+                        let e = RouteError::Netlink {
+                            what: "open a netlink socket".into(),
+                            cause: cause.clone(),
+                        };
+                        (op.clone(), e)
                     })
-                    .collect()
+                    .collect();
             }
         };
         let mut seq: u32 = 1;
@@ -208,11 +214,11 @@ impl NetlinkRoutes {
                 continue;
             }
             if let Err(e) = socket.send(&buf, 0) {
+                let cause: crate::Cause = std::sync::Arc::new(e);
                 for op in sent.into_values() {
-                    failed.push((
-                        op.clone(),
-                        RouteError::Runtime(std::io::Error::other(e.to_string())),
-                    ));
+                    let what = "send to netlink".to_string();
+                    let cause = cause.clone();
+                    failed.push((op.clone(), RouteError::Netlink { what, cause }));
                 }
                 continue;
             }
@@ -222,11 +228,11 @@ impl NetlinkRoutes {
                 let n = match socket.recv(&mut &mut rx[..], 0) {
                     Ok(n) => n,
                     Err(e) => {
+                        let cause: crate::Cause = std::sync::Arc::new(e);
                         for op in std::mem::take(&mut sent).into_values() {
-                            failed.push((
-                                op.clone(),
-                                RouteError::Runtime(std::io::Error::other(e.to_string())),
-                            ));
+                            let what = "receive from netlink".to_string();
+                            let cause = cause.clone();
+                            failed.push((op.clone(), RouteError::Netlink { what, cause }));
                         }
                         break;
                     }
@@ -249,7 +255,7 @@ impl NetlinkRoutes {
                                     op.clone(),
                                     RouteError::Netlink {
                                         what: format!("{op:?}"),
-                                        reason: err.to_io().to_string(),
+                                        cause: std::sync::Arc::new(err.to_io()),
                                     },
                                 ));
                             }
@@ -288,7 +294,7 @@ impl NetlinkRoutes {
             } => {
                 b = b.gateway(*gateway).map_err(|e| RouteError::Netlink {
                     what: format!("route to {} via {gateway}", r.dst),
-                    reason: e.to_string(),
+                    cause: std::sync::Arc::new(e),
                 })?;
                 if let Some(d) = device {
                     b = b.output_interface(dev(d)?);
@@ -307,7 +313,7 @@ impl NetlinkRoutes {
             .destination_prefix(r.dst.addr(), r.dst.prefix_len())
             .map_err(|e| RouteError::Netlink {
                 what: format!("route to {}", r.dst),
-                reason: e.to_string(),
+                cause: std::sync::Arc::new(e),
             })?
             .protocol(RouteProtocol::from(self.proto)))
     }

@@ -20,14 +20,17 @@ use tracing::info;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TunnelError {
-    #[error("cannot start the netlink runtime: {0}")]
-    Runtime(std::io::Error),
-    #[error("{device}: {what}: {reason}")]
+    #[error("cannot start the netlink runtime")]
+    Runtime(#[source] std::io::Error),
+    #[error("{device}: {what}")]
     Netlink {
         device: String,
         what: String,
-        reason: String,
+        #[source]
+        cause: crate::Cause,
     },
+    #[error("{device}: not there after creating it")]
+    Vanished { device: String },
     #[error("{device}: no interface holds the node's address {local} (Node spec.bgp address), so there is no parent device to send tunnelled packets from")]
     NoParent { device: String, local: IpAddr },
 }
@@ -48,7 +51,7 @@ fn nl<'a>(device: &'a str, what: &'a str) -> impl FnOnce(rtnetlink::Error) -> Tu
     move |e| TunnelError::Netlink {
         device: device.to_string(),
         what: what.to_string(),
-        reason: e.to_string(),
+        cause: std::sync::Arc::new(e),
     }
 }
 
@@ -324,10 +327,8 @@ impl Tunnels {
         self.find(name)
             .await?
             .map(|o| o.index)
-            .ok_or_else(|| TunnelError::Netlink {
+            .ok_or_else(|| TunnelError::Vanished {
                 device: name.to_string(),
-                what: "reading it back after creating it".into(),
-                reason: "it is not there".into(),
             })
     }
 

@@ -24,31 +24,39 @@ pub const GATEWAY_V6: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0xecee, 0xeeff, 
 
 #[derive(Debug, thiserror::Error)]
 pub enum WiringError {
-    #[error("cannot open network namespace {path}: {source}")]
+    #[error("cannot open network namespace {path}")]
     Netns {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot enter network namespace {path}: {reason}")]
-    Setns { path: String, reason: String },
-    #[error("netlink: {what}: {reason}")]
-    Netlink { what: String, reason: String },
+    #[error("cannot enter network namespace {path}")]
+    Setns {
+        path: String,
+        #[source]
+        cause: crate::Cause,
+    },
+    #[error("netlink: {what}")]
+    Netlink {
+        what: String,
+        #[source]
+        cause: crate::Cause,
+    },
     #[error("interface {0} does not exist")]
     NoLink(String),
-    #[error("cannot set {path}: {source}")]
+    #[error("cannot set {path}")]
     Sysctl {
         path: String,
         source: std::io::Error,
     },
-    #[error("cannot start the netlink runtime: {0}")]
-    Runtime(std::io::Error),
+    #[error("cannot start the netlink runtime")]
+    Runtime(#[source] std::io::Error),
 }
 
 fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> WiringError {
     let what = what.into();
     move |e| WiringError::Netlink {
         what,
-        reason: e.to_string(),
+        cause: std::sync::Arc::new(e),
     }
 }
 
@@ -123,21 +131,19 @@ impl Wiring {
             source,
         })?;
         let rt = self.rt.handle().clone();
-        let joined = std::thread::spawn(move || {
+        let joined = std::thread::spawn(move || -> Result<_, crate::Cause> {
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)
-                .map_err(|e| e.to_string())?;
+                .map_err(|e| std::sync::Arc::new(e) as crate::Cause)?;
             let _guard = rt.enter();
-            rtnetlink::new_connection().map_err(|e| e.to_string())
+            rtnetlink::new_connection().map_err(|e| std::sync::Arc::new(e) as crate::Cause)
         })
         .join()
         .map_err(|_| WiringError::Setns {
             path: shown.clone(),
-            reason: "thread panicked".into(),
+            cause: std::sync::Arc::new(std::io::Error::other("the thread entering it panicked")),
         })?;
-        let (conn, handle, _) = joined.map_err(|reason| WiringError::Setns {
-            path: shown,
-            reason,
-        })?;
+        let (conn, handle, _) =
+            joined.map_err(|cause| WiringError::Setns { path: shown, cause })?;
         self.rt.spawn(conn);
         Ok(handle)
     }

@@ -232,6 +232,7 @@ impl OverlayAgent {
                 crate::mtu::FALLBACK_MTU
             }),
             Err(e) => {
+                let e = calico_datastore::Chain(&e);
                 warn!("listing interfaces for the MTU: {e}");
                 crate::mtu::FALLBACK_MTU
             }
@@ -257,7 +258,7 @@ impl OverlayAgent {
         } else {
             for e in errors {
                 metrics.apply_errors.inc();
-                warn!("tunnel device: {e}");
+                warn!("tunnel device: {}", calico_datastore::Chain(&e));
             }
             self.applied = None;
         }

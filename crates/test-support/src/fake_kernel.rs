@@ -148,7 +148,7 @@ impl RouteTable for FakeRoutes {
         if std::mem::take(&mut s.fail_list) {
             return Err(RouteError::Netlink {
                 what: "list routes".into(),
-                reason: "failed by the test".into(),
+                cause: Arc::new(std::io::Error::other("failed by the test")),
             });
         }
         Ok(s.routes

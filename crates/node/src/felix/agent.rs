@@ -427,7 +427,7 @@ impl Agent {
                         RouteError::NoLink(_) => debug!("route {op:?} skipped: {e}"),
                         e => {
                             self.metrics.apply_errors.inc();
-                            warn!("route {op:?} failed: {e}");
+                            warn!("route {op:?} failed: {}", calico_datastore::Chain(&e));
                         }
                     }
                 }
@@ -435,7 +435,7 @@ impl Agent {
             }
             Err(e) => {
                 self.metrics.apply_errors.inc();
-                warn!("syncing routes: {e}");
+                warn!("syncing routes: {}", calico_datastore::Chain(&e));
                 self.routes = None;
             }
         }
