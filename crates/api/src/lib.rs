@@ -34,5 +34,5 @@ pub use resource::{Kind, Object, Resource, API_VERSION};
 pub use types::{Cidr, GoDuration, InterfaceAddress, Mac, Network, PeerAddress, Selector};
 pub use validate::{
     dns_label, dns_subdomain, interface_name, label_key, label_value, truncated, FieldError,
-    ValidationError,
+    Invalid, ValidationError,
 };

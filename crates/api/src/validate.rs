@@ -109,33 +109,77 @@ impl Errors {
     }
 }
 
-fn qualified_name(name: &str) -> Result<(), String> {
+/// Why a name, label, AS number or interface name is not valid; the text
+/// is the reason a field error shows.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Invalid {
+    #[error("must be 1-{0} characters")]
+    Length(usize),
+    #[error(
+        "must consist of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric"
+    )]
+    QualifiedName,
+    #[error("must be lower-case alphanumerics, '-' and '.', each part starting and ending with an alphanumeric")]
+    Subdomain,
+    #[error("must be at most 63 lower-case alphanumerics or '-'")]
+    DnsLabel,
+    /// A label key's part (`prefix` or `name`) and what is wrong with it.
+    #[error("{part} {value:?} {why}")]
+    KeyPart {
+        part: &'static str,
+        value: String,
+        why: Box<Invalid>,
+    },
+    /// A label key without a prefix.
+    #[error("{value:?} {why}")]
+    Key { value: String, why: Box<Invalid> },
+    #[error("{0:?} is not an AS number")]
+    AsDot(String),
+    #[error("{0:?} is not an AS number (1-4294967295)")]
+    AsNumber(String),
+    #[error("AS number 0 is reserved")]
+    AsZero,
+    #[error("{0:?} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)")]
+    InterfaceName(String),
+}
+
+fn qualified_name(name: &str) -> Result<(), Invalid> {
     if name.is_empty() || name.len() > 63 {
-        return Err("must be 1-63 characters".into());
+        return Err(Invalid::Length(63));
     }
     let ok_inner = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
     let ends = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_alphanumeric());
     if !ok_inner || !ends(name.bytes().next()) || !ends(name.bytes().last()) {
-        return Err("must consist of alphanumerics, '-', '_' or '.', starting and ending with an alphanumeric".into());
+        return Err(Invalid::QualifiedName);
     }
     Ok(())
 }
 
 /// A Kubernetes label key: `[prefix/]name`, the prefix a DNS subdomain.
-pub fn label_key(key: &str) -> Result<(), String> {
+pub fn label_key(key: &str) -> Result<(), Invalid> {
+    fn part<'a>(part: &'static str, value: &'a str) -> impl FnOnce(Invalid) -> Invalid + 'a {
+        move |why| Invalid::KeyPart {
+            part,
+            value: value.to_string(),
+            why: Box::new(why),
+        }
+    }
     match key.rsplit_once('/') {
         Some((prefix, name)) => {
-            dns_subdomain(prefix).map_err(|e| format!("prefix {prefix:?} {e}"))?;
-            qualified_name(name).map_err(|e| format!("name {name:?} {e}"))
+            dns_subdomain(prefix).map_err(part("prefix", prefix))?;
+            qualified_name(name).map_err(part("name", name))
         }
-        None => qualified_name(key).map_err(|e| format!("{key:?} {e}")),
+        None => qualified_name(key).map_err(|why| Invalid::Key {
+            value: key.to_string(),
+            why: Box::new(why),
+        }),
     }
 }
 
 /// A Kubernetes label value: empty, or a qualified name.
-pub fn label_value(value: &str) -> Result<(), String> {
+pub fn label_value(value: &str) -> Result<(), Invalid> {
     if value.is_empty() {
         Ok(())
     } else {
@@ -144,9 +188,9 @@ pub fn label_value(value: &str) -> Result<(), String> {
 }
 
 /// A DNS subdomain (RFC 1123): lower-case alphanumerics, '-' and '.', at most 253.
-pub fn dns_subdomain(name: &str) -> Result<(), String> {
+pub fn dns_subdomain(name: &str) -> Result<(), Invalid> {
     if name.is_empty() || name.len() > 253 {
-        return Err("must be 1-253 characters".into());
+        return Err(Invalid::Length(253));
     }
     for part in name.split('.') {
         let ok = !part.is_empty()
@@ -156,41 +200,38 @@ pub fn dns_subdomain(name: &str) -> Result<(), String> {
             && !part.starts_with('-')
             && !part.ends_with('-');
         if !ok {
-            return Err("must be lower-case alphanumerics, '-' and '.', each part starting and ending with an alphanumeric".into());
+            return Err(Invalid::Subdomain);
         }
     }
     Ok(())
 }
 
 /// A DNS label (RFC 1123): at most 63, no dots. Namespaces are DNS labels.
-pub fn dns_label(name: &str) -> Result<(), String> {
+pub fn dns_label(name: &str) -> Result<(), Invalid> {
     if name.contains('.') || name.len() > 63 {
-        return Err("must be at most 63 lower-case alphanumerics or '-'".into());
+        return Err(Invalid::DnsLabel);
     }
     dns_subdomain(name)
 }
 
 /// An AS number, 1 to 4294967295, written as a plain number or as `high.low`.
-pub fn as_number(text: &str) -> Result<u32, String> {
+pub fn as_number(text: &str) -> Result<u32, Invalid> {
     let parsed = match text.split_once('.') {
         Some((hi, lo)) => {
-            let hi: u32 = hi
-                .parse()
-                .map_err(|_| format!("{text:?} is not an AS number"))?;
-            let lo: u32 = lo
-                .parse()
-                .map_err(|_| format!("{text:?} is not an AS number"))?;
+            let bad = || Invalid::AsDot(text.to_string());
+            let hi: u32 = hi.parse().map_err(|_| bad())?;
+            let lo: u32 = lo.parse().map_err(|_| bad())?;
             if hi > 0xffff || lo > 0xffff {
-                return Err(format!("{text:?} is not an AS number"));
+                return Err(bad());
             }
             (hi << 16) | lo
         }
         None => text
             .parse()
-            .map_err(|_| format!("{text:?} is not an AS number (1-4294967295)"))?,
+            .map_err(|_| Invalid::AsNumber(text.to_string()))?,
     };
     if parsed == 0 {
-        return Err("AS number 0 is reserved".into());
+        return Err(Invalid::AsZero);
     }
     Ok(parsed)
 }
@@ -198,7 +239,7 @@ pub fn as_number(text: &str) -> Result<u32, String> {
 /// A Linux interface name as Calico accepts one: 1-15 of `[A-Za-z0-9_.-]`,
 /// and not `.` or `..`. Nothing else can reach a kernel call or an nft
 /// script, so no name can carry a quote, a space or a separator.
-pub fn interface_name(name: &str) -> Result<(), String> {
+pub fn interface_name(name: &str) -> Result<(), Invalid> {
     let ok = (1..=15).contains(&name.len())
         && name
             .bytes()
@@ -208,10 +249,7 @@ pub fn interface_name(name: &str) -> Result<(), String> {
     if ok {
         Ok(())
     } else {
-        Err(format!(
-            "{:?} is not an interface name (1-15 of A-Z a-z 0-9 _ . -)",
-            crate::validate::truncated(name)
-        ))
+        Err(Invalid::InterfaceName(truncated(name)))
     }
 }
 

@@ -187,7 +187,7 @@ impl CalcGraph {
     /// Why a local endpoint cannot be programmed, if it cannot.
     fn rejection(&self, id: &EndpointId, ep: &Endpoint) -> Option<String> {
         if let Err(why) = calico_api::interface_name(&ep.interface) {
-            return Some(why);
+            return Some(why.to_string());
         }
         if !ep.interface.starts_with(WORKLOAD_INTERFACE_PREFIX)
             || ep.interface.len() == WORKLOAD_INTERFACE_PREFIX.len()

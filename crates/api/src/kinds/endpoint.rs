@@ -122,7 +122,7 @@ impl WorkloadEndpointSpec {
         }
         if !self.interface_name.is_empty() {
             if let Err(why) = crate::validate::interface_name(&self.interface_name) {
-                e.add("spec.interfaceName", why);
+                e.add("spec.interfaceName", why.to_string());
             }
         }
         for (field, gateway, v4) in [
@@ -162,7 +162,7 @@ impl HostEndpointSpec {
         }
         if !self.interface_name.is_empty() && self.interface_name != "*" {
             if let Err(why) = crate::validate::interface_name(&self.interface_name) {
-                e.add("spec.interfaceName", why);
+                e.add("spec.interfaceName", why.to_string());
             }
         }
         if self.interface_name.is_empty() && self.expected_ips.is_empty() {
