@@ -13,6 +13,7 @@ mod plugin;
 pub mod result;
 
 pub use error::CniError;
+pub use plugin::OpenKernel;
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -27,11 +28,27 @@ pub enum Plugin {
     CalicoIpam,
 }
 
-/// Runs one CNI invocation; returns the JSON to print on success.
+/// Runs one CNI invocation on this host's kernel; returns the JSON to
+/// print on success.
 pub fn run(
     plugin: Plugin,
     get: &dyn Fn(&str) -> Option<String>,
     stdin: &[u8],
+) -> Result<Option<Value>, CniError> {
+    let real = || {
+        calico_kernel::workload::Wiring::new()
+            .map(|w| Box::new(w) as Box<dyn calico_kernel::Workloads>)
+    };
+    run_with(plugin, get, stdin, &real)
+}
+
+/// [`run`], with the kernel's workload side opened by `kernel` (a fake in
+/// the orchestration tests).
+pub fn run_with(
+    plugin: Plugin,
+    get: &dyn Fn(&str) -> Option<String>,
+    stdin: &[u8],
+    kernel: &plugin::OpenKernel<'_>,
 ) -> Result<Option<Value>, CniError> {
     let env = env::Env::read(get)?;
     if env.command == env::Command::Version {
@@ -52,7 +69,7 @@ pub fn run(
     }
     let version = conf.cni_version.clone();
     let out = match plugin {
-        Plugin::Calico => plugin::run(&env, &conf, get),
+        Plugin::Calico => plugin::run(&env, &conf, get, kernel),
         Plugin::CalicoIpam => ipam_plugin::run(&env, &conf, get),
     };
     out.map_err(|e| e.with_version(&version))

@@ -16,7 +16,8 @@ use crate::result::{CniResult, Interface};
 use calico_api::{Cidr, EndpointPort, Kind, Object, ObjectMeta, Resource, WorkloadEndpointSpec};
 use calico_client::{Client, ClientError};
 use calico_ipam::Ipam;
-use calico_kernel::workload::{Wiring, GATEWAY_V4, GATEWAY_V6};
+use calico_kernel::workload::{GATEWAY_V4, GATEWAY_V6};
+use calico_kernel::Workloads;
 use calico_net::{IpNet, Protocol};
 use serde_json::Value;
 use std::collections::BTreeMap;
@@ -288,10 +289,11 @@ fn add(
     client: &Client,
     addrs: &Addresses<'_>,
     node: &str,
+    kernel: &OpenKernel<'_>,
 ) -> Result<Value, CniError> {
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
     let host_if = w.host_veth();
-    let kernel = Wiring::new().map_err(kernel_err)?;
+    let kernel = kernel().map_err(kernel_err)?;
     let netns = Path::new(&env.netns);
 
     // A retried ADD for the same container: same addresses, interfaces as they are.
@@ -344,9 +346,10 @@ fn del(
     client: &Client,
     addrs: &Addresses<'_>,
     node: &str,
+    kernel: &OpenKernel<'_>,
 ) -> Result<(), CniError> {
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
-    let kernel = Wiring::new().map_err(kernel_err)?;
+    let kernel = kernel().map_err(kernel_err)?;
     // Only this container's endpoint: a newer sandbox of the same pod keeps its own.
     let wep = existing_endpoint(client, &w.namespace, &w.endpoint_name(node))?;
     let ours = match &wep {
@@ -373,7 +376,13 @@ fn del(
     Ok(())
 }
 
-fn check(env: &Env, conf: &NetConf, client: &Client, node: &str) -> Result<(), CniError> {
+fn check(
+    env: &Env,
+    conf: &NetConf,
+    client: &Client,
+    node: &str,
+    kernel: &OpenKernel<'_>,
+) -> Result<(), CniError> {
     let fail = |what: String| {
         CniError::new(
             code::CHECK_FAILED,
@@ -386,7 +395,7 @@ fn check(env: &Env, conf: &NetConf, client: &Client, node: &str) -> Result<(), C
         .as_ref()
         .ok_or_else(|| CniError::new(code::INVALID_CONFIG, "CHECK needs prevResult", ""))?;
     let w = Workload::from_args(&env.args, &env.container_id, &env.ifname);
-    let kernel = Wiring::new().map_err(kernel_err)?;
+    let kernel = kernel().map_err(kernel_err)?;
     let Some(Resource::WorkloadEndpoint(wep)) =
         existing_endpoint(client, &w.namespace, &w.endpoint_name(node))?
     else {
@@ -434,6 +443,7 @@ fn gc(
     client: &Client,
     addrs: &Addresses<'_>,
     node: &str,
+    kernel: &OpenKernel<'_>,
 ) -> Result<(), CniError> {
     let Some(attachments) = &conf.valid_attachments else {
         return Ok(());
@@ -442,7 +452,7 @@ fn gc(
         .iter()
         .map(|a| (a.container_id.as_str(), a.ifname.as_str()))
         .collect();
-    let kernel = Wiring::new().map_err(kernel_err)?;
+    let kernel = kernel().map_err(kernel_err)?;
     for r in client
         .list(Kind::WorkloadEndpoint, None)
         .map_err(datastore_err)?
@@ -489,10 +499,15 @@ fn owned_veth(e: &calico_api::Object<WorkloadEndpointSpec>) -> String {
     }
 }
 
+/// Opens the kernel's workload side when a command needs it.
+pub type OpenKernel<'a> =
+    dyn Fn() -> Result<Box<dyn Workloads>, calico_kernel::workload::WiringError> + 'a;
+
 pub(crate) fn run(
     env: &Env,
     conf: &NetConf,
     get: &dyn Fn(&str) -> Option<String>,
+    kernel: &OpenKernel<'_>,
 ) -> Result<Option<Value>, CniError> {
     let (client, ipam) = ipam_plugin::open(conf, get)?;
     let node = conf.node(get);
@@ -503,11 +518,11 @@ pub(crate) fn run(
         Addresses::Delegate(kind)
     };
     match env.command {
-        Command::Add => add(env, conf, &client, &addrs, &node).map(Some),
-        Command::Del => del(env, conf, &client, &addrs, &node).map(|()| None),
-        Command::Check => check(env, conf, &client, &node).map(|()| None),
+        Command::Add => add(env, conf, &client, &addrs, &node, kernel).map(Some),
+        Command::Del => del(env, conf, &client, &addrs, &node, kernel).map(|()| None),
+        Command::Check => check(env, conf, &client, &node, kernel).map(|()| None),
         Command::Status => ipam_plugin::status(&client).map(|()| None),
-        Command::Gc => gc(env, conf, &client, &addrs, &node).map(|()| None),
+        Command::Gc => gc(env, conf, &client, &addrs, &node, kernel).map(|()| None),
         Command::Version => Ok(None),
     }
 }

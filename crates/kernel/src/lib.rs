@@ -98,6 +98,33 @@ pub trait Sysctl: Send {
     fn write(&self, key: &str, value: &str) -> Result<(), SysctlError>;
 }
 
+/// A node's workload interfaces, as the CNI plugin wires them.
+pub trait Workloads {
+    /// Whether host interface `name` exists; its MAC if so.
+    fn host_link(&self, name: &str) -> Result<Option<String>, workload::WiringError>;
+
+    /// The veth pair (`host_if` here, `container_if` in `netns`), its
+    /// addresses and routes on both sides, proxy ARP on the host.
+    fn wire(
+        &self,
+        netns: &std::path::Path,
+        host_if: &str,
+        container_if: &str,
+        mtu: u32,
+        ips: &[IpNet],
+    ) -> Result<workload::WorkloadLink, workload::WiringError>;
+
+    /// Deletes the host side (its peer goes with it); whether it was there.
+    fn unwire(&self, host_if: &str) -> Result<bool, workload::WiringError>;
+
+    /// The container interface's MAC and addresses, if it exists.
+    fn container_link(
+        &self,
+        netns: &std::path::Path,
+        container_if: &str,
+    ) -> Result<Option<(String, Vec<std::net::IpAddr>)>, workload::WiringError>;
+}
+
 /// [`Firewall::apply`] in this network namespace.
 pub fn apply(ruleset: &str) -> Result<(), ApplyError> {
     Nft::default().apply(ruleset)

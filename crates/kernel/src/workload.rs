@@ -344,3 +344,32 @@ impl Wiring {
         })
     }
 }
+
+impl crate::Workloads for Wiring {
+    fn host_link(&self, name: &str) -> Result<Option<String>, WiringError> {
+        Wiring::host_link(self, name)
+    }
+
+    fn wire(
+        &self,
+        netns: &Path,
+        host_if: &str,
+        container_if: &str,
+        mtu: u32,
+        ips: &[calico_net::IpNet],
+    ) -> Result<WorkloadLink, WiringError> {
+        Wiring::wire(self, netns, host_if, container_if, mtu, ips)
+    }
+
+    fn unwire(&self, host_if: &str) -> Result<bool, WiringError> {
+        Wiring::unwire(self, host_if)
+    }
+
+    fn container_link(
+        &self,
+        netns: &Path,
+        container_if: &str,
+    ) -> Result<Option<(String, Vec<IpAddr>)>, WiringError> {
+        Wiring::container_link(self, netns, container_if)
+    }
+}

@@ -257,3 +257,112 @@ impl Sysctl for FakeSysctl {
         Ok(())
     }
 }
+
+/// A wired workload as [`FakeWorkloads`] holds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeLink {
+    pub netns: std::path::PathBuf,
+    pub container_if: String,
+    pub ips: Vec<IpNet>,
+}
+
+#[derive(Debug, Default)]
+struct WorkloadState {
+    links: BTreeMap<String, FakeLink>,
+    /// The next wire() fails.
+    fail_wire: bool,
+}
+
+/// Workload interfaces: veth pairs as a map from host interface.
+#[derive(Debug, Clone, Default)]
+pub struct FakeWorkloads {
+    state: Arc<Mutex<WorkloadState>>,
+    journal: Journal,
+}
+
+const FAKE_HOST_MAC: &str = "ee:ee:ee:ee:ee:ee";
+const FAKE_CONTAINER_MAC: &str = "02:00:00:00:00:01";
+
+impl FakeWorkloads {
+    pub fn new(journal: &Journal) -> Self {
+        FakeWorkloads {
+            state: Arc::default(),
+            journal: journal.clone(),
+        }
+    }
+
+    pub fn links(&self) -> BTreeMap<String, FakeLink> {
+        lock(&self.state).links.clone()
+    }
+
+    pub fn fail_next_wire(&self) {
+        lock(&self.state).fail_wire = true;
+    }
+}
+
+impl calico_kernel::Workloads for FakeWorkloads {
+    fn host_link(
+        &self,
+        name: &str,
+    ) -> Result<Option<String>, calico_kernel::workload::WiringError> {
+        Ok(lock(&self.state)
+            .links
+            .contains_key(name)
+            .then(|| FAKE_HOST_MAC.to_string()))
+    }
+
+    fn wire(
+        &self,
+        netns: &std::path::Path,
+        host_if: &str,
+        container_if: &str,
+        _mtu: u32,
+        ips: &[IpNet],
+    ) -> Result<calico_kernel::workload::WorkloadLink, calico_kernel::workload::WiringError> {
+        let mut s = lock(&self.state);
+        if std::mem::take(&mut s.fail_wire) {
+            self.journal.note(format!("wire {host_if} failed"));
+            return Err(calico_kernel::workload::WiringError::NoLink(
+                container_if.to_string(),
+            ));
+        }
+        self.journal.note(format!("wire {host_if}"));
+        s.links.insert(
+            host_if.to_string(),
+            FakeLink {
+                netns: netns.to_path_buf(),
+                container_if: container_if.to_string(),
+                ips: ips.to_vec(),
+            },
+        );
+        Ok(calico_kernel::workload::WorkloadLink {
+            host_mac: FAKE_HOST_MAC.into(),
+            container_mac: FAKE_CONTAINER_MAC.into(),
+        })
+    }
+
+    fn unwire(&self, host_if: &str) -> Result<bool, calico_kernel::workload::WiringError> {
+        let gone = lock(&self.state).links.remove(host_if).is_some();
+        if gone {
+            self.journal.note(format!("unwire {host_if}"));
+        }
+        Ok(gone)
+    }
+
+    fn container_link(
+        &self,
+        netns: &std::path::Path,
+        container_if: &str,
+    ) -> Result<Option<(String, Vec<std::net::IpAddr>)>, calico_kernel::workload::WiringError> {
+        Ok(lock(&self.state)
+            .links
+            .values()
+            .find(|l| l.netns == netns && l.container_if == container_if)
+            .map(|l| {
+                (
+                    FAKE_CONTAINER_MAC.to_string(),
+                    l.ips.iter().map(IpNet::addr).collect(),
+                )
+            }))
+    }
+}

@@ -13,7 +13,9 @@ mod temp_store;
 
 pub use cni::{add_pod, cni_add, run_cni, CniCall};
 pub use etcd::{EtcdServer, EtcdTls};
-pub use fake_kernel::{FakeFirewall, FakeRoutes, FakeSysctl, FakeTunnels, Journal};
+pub use fake_kernel::{
+    FakeFirewall, FakeLink, FakeRoutes, FakeSysctl, FakeTunnels, FakeWorkloads, Journal,
+};
 pub use lab::{calicoctl, iperf3, output_text, LabCli};
 pub use netns::{Fabric, Netns};
 pub use temp_store::TempStore;
