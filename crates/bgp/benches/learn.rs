@@ -37,17 +37,8 @@ impl calico_bgp::Fib for NoFib {
 
 fn peer(addr: &str, passive: bool) -> PeerConfig {
     PeerConfig {
-        addr: addr.parse().expect("ip"),
-        asn: 64512,
-        kind: PeerKind::Global,
-        rr_client: false,
         passive,
-        local_addr: None,
-        port: 179,
-        hold_time: None,
-        restart_time: None,
-        password: None,
-        max_prefixes: None,
+        ..PeerConfig::new(addr.parse().expect("ip"), 64512, PeerKind::Global)
     }
 }
 

@@ -46,6 +46,26 @@ pub struct PeerConfig {
     pub max_prefixes: Option<usize>,
 }
 
+impl PeerConfig {
+    /// A peer at `addr` in `asn` with every other setting at its default:
+    /// port 179, active, no password, limits or own timers.
+    pub fn new(addr: IpAddr, asn: u32, kind: PeerKind) -> Self {
+        PeerConfig {
+            addr,
+            asn,
+            kind,
+            rr_client: false,
+            passive: false,
+            local_addr: None,
+            port: 179,
+            hold_time: None,
+            restart_time: None,
+            password: None,
+            max_prefixes: None,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct SpeakerConfig {
     pub router_id: Ipv4Addr,

@@ -12,7 +12,7 @@ pub(crate) use interface::{Action, Input, StreamId, Timer, MAX_CONNECTIONS_PER_P
 
 use crate::config::{PeerConfig, PeerState, PeerStatus, SpeakerConfig};
 use crate::rib::{routes_of, Changes, FibOp, PeerId, PeerInfo, Rib};
-use crate::session::{ConnId, Direction, Local, ToSession};
+use crate::session::{ConnId, Direction, Local, SessionEvent, ToSession};
 use calico_bgp_codec::{cease, Afi, Capability, Open, Update};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -107,32 +107,38 @@ impl Core {
                 result,
             } => self.connected(peer, epoch, result),
             Input::Timer(t) => self.timer(t),
-            Input::Opened { peer, conn, open } => {
+            Input::Session(ev) => self.session(ev),
+        }
+        std::mem::take(&mut self.out)
+    }
+
+    fn session(&mut self, ev: SessionEvent) {
+        match ev {
+            SessionEvent::Opened { peer, conn, open } => {
                 let ok = self.admit(peer, conn, &open);
                 self.out.push(Action::Admit { conn, ok });
             }
-            Input::Established {
+            SessionEvent::Established {
                 peer,
                 conn,
                 open,
                 local_addr,
             } => self.established(peer, conn, &open, local_addr),
-            Input::Received { peer, conn, update } => self.received(peer, conn, update),
-            Input::RefreshRequested { peer, conn } => {
+            SessionEvent::Received { peer, conn, update } => self.received(peer, conn, update),
+            SessionEvent::RefreshRequested { peer, conn } => {
                 if self.peers.get(&peer).and_then(|p| p.established) == Some(conn) {
                     let ch = self.rib.refresh(&peer);
                     self.apply(ch);
                     self.send(conn, ToSession::EndOfRib(vec![Afi::Ipv4, Afi::Ipv6]));
                 }
             }
-            Input::Closed {
+            SessionEvent::Closed {
                 peer,
                 conn,
                 graceful,
                 reason,
             } => self.closed(peer, conn, graceful, &reason),
         }
-        std::mem::take(&mut self.out)
     }
 
     /// Stopping: every session closed (with Cease, or dropped silently for

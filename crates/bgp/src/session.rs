@@ -45,13 +45,12 @@ pub(crate) enum ToSession {
 /// What a connection tells the main loop.
 #[derive(Debug)]
 #[allow(clippy::large_enum_variant)] // each is moved once through a channel
-pub(crate) enum FromSession {
+pub(crate) enum SessionEvent {
     /// The peer's OPEN arrived; may this connection go on?
     Opened {
         peer: PeerId,
         conn: ConnId,
         open: Open,
-        reply: oneshot::Sender<bool>,
     },
     Established {
         peer: PeerId,
@@ -76,6 +75,20 @@ pub(crate) enum FromSession {
         graceful: bool,
         reason: String,
     },
+}
+
+/// An event on its way to the main loop, with (for an OPEN) where the
+/// answer goes.
+#[derive(Debug)]
+pub(crate) struct FromSession {
+    pub event: SessionEvent,
+    pub reply: Option<oneshot::Sender<bool>>,
+}
+
+impl From<SessionEvent> for FromSession {
+    fn from(event: SessionEvent) -> Self {
+        FromSession { event, reply: None }
+    }
 }
 
 /// Our side of the OPEN, and the session parameters.
@@ -237,12 +250,12 @@ pub(crate) async fn run<S: Transport>(
     };
     let _ = c.stream.shutdown().await;
     let _ = events
-        .send(FromSession::Closed {
+        .send(FromSession::from(SessionEvent::Closed {
             peer,
             conn,
             graceful,
             reason,
-        })
+        }))
         .await;
 }
 
@@ -288,11 +301,13 @@ async fn session<S: Transport>(
     c.ctx.four_octet_as = theirs.has(|c| matches!(c, Capability::FourOctetAs(_)));
     let (reply, answer) = oneshot::channel();
     if events
-        .send(FromSession::Opened {
-            peer,
-            conn,
-            open: theirs.clone(),
-            reply,
+        .send(FromSession {
+            event: SessionEvent::Opened {
+                peer,
+                conn,
+                open: theirs.clone(),
+            },
+            reply: Some(reply),
         })
         .await
         .is_err()
@@ -324,12 +339,12 @@ async fn session<S: Transport>(
     let v6 = theirs.families().contains(&(Afi::Ipv6, Safi::Unicast));
     let v4 = theirs.families().contains(&(Afi::Ipv4, Safi::Unicast));
     if events
-        .send(FromSession::Established {
+        .send(FromSession::from(SessionEvent::Established {
             peer,
             conn,
             open: theirs,
             local_addr,
-        })
+        }))
         .await
         .is_err()
     {
@@ -349,12 +364,12 @@ async fn session<S: Transport>(
                     Ok(Message::Update(update)) => {
                         // Back-pressure: while the main loop is behind, this
                         // session reads no further (TCP slows the peer).
-                        if events.send(FromSession::Received { peer, conn, update }).await.is_err() {
+                        if events.send(FromSession::from(SessionEvent::Received { peer, conn, update })).await.is_err() {
                             return End::Sent(cease(2));
                         }
                     }
                     Ok(Message::RouteRefresh(r)) if r.subtype == 0 => {
-                        let _ = events.send(FromSession::RefreshRequested { peer, conn }).await;
+                        let _ = events.send(FromSession::from(SessionEvent::RefreshRequested { peer, conn })).await;
                     }
                     Ok(Message::RouteRefresh(_)) => {}
                     Ok(Message::Notification(n)) => return End::Received(n),

@@ -10,7 +10,7 @@
 use crate::config::{PeerConfig, PeerStatus, SpeakerConfig};
 use crate::core::{Action, Core, Input, StreamId, Timer};
 use crate::rib::{FibOp, PeerId};
-use crate::session::{self, ConnId, FromSession};
+use crate::session::{self, ConnId, FromSession, SessionEvent};
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
@@ -399,50 +399,19 @@ impl Shell {
                 result: result.map(|s| self.stream(s)).map_err(|e| e.to_string()),
             },
             Event::Timer(t) => Input::Timer(t),
-            Event::Session(s) => match s {
-                FromSession::Opened {
-                    peer,
-                    conn,
-                    open,
-                    reply,
-                } => {
-                    self.replies.insert(conn, reply);
-                    Input::Opened { peer, conn, open }
-                }
-                FromSession::Established {
-                    peer,
-                    conn,
-                    open,
-                    local_addr,
-                } => Input::Established {
-                    peer,
-                    conn,
-                    open,
-                    local_addr,
-                },
-                FromSession::Received { peer, conn, update } => {
-                    Input::Received { peer, conn, update }
-                }
-                FromSession::RefreshRequested { peer, conn } => {
-                    Input::RefreshRequested { peer, conn }
-                }
-                FromSession::Closed {
-                    peer,
-                    conn,
-                    graceful,
-                    reason,
-                } => {
-                    return (
-                        Input::Closed {
-                            peer,
-                            conn,
-                            graceful,
-                            reason,
-                        },
-                        Some(conn),
-                    )
-                }
-            },
+            Event::Session(FromSession { event, reply }) => {
+                let closed = match &event {
+                    SessionEvent::Opened { conn, .. } => {
+                        if let Some(reply) = reply {
+                            self.replies.insert(*conn, reply);
+                        }
+                        None
+                    }
+                    SessionEvent::Closed { conn, .. } => Some(*conn),
+                    _ => None,
+                };
+                return (Input::Session(event), closed);
+            }
         };
         (input, None)
     }

@@ -53,6 +53,24 @@ fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RouteError {
     }
 }
 
+/// Every one of `ops`, failed for one cause.
+fn all_failed(
+    ops: &[Op],
+    what: &str,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Vec<(Op, RouteError)> {
+    let cause: crate::Cause = std::sync::Arc::new(e);
+    ops.iter()
+        .map(|op| {
+            let e = RouteError::Netlink {
+                what: what.to_string(),
+                cause: cause.clone(),
+            };
+            (op.clone(), e)
+        })
+        .collect()
+}
+
 /// The main table, seen as one owner (a route protocol number) sees it.
 pub struct NetlinkRoutes {
     rt: tokio::runtime::Runtime,
@@ -145,36 +163,12 @@ impl NetlinkRoutes {
         let mut failed = Vec::new();
         let names = match self.rt.block_on(self.links()) {
             Ok(n) => n,
-            Err(e) => {
-                let cause: crate::Cause = std::sync::Arc::new(e);
-                return ops
-                    .iter()
-                    .map(|op| {
-                        let e = RouteError::Netlink {
-                            what: "list links".into(),
-                            cause: cause.clone(),
-                        };
-                        (op.clone(), e)
-                    })
-                    .collect();
-            }
+            Err(e) => return all_failed(ops, "list links", e),
         };
         let index: BTreeMap<&str, u32> = names.iter().map(|(i, n)| (n.as_str(), *i)).collect();
         let socket = match batch_socket() {
             Ok(s) => s,
-            Err(e) => {
-                let cause: crate::Cause = std::sync::Arc::new(e);
-                return ops
-                    .iter()
-                    .map(|op| {
-                        let e = RouteError::Netlink {
-                            what: "open a netlink socket".into(),
-                            cause: cause.clone(),
-                        };
-                        (op.clone(), e)
-                    })
-                    .collect();
-            }
+            Err(e) => return all_failed(ops, "open a netlink socket", e),
         };
         let mut seq: u32 = 1;
         for chunk in ops.chunks(BATCH) {
@@ -214,12 +208,8 @@ impl NetlinkRoutes {
                 continue;
             }
             if let Err(e) = socket.send(&buf, 0) {
-                let cause: crate::Cause = std::sync::Arc::new(e);
-                for op in sent.into_values() {
-                    let what = "send to netlink".to_string();
-                    let cause = cause.clone();
-                    failed.push((op.clone(), RouteError::Netlink { what, cause }));
-                }
+                let ops: Vec<Op> = sent.into_values().cloned().collect();
+                failed.extend(all_failed(&ops, "send to netlink", e));
                 continue;
             }
             // One acknowledgement (or error) per request.
@@ -228,12 +218,9 @@ impl NetlinkRoutes {
                 let n = match socket.recv(&mut &mut rx[..], 0) {
                     Ok(n) => n,
                     Err(e) => {
-                        let cause: crate::Cause = std::sync::Arc::new(e);
-                        for op in std::mem::take(&mut sent).into_values() {
-                            let what = "receive from netlink".to_string();
-                            let cause = cause.clone();
-                            failed.push((op.clone(), RouteError::Netlink { what, cause }));
-                        }
+                        let ops: Vec<Op> =
+                            std::mem::take(&mut sent).into_values().cloned().collect();
+                        failed.extend(all_failed(&ops, "receive from netlink", e));
                         break;
                     }
                 };

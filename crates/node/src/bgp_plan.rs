@@ -174,20 +174,12 @@ pub fn plan_with(inputs: &Inputs, node: &str, extras: &Extras) -> Result<Plan, P
     // Sessions run over IPv4 between IPv4 addresses and over IPv6 between
     // IPv6 ones (each carries the prefixes it can give a next hop for).
     let base = |addr: IpAddr, asn: u32, kind: PeerKind| PeerConfig {
-        addr,
-        asn,
-        kind,
-        rr_client: false,
-        passive: false,
         local_addr: match addr {
             IpAddr::V4(_) => Some(IpAddr::V4(address)),
             IpAddr::V6(_) => address6.map(IpAddr::V6),
         },
-        port: 179,
-        hold_time: None,
-        restart_time: None,
-        password: None,
         max_prefixes: extras.max_prefixes,
+        ..PeerConfig::new(addr, asn, kind)
     };
     let mut problems = Vec::new();
     // A node's addresses: its IPv4 one, and its IPv6 one when both ends

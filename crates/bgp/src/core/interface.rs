@@ -2,8 +2,7 @@
 
 use crate::config::PeerConfig;
 use crate::rib::{FibOp, PeerId};
-use crate::session::{ConnId, Local, ToSession};
-use calico_bgp_codec::{Open, Update};
+use crate::session::{ConnId, Local, SessionEvent, ToSession};
 use ipnet::IpNet;
 use std::collections::BTreeSet;
 use std::net::IpAddr;
@@ -36,33 +35,8 @@ pub(crate) enum Input {
         result: Result<StreamId, String>,
     },
     Timer(Timer),
-    /// The peer's OPEN arrived on `conn`: may it go on ([`Action::Admit`])?
-    Opened {
-        peer: PeerId,
-        conn: ConnId,
-        open: Open,
-    },
-    Established {
-        peer: PeerId,
-        conn: ConnId,
-        open: Open,
-        local_addr: IpAddr,
-    },
-    Received {
-        peer: PeerId,
-        conn: ConnId,
-        update: Update,
-    },
-    RefreshRequested {
-        peer: PeerId,
-        conn: ConnId,
-    },
-    Closed {
-        peer: PeerId,
-        conn: ConnId,
-        graceful: bool,
-        reason: String,
-    },
+    /// What a session reports; an OPEN is answered with [`Action::Admit`].
+    Session(SessionEvent),
 }
 
 /// Timers the core sets ([`Action::After`]); they come back as inputs.

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::config::PeerKind;
-use crate::session::Local;
+use crate::session::{Local, SessionEvent};
 use calico_bgp_codec::{AsPath, Attributes, Notification, Origin};
 use ipnet::IpNet;
 
@@ -26,19 +26,7 @@ fn core() -> Core {
 }
 
 fn peer(addr: &str) -> PeerConfig {
-    PeerConfig {
-        addr: ip(addr),
-        asn: 64512,
-        kind: PeerKind::NodeToNodeMesh,
-        rr_client: false,
-        passive: false,
-        local_addr: None,
-        port: 179,
-        hold_time: None,
-        restart_time: None,
-        password: None,
-        max_prefixes: None,
-    }
+    PeerConfig::new(ip(addr), 64512, PeerKind::NodeToNodeMesh)
 }
 
 /// The peer's OPEN: its router ID, with graceful restart of `restart` s.
@@ -124,7 +112,12 @@ fn fib(actions: &[Action]) -> Vec<FibOp> {
 
 /// An established session with PEER (our outgoing connection, conn 1).
 fn established(c: &mut Core, restart: Option<u16>) -> ConnId {
-    c.handle(Input::SetPeers(vec![peer(PEER)]), 10);
+    established_with(c, peer(PEER), restart)
+}
+
+/// The same, PEER configured as `p`.
+fn established_with(c: &mut Core, p: PeerConfig, restart: Option<u16>) -> ConnId {
+    c.handle(Input::SetPeers(vec![p]), 10);
     c.handle(
         Input::Connected {
             peer: ip(PEER),
@@ -135,21 +128,21 @@ fn established(c: &mut Core, restart: Option<u16>) -> ConnId {
     );
     let conn = 1;
     let a = c.handle(
-        Input::Opened {
+        Input::Session(SessionEvent::Opened {
             peer: ip(PEER),
             conn,
             open: open(PEER, restart),
-        },
+        }),
         12,
     );
     assert!(matches!(a[..], [Action::Admit { ok: true, .. }]));
     c.handle(
-        Input::Established {
+        Input::Session(SessionEvent::Established {
             peer: ip(PEER),
             conn,
             open: open(PEER, restart),
             local_addr: ip(US),
-        },
+        }),
         13,
     );
     conn
@@ -264,20 +257,20 @@ fn of_two_connections_the_one_from_the_higher_router_id_stays() {
     );
     let (ours, theirs) = (1, 2);
     let a = c.handle(
-        Input::Opened {
+        Input::Session(SessionEvent::Opened {
             peer: ip(PEER),
             conn: ours,
             open: open(PEER, None),
-        },
+        }),
         4,
     );
     assert!(matches!(a[..], [Action::Admit { conn: 1, ok: true }]));
     let a = c.handle(
-        Input::Opened {
+        Input::Session(SessionEvent::Opened {
             peer: ip(PEER),
             conn: theirs,
             open: open(PEER, None),
-        },
+        }),
         5,
     );
     assert_eq!(
@@ -290,12 +283,12 @@ fn of_two_connections_the_one_from_the_higher_router_id_stays() {
         .any(|a| matches!(a, Action::Admit { conn: 2, ok: true })));
     // Once established, any further OPEN is refused.
     c.handle(
-        Input::Established {
+        Input::Session(SessionEvent::Established {
             peer: ip(PEER),
             conn: theirs,
             open: open(PEER, None),
             local_addr: ip(US),
-        },
+        }),
         6,
     );
     c.handle(
@@ -306,11 +299,11 @@ fn of_two_connections_the_one_from_the_higher_router_id_stays() {
         7,
     );
     let a = c.handle(
-        Input::Opened {
+        Input::Session(SessionEvent::Opened {
             peer: ip(PEER),
             conn: 3,
             open: open(PEER, None),
-        },
+        }),
         8,
     );
     assert!(matches!(a[..], [Action::Admit { conn: 3, ok: false }]));
@@ -321,22 +314,22 @@ fn a_gracefully_restarting_peer_keeps_its_routes_for_its_restart_time() {
     let mut c = core();
     let conn = established(&mut c, Some(30));
     let a = c.handle(
-        Input::Received {
+        Input::Session(SessionEvent::Received {
             peer: ip(PEER),
             conn,
             update: update(&["10.244.2.0/26"]),
-        },
+        }),
         20,
     );
     assert_eq!(fib(&a), vec![FibOp::Set(net("10.244.2.0/26"), ip(PEER))]);
     // The session drops without a NOTIFICATION (a restart).
     let a = c.handle(
-        Input::Closed {
+        Input::Session(SessionEvent::Closed {
             peer: ip(PEER),
             conn,
             graceful: true,
             reason: "connection reset".into(),
-        },
+        }),
         21,
     );
     assert!(fib(&a).is_empty(), "still forwarding: {a:?}");
@@ -358,20 +351,20 @@ fn a_peer_that_closes_with_a_notification_loses_its_routes_at_once() {
     let mut c = core();
     let conn = established(&mut c, Some(30));
     c.handle(
-        Input::Received {
+        Input::Session(SessionEvent::Received {
             peer: ip(PEER),
             conn,
             update: update(&["10.244.2.0/26"]),
-        },
+        }),
         20,
     );
     let a = c.handle(
-        Input::Closed {
+        Input::Session(SessionEvent::Closed {
             peer: ip(PEER),
             conn,
             graceful: false,
             reason: "Cease".into(),
-        },
+        }),
         21,
     );
     assert_eq!(fib(&a), vec![FibOp::Remove(net("10.244.2.0/26"))]);
@@ -386,47 +379,23 @@ fn more_prefixes_than_allowed_end_the_session_with_cease_1() {
     let mut c = core();
     let mut p = peer(PEER);
     p.max_prefixes = Some(2);
-    c.handle(Input::SetPeers(vec![p]), 1);
-    c.handle(
-        Input::Connected {
-            peer: ip(PEER),
-            epoch: 1,
-            result: Ok(1),
-        },
-        2,
-    );
-    c.handle(
-        Input::Opened {
-            peer: ip(PEER),
-            conn: 1,
-            open: open(PEER, None),
-        },
-        3,
-    );
-    c.handle(
-        Input::Established {
-            peer: ip(PEER),
-            conn: 1,
-            open: open(PEER, None),
-            local_addr: ip(US),
-        },
-        4,
-    );
+    let conn = established_with(&mut c, p, None);
+    assert_eq!(conn, 1);
     let a = c.handle(
-        Input::Received {
+        Input::Session(SessionEvent::Received {
             peer: ip(PEER),
             conn: 1,
             update: update(&["10.1.0.0/24", "10.2.0.0/24"]),
-        },
+        }),
         5,
     );
     assert!(closes(&a).is_empty(), "two are allowed");
     let a = c.handle(
-        Input::Received {
+        Input::Session(SessionEvent::Received {
             peer: ip(PEER),
             conn: 1,
             update: update(&["10.3.0.0/24"]),
-        },
+        }),
         6,
     );
     assert_eq!(closes(&a), vec![(1, 6, 1)]);
@@ -439,11 +408,11 @@ fn convergence_waits_for_every_end_of_rib_or_the_restart_window() {
     let conn = established(&mut c, Some(30));
     let converged = |a: &[Action]| a.iter().any(|a| matches!(a, Action::FibConverged));
     let a = c.handle(
-        Input::Received {
+        Input::Session(SessionEvent::Received {
             peer: ip(PEER),
             conn,
             update: Update::end_of_rib(Afi::Ipv4),
-        },
+        }),
         20,
     );
     assert!(converged(&a), "the only peer sent End-of-RIB");
@@ -462,11 +431,11 @@ fn stopping_closes_every_session_and_withdraws_what_was_installed() {
     let mut c = core();
     let conn = established(&mut c, None);
     c.handle(
-        Input::Received {
+        Input::Session(SessionEvent::Received {
             peer: ip(PEER),
             conn,
             update: update(&["10.244.2.0/26"]),
-        },
+        }),
         20,
     );
     let a = c.stop(false);

@@ -191,7 +191,11 @@ mod timers {
         r.peer
             .send(&Message::Open(local(PEER, theirs).open()))
             .await;
-        let Some(FromSession::Opened { reply, .. }) = r.events.recv().await else {
+        let Some(FromSession {
+            event: SessionEvent::Opened { .. },
+            reply: Some(reply),
+        }) = r.events.recv().await
+        else {
             panic!("Opened first");
         };
         let _ = reply.send(true);
@@ -199,7 +203,10 @@ mod timers {
         r.peer.send(&Message::Keepalive).await;
         assert!(matches!(
             r.events.recv().await,
-            Some(FromSession::Established { .. })
+            Some(FromSession {
+                event: SessionEvent::Established { .. },
+                ..
+            })
         ));
     }
 
@@ -226,8 +233,11 @@ mod timers {
         assert!(keepalives[2..].is_empty() || keepalives[2..] == [Duration::from_secs(9)]);
         assert_eq!(t0.elapsed(), Duration::from_secs(9));
         assert_eq!((notification.code, notification.subcode), (4, 0));
-        let Some(FromSession::Closed {
-            graceful, reason, ..
+        let Some(FromSession {
+            event: SessionEvent::Closed {
+                graceful, reason, ..
+            },
+            ..
         }) = r.events.recv().await
         else {
             panic!("Closed last");
@@ -278,8 +288,11 @@ mod timers {
         for _ in 0..8 {
             let _ = r.commands.send(ToSession::Send(reach(4000, &attrs))).await;
         }
-        let Some(FromSession::Closed {
-            graceful, reason, ..
+        let Some(FromSession {
+            event: SessionEvent::Closed {
+                graceful, reason, ..
+            },
+            ..
         }) = r.events.recv().await
         else {
             panic!("Closed");

@@ -27,19 +27,7 @@ pub fn speaker_in(ns: &Netns, cfg: SpeakerConfig) -> Speaker {
 }
 
 pub fn peer(addr: &str, asn: u32) -> PeerConfig {
-    PeerConfig {
-        addr: addr.parse().expect("ip"),
-        asn,
-        kind: PeerKind::Global,
-        rr_client: false,
-        passive: false,
-        local_addr: None,
-        port: 179,
-        hold_time: None,
-        restart_time: None,
-        password: None,
-        max_prefixes: None,
-    }
+    PeerConfig::new(addr.parse().expect("ip"), asn, PeerKind::Global)
 }
 
 pub fn config(router_id: [u8; 4], asn: u32) -> SpeakerConfig {
