@@ -4,9 +4,11 @@
 //! (`Update`); dataplane intents come out (`Intent`): which IP sets exist
 //! with which members, which policies and profiles are compiled to which
 //! rules, and, per local workload endpoint, which tiers and policies apply
-//! in each direction, in order.
+//! in each direction, in order. `explain` walks that state for one packet,
+//! as the dataplane does, for `calicoctl policy explain`.
 
 mod compile;
+pub mod explain;
 mod graph;
 pub mod intent;
 pub mod overlay;

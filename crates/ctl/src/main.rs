@@ -61,6 +61,9 @@ enum Command {
     /// Check, canonicalise and evaluate selectors.
     #[command(subcommand)]
     Selector(commands::selector::SelectorCommand),
+    /// What policy does to a connection.
+    #[command(subcommand)]
+    Policy(commands::policy::PolicyCommand),
 }
 
 fn main() -> ExitCode {
@@ -81,6 +84,7 @@ fn main() -> ExitCode {
         Command::Label(a) => commands::edit::label(&cli.config, &a),
         Command::Ipam(cmd) => commands::ipam::run(&cli.config, &cmd),
         Command::Node(cmd) => commands::node::run(&cmd),
+        Command::Policy(cmd) => commands::policy::run(&cli.config, &cmd),
     };
     match outcome {
         Ok(code) => code,

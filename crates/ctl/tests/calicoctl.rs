@@ -506,3 +506,101 @@ fn etcd_over_tls_with_client_certificates_and_auth() {
     let out = run(&good, Some(("root", "wrong")), &["get", "ippools"]);
     assert!(!out.status.success() && !stdout(&out).contains("10.77.0.0/16"));
 }
+
+/// `policy explain` in words: each step at the source and the destination,
+/// what decided, the verdict; and its refusals.
+#[test]
+fn policy_explain_says_what_decided() {
+    let b = Backend::embedded();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("m.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: projectcalico.org/v3
+kind: Profile
+metadata: {name: kns.shop}
+spec: {ingress: [{action: Allow}], egress: [{action: Allow}]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: node--1-k8s-web-eth0, namespace: shop, labels: {app: web, projectcalico.org/orchestrator: k8s}}
+spec: {node: node-1, pod: web, endpoint: eth0, orchestrator: k8s, interfaceName: cali0000000web, ipNetworks: [10.0.0.1/32], profiles: [kns.shop]}
+---
+apiVersion: projectcalico.org/v3
+kind: WorkloadEndpoint
+metadata: {name: node--2-k8s-db-eth0, namespace: shop, labels: {app: db, projectcalico.org/orchestrator: k8s}}
+spec: {node: node-2, pod: db, endpoint: eth0, orchestrator: k8s, interfaceName: cali00000000db, ipNetworks: [10.0.0.2/32], profiles: [kns.shop]}
+---
+apiVersion: networking.k8s.io/v1
+kind: NetworkPolicy
+metadata: {name: db, namespace: shop}
+spec: {podSelector: {matchLabels: {app: db}}, ingress: [{ports: [{port: 5432}]}]}
+",
+    )
+    .expect("write");
+    b.ok(&["apply", "-f", file.to_str().expect("path")]);
+    let explain = |port: &str| {
+        b.ok(&[
+            "policy", "explain", "--from", "shop/web", "--to", "shop/db", "--port", port,
+        ])
+    };
+    let text = explain("5432");
+    assert!(
+        text.contains(
+            "shop/web (10.0.0.1, on node-1) -> shop/db (10.0.0.2, on node-2), protocol 6 port 5432"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains("profile kns.shop rule 0 matches: Allow"),
+        "{text}"
+    );
+    assert!(
+        text.contains("NetworkPolicy shop/knp.default.db rule 0 matches: Allow"),
+        "{text}"
+    );
+    assert!(text.ends_with("verdict: allowed\n"), "{text}");
+    let text = explain("80");
+    assert!(
+        text.contains("NetworkPolicy shop/knp.default.db: no rule matches"),
+        "{text}"
+    );
+    assert!(text.contains("denied by the end of tier default"), "{text}");
+    assert!(text.ends_with("verdict: denied\n"), "{text}");
+    // To an address outside the cluster: only the source's egress applies.
+    let v: Value = serde_json::from_str(&b.ok(&[
+        "policy",
+        "explain",
+        "--from",
+        "shop/db",
+        "--to",
+        "192.0.2.1",
+        "--port",
+        "443",
+        "-o",
+        "json",
+    ]))
+    .expect("json");
+    assert_eq!(v["verdict"], "allowed");
+    assert!(v["ingress"].is_null());
+    for (args, why) in [
+        (
+            vec!["--from", "shop/nope", "--to", "shop/db"],
+            "no workload endpoint for pod shop/nope",
+        ),
+        (
+            vec!["--from", "shop/web", "--to", "fd00::1"],
+            "different address families",
+        ),
+        (
+            vec!["--from", "web", "--to", "shop/db"],
+            "neither NAMESPACE/POD nor an IP address",
+        ),
+    ] {
+        let mut all = vec!["policy", "explain"];
+        all.extend(args);
+        let out = b.ctl(&all);
+        assert!(!out.status.success());
+        assert!(stderr(&out).contains(why), "{}", stderr(&out));
+    }
+}

@@ -5,5 +5,6 @@ pub mod get;
 pub mod ipam;
 pub mod manifest;
 pub mod node;
+pub mod policy;
 pub mod selector;
 pub mod version;
