@@ -22,16 +22,16 @@ const ORCHESTRATOR_SELECTOR: &str = "projectcalico.org/orchestrator == 'k8s'";
 pub struct LabelSelectorRequirement {
     pub key: String,
     pub operator: String,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub values: Vec<String>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LabelSelector {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub match_labels: BTreeMap<String, String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub match_expressions: Vec<LabelSelectorRequirement>,
 }
 
@@ -39,18 +39,18 @@ pub struct LabelSelector {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpBlock {
     pub cidr: Cidr,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub except: Vec<Cidr>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct Peer {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_selector: Option<LabelSelector>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub namespace_selector: Option<LabelSelector>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ip_block: Option<IpBlock>,
 }
 
@@ -65,29 +65,29 @@ pub enum IntOrString {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NetworkPolicyPort {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub protocol: Option<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub port: Option<IntOrString>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_port: Option<i64>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IngressRule {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub from: Vec<Peer>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<NetworkPolicyPort>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EgressRule {
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub to: Vec<Peer>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ports: Vec<NetworkPolicyPort>,
 }
 
@@ -96,11 +96,11 @@ pub struct EgressRule {
 pub struct K8sNetworkPolicySpec {
     #[serde(default)]
     pub pod_selector: LabelSelector,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_types: Vec<String>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub ingress: Vec<IngressRule>,
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub egress: Vec<EgressRule>,
 }
 
@@ -249,30 +249,7 @@ impl K8sNetworkPolicy {
         } else if let Err(why) = crate::validate::dns_subdomain(&self.metadata.name) {
             e.add("metadata.name", format!("{:?} {why}", self.metadata.name));
         }
-        let s = &self.spec;
-        check_selector(&mut e, "spec.podSelector", &s.pod_selector);
-        for (i, t) in s.policy_types.iter().enumerate() {
-            e.one_of(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]);
-        }
-        for (i, r) in s.ingress.iter().enumerate() {
-            r.from
-                .iter()
-                .enumerate()
-                .for_each(|(j, p)| check_peer(&mut e, &format!("spec.ingress[{i}].from[{j}]"), p));
-            r.ports
-                .iter()
-                .enumerate()
-                .for_each(|(j, p)| check_port(&mut e, &format!("spec.ingress[{i}].ports[{j}]"), p));
-        }
-        for (i, r) in s.egress.iter().enumerate() {
-            r.to.iter()
-                .enumerate()
-                .for_each(|(j, p)| check_peer(&mut e, &format!("spec.egress[{i}].to[{j}]"), p));
-            r.ports
-                .iter()
-                .enumerate()
-                .for_each(|(j, p)| check_port(&mut e, &format!("spec.egress[{i}].ports[{j}]"), p));
-        }
+        check_spec(&mut e, &self.spec);
         e.into_result(self.display_name())
     }
 
@@ -472,4 +449,31 @@ fn simplify_ports(ports: Vec<Port>) -> Vec<Port> {
             .map(|(min, max)| Port::Range { min, max }),
     );
     out
+}
+
+/// The checks of a Kubernetes NetworkPolicy's spec (its staged form's too).
+pub(crate) fn check_spec(e: &mut Errors, s: &K8sNetworkPolicySpec) {
+    check_selector(e, "spec.podSelector", &s.pod_selector);
+    for (i, t) in s.policy_types.iter().enumerate() {
+        e.one_of(&format!("spec.policyTypes[{i}]"), t, &["Ingress", "Egress"]);
+    }
+    for (i, r) in s.ingress.iter().enumerate() {
+        r.from
+            .iter()
+            .enumerate()
+            .for_each(|(j, p)| check_peer(e, &format!("spec.ingress[{i}].from[{j}]"), p));
+        r.ports
+            .iter()
+            .enumerate()
+            .for_each(|(j, p)| check_port(e, &format!("spec.ingress[{i}].ports[{j}]"), p));
+    }
+    for (i, r) in s.egress.iter().enumerate() {
+        r.to.iter()
+            .enumerate()
+            .for_each(|(j, p)| check_peer(e, &format!("spec.egress[{i}].to[{j}]"), p));
+        r.ports
+            .iter()
+            .enumerate()
+            .for_each(|(j, p)| check_port(e, &format!("spec.egress[{i}].ports[{j}]"), p));
+    }
 }

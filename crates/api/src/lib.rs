@@ -29,6 +29,7 @@ pub use kinds::policy::{
     Action, EntityRule, GlobalNetworkPolicySpec, Icmp, NetworkPolicySpec, PolicyType, ProfileSpec,
     Rule, ServiceAccountMatch, TierDefaultAction, TierSpec,
 };
+pub use kinds::staged::{pending, StagedAction};
 pub use meta::ObjectMeta;
 pub use resource::{Kind, Object, Resource, API_VERSION};
 pub use types::{Cidr, GoDuration, InterfaceAddress, Mac, Network, PeerAddress, Selector};

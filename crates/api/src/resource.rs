@@ -1,6 +1,7 @@
 //! The closed set of resource kinds, and the `Resource` value that holds any one of them.
 
-use crate::kinds::{endpoint::*, felix::*, ippool::*, netset::*, node::*, policy::*};
+use crate::k8s::K8sNetworkPolicySpec;
+use crate::kinds::{endpoint::*, felix::*, ippool::*, netset::*, node::*, policy::*, staged::*};
 use crate::meta::ObjectMeta;
 use crate::validate::{dns_label, dns_subdomain, Errors, ValidationError};
 use serde::{Deserialize, Serialize};
@@ -150,6 +151,9 @@ kinds! {
     BGPConfiguration: BgpConfigurationSpec, "bgpconfigurations", namespaced = false, naming = DefaultOrNode, aliases = ["bgpconfiguration", "bgpconfig", "bgpconfigs", "bgpc"];
     FelixConfiguration: FelixConfigurationSpec, "felixconfigurations", namespaced = false, naming = DefaultOrNode, aliases = ["felixconfiguration", "felixconfig", "felixconfigs", "fc"];
     ClusterInformation: ClusterInformationSpec, "clusterinformations", namespaced = false, naming = DefaultOnly, aliases = ["clusterinformation", "clusterinfo", "clusterinfos", "ci"];
+    StagedNetworkPolicy: Staged<NetworkPolicySpec>, "stagednetworkpolicies", namespaced = true, naming = Subdomain, aliases = ["stagednetworkpolicy", "snp", "snps"];
+    StagedGlobalNetworkPolicy: Staged<GlobalNetworkPolicySpec>, "stagedglobalnetworkpolicies", namespaced = false, naming = Subdomain, aliases = ["stagedglobalnetworkpolicy", "sgnp", "sgnps"];
+    StagedKubernetesNetworkPolicy: Staged<K8sNetworkPolicySpec>, "stagedkubernetesnetworkpolicies", namespaced = true, naming = Subdomain, aliases = ["stagedkubernetesnetworkpolicy", "sknp", "sknps"];
 }
 
 /// The wire shape of every resource.
@@ -268,6 +272,24 @@ impl Spec for GlobalNetworkPolicySpec {
         if self.pre_dnat && !self.egress.is_empty() {
             e.add("spec.egress", "a preDNAT policy cannot have egress rules");
         }
+    }
+}
+
+/// A staged policy is defaulted and checked as its enforced kind is (a
+/// staged Delete names the policy to delete; its other fields are kept as
+/// written and checked all the same).
+impl<S: Spec> Spec for Staged<S> {
+    fn default_fields(&mut self) {
+        self.spec.default_fields();
+    }
+    fn check(&self, e: &mut Errors) {
+        self.spec.check(e);
+    }
+}
+
+impl Spec for K8sNetworkPolicySpec {
+    fn check(&self, e: &mut Errors) {
+        crate::kinds::staged::check_k8s(self, e);
     }
 }
 

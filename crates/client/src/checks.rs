@@ -50,6 +50,8 @@ pub(crate) fn references(client: &Client, r: &Resource) -> Result<(), ClientErro
         }
         Resource::NetworkPolicy(p) => tier_exists(client, r, &p.spec.tier),
         Resource::GlobalNetworkPolicy(p) => tier_exists(client, r, &p.spec.tier),
+        Resource::StagedNetworkPolicy(p) => tier_exists(client, r, &p.spec.spec.tier),
+        Resource::StagedGlobalNetworkPolicy(p) => tier_exists(client, r, &p.spec.spec.tier),
         _ => Ok(()),
     }
 }

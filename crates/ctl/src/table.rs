@@ -110,6 +110,19 @@ fn columns(kind: calico_api::Kind, wide: bool) -> Vec<Column> {
                 col!("SELECTOR", "spec.selector"),
             ]
         }
+        (K::StagedNetworkPolicy | K::StagedGlobalNetworkPolicy, false) => {
+            vec![name_col, col!("ACTION", "spec.stagedAction")]
+        }
+        (K::StagedNetworkPolicy | K::StagedGlobalNetworkPolicy, true) => vec![
+            name_col,
+            col!("ACTION", "spec.stagedAction"),
+            col!("TIER", "spec.tier"),
+            col!("ORDER", "spec.order"),
+            col!("SELECTOR", "spec.selector"),
+        ],
+        (K::StagedKubernetesNetworkPolicy, _) => {
+            vec![name_col, col!("ACTION", "spec.stagedAction")]
+        }
         (K::Tier, _) => vec![name_col, col!("ORDER", "spec.order")],
         (K::NetworkSet | K::GlobalNetworkSet, false) => vec![name_col],
         (K::NetworkSet | K::GlobalNetworkSet, true) => vec![name_col, col!("NETS", "spec.nets")],

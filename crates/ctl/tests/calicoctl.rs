@@ -71,7 +71,7 @@ fn manifest_round_trip(b: &Backend) {
     let path = repo().join("examples/manifests/cluster.yaml");
     let file = path.to_str().expect("utf-8 path");
     let out = b.ok(&["apply", "-f", file]);
-    assert!(out.contains("Successfully applied 21 resource(s)"), "{out}");
+    assert!(out.contains("Successfully applied 24 resource(s)"), "{out}");
 
     let text = std::fs::read_to_string(&path).expect("manifest");
     let docs = calico_api::documents(&text).expect("yaml");
@@ -111,7 +111,7 @@ fn manifest_round_trip(b: &Backend) {
     assert_eq!(all_ns["items"].as_array().map(Vec::len), Some(2));
 
     let out = b.ok(&["delete", "-f", file]);
-    assert!(out.contains("Successfully deleted 21 resource(s)"), "{out}");
+    assert!(out.contains("Successfully deleted 24 resource(s)"), "{out}");
     for doc in &docs {
         let kind = doc["kind"].as_str().expect("kind");
         let name = doc["metadata"]["name"].as_str().expect("name");
@@ -583,6 +583,31 @@ spec: {podSelector: {matchLabels: {app: db}}, ingress: [{ports: [{port: 5432}]}]
     .expect("json");
     assert_eq!(v["verdict"], "allowed");
     assert!(v["ingress"].is_null());
+    // Staged: deleting the Kubernetes policy would let port 80 in; enforced
+    // nothing changes.
+    let staged = dir.path().join("staged.yaml");
+    std::fs::write(
+        &staged,
+        "apiVersion: projectcalico.org/v3\nkind: StagedKubernetesNetworkPolicy\n\
+         metadata: {name: db, namespace: shop}\nspec: {stagedAction: Delete, podSelector: {}}\n",
+    )
+    .expect("write");
+    b.ok(&["apply", "-f", staged.to_str().expect("path")]);
+    let table = b.ok(&["get", "stagedkubernetesnetworkpolicies", "-n", "shop"]);
+    assert!(
+        table.contains("ACTION") && table.contains("Delete"),
+        "{table}"
+    );
+    let text = explain("80");
+    let (enforced, pending) = text
+        .split_once("pending, with the staged policies applied:")
+        .expect("a pending part");
+    assert!(enforced.contains("verdict: denied"), "{text}");
+    assert!(
+        pending.contains("profile kns.shop rule 0 matches: Allow"),
+        "{text}"
+    );
+    assert!(pending.ends_with("verdict: allowed\n"), "{text}");
     for (args, why) in [
         (
             vec!["--from", "shop/nope", "--to", "shop/db"],

@@ -49,8 +49,9 @@ fn netns_with(prefix: &str) -> Vec<String> {
         .collect()
 }
 
-/// What `calicoctl policy explain` says of every ordered pair (TCP 80).
-fn explained(lab: &Lab) -> BTreeSet<(String, String)> {
+/// The pairs `calicoctl policy explain` allows (TCP 80), enforced or
+/// pending (`which`: the JSON field holding the verdict).
+fn explained_as(lab: &Lab, which: &str) -> BTreeSet<(String, String)> {
     let mut out = BTreeSet::new();
     for a in PODS {
         for b in PODS {
@@ -72,12 +73,21 @@ fn explained(lab: &Lab) -> BTreeSet<(String, String)> {
                 "json",
             ]);
             let v: serde_json::Value = serde_json::from_str(&text).expect("json");
-            if v["verdict"] == "allowed" {
+            let verdict = if which == "pending" {
+                &v["pending"]["verdict"]
+            } else {
+                &v["verdict"]
+            };
+            if verdict == "allowed" {
                 out.insert((a.to_string(), b.to_string()));
             }
         }
     }
     out
+}
+
+fn explained(lab: &Lab) -> BTreeSet<(String, String)> {
+    explained_as(lab, "verdict")
 }
 
 /// Real probes see `expected`, and `calicoctl policy explain`, working
@@ -172,6 +182,13 @@ fn a_three_node_lab_end_to_end() {
     lab.apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: z-no-egress}\n\
                spec: {selector: \"projectcalico.org/namespace == 'z'\", types: [Egress], egress: [{action: Allow}]}\n");
     check(&lab, all_pairs(|_, b| b.starts_with("x/")));
+
+    // A staged policy is never enforced: the same pairs connect, and
+    // explain's pending verdict shows what it would do (nothing leaves).
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: deny-all-egress}\n\
+               spec: {selector: all(), types: [Egress], egress: [{action: Deny}]}\n");
+    check(&lab, all_pairs(|_, b| b.starts_with("x/")));
+    assert!(explained_as(&lab, "pending").is_empty());
 
     // Pod churn: create, probe, delete; no address is leaked.
     for i in 0..8 {

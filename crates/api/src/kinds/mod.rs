@@ -6,3 +6,4 @@ pub mod ippool;
 pub mod netset;
 pub mod node;
 pub mod policy;
+pub mod staged;

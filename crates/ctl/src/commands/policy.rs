@@ -1,7 +1,8 @@
 //! `calicoctl policy explain`: what the datastore's policy does to one
 //! connection, worked out offline with the code the node agent compiles
 //! policy with (`calico_calc`), walked as the dataplane walks it: egress at
-//! the source's endpoint, then ingress at the destination's.
+//! the source's endpoint, then ingress at the destination's. Enforced, and
+//! pending: as it would be with every staged policy applied.
 
 use crate::input::existing_client;
 use anyhow::{anyhow, bail, Context, Result};
@@ -68,16 +69,27 @@ struct End {
     ip: IpAddr,
 }
 
+/// Both directions' decisions and what they add up to.
 #[derive(Debug, Serialize)]
-struct Explanation {
-    from: End,
-    to: End,
-    packet: Packet,
+struct Verdict {
     /// At the source's endpoint (None: not a workload of this cluster).
     egress: Option<Decision>,
     /// At the destination's endpoint.
     ingress: Option<Decision>,
     verdict: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+struct Explanation {
+    from: End,
+    to: End,
+    packet: Packet,
+    #[serde(flatten)]
+    enforced: Verdict,
+    /// With every staged policy applied (Set in place of its namesake,
+    /// Delete removing it); present when there are staged policies.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pending: Option<Verdict>,
 }
 
 fn explain(config: &Path, a: &ExplainArgs) -> Result<ExitCode> {
@@ -111,23 +123,34 @@ fn explain(config: &Path, a: &ExplainArgs) -> Result<ExitCode> {
         src_port: a.source_port,
         icmp,
     };
-    let decide = |end: &End, ingress: bool| -> Option<Decision> {
-        let ((ns, name), node) = (end.endpoint.clone()?, end.node.clone()?);
-        let state = state_of(&node, &resources);
-        let ep = state.endpoints.get(&format!("{ns}/{name}"))?;
-        Some(evaluate(&state, ep, ingress, &packet))
+    let verdict = |resources: &[Resource]| {
+        let decide = |end: &End, ingress: bool| -> Option<Decision> {
+            let ((ns, name), node) = (end.endpoint.clone()?, end.node.clone()?);
+            let state = state_of(&node, resources);
+            let ep = state.endpoints.get(&format!("{ns}/{name}"))?;
+            Some(evaluate(&state, ep, ingress, &packet))
+        };
+        let egress = decide(&from, false);
+        let ingress = decide(&to, true);
+        let allowed =
+            egress.as_ref().is_none_or(|d| d.allowed) && ingress.as_ref().is_none_or(|d| d.allowed);
+        Verdict {
+            egress,
+            ingress,
+            verdict: if allowed { "allowed" } else { "denied" },
+        }
     };
-    let egress = decide(&from, false);
-    let ingress = decide(&to, true);
-    let allowed =
-        egress.as_ref().is_none_or(|d| d.allowed) && ingress.as_ref().is_none_or(|d| d.allowed);
+    let enforced = verdict(&resources);
+    let staged = resources
+        .iter()
+        .any(|r| calico_api::kinds::staged::enforced(r).is_some());
+    let pending = staged.then(|| verdict(&calico_api::pending(&resources)));
     let e = Explanation {
         from,
         to,
         packet,
-        egress,
-        ingress,
-        verdict: if allowed { "allowed" } else { "denied" },
+        enforced,
+        pending,
     };
     if a.output == "json" {
         println!("{}", serde_json::to_string_pretty(&e)?);
@@ -227,7 +250,6 @@ fn describe(end: &End) -> String {
 }
 
 fn text(e: &Explanation) -> String {
-    use calico_calc::explain::Step;
     let mut out = String::new();
     let port = e
         .packet
@@ -240,9 +262,19 @@ fn text(e: &Explanation) -> String {
         describe(&e.to),
         e.packet.protocol
     ));
+    verdict_text(&mut out, e, &e.enforced);
+    if let Some(p) = &e.pending {
+        out.push_str("\npending, with the staged policies applied:\n");
+        verdict_text(&mut out, e, p);
+    }
+    out
+}
+
+fn verdict_text(out: &mut String, e: &Explanation, v: &Verdict) {
+    use calico_calc::explain::Step;
     for (what, end, d) in [
-        ("egress from", &e.from, &e.egress),
-        ("ingress to", &e.to, &e.ingress),
+        ("egress from", &e.from, &v.egress),
+        ("ingress to", &e.to, &v.ingress),
     ] {
         let Some(d) = d else {
             out.push_str(&format!("\n{what} {}: no policy here\n", end.ip));
@@ -291,8 +323,7 @@ fn text(e: &Explanation) -> String {
             }
         ));
     }
-    out.push_str(&format!("\nverdict: {}\n", e.verdict));
-    out
+    out.push_str(&format!("\nverdict: {}\n", v.verdict));
 }
 
 fn name(p: &calico_calc::PolicyId) -> String {
