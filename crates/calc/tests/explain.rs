@@ -139,3 +139,18 @@ fn a_source_port_rule_makes_the_answer_depend_on_it() {
     let d = to_db(&s, 5432);
     assert!(!d.allowed && d.depends_on_source_port, "{d:?}");
 }
+
+#[test]
+fn staged_policies_are_never_enforced() {
+    let plain = state(
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: t}\nspec: {order: 1}\n",
+    );
+    let staged = state(
+        "apiVersion: projectcalico.org/v3\nkind: Tier\nmetadata: {name: t}\nspec: {order: 1}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: StagedGlobalNetworkPolicy\nmetadata: {name: deny-all}\n\
+         spec: {selector: all(), types: [Ingress, Egress], ingress: [{action: Deny}], egress: [{action: Deny}]}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: StagedNetworkPolicy\nmetadata: {name: deny, namespace: shop}\n\
+         spec: {selector: all(), ingress: [{action: Deny}]}\n",
+    );
+    assert_eq!(plain, staged, "the dataplane's state is untouched");
+}
