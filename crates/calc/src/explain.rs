@@ -40,10 +40,11 @@ pub enum Step {
         index: usize,
         action: Action,
     },
-    /// None of a policy's rules matched.
+    /// None of a policy's rules matched; why not, rule by rule.
     NoMatch {
         tier: String,
         policy: PolicyId,
+        why: Vec<String>,
     },
     /// Nobody in the tier decided: its end action applies.
     TierEnd {
@@ -58,6 +59,7 @@ pub enum Step {
     },
     ProfileNoMatch {
         profile: String,
+        why: Vec<String>,
     },
     /// No profile allowed it.
     NoProfileAllowed,
@@ -85,15 +87,20 @@ fn policy_name(p: &PolicyId) -> String {
 
 /// Evaluates `ep`'s policy for `packet`: ingress (to it) or egress (from
 /// it), with the sets, policies and profiles of `state`.
+///
+/// `selectors` names the selector each set stands for (see
+/// `CalcGraph::set_selectors`), for the reasons a rule does not match.
 pub fn evaluate(
     state: &DesiredState,
     ep: &EndpointIntent,
     ingress: bool,
     packet: &Packet,
+    selectors: &BTreeMap<SetId, String>,
 ) -> Decision {
     let mut steps = Vec::new();
     let mut ctx = Matcher {
         sets: &state.sets,
+        selectors,
         packet,
         uncertain: false,
     };
@@ -119,8 +126,10 @@ pub fn evaluate(
                 .map(rules_of)
                 .unwrap_or_default();
             let mut decided = false;
+            let mut why = Vec::new();
             for (index, r) in rules.iter().enumerate() {
-                if !ctx.rule(r) {
+                if let Err(reason) = ctx.rule(r) {
+                    why.push(format!("rule {index}: {reason}"));
                     continue;
                 }
                 steps.push(Step::Rule {
@@ -151,6 +160,7 @@ pub fn evaluate(
             steps.push(Step::NoMatch {
                 tier: tier.tier.clone(),
                 policy: pid.clone(),
+                why,
             });
         }
         steps.push(Step::TierEnd {
@@ -168,8 +178,10 @@ pub fn evaluate(
     for name in &ep.profiles {
         let rules = state.profiles.get(name).map(rules_of).unwrap_or_default();
         let mut matched = false;
+        let mut why = Vec::new();
         for (index, r) in rules.iter().enumerate() {
-            if !ctx.rule(r) {
+            if let Err(reason) = ctx.rule(r) {
+                why.push(format!("rule {index}: {reason}"));
                 continue;
             }
             steps.push(Step::ProfileRule {
@@ -192,6 +204,7 @@ pub fn evaluate(
         if !matched {
             steps.push(Step::ProfileNoMatch {
                 profile: name.clone(),
+                why,
             });
         }
     }
@@ -206,6 +219,7 @@ pub fn evaluate(
 
 struct Matcher<'a> {
     sets: &'a BTreeMap<SetId, SetMembers>,
+    selectors: &'a BTreeMap<SetId, String>,
     packet: &'a Packet,
     uncertain: bool,
 }
@@ -240,16 +254,29 @@ impl Matcher<'_> {
         matches!(self.packet.protocol, 6 | 17 | 132 | 136)
     }
 
-    fn rule(&mut self, r: &CompiledRule) -> bool {
+    /// The selector a set stands for, as people read it.
+    fn sel(&self, id: &SetId) -> String {
+        self.selectors
+            .get(id)
+            .map_or_else(|| format!("set {id}"), |s| format!("selector {s}"))
+    }
+
+    /// Whether `r` matches; if not, the first reason why.
+    fn rule(&mut self, r: &CompiledRule) -> Result<(), String> {
         let p = *self.packet;
         let v6 = p.dst.is_ipv6();
-        if r.ip_version.is_some_and(|v| (v == 6) != v6) {
-            return false;
+        if let Some(v) = r.ip_version.filter(|v| (*v == 6) != v6) {
+            return Err(format!("ipVersion {v}"));
         }
-        if r.protocol.is_some_and(|x| x != p.protocol)
-            || r.not_protocol.is_some_and(|x| x == p.protocol)
-        {
-            return false;
+        if let Some(x) = r.protocol.filter(|x| *x != p.protocol) {
+            return Err(format!(
+                "protocol {}, not {}",
+                protocol_name(x),
+                protocol_name(p.protocol)
+            ));
+        }
+        if let Some(x) = r.not_protocol.filter(|x| *x == p.protocol) {
+            return Err(format!("notProtocol {}", protocol_name(x)));
         }
         let icmp_proto = if v6 { 58 } else { 1 };
         if let Some((t, c)) = r.icmp {
@@ -257,7 +284,8 @@ impl Matcher<'_> {
                 && p.icmp
                     .is_some_and(|(pt, pc)| pt == t && c.is_none_or(|c| c == pc));
             if !ok {
-                return false;
+                let code = c.map(|c| format!(" code {c}")).unwrap_or_default();
+                return Err(format!("ICMP type {t}{code}"));
             }
         }
         if let Some((t, c)) = r.not_icmp {
@@ -265,36 +293,50 @@ impl Matcher<'_> {
                 && p.icmp
                     .is_some_and(|(pt, pc)| pt != t && c.is_none_or(|c| c != pc));
             if !ok {
-                return false;
+                return Err(format!("notICMP type {t}"));
             }
         }
-        self.side(&r.src, p.src, p.src_port, true) && self.side(&r.dst, p.dst, p.dst_port, false)
+        self.side(&r.src, p.src, p.src_port, true)?;
+        self.side(&r.dst, p.dst, p.dst_port, false)
     }
 
-    fn side(&mut self, m: &SideMatch, ip: IpAddr, port: Option<u16>, source: bool) -> bool {
+    fn side(
+        &mut self,
+        m: &SideMatch,
+        ip: IpAddr,
+        port: Option<u16>,
+        source: bool,
+    ) -> Result<(), String> {
+        let which = if source { "source" } else { "destination" };
         let family = |n: &&IpNet| n.addr().is_ipv6() == ip.is_ipv6();
         if !m.nets.is_empty() {
             let same: Vec<IpNet> = m.nets.iter().filter(family).copied().collect();
             if !contains(&same, ip) {
-                return false;
+                return Err(format!("{which} {ip} is not in nets {}", list(&m.nets)));
             }
         }
         if contains(&m.not_nets, ip) {
-            return false;
+            return Err(format!("{which} {ip} is in notNets {}", list(&m.not_nets)));
         }
-        if !m.sets.iter().all(|s| self.in_set(s, ip)) {
-            return false;
+        if let Some(s) = m.sets.iter().find(|s| !self.in_set(s, ip)) {
+            return Err(format!("{which} {ip} is not selected by {}", self.sel(s)));
         }
-        if m.not_sets.iter().any(|s| self.in_set(s, ip)) {
-            return false;
+        if let Some(s) = m.not_sets.iter().find(|s| self.in_set(s, ip)) {
+            return Err(format!(
+                "{which} {ip} is selected by the negated {}",
+                self.sel(s)
+            ));
         }
         let wants_ports = !m.ports.is_empty() || !m.named_port_sets.is_empty();
         let avoids_ports = !m.not_ports.is_empty() || !m.not_named_port_sets.is_empty();
         if !(wants_ports || avoids_ports) {
-            return true;
+            return Ok(());
         }
         if !self.has_ports() {
-            return false;
+            return Err(format!(
+                "{which} ports, and {} has none",
+                protocol_name(self.packet.protocol)
+            ));
         }
         let Some(port) = port else {
             // A source port was not given: a rule on source ports is taken
@@ -302,7 +344,7 @@ impl Matcher<'_> {
             if source {
                 self.uncertain = true;
             }
-            return false;
+            return Err(format!("{which} port not given"));
         };
         if wants_ports
             && !(in_ranges(&m.ports, port)
@@ -310,15 +352,52 @@ impl Matcher<'_> {
                     .iter()
                     .any(|s| self.in_port_set(s, ip, port)))
         {
-            return false;
+            return Err(format!("{which} port {port} is not {}", ports(m)));
         }
         if in_ranges(&m.not_ports, port)
             || m.not_named_port_sets
                 .iter()
                 .any(|s| self.in_port_set(s, ip, port))
         {
-            return false;
+            return Err(format!("{which} port {port} is excluded (notPorts)"));
         }
-        true
+        Ok(())
     }
+}
+
+/// A protocol number as Calico writes it (`TCP`), or the number.
+pub fn protocol_name(p: u8) -> String {
+    match p {
+        1 => "ICMP".into(),
+        6 => "TCP".into(),
+        17 => "UDP".into(),
+        58 => "ICMPv6".into(),
+        132 => "SCTP".into(),
+        136 => "UDPLite".into(),
+        n => n.to_string(),
+    }
+}
+
+fn list(nets: &[IpNet]) -> String {
+    let v: Vec<String> = nets.iter().map(ToString::to_string).collect();
+    format!("[{}]", v.join(", "))
+}
+
+/// The ports a side wants, as people read them.
+fn ports(m: &SideMatch) -> String {
+    let mut v: Vec<String> = m
+        .ports
+        .iter()
+        .map(|r| {
+            if r.min == r.max {
+                r.min.to_string()
+            } else {
+                format!("{}:{}", r.min, r.max)
+            }
+        })
+        .collect();
+    if !m.named_port_sets.is_empty() {
+        v.push("a named port".into());
+    }
+    v.join(" or ")
 }

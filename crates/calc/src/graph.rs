@@ -184,6 +184,16 @@ impl CalcGraph {
         &self.rejected
     }
 
+    /// Each set in use, by id, with the (scoped, canonical) selector it
+    /// holds the members of: for telling people which selector a rule's
+    /// set stands for.
+    pub fn set_selectors(&self) -> BTreeMap<SetId, String> {
+        self.selector_specs
+            .iter()
+            .flat_map(|(sel, specs)| specs.iter().map(move |s| (s.id(), sel.clone())))
+            .collect()
+    }
+
     /// Why a local endpoint cannot be programmed, if it cannot.
     fn rejection(&self, id: &EndpointId, ep: &Endpoint) -> Option<String> {
         if let Err(why) = calico_api::interface_name(&ep.interface) {

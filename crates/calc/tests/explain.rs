@@ -4,7 +4,8 @@
 
 use calico_api::{decode_manifest, Action};
 use calico_calc::explain::{evaluate, Decision, Packet, Step};
-use calico_calc::{CalcGraph, DesiredState, Update};
+use calico_calc::{CalcGraph, DesiredState, SetId, Update};
+use std::collections::BTreeMap;
 
 const BASE: &str = "
 apiVersion: projectcalico.org/v3
@@ -34,13 +35,18 @@ spec:
   ports: [{name: sql, protocol: TCP, port: 5432}]
 ";
 
-fn state(extra: &str) -> DesiredState {
+/// The node's state, and the selector behind each set.
+fn graph(extra: &str) -> (DesiredState, BTreeMap<SetId, String>) {
     let resources = decode_manifest(&format!("{BASE}---\n{extra}")).expect("manifest");
     let mut g = CalcGraph::new("node-1");
     let mut s = DesiredState::default();
     s.apply(&g.apply_all(resources.into_iter().map(Update::Put)))
         .expect("ordering");
-    s
+    (s, g.set_selectors())
+}
+
+fn state(extra: &str) -> DesiredState {
+    graph(extra).0
 }
 
 /// Ingress to db from web, TCP to `port`.
@@ -54,7 +60,7 @@ fn to_db(s: &DesiredState, port: u16) -> Decision {
         src_port: None,
         icmp: None,
     };
-    evaluate(s, ep, true, &p)
+    evaluate(s, ep, true, &p, &BTreeMap::new())
 }
 
 #[test]
@@ -153,4 +159,36 @@ fn staged_policies_are_never_enforced() {
          spec: {selector: all(), ingress: [{action: Deny}]}\n",
     );
     assert_eq!(plain, staged, "the dataplane's state is untouched");
+}
+
+#[test]
+fn a_rule_that_does_not_match_says_why() {
+    let (s, selectors) = graph(
+        "apiVersion: projectcalico.org/v3\nkind: NetworkPolicy\nmetadata: {name: p, namespace: shop}\n\
+         spec: {selector: app == 'db', ingress: [{action: Allow, protocol: UDP}, {action: Allow, protocol: TCP, destination: {ports: [5432, 6000:6010]}}, {action: Allow, source: {selector: app == 'admin'}}]}\n",
+    );
+    let ep = &s.endpoints["shop/node--1-k8s-db-eth0"];
+    let p = Packet {
+        src: "10.0.0.1".parse().expect("ip"),
+        dst: "10.0.0.2".parse().expect("ip"),
+        protocol: 6,
+        dst_port: Some(80),
+        src_port: None,
+        icmp: None,
+    };
+    let d = evaluate(&s, ep, true, &p, &selectors);
+    let Step::NoMatch { why, .. } = &d.steps[0] else {
+        panic!("{:?}", d.steps)
+    };
+    assert_eq!(why[0], "rule 0: protocol UDP, not TCP");
+    assert_eq!(
+        why[1],
+        "rule 1: destination port 80 is not 5432 or 6000:6010"
+    );
+    assert!(
+        why[2].starts_with("rule 2: source 10.0.0.1 is not selected by selector")
+            && why[2].contains("app == \"admin\""),
+        "{}",
+        why[2]
+    );
 }

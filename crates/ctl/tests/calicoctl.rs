@@ -547,7 +547,7 @@ spec: {podSelector: {matchLabels: {app: db}}, ingress: [{ports: [{port: 5432}]}]
     let text = explain("5432");
     assert!(
         text.contains(
-            "shop/web (10.0.0.1, on node-1) -> shop/db (10.0.0.2, on node-2), protocol 6 port 5432"
+            "shop/web (10.0.0.1, on node-1) -> shop/db (10.0.0.2, on node-2), TCP port 5432"
         ),
         "{text}"
     );
@@ -566,6 +566,10 @@ spec: {podSelector: {matchLabels: {app: db}}, ingress: [{ports: [{port: 5432}]}]
         "{text}"
     );
     assert!(text.contains("denied by the end of tier default"), "{text}");
+    assert!(
+        text.contains("rule 0: destination port 80 is not 5432"),
+        "says why the rule does not match: {text}"
+    );
     assert!(text.ends_with("verdict: denied\n"), "{text}");
     // To an address outside the cluster: only the source's egress applies.
     let v: Value = serde_json::from_str(&b.ok(&[

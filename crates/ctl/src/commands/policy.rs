@@ -8,10 +8,11 @@ use crate::input::existing_client;
 use anyhow::{anyhow, bail, Context, Result};
 use calico_api::{Kind, Resource};
 use calico_calc::explain::{evaluate, Decision, Packet};
-use calico_calc::{CalcGraph, DesiredState, Update};
+use calico_calc::{CalcGraph, DesiredState, SetId, Update};
 use calico_net::Protocol;
 use clap::{Args, Subcommand};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::process::ExitCode;
@@ -126,9 +127,9 @@ fn explain(config: &Path, a: &ExplainArgs) -> Result<ExitCode> {
     let verdict = |resources: &[Resource]| {
         let decide = |end: &End, ingress: bool| -> Option<Decision> {
             let ((ns, name), node) = (end.endpoint.clone()?, end.node.clone()?);
-            let state = state_of(&node, resources);
+            let (state, selectors) = state_of(&node, resources);
             let ep = state.endpoints.get(&format!("{ns}/{name}"))?;
-            Some(evaluate(&state, ep, ingress, &packet))
+            Some(evaluate(&state, ep, ingress, &packet, &selectors))
         };
         let egress = decide(&from, false);
         let ingress = decide(&to, true);
@@ -232,14 +233,15 @@ fn pod_of(w: &calico_api::Object<calico_api::WorkloadEndpointSpec>) -> &str {
     }
 }
 
-/// The desired state `node`'s agent computes from these resources.
-fn state_of(node: &str, resources: &[Resource]) -> DesiredState {
+/// The desired state `node`'s agent computes from these resources, and
+/// the selector behind each of its sets.
+fn state_of(node: &str, resources: &[Resource]) -> (DesiredState, BTreeMap<SetId, String>) {
     let mut graph = CalcGraph::new(node);
     let intents = graph.apply_all(resources.iter().cloned().map(Update::Put));
     let mut state = DesiredState::default();
     // The graph's own output: its ordering contract always holds.
     let _ = state.apply(&intents);
-    state
+    (state, graph.set_selectors())
 }
 
 fn describe(end: &End) -> String {
@@ -257,10 +259,10 @@ fn text(e: &Explanation) -> String {
         .map(|p| format!(" port {p}"))
         .unwrap_or_default();
     out.push_str(&format!(
-        "{} -> {}, protocol {}{port}\n",
+        "{} -> {}, {}{port}\n",
         describe(&e.from),
         describe(&e.to),
-        e.packet.protocol
+        calico_calc::explain::protocol_name(e.packet.protocol)
     ));
     verdict_text(&mut out, e, &e.enforced);
     if let Some(p) = &e.pending {
@@ -295,17 +297,19 @@ fn verdict_text(out: &mut String, e: &Explanation, v: &Verdict) {
                     "  tier {tier}: {} rule {index} matches: {action:?}",
                     name(policy)
                 ),
-                Step::NoMatch { tier, policy } => {
-                    format!("  tier {tier}: {}: no rule matches", name(policy))
-                }
+                Step::NoMatch { tier, policy, why } => format!(
+                    "  tier {tier}: {}: no rule matches{}",
+                    name(policy),
+                    reasons(why)
+                ),
                 Step::TierEnd { tier, end } => format!("  tier {tier}: end of tier: {end:?}"),
                 Step::ProfileRule {
                     profile,
                     index,
                     action,
                 } => format!("  profile {profile} rule {index} matches: {action:?}"),
-                Step::ProfileNoMatch { profile } => {
-                    format!("  profile {profile}: no rule matches")
+                Step::ProfileNoMatch { profile, why } => {
+                    format!("  profile {profile}: no rule matches{}", reasons(why))
                 }
                 Step::NoProfileAllowed => "  no profile allows it".to_string(),
             };
@@ -324,6 +328,11 @@ fn verdict_text(out: &mut String, e: &Explanation, v: &Verdict) {
         ));
     }
     out.push_str(&format!("\nverdict: {}\n", v.verdict));
+}
+
+/// Why each rule did not match, one per line under the step.
+fn reasons(why: &[String]) -> String {
+    why.iter().map(|w| format!("\n      {w}")).collect()
 }
 
 fn name(p: &calico_calc::PolicyId) -> String {
