@@ -157,6 +157,9 @@ pub fn evaluate(
             if decided {
                 continue 'tiers;
             }
+            if rules.is_empty() {
+                why.push("it has no rules in this direction".into());
+            }
             steps.push(Step::NoMatch {
                 tier: tier.tier.clone(),
                 policy: pid.clone(),
