@@ -12,12 +12,14 @@
 //! implementation drives it on a private current-thread runtime, and no
 //! async type appears in this crate's public signatures.
 
+mod nflog;
 mod nft;
 mod routes;
 mod sysctl;
 mod tunnels;
 pub mod workload;
 
+pub use nflog::{Logged, Nflog, NflogError};
 pub use nft::{Applied, ApplyError, Nft, TABLE};
 
 /// The error underneath a kernel error (rtnetlink's, or the errno a
