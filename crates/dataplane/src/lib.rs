@@ -28,7 +28,10 @@
 mod render;
 mod table;
 
-pub use render::{build, build_with, render, EndpointToHost, NodeRules, VxlanSources};
+pub use render::{
+    build, build_with, flow_group, policy_chain, profile_chain, render, EndpointToHost, NodeRules,
+    VxlanSources,
+};
 pub use table::{Chain, Collection, Table};
 
 /// The one table calico-rs owns (`inet calico`).

@@ -26,7 +26,8 @@ fn short_hash(text: &str) -> String {
         .collect()
 }
 
-fn policy_chain(key: &str, ingress: bool) -> String {
+/// The chain of a policy (by `policy_key`) in one direction.
+pub fn policy_chain(key: &str, ingress: bool) -> String {
     format!(
         "p-{}-{}",
         short_hash(key),
@@ -34,7 +35,8 @@ fn policy_chain(key: &str, ingress: bool) -> String {
     )
 }
 
-fn profile_chain(name: &str, ingress: bool) -> String {
+/// The chain of a profile in one direction.
+pub fn profile_chain(name: &str, ingress: bool) -> String {
     format!(
         "r-{}-{}",
         short_hash(name),
@@ -42,9 +44,30 @@ fn profile_chain(name: &str, ingress: bool) -> String {
     )
 }
 
-fn endpoint_chains(ep: &EndpointIntent, chains: &mut Vec<Chain>) {
+/// The NFLOG group a direction's decisions are logged to, as Calico's:
+/// 1 for traffic into workloads, 2 for traffic out of them.
+pub fn flow_group(ingress: bool) -> u16 {
+    if ingress {
+        1
+    } else {
+        2
+    }
+}
+
+fn endpoint_chains(ep: &EndpointIntent, flow_logs: bool, chains: &mut Vec<Chain>) {
     for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
         let name = format!("{prefix}-{}", ep.interface);
+        let flow = flow_logs.then(|| Flow {
+            chain: &name,
+            index: 0,
+            group: flow_group(ingress),
+        });
+        // A drop nobody's rule decided: the end of tier `n` ("DT<n>") or
+        // no profile allowing ("DN").
+        let drop = |what: String| match &flow {
+            Some(f) => format!("{} drop", f.log('D', what)),
+            None => "drop".to_string(),
+        };
         let mut body = Vec::new();
         for (n, tier) in tiers.iter().enumerate() {
             let tier_chain = format!("{name}-t{n}");
@@ -57,7 +80,7 @@ fn endpoint_chains(ep: &EndpointIntent, chains: &mut Vec<Chain>) {
                 ));
             }
             tl.push(match tier.end {
-                TierEnd::Deny => "drop".into(),
+                TierEnd::Deny => drop(format!("T{n}")),
                 TierEnd::Pass => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
             });
             body.push(format!("jump {tier_chain}"));
@@ -70,8 +93,8 @@ fn endpoint_chains(ep: &EndpointIntent, chains: &mut Vec<Chain>) {
             body.push(format!("jump {}", profile_chain(p, ingress)));
             body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
         }
-        body.push("drop".into());
-        chains.push(chain(name, body));
+        body.push(drop("N".into()));
+        chains.push(chain(name.clone(), body));
     }
 }
 
@@ -172,6 +195,9 @@ pub struct NodeRules {
     /// (`workloadSourceSpoofing: Any`); otherwise only from their own addresses.
     pub source_spoofing: bool,
     pub endpoint_to_host: EndpointToHost,
+    /// Log each deciding verdict of a new connection to NFLOG (groups 1
+    /// and 2) for flow records (FelixConfiguration `flowLogsFileEnabled`).
+    pub flow_logs: bool,
 }
 
 impl Default for NodeRules {
@@ -184,6 +210,7 @@ impl Default for NodeRules {
             workload_ipip_drop: true,
             source_spoofing: false,
             endpoint_to_host: EndpointToHost::Drop,
+            flow_logs: false,
         }
     }
 }
@@ -279,11 +306,13 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
                 .collect(),
         });
     }
+    let group = |ingress: bool| node.flow_logs.then_some(flow_group(ingress));
     for (key, rules) in &state.policies {
         for ingress in [true, false] {
             t.chains.push(rules_chain(
                 &policy_chain(key, ingress),
                 rules_of(rules, ingress),
+                group(ingress),
             ));
         }
     }
@@ -292,6 +321,7 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
             t.chains.push(rules_chain(
                 &profile_chain(name, ingress),
                 rules_of(rules, ingress),
+                group(ingress),
             ));
         }
     }
@@ -305,11 +335,12 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
     missing.dedup();
     for p in missing {
         for ingress in [true, false] {
-            t.chains.push(rules_chain(&profile_chain(p, ingress), &[]));
+            t.chains
+                .push(rules_chain(&profile_chain(p, ingress), &[], None));
         }
     }
     for ep in &endpoints {
-        endpoint_chains(ep, &mut t.chains);
+        endpoint_chains(ep, node.flow_logs, &mut t.chains);
         t.chains.push(source_chain(ep, node));
     }
     let clear = format!("meta mark set meta mark & {CLEAR:#x}");

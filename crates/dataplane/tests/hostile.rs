@@ -237,5 +237,11 @@ proptest! {
         let ns = Netns::new("nft-rules");
         let checked = nft_accepts(&ns, &text);
         prop_assert!(checked.is_ok(), "{:?}\n{}\n{}", checked, m, text);
+        // And with flow logs: every deciding verdict logs to NFLOG.
+        let node = calico_dataplane::NodeRules { flow_logs: true, ..calico_dataplane::NodeRules::default() };
+        let text = calico_dataplane::build_with(&state, &node).to_text();
+        let checked = nft_accepts(&ns, &text);
+        prop_assert!(checked.is_ok(), "{:?}\n{}\n{}", checked, m, text);
+        prop_assert!(text.contains("log prefix \"DN|tw-cali0123\" group 1 drop"), "{}", text);
     }
 }

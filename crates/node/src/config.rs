@@ -61,6 +61,14 @@ pub struct Overrides {
     /// Disabled or Any: whether workloads' allowSpoofedSourcePrefixes count.
     #[arg(long, env = "FELIX_WORKLOADSOURCESPOOFING")]
     pub workload_source_spoofing: Option<String>,
+    /// Flow records of every connection policy decides on, written to files.
+    #[arg(long, env = "FELIX_FLOWLOGSFILEENABLED")]
+    pub flow_logs_file_enabled: Option<bool>,
+    #[arg(long, env = "FELIX_FLOWLOGSFILEDIRECTORY")]
+    pub flow_logs_file_directory: Option<String>,
+    /// Seconds between flushes of the aggregated flow records.
+    #[arg(long, env = "FELIX_FLOWLOGSFLUSHINTERVAL")]
+    pub flow_logs_flush_interval: Option<u64>,
 }
 
 /// Calico's default for `mtuIfacePattern`.
@@ -91,6 +99,18 @@ pub struct Config {
     pub allow_ipip_from_workloads: bool,
     /// `workloadSourceSpoofing: Any`.
     pub source_spoofing: bool,
+    /// Flow records (`flowLogsFileEnabled`): where and how often.
+    pub flow_logs: Option<FlowLogs>,
+}
+
+/// Where flow records go and how often they are flushed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowLogs {
+    /// `flowLogsFileDirectory` (default `/var/log/calico/flowlogs`); the
+    /// records are JSON lines in `flows.log` there.
+    pub directory: std::path::PathBuf,
+    /// `flowLogsFlushInterval` (default 15 s).
+    pub flush: Duration,
 }
 
 /// FelixConfiguration fields this agent acts on; any other field that is
@@ -116,6 +136,9 @@ const HONOURED: &[&str] = &[
     "allowVXLANPacketsFromWorkloads",
     "allowIPIPPacketsFromWorkloads",
     "workloadSourceSpoofing",
+    "flowLogsFileEnabled",
+    "flowLogsFileDirectory",
+    "flowLogsFlushInterval",
     // Accepted and matching what this agent does anyway.
     "nftablesMode",
     "bpfEnabled",
@@ -223,6 +246,21 @@ impl Config {
                 .clone()
                 .or(s("workloadSourceSpoofing"))
                 .is_some_and(|v| v == "Any"),
+            flow_logs: o
+                .flow_logs_file_enabled
+                .or(b("flowLogsFileEnabled"))
+                .unwrap_or(false)
+                .then(|| FlowLogs {
+                    directory: o
+                        .flow_logs_file_directory
+                        .clone()
+                        .or(s("flowLogsFileDirectory"))
+                        .unwrap_or_else(|| "/var/log/calico/flowlogs".into())
+                        .into(),
+                    flush: secs(o.flow_logs_flush_interval)
+                        .or(d("flowLogsFlushInterval"))
+                        .unwrap_or(Duration::from_secs(15)),
+                }),
         };
         let mut ignored = Vec::new();
         for (name, spec) in [("node", node), ("default", global)] {
@@ -244,6 +282,7 @@ impl Config {
             workload_ipip_drop: !self.allow_ipip_from_workloads,
             source_spoofing: self.source_spoofing,
             endpoint_to_host: self.endpoint_to_host,
+            flow_logs: self.flow_logs.is_some(),
         }
     }
 

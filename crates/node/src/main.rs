@@ -20,6 +20,7 @@ mod bgp_plan;
 mod config;
 mod events;
 mod felix;
+mod flows;
 mod mtu;
 mod overlay;
 mod register;

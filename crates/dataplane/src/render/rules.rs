@@ -178,16 +178,50 @@ pub(super) fn port_alts(m: &SideMatch) -> Vec<Option<PortAlt>> {
     alts
 }
 
-pub(super) fn verdict(action: Action) -> String {
-    match action {
+/// The verdict of a rule; with `flow`, a deciding verdict first logs the
+/// packet to that NFLOG group with the rule's identity.
+pub(super) fn verdict(action: Action, flow: Option<&Flow<'_>>) -> String {
+    let v = match action {
         Action::Allow => format!("meta mark set meta mark | {MARK_ACCEPT:#x} return"),
         Action::Pass => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
         Action::Deny => "drop".into(),
-        Action::Log => "log prefix \"calico-packet: \" level info".into(),
+        Action::Log => return "log prefix \"calico-packet: \" level info".into(),
+    };
+    match flow {
+        Some(f) => format!("{} {v}", f.log(action_letter(action), f.index)),
+        None => v,
     }
 }
 
-pub(super) fn rule_lines(r: &CompiledRule, out: &mut Vec<String>) {
+fn action_letter(a: Action) -> char {
+    match a {
+        Action::Allow => 'A',
+        Action::Deny => 'D',
+        Action::Pass => 'P',
+        Action::Log => 'L',
+    }
+}
+
+/// Where a deciding rule logs for flow records: its chain, its index in
+/// the policy (or profile), and the NFLOG group of its direction.
+pub(super) struct Flow<'a> {
+    pub(super) chain: &'a str,
+    pub(super) index: usize,
+    pub(super) group: u16,
+}
+
+impl Flow<'_> {
+    /// `log prefix "<letter><index>|<chain>" group <group>`: what the flow
+    /// collector reads back (the chain names the policy, the index its rule).
+    pub(super) fn log(&self, letter: char, index: impl std::fmt::Display) -> String {
+        format!(
+            "log prefix \"{letter}{index}|{}\" group {}",
+            self.chain, self.group
+        )
+    }
+}
+
+pub(super) fn rule_lines(r: &CompiledRule, flow: Option<&Flow<'_>>, out: &mut Vec<String>) {
     let fams = families(r);
     for f in fams.iter().copied() {
         let mut common = Vec::new();
@@ -236,7 +270,7 @@ pub(super) fn rule_lines(r: &CompiledRule, out: &mut Vec<String>) {
                     .filter(|p| !p.is_empty())
                     .collect();
                 let matches = parts.join(" ");
-                let v = verdict(r.action);
+                let v = verdict(r.action, flow);
                 out.push(if matches.is_empty() {
                     v
                 } else {
@@ -247,10 +281,17 @@ pub(super) fn rule_lines(r: &CompiledRule, out: &mut Vec<String>) {
     }
 }
 
-pub(super) fn rules_chain(name: &str, rules: &[CompiledRule]) -> Chain {
+/// A policy's or profile's rules as one chain; `group`: log deciding
+/// verdicts there for flow records.
+pub(super) fn rules_chain(name: &str, rules: &[CompiledRule], group: Option<u16>) -> Chain {
     let mut lines = Vec::new();
-    for r in rules {
-        rule_lines(r, &mut lines);
+    for (index, r) in rules.iter().enumerate() {
+        let flow = group.map(|group| Flow {
+            chain: name,
+            index,
+            group,
+        });
+        rule_lines(r, flow.as_ref(), &mut lines);
     }
     Chain {
         name: name.to_string(),

@@ -83,6 +83,9 @@ pub(super) struct Agent {
     pub(super) rp_filter: BTreeMap<String, String>,
     /// The kernel, through its traits.
     pub(super) kernel: KernelAccess,
+    /// What the flow collector needs to name chains and addresses (when
+    /// flow logs are on), refreshed at every sync.
+    pub(super) flow_names: Option<Arc<Mutex<crate::flows::Names>>>,
     pub(super) status: Arc<Mutex<Status>>,
     pub(super) metrics: Arc<Metrics>,
 }
@@ -110,6 +113,7 @@ impl Agent {
             reported: BTreeMap::new(),
             rp_filter: BTreeMap::new(),
             kernel,
+            flow_names: None,
             status,
             metrics,
         }
@@ -345,6 +349,12 @@ impl Agent {
                 return Err(e).context("applying the nftables ruleset");
             }
         }
+        if let Some(names) = &self.flow_names {
+            let fresh = self.flow_names_now();
+            *names
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+        }
         self.overlay.sync_tunnels(
             self.kernel.tunnels.as_deref(),
             &overlay.tunnels,
@@ -371,6 +381,44 @@ impl Agent {
             .set(i64::try_from(members).unwrap_or(i64::MAX));
         self.report(true);
         Ok(())
+    }
+
+    /// The chains and addresses flow records are named by: every local
+    /// endpoint's tiers, policy and profile chains, and every workload's
+    /// addresses.
+    fn flow_names_now(&self) -> crate::flows::Names {
+        use calico_dataplane::{policy_chain, profile_chain};
+        let mut n = crate::flows::Names::default();
+        for ep in self.state.endpoints.values() {
+            for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
+                n.tiers.insert(
+                    format!("{prefix}-{}", ep.interface),
+                    tiers.iter().map(|t| t.tier.clone()).collect(),
+                );
+                for t in tiers {
+                    for p in &t.policies {
+                        let name = match &p.namespace {
+                            Some(ns) => format!("{ns}/{}", p.name),
+                            None => p.name.clone(),
+                        };
+                        let chain = policy_chain(&calico_calc::policy_key(p), ingress);
+                        n.policies.insert(chain, (t.tier.clone(), name));
+                    }
+                }
+                for prof in &ep.profiles {
+                    n.profiles
+                        .insert(profile_chain(prof, ingress), prof.clone());
+                }
+            }
+        }
+        for (key, (_, ips)) in &self.overlay.inputs.workloads {
+            if let Some((_, Some(ns), name)) = parse_resource_key(key) {
+                for ip in ips {
+                    n.workloads.insert(ip.addr(), (ns.clone(), name.clone()));
+                }
+            }
+        }
+        n
     }
 
     /// Strict reverse-path filtering on each workload interface, as Felix

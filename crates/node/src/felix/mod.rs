@@ -137,6 +137,17 @@ pub fn run(args: &Args) -> Result<()> {
         agent.kernel.routes = None;
         agent.kernel.tunnels = None;
     }
+    if let (Some(f), false) = (&cfg.flow_logs, args.once) {
+        let names = Arc::new(Mutex::new(crate::flows::Names::default()));
+        crate::flows::start(f.directory.clone(), f.flush, Arc::clone(&names))
+            .context("starting flow logs")?;
+        agent.flow_names = Some(names);
+        info!(
+            "flow logs: {} every {:?}",
+            f.directory.join("flows.log").display(),
+            f.flush
+        );
+    }
     if !args.once {
         if cfg.health_enabled {
             let addr = cfg.health_addr();

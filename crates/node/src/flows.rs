@@ -1,0 +1,493 @@
+//! Flow records: what the dataplane logs to NFLOG when flow logs are on
+//! (`flowLogsFileEnabled`): every deciding verdict of a new connection
+//! (groups 1, into workloads, and 2, out of them), every denied packet.
+//! Aggregated per flush interval by reporter, endpoints, protocol,
+//! destination port, action and trace (source ports dropped, as Calico
+//! does), and appended to `flows.log` as JSON lines.
+//!
+//! The trace is what the dataplane logged for the packet: the Pass
+//! verdicts it went through and the rule (or tier end, or missing profile)
+//! that decided, in Calico's `<index>|<tier>|<namespace>/<name>|<action>|<rule>`
+//! form. Counts are of logged packets: the first packet of each allowed
+//! connection and every denied packet (no byte or conntrack counters yet).
+
+use calico_kernel::{Logged, Nflog};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::warn;
+
+/// What a chain of the table stands for, to turn a log prefix back into
+/// a trace entry. The agent rebuilds it at every sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// `p-<hash>-in|out` → (tier, "namespace/name" or "name").
+    pub policies: BTreeMap<String, (String, String)>,
+    /// `r-<hash>-in|out` → profile name.
+    pub profiles: BTreeMap<String, String>,
+    /// `tw-<iface>` / `fw-<iface>` → the endpoint's tiers in that direction.
+    pub tiers: BTreeMap<String, Vec<String>>,
+    /// Every workload's address → (namespace, endpoint name).
+    pub workloads: BTreeMap<IpAddr, (String, String)>,
+}
+
+/// One flow record, as written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FlowRecord {
+    pub start_time: u64,
+    pub end_time: u64,
+    /// `src` (the source's egress decided) or `dst` (the destination's ingress).
+    pub reporter: &'static str,
+    pub action: &'static str,
+    pub proto: String,
+    pub source_ip: Option<IpAddr>,
+    pub source_namespace: String,
+    pub source_name: String,
+    /// `wep` (a workload of this cluster) or `net`.
+    pub source_type: &'static str,
+    pub dest_ip: Option<IpAddr>,
+    pub dest_namespace: String,
+    pub dest_name: String,
+    pub dest_type: &'static str,
+    pub dest_port: Option<u16>,
+    pub policies: Vec<String>,
+    /// Logged packets: first packets of allowed connections, every denied one.
+    pub packets: u64,
+    /// Distinct source ports among them (connections, for allowed flows).
+    pub num_flows: u64,
+}
+
+/// A packet's addresses and ports, read from its first bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Tuple {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub proto: u8,
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
+}
+
+/// The IP and transport headers of a logged packet (IPv4, or IPv6 without
+/// extension headers); None if it is neither.
+pub fn tuple(payload: &[u8]) -> Option<Tuple> {
+    let version = payload.first()? >> 4;
+    let (src, dst, proto, l4): (IpAddr, IpAddr, u8, &[u8]) = match version {
+        4 => {
+            let ihl = usize::from(payload[0] & 0x0f) * 4;
+            let src: [u8; 4] = payload.get(12..16)?.try_into().ok()?;
+            let dst: [u8; 4] = payload.get(16..20)?.try_into().ok()?;
+            (
+                src.into(),
+                dst.into(),
+                *payload.get(9)?,
+                payload.get(ihl..)?,
+            )
+        }
+        6 => {
+            let src: [u8; 16] = payload.get(8..24)?.try_into().ok()?;
+            let dst: [u8; 16] = payload.get(24..40)?.try_into().ok()?;
+            (src.into(), dst.into(), *payload.get(6)?, payload.get(40..)?)
+        }
+        _ => return None,
+    };
+    let ports = matches!(proto, 6 | 17 | 132 | 136) && l4.len() >= 4;
+    let port = |at: usize| ports.then(|| u16::from_be_bytes([l4[at], l4[at + 1]]));
+    Some(Tuple {
+        src,
+        dst,
+        proto,
+        sport: port(0),
+        dport: port(2),
+    })
+}
+
+/// What a log prefix says: the verdict and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    /// `<A|D|P><index>|<policy or profile chain>`.
+    Rule {
+        action: char,
+        index: usize,
+        chain: String,
+    },
+    /// `DT<n>|<endpoint chain>`: the end of the endpoint's n-th tier.
+    TierEnd { tier: usize, chain: String },
+    /// `DN|<endpoint chain>`: no profile allowed it.
+    NoProfile { chain: String },
+}
+
+pub fn verdict(prefix: &str) -> Option<Verdict> {
+    let (head, chain) = prefix.split_once('|')?;
+    let chain = chain.to_string();
+    if let Some(n) = head.strip_prefix("DT") {
+        return Some(Verdict::TierEnd {
+            tier: n.parse().ok()?,
+            chain,
+        });
+    }
+    if head == "DN" {
+        return Some(Verdict::NoProfile { chain });
+    }
+    let mut chars = head.chars();
+    let action = chars.next().filter(|c| matches!(c, 'A' | 'D' | 'P'))?;
+    Some(Verdict::Rule {
+        action,
+        index: chars.as_str().parse().ok()?,
+        chain,
+    })
+}
+
+fn action_word(c: char) -> &'static str {
+    match c {
+        'A' => "allow",
+        'P' => "pass",
+        _ => "deny",
+    }
+}
+
+/// A trace entry, `<position>|<tier>|<policy>|<action>|<rule>` as Calico
+/// writes them; None for a chain this agent did not program.
+fn entry(names: &Names, v: &Verdict, position: usize) -> Option<(String, &'static str)> {
+    Some(match v {
+        Verdict::Rule {
+            action,
+            index,
+            chain,
+        } => {
+            let word = action_word(*action);
+            if let Some((tier, name)) = names.policies.get(chain) {
+                (format!("{position}|{tier}|{name}|{word}|{index}"), word)
+            } else {
+                let profile = names.profiles.get(chain)?;
+                (
+                    format!("{position}|__PROFILE__|__PROFILE__.{profile}|{word}|{index}"),
+                    word,
+                )
+            }
+        }
+        Verdict::TierEnd { tier, chain } => {
+            let name = names.tiers.get(chain)?.get(*tier)?;
+            (
+                format!("{position}|{name}|{name}.end-of-tier|deny|-1"),
+                "deny",
+            )
+        }
+        Verdict::NoProfile { .. } => (
+            format!("{position}|__PROFILE__|__NO_MATCH__|deny|-1"),
+            "deny",
+        ),
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Key {
+    reporter: &'static str,
+    action: &'static str,
+    proto: u8,
+    src: (String, String, Option<IpAddr>),
+    dst: (String, String, Option<IpAddr>),
+    dport: Option<u16>,
+    trace: Vec<String>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    packets: u64,
+    sports: std::collections::BTreeSet<(IpAddr, Option<u16>)>,
+    first: u64,
+    last: u64,
+}
+
+/// Flow records being aggregated for the current interval.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    flows: BTreeMap<Key, Counts>,
+    /// Pass verdicts waiting for the decision on the same packet.
+    passes: BTreeMap<(u16, Tuple), Vec<String>>,
+    /// Logged packets that could not be read back (unknown chain, bad header).
+    pub unreadable: u64,
+}
+
+fn proto_name(p: u8) -> String {
+    calico_calc::explain::protocol_name(p)
+}
+
+impl Aggregator {
+    /// Takes one logged packet at `now` (Unix seconds).
+    pub fn add(&mut self, names: &Names, p: &Logged, now: u64) {
+        let (Some(t), Some(v)) = (tuple(&p.payload), verdict(&p.prefix)) else {
+            self.unreadable += 1;
+            return;
+        };
+        let key = (p.group, t);
+        let passed = self.passes.get(&key).map_or(0, Vec::len);
+        let Some((entry, action)) = entry(names, &v, passed) else {
+            self.unreadable += 1;
+            return;
+        };
+        if action == "pass" {
+            self.passes.entry(key).or_default().push(entry);
+            return;
+        }
+        let mut trace = self.passes.remove(&key).unwrap_or_default();
+        trace.push(entry);
+        let side = |ip: IpAddr| match names.workloads.get(&ip) {
+            Some((ns, name)) => (ns.clone(), name.clone(), None),
+            None => (
+                "-".to_string(),
+                if is_private(ip) { "pvt" } else { "pub" }.to_string(),
+                Some(ip),
+            ),
+        };
+        let k = Key {
+            reporter: if p.group == calico_dataplane::flow_group(true) {
+                "dst"
+            } else {
+                "src"
+            },
+            action,
+            proto: t.proto,
+            src: side(t.src),
+            dst: side(t.dst),
+            dport: t.dport,
+            trace,
+        };
+        let c = self.flows.entry(k).or_default();
+        if c.packets == 0 {
+            c.first = now;
+        }
+        c.packets += 1;
+        c.last = now;
+        c.sports.insert((t.src, t.sport));
+    }
+
+    /// The records so far, emptying the aggregator.
+    pub fn flush(&mut self) -> Vec<FlowRecord> {
+        self.passes.clear();
+        std::mem::take(&mut self.flows)
+            .into_iter()
+            .map(|(k, c)| FlowRecord {
+                start_time: c.first,
+                end_time: c.last,
+                reporter: k.reporter,
+                action: k.action,
+                proto: proto_name(k.proto),
+                source_ip: k.src.2,
+                source_type: if k.src.2.is_some() { "net" } else { "wep" },
+                source_namespace: k.src.0,
+                source_name: k.src.1,
+                dest_ip: k.dst.2,
+                dest_type: if k.dst.2.is_some() { "net" } else { "wep" },
+                dest_namespace: k.dst.0,
+                dest_name: k.dst.1,
+                dest_port: k.dport,
+                policies: k.trace,
+                packets: c.packets,
+                num_flows: c.sports.len() as u64,
+            })
+            .collect()
+    }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_private() || a.is_loopback() || a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00 || a.is_loopback(),
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads NFLOG groups 1 and 2 on a thread of its own and appends the
+/// aggregated records to `<directory>/flows.log` every `flush`.
+pub fn start(
+    directory: PathBuf,
+    flush: Duration,
+    names: Arc<Mutex<Names>>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use anyhow::Context;
+    std::fs::create_dir_all(&directory)
+        .with_context(|| format!("creating {}", directory.display()))?;
+    let groups = [
+        calico_dataplane::flow_group(true),
+        calico_dataplane::flow_group(false),
+    ];
+    let mut log = Nflog::open(&groups).context("subscribing to the flow log NFLOG groups")?;
+    let file = directory.join("flows.log");
+    let thread = std::thread::Builder::new()
+        .name("flow-logs".into())
+        .spawn(move || {
+            let mut agg = Aggregator::default();
+            let mut last = Instant::now();
+            loop {
+                match log.recv(Duration::from_millis(250)) {
+                    Ok(packets) => {
+                        let names = names
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let now = unix_now();
+                        for p in &packets {
+                            agg.add(&names, p, now);
+                        }
+                    }
+                    Err(e) => warn!("reading flow logs: {e}"),
+                }
+                if last.elapsed() >= flush {
+                    last = Instant::now();
+                    if let Err(e) = append(&file, &agg.flush()) {
+                        warn!("writing {}: {e}", file.display());
+                    }
+                }
+            }
+        })?;
+    Ok(thread)
+}
+
+fn append(file: &std::path::Path, records: &[FlowRecord]) -> std::io::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, r).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    f.write_all(&out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, proto, 0, 0];
+        p.extend(src);
+        p.extend(dst);
+        p.extend(sport.to_be_bytes());
+        p.extend(dport.to_be_bytes());
+        p.extend([0u8; 16]);
+        p
+    }
+
+    fn names() -> Names {
+        let mut n = Names::default();
+        n.policies
+            .insert("p-aaa-in".into(), ("default".into(), "shop/db".into()));
+        n.policies
+            .insert("p-bbb-in".into(), ("security".into(), "audit".into()));
+        n.profiles.insert("r-ccc-in".into(), "kns.shop".into());
+        n.tiers
+            .insert("tw-cali1".into(), vec!["security".into(), "default".into()]);
+        n.workloads.insert(
+            "10.0.0.1".parse().expect("ip"),
+            ("shop".into(), "web".into()),
+        );
+        n.workloads.insert(
+            "10.0.0.2".parse().expect("ip"),
+            ("shop".into(), "db".into()),
+        );
+        n
+    }
+
+    fn logged(group: u16, prefix: &str, payload: Vec<u8>) -> Logged {
+        Logged {
+            group,
+            prefix: prefix.into(),
+            payload,
+        }
+    }
+
+    #[test]
+    fn prefixes_and_headers_read_back() {
+        assert_eq!(
+            verdict("A3|p-aaa-in"),
+            Some(Verdict::Rule {
+                action: 'A',
+                index: 3,
+                chain: "p-aaa-in".into()
+            })
+        );
+        assert_eq!(
+            verdict("DT1|tw-cali1"),
+            Some(Verdict::TierEnd {
+                tier: 1,
+                chain: "tw-cali1".into()
+            })
+        );
+        assert_eq!(verdict("calico-packet: "), None);
+        assert_eq!(verdict("X1|p"), None);
+        let t = tuple(&v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432)).expect("tuple");
+        assert_eq!((t.proto, t.sport, t.dport), (6, Some(40000), Some(5432)));
+        assert_eq!(tuple(&[0x45, 0]), None, "truncated");
+    }
+
+    #[test]
+    fn connections_aggregate_by_endpoint_port_action_and_trace() {
+        let n = names();
+        let mut a = Aggregator::default();
+        for sport in [40000, 40001, 40001] {
+            let pkt = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, sport, 5432);
+            a.add(&n, &logged(1, "P0|p-bbb-in", pkt.clone()), 100);
+            a.add(&n, &logged(1, "A2|p-aaa-in", pkt), 101);
+        }
+        a.add(
+            &n,
+            &logged(
+                1,
+                "DT1|tw-cali1",
+                v4([192, 0, 2, 9], [10, 0, 0, 2], 6, 5555, 80),
+            ),
+            102,
+        );
+        a.add(
+            &n,
+            &logged(1, "A0|p-unknown", v4([1, 1, 1, 1], [10, 0, 0, 2], 6, 1, 2)),
+            103,
+        );
+        let records = a.flush();
+        assert_eq!(records.len(), 2, "{records:?}");
+        let allowed = &records[0];
+        assert_eq!(
+            (allowed.reporter, allowed.action, allowed.proto.as_str()),
+            ("dst", "allow", "TCP")
+        );
+        assert_eq!(
+            (
+                allowed.source_name.as_str(),
+                allowed.dest_name.as_str(),
+                allowed.dest_port
+            ),
+            ("web", "db", Some(5432))
+        );
+        assert_eq!(
+            allowed.policies,
+            vec!["0|security|audit|pass|0", "1|default|shop/db|allow|2"]
+        );
+        assert_eq!((allowed.packets, allowed.num_flows), (3, 2));
+        assert_eq!((allowed.start_time, allowed.end_time), (101, 101));
+        let denied = &records[1];
+        assert_eq!(denied.action, "deny");
+        assert_eq!(
+            (denied.source_type, denied.source_name.as_str()),
+            ("net", "pub")
+        );
+        assert_eq!(
+            denied.policies,
+            vec!["0|default|default.end-of-tier|deny|-1"]
+        );
+        assert_eq!(a.unreadable, 1, "the chain this agent did not program");
+        assert!(a.flush().is_empty());
+    }
+}

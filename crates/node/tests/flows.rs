@@ -1,0 +1,201 @@
+//! Flow records from real packets: pods wired by the CNI plugin, the agent
+//! running with `flowLogsFileEnabled`, connections allowed and denied by a
+//! Kubernetes policy; the records name both endpoints, the port, the
+//! action and the rule that decided, at each end.
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
+
+use calico_test_support::{add_pod, KillOnDrop, Netns};
+use serde_json::{json, Value};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
+}
+
+fn apply(db: &str, dir: &Path, yaml: &str) {
+    let file = dir.join(format!("{}.yaml", calico_test_support::unique("m")));
+    std::fs::write(&file, yaml).expect("write");
+    let out = Command::new(bin("calicoctl"))
+        .args(["--config", "/nonexistent", "apply", "-f"])
+        .arg(&file)
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("calicoctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+const SERVER: &str = "
+import socket, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.sendall(b'ok'); c.close()
+for p in (80, 81):
+    t = threading.Thread(target=tcp, args=(p,)); t.daemon = True; t.start()
+threading.Event().wait()
+";
+
+/// Connects to `ip:port`: Some(true) answered, Some(false) dropped (timed
+/// out); a refusal (nothing listening) fails the test.
+fn connect(from: &Netns, ip: &str, port: u16) -> bool {
+    let code = format!(
+        "import socket, sys\ntry:\n    s=socket.create_connection(('{ip}', {port}), timeout=0.5); sys.exit(0 if s.recv(2) == b'ok' else 1)\n\
+except (ConnectionRefusedError, ConnectionResetError):\n    sys.exit(2)\nexcept OSError:\n    sys.exit(1)"
+    );
+    match from.exec(&["python3", "-c", &code]).status.code() {
+        Some(0) => true,
+        Some(2) => panic!("{ip}:{port} refused: a server is down"),
+        _ => false,
+    }
+}
+
+fn records(file: &Path) -> Vec<Value> {
+    std::fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+#[test]
+fn allowed_and_denied_connections_become_flow_records() {
+    let node = Netns::new("flow-node");
+    node.make_node("10.250.7.1/24");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    apply(
+        &db,
+        dir.path(),
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.87.0.0/16}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n",
+    );
+    let mut servers = Vec::new();
+    let mut pod = |name: &str| {
+        let ns = Netns::new(&format!("flow-{name}"));
+        let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
+            "datastore_path": db, "ipam": {"type": "calico-ipam"},
+            "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
+        let ip = add_pod(
+            &bin("calico"),
+            &node.name,
+            &ns,
+            &conf.to_string(),
+            "x",
+            name,
+        );
+        let server = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "python3", "-c", SERVER])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("server");
+        servers.push(KillOnDrop(server));
+        for port in [80, 81] {
+            calico_test_support::wait_listening(&ns.name, "tcp", port);
+        }
+        (ns, ip)
+    };
+    let (_a, ip_a) = pod("a");
+    let (b, _ip_b) = pod("b");
+    apply(
+        &db,
+        dir.path(),
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-from-b, namespace: x}\n\
+         spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{podSelector: {matchLabels: {app: b}}}], ports: [{port: 80}]}]}\n",
+    );
+    let logs = dir.path().join("flowlogs");
+    let _agent = KillOnDrop(
+        Command::new("nsenter")
+            .arg(format!("--net={}", node.path()))
+            .arg(bin("calico-node"))
+            .args(["felix", "--node", "node-1"])
+            .env("CALICO_DATASTORE_PATH", &db)
+            .env_remove("DATASTORE_TYPE")
+            .env("FELIX_FLOWLOGSFILEENABLED", "true")
+            .env("FELIX_FLOWLOGSFILEDIRECTORY", &logs)
+            .env("FELIX_FLOWLOGSFLUSHINTERVAL", "1")
+            .env("FELIX_HEALTHENABLED", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("calico-node felix"),
+    );
+    // In force once b reaches a on 80.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !connect(&b, &ip_a, 80) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never applied the policy"
+        );
+    }
+    for _ in 0..3 {
+        assert!(connect(&b, &ip_a, 80));
+    }
+    assert!(!connect(&b, &ip_a, 81), "81 is not allowed");
+
+    let file = logs.join("flows.log");
+    let wanted = |r: &Value, reporter: &str, port: u64, action: &str| {
+        r["reporter"] == reporter
+            && r["dest_port"] == port
+            && r["action"] == action
+            && r["source_namespace"] == "x"
+            && r["source_name"]
+                .as_str()
+                .is_some_and(|n| n.contains("-k8s-b-"))
+            && r["dest_name"]
+                .as_str()
+                .is_some_and(|n| n.contains("-k8s-a-"))
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let found = loop {
+        let rs = records(&file);
+        let allow_in = rs.iter().find(|r| wanted(r, "dst", 80, "allow")).cloned();
+        let deny_in = rs.iter().find(|r| wanted(r, "dst", 81, "deny")).cloned();
+        let allow_out = rs.iter().find(|r| wanted(r, "src", 81, "allow")).cloned();
+        if let (Some(a), Some(d), Some(o)) = (allow_in, deny_in, allow_out) {
+            break (a, d, o, rs);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete set of flow records in {}: {rs:?}",
+            file.display()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let (allow_in, deny_in, allow_out, all) = found;
+    assert_eq!(allow_in["proto"], "TCP");
+    assert_eq!(
+        allow_in["policies"],
+        json!(["0|default|x/knp.default.a-from-b|allow|0"]),
+        "{all:?}"
+    );
+    // One record per endpoint pair, port and trace: the first connection
+    // (while the agent came up) and the three after it, source ports dropped.
+    let conns: u64 = all
+        .iter()
+        .filter(|r| wanted(r, "dst", 80, "allow"))
+        .map(|r| r["num_flows"].as_u64().unwrap_or(0))
+        .sum();
+    assert!(conns >= 4, "{all:?}");
+    assert_eq!(
+        deny_in["policies"],
+        json!(["0|default|default.end-of-tier|deny|-1"]),
+        "denied at the end of tier default: {all:?}"
+    );
+    assert!(deny_in["packets"].as_u64().unwrap_or(0) >= 1);
+    // The source's own egress allowed it (its namespace profile).
+    assert_eq!(
+        allow_out["policies"],
+        json!(["0|__PROFILE__|__PROFILE__.kns.x|allow|0"]),
+        "{all:?}"
+    );
+}
