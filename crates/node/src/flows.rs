@@ -150,7 +150,8 @@ fn action_word(c: char) -> &'static str {
 }
 
 /// A trace entry, `<position>|<tier>|<policy>|<action>|<rule>` as Calico
-/// writes them; None for a chain this agent did not program.
+/// writes them, with the action; None for a chain this agent did not
+/// program.
 fn entry(names: &Names, v: &Verdict, position: usize) -> Option<(String, &'static str)> {
     Some(match v {
         Verdict::Rule {
@@ -217,22 +218,25 @@ fn proto_name(p: u8) -> String {
 }
 
 impl Aggregator {
-    /// Takes one logged packet at `now` (Unix seconds).
-    pub fn add(&mut self, names: &Names, p: &Logged, now: u64) {
+    /// Takes one logged packet at `now` (Unix seconds); returns the
+    /// deciding rule's trace entry and the reporter (None when the packet
+    /// was a Pass on its way, or could not be read back).
+    pub fn add(&mut self, names: &Names, p: &Logged, now: u64) -> Option<(String, &'static str)> {
         let (Some(t), Some(v)) = (tuple(&p.payload), verdict(&p.prefix)) else {
             self.unreadable += 1;
-            return;
+            return None;
         };
         let key = (p.group, t);
         let passed = self.passes.get(&key).map_or(0, Vec::len);
         let Some((entry, action)) = entry(names, &v, passed) else {
             self.unreadable += 1;
-            return;
+            return None;
         };
         if action == "pass" {
             self.passes.entry(key).or_default().push(entry);
-            return;
+            return None;
         }
+        let decided = entry.clone();
         let mut trace = self.passes.remove(&key).unwrap_or_default();
         trace.push(entry);
         let side = |ip: IpAddr| match names.workloads.get(&ip) {
@@ -243,12 +247,13 @@ impl Aggregator {
                 Some(ip),
             ),
         };
+        let reporter = if p.group == calico_dataplane::flow_group(true) {
+            "dst"
+        } else {
+            "src"
+        };
         let k = Key {
-            reporter: if p.group == calico_dataplane::flow_group(true) {
-                "dst"
-            } else {
-                "src"
-            },
+            reporter,
             action,
             proto: t.proto,
             src: side(t.src),
@@ -263,6 +268,7 @@ impl Aggregator {
         c.packets += 1;
         c.last = now;
         c.sports.insert((t.src, t.sport));
+        Some((decided, reporter))
     }
 
     /// The records so far, emptying the aggregator.
@@ -312,6 +318,7 @@ pub fn start(
     directory: PathBuf,
     flush: Duration,
     names: Arc<Mutex<Names>>,
+    metrics: Arc<crate::status::Metrics>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     use anyhow::Context;
     std::fs::create_dir_all(&directory)
@@ -334,9 +341,16 @@ pub fn start(
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
                         let now = unix_now();
+                        let unreadable = agg.unreadable;
                         for p in &packets {
-                            agg.add(&names, p, now);
+                            if let Some((entry, reporter)) = agg.add(&names, p, now) {
+                                metrics
+                                    .rule_packets
+                                    .get_or_create(&labels(&entry, reporter))
+                                    .inc();
+                            }
                         }
+                        metrics.flow_unreadable.inc_by(agg.unreadable - unreadable);
                     }
                     Err(e) => warn!("reading flow logs: {e}"),
                 }
@@ -349,6 +363,19 @@ pub fn start(
             }
         })?;
     Ok(thread)
+}
+
+/// A trace entry (`<i>|<tier>|<policy>|<action>|<rule>`) as metric labels.
+fn labels(entry: &str, reporter: &str) -> crate::status::RuleLabels {
+    let mut parts = entry.splitn(5, '|').skip(1);
+    let mut next = || parts.next().unwrap_or_default().to_string();
+    crate::status::RuleLabels {
+        tier: next(),
+        policy: next(),
+        action: next(),
+        rule: next(),
+        reporter: reporter.to_string(),
+    }
 }
 
 fn append(file: &std::path::Path, records: &[FlowRecord]) -> std::io::Result<()> {
@@ -439,8 +466,11 @@ mod tests {
         let mut a = Aggregator::default();
         for sport in [40000, 40001, 40001] {
             let pkt = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, sport, 5432);
-            a.add(&n, &logged(1, "P0|p-bbb-in", pkt.clone()), 100);
-            a.add(&n, &logged(1, "A2|p-aaa-in", pkt), 101);
+            assert_eq!(a.add(&n, &logged(1, "P0|p-bbb-in", pkt.clone()), 100), None);
+            assert_eq!(
+                a.add(&n, &logged(1, "A2|p-aaa-in", pkt), 101),
+                Some(("1|default|shop/db|allow|2".to_string(), "dst"))
+            );
         }
         a.add(
             &n,

@@ -16,7 +16,9 @@ use hyper::service::service_fn;
 use hyper::{header, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -44,7 +46,22 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Records skipped as bad (unreadable, or endpoints that cannot be programmed).
     pub bad_records: Gauge,
+    /// Packets the dataplane logged for flow records, by the rule that
+    /// decided (policy or profile, rule index, action, reporter).
+    pub rule_packets: Family<RuleLabels, Counter>,
+    /// Logged packets the flow collector could not read back.
+    pub flow_unreadable: Counter,
     registry: Registry,
+}
+
+/// The deciding rule of a logged packet, as metric labels.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, EncodeLabelSet)]
+pub struct RuleLabels {
+    pub tier: String,
+    pub policy: String,
+    pub rule: String,
+    pub action: String,
+    pub reporter: String,
 }
 
 impl Metrics {
@@ -58,6 +75,8 @@ impl Metrics {
             apply_errors: Counter::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             bad_records: Gauge::default(),
+            rule_packets: Family::default(),
+            flow_unreadable: Counter::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -94,6 +113,16 @@ impl Metrics {
             "bad_records",
             "Datastore records skipped: unreadable, or endpoints that cannot be programmed",
             m.bad_records.clone(),
+        );
+        registry.register(
+            "policy_rule_packets",
+            "Packets decided by each policy or profile rule (flow logs on: first packets of allowed connections, every denied packet)",
+            m.rule_packets.clone(),
+        );
+        registry.register(
+            "flow_log_unreadable",
+            "Logged packets the flow collector could not read back",
+            m.flow_unreadable.clone(),
         );
         Metrics { registry, ..m }
     }

@@ -124,6 +124,8 @@ fn allowed_and_denied_connections_become_flow_records() {
             .env("FELIX_FLOWLOGSFILEDIRECTORY", &logs)
             .env("FELIX_FLOWLOGSFLUSHINTERVAL", "1")
             .env("FELIX_HEALTHENABLED", "false")
+            .env("FELIX_PROMETHEUSMETRICSENABLED", "true")
+            .env("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1")
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -198,4 +200,22 @@ fn allowed_and_denied_connections_become_flow_records() {
         json!(["0|__PROFILE__|__PROFILE__.kns.x|allow|0"]),
         "{all:?}"
     );
+    // Per-rule packet counters on the node's metrics.
+    let metrics = node.ok(&[
+        "python3",
+        "-c",
+        "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9091/metrics').read().decode())",
+    ]);
+    let count = |needle: &str| -> u64 {
+        metrics
+            .lines()
+            .filter(|l| l.starts_with("felix_policy_rule_packets_total") && l.contains(needle))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    assert!(
+        count("policy=\"x/knp.default.a-from-b\"") >= 4,
+        "{metrics}"
+    );
+    assert!(count("policy=\"default.end-of-tier\"") >= 1, "{metrics}");
 }

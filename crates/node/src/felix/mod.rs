@@ -139,8 +139,13 @@ pub fn run(args: &Args) -> Result<()> {
     }
     if let (Some(f), false) = (&cfg.flow_logs, args.once) {
         let names = Arc::new(Mutex::new(crate::flows::Names::default()));
-        crate::flows::start(f.directory.clone(), f.flush, Arc::clone(&names))
-            .context("starting flow logs")?;
+        crate::flows::start(
+            f.directory.clone(),
+            f.flush,
+            Arc::clone(&names),
+            Arc::clone(&metrics),
+        )
+        .context("starting flow logs")?;
         agent.flow_names = Some(names);
         info!(
             "flow logs: {} every {:?}",
