@@ -69,6 +69,30 @@ pub struct Overrides {
     /// Seconds between flushes of the aggregated flow records.
     #[arg(long, env = "FELIX_FLOWLOGSFLUSHINTERVAL")]
     pub flow_logs_flush_interval: Option<u64>,
+    /// `host:port` of the flow service's gRPC ingest: flow records are
+    /// streamed there (Calico's Goldmane setting).
+    #[arg(long, env = "FELIX_FLOWLOGSGOLDMANESERVER")]
+    pub flow_logs_goldmane_server: Option<String>,
+    /// mTLS to the flow service: the CA that signs its certificate, and
+    /// this node's certificate and key (PEM). All three or none.
+    #[arg(long, env = "FELIX_FLOWLOGSGOLDMANECAFILE", requires_all = ["flow_logs_goldmane_cert_file", "flow_logs_goldmane_key_file"])]
+    pub flow_logs_goldmane_ca_file: Option<std::path::PathBuf>,
+    #[arg(
+        long,
+        env = "FELIX_FLOWLOGSGOLDMANECERTFILE",
+        requires = "flow_logs_goldmane_ca_file"
+    )]
+    pub flow_logs_goldmane_cert_file: Option<std::path::PathBuf>,
+    #[arg(
+        long,
+        env = "FELIX_FLOWLOGSGOLDMANEKEYFILE",
+        requires = "flow_logs_goldmane_ca_file"
+    )]
+    pub flow_logs_goldmane_key_file: Option<std::path::PathBuf>,
+    /// Flow records buffered for the flow service at most while it is
+    /// slow or away; older ones are dropped (and counted) beyond it.
+    #[arg(long, env = "FELIX_FLOWLOGSGOLDMANEBUFFER", default_value_t = 100_000)]
+    pub flow_logs_goldmane_buffer: usize,
 }
 
 /// Calico's default for `mtuIfacePattern`.
@@ -107,8 +131,15 @@ pub struct Config {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FlowLogs {
     /// `flowLogsFileDirectory` (default `/var/log/calico/flowlogs`); the
-    /// records are JSON lines in `flows.log` there.
-    pub directory: std::path::PathBuf,
+    /// records are JSON lines in `flows.log` there. None when only
+    /// streamed.
+    pub directory: Option<std::path::PathBuf>,
+    /// `flowLogsGoldmaneServer`: the flow service to stream them to.
+    pub server: Option<String>,
+    /// mTLS to the flow service (CA, certificate, key).
+    pub tls: Option<(std::path::PathBuf, std::path::PathBuf, std::path::PathBuf)>,
+    /// Records buffered for the flow service at most.
+    pub buffer: usize,
     /// `flowLogsFlushInterval` (default 15 s).
     pub flush: Duration,
 }
@@ -139,6 +170,7 @@ const HONOURED: &[&str] = &[
     "flowLogsFileEnabled",
     "flowLogsFileDirectory",
     "flowLogsFlushInterval",
+    "flowLogsGoldmaneServer",
     // Accepted and matching what this agent does anyway.
     "nftablesMode",
     "bpfEnabled",
@@ -246,21 +278,41 @@ impl Config {
                 .clone()
                 .or(s("workloadSourceSpoofing"))
                 .is_some_and(|v| v == "Any"),
-            flow_logs: o
-                .flow_logs_file_enabled
-                .or(b("flowLogsFileEnabled"))
-                .unwrap_or(false)
-                .then(|| FlowLogs {
-                    directory: o
-                        .flow_logs_file_directory
-                        .clone()
-                        .or(s("flowLogsFileDirectory"))
-                        .unwrap_or_else(|| "/var/log/calico/flowlogs".into())
-                        .into(),
+            flow_logs: {
+                let file = o
+                    .flow_logs_file_enabled
+                    .or(b("flowLogsFileEnabled"))
+                    .unwrap_or(false);
+                let server = o
+                    .flow_logs_goldmane_server
+                    .clone()
+                    .or(s("flowLogsGoldmaneServer"))
+                    .filter(|v| !v.is_empty());
+                (file || server.is_some()).then(|| FlowLogs {
+                    directory: file.then(|| {
+                        o.flow_logs_file_directory
+                            .clone()
+                            .or(s("flowLogsFileDirectory"))
+                            .unwrap_or_else(|| "/var/log/calico/flowlogs".into())
+                            .into()
+                    }),
+                    tls: match (
+                        &o.flow_logs_goldmane_ca_file,
+                        &o.flow_logs_goldmane_cert_file,
+                        &o.flow_logs_goldmane_key_file,
+                    ) {
+                        (Some(ca), Some(cert), Some(key)) => {
+                            Some((ca.clone(), cert.clone(), key.clone()))
+                        }
+                        _ => None,
+                    },
+                    server,
+                    buffer: o.flow_logs_goldmane_buffer,
                     flush: secs(o.flow_logs_flush_interval)
                         .or(d("flowLogsFlushInterval"))
                         .unwrap_or(Duration::from_secs(15)),
-                }),
+                })
+            },
         };
         let mut ignored = Vec::new();
         for (name, spec) in [("node", node), ("default", global)] {

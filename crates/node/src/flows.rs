@@ -12,11 +12,9 @@
 //! connection and every denied packet (no byte or conntrack counters yet).
 
 use calico_kernel::{Logged, Nflog};
-use serde::Serialize;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tracing::warn;
@@ -35,31 +33,7 @@ pub struct Names {
     pub workloads: BTreeMap<IpAddr, (String, String)>,
 }
 
-/// One flow record, as written.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct FlowRecord {
-    pub start_time: u64,
-    pub end_time: u64,
-    /// `src` (the source's egress decided) or `dst` (the destination's ingress).
-    pub reporter: &'static str,
-    pub action: &'static str,
-    pub proto: String,
-    pub source_ip: Option<IpAddr>,
-    pub source_namespace: String,
-    pub source_name: String,
-    /// `wep` (a workload of this cluster) or `net`.
-    pub source_type: &'static str,
-    pub dest_ip: Option<IpAddr>,
-    pub dest_namespace: String,
-    pub dest_name: String,
-    pub dest_type: &'static str,
-    pub dest_port: Option<u16>,
-    pub policies: Vec<String>,
-    /// Logged packets: first packets of allowed connections, every denied one.
-    pub packets: u64,
-    /// Distinct source ports among them (connections, for allowed flows).
-    pub num_flows: u64,
-}
+pub use calico_flows::Flow as FlowRecord;
 
 /// A packet's addresses and ports, read from its first bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -271,28 +245,33 @@ impl Aggregator {
         Some((decided, reporter))
     }
 
-    /// The records so far, emptying the aggregator.
-    pub fn flush(&mut self) -> Vec<FlowRecord> {
+    /// The records so far (reported by `node`), emptying the aggregator.
+    pub fn flush(&mut self, node: &str) -> Vec<FlowRecord> {
         self.passes.clear();
         std::mem::take(&mut self.flows)
             .into_iter()
             .map(|(k, c)| FlowRecord {
                 start_time: c.first,
                 end_time: c.last,
-                reporter: k.reporter,
-                action: k.action,
+                node: node.to_string(),
+                reporter: k.reporter.to_string(),
+                action: k.action.to_string(),
                 proto: proto_name(k.proto),
                 source_ip: k.src.2,
-                source_type: if k.src.2.is_some() { "net" } else { "wep" },
+                source_type: if k.src.2.is_some() { "net" } else { "wep" }.to_string(),
                 source_namespace: k.src.0,
                 source_name: k.src.1,
+                source_labels: BTreeMap::new(),
                 dest_ip: k.dst.2,
-                dest_type: if k.dst.2.is_some() { "net" } else { "wep" },
+                dest_type: if k.dst.2.is_some() { "net" } else { "wep" }.to_string(),
                 dest_namespace: k.dst.0,
                 dest_name: k.dst.1,
+                dest_labels: BTreeMap::new(),
                 dest_port: k.dport,
                 policies: k.trace,
+                pending_policies: Vec::new(),
                 packets: c.packets,
+                bytes: 0,
                 num_flows: c.sports.len() as u64,
             })
             .collect()
@@ -312,28 +291,55 @@ fn unix_now() -> u64 {
         .map_or(0, |d| d.as_secs())
 }
 
-/// Reads NFLOG groups 1 and 2 on a thread of its own and appends the
-/// aggregated records to `<directory>/flows.log` every `flush`.
+/// Reads NFLOG groups 1 and 2 on a thread of its own; every flush
+/// interval appends the aggregated records to `<directory>/flows.log`
+/// and/or offers them to the flow service's exporter.
 pub fn start(
-    directory: PathBuf,
-    flush: Duration,
+    node: String,
+    config: &crate::config::FlowLogs,
     names: Arc<Mutex<Names>>,
     metrics: Arc<crate::status::Metrics>,
 ) -> anyhow::Result<std::thread::JoinHandle<()>> {
     use anyhow::Context;
-    std::fs::create_dir_all(&directory)
-        .with_context(|| format!("creating {}", directory.display()))?;
+    let file = match &config.directory {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(dir.join("flows.log"))
+        }
+        None => None,
+    };
+    let exporter = match &config.server {
+        Some(server) => Some(
+            calico_flows::export::Exporter::start(calico_flows::export::ExportConfig {
+                server: server.clone(),
+                node: node.clone(),
+                capacity: config.buffer,
+                tls: config
+                    .tls
+                    .clone()
+                    .map(|(ca, cert, key)| calico_flows::export::ClientTls {
+                        ca,
+                        cert,
+                        key,
+                        server_name: None,
+                    }),
+            })
+            .context("starting the flow exporter")?,
+        ),
+        None => None,
+    };
+    let flush = config.flush;
     let groups = [
         calico_dataplane::flow_group(true),
         calico_dataplane::flow_group(false),
     ];
     let mut log = Nflog::open(&groups).context("subscribing to the flow log NFLOG groups")?;
-    let file = directory.join("flows.log");
     let thread = std::thread::Builder::new()
         .name("flow-logs".into())
         .spawn(move || {
             let mut agg = Aggregator::default();
             let mut last = Instant::now();
+            let mut seen = ExportSeen::default();
             loop {
                 match log.recv(Duration::from_millis(250)) {
                     Ok(packets) => {
@@ -356,13 +362,56 @@ pub fn start(
                 }
                 if last.elapsed() >= flush {
                     last = Instant::now();
-                    if let Err(e) = append(&file, &agg.flush()) {
-                        warn!("writing {}: {e}", file.display());
+                    let records = agg.flush(&node);
+                    if let Some(file) = &file {
+                        if let Err(e) = append(file, &records) {
+                            warn!("writing {}: {e}", file.display());
+                        }
                     }
+                    if let Some(x) = &exporter {
+                        if !records.is_empty() {
+                            x.offer(records);
+                        }
+                    }
+                }
+                if let Some(x) = &exporter {
+                    seen.report(x.stats(), &metrics);
                 }
             }
         })?;
     Ok(thread)
+}
+
+/// The exporter's counters as last copied into the metrics.
+#[derive(Debug, Default)]
+struct ExportSeen {
+    sent: u64,
+    refused: u64,
+    dropped: u64,
+}
+
+impl ExportSeen {
+    fn report(&mut self, s: &calico_flows::export::ExportStats, m: &crate::status::Metrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let step = |seen: &mut u64, now: u64, c: &prometheus_client::metrics::counter::Counter| {
+            c.inc_by(now.saturating_sub(*seen));
+            *seen = now;
+        };
+        step(&mut self.sent, s.sent.load(Relaxed), &m.flow_export_sent);
+        step(
+            &mut self.refused,
+            s.refused.load(Relaxed),
+            &m.flow_export_refused,
+        );
+        step(
+            &mut self.dropped,
+            s.dropped.load(Relaxed),
+            &m.flow_export_dropped,
+        );
+        m.flow_export_buffered.set(s.buffered.load(Relaxed) as i64);
+        m.flow_export_connected
+            .set(i64::from(s.connected.load(Relaxed)));
+    }
 }
 
 /// A trace entry (`<i>|<tier>|<policy>|<action>|<rule>`) as metric labels.
@@ -486,11 +535,15 @@ mod tests {
             &logged(1, "A0|p-unknown", v4([1, 1, 1, 1], [10, 0, 0, 2], 6, 1, 2)),
             103,
         );
-        let records = a.flush();
+        let records = a.flush("node-1");
         assert_eq!(records.len(), 2, "{records:?}");
         let allowed = &records[0];
         assert_eq!(
-            (allowed.reporter, allowed.action, allowed.proto.as_str()),
+            (
+                allowed.reporter.as_str(),
+                allowed.action.as_str(),
+                allowed.proto.as_str()
+            ),
             ("dst", "allow", "TCP")
         );
         assert_eq!(
@@ -509,8 +562,9 @@ mod tests {
         assert_eq!((allowed.start_time, allowed.end_time), (101, 101));
         let denied = &records[1];
         assert_eq!(denied.action, "deny");
+        assert_eq!(denied.node, "node-1");
         assert_eq!(
-            (denied.source_type, denied.source_name.as_str()),
+            (denied.source_type.as_str(), denied.source_name.as_str()),
             ("net", "pub")
         );
         assert_eq!(
@@ -518,6 +572,6 @@ mod tests {
             vec!["0|default|default.end-of-tier|deny|-1"]
         );
         assert_eq!(a.unreadable, 1, "the chain this agent did not program");
-        assert!(a.flush().is_empty());
+        assert!(a.flush("node-1").is_empty());
     }
 }

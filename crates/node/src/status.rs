@@ -51,6 +51,13 @@ pub struct Metrics {
     pub rule_packets: Family<RuleLabels, Counter>,
     /// Logged packets the flow collector could not read back.
     pub flow_unreadable: Counter,
+    /// Flow records the flow service stored, refused, and those dropped
+    /// because it was slow or away; records waiting for it.
+    pub flow_export_sent: Counter,
+    pub flow_export_refused: Counter,
+    pub flow_export_dropped: Counter,
+    pub flow_export_buffered: Gauge,
+    pub flow_export_connected: Gauge,
     registry: Registry,
 }
 
@@ -77,6 +84,11 @@ impl Metrics {
             bad_records: Gauge::default(),
             rule_packets: Family::default(),
             flow_unreadable: Counter::default(),
+            flow_export_sent: Counter::default(),
+            flow_export_refused: Counter::default(),
+            flow_export_dropped: Counter::default(),
+            flow_export_buffered: Gauge::default(),
+            flow_export_connected: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -123,6 +135,31 @@ impl Metrics {
             "flow_log_unreadable",
             "Logged packets the flow collector could not read back",
             m.flow_unreadable.clone(),
+        );
+        registry.register(
+            "flow_export_sent",
+            "Flow records the flow service acknowledged as stored",
+            m.flow_export_sent.clone(),
+        );
+        registry.register(
+            "flow_export_refused",
+            "Flow records the flow service refused",
+            m.flow_export_refused.clone(),
+        );
+        registry.register(
+            "flow_export_dropped",
+            "Flow records dropped because the flow service was slow or away and the buffer was full",
+            m.flow_export_dropped.clone(),
+        );
+        registry.register(
+            "flow_export_buffered",
+            "Flow records waiting for the flow service",
+            m.flow_export_buffered.clone(),
+        );
+        registry.register(
+            "flow_export_connected",
+            "1 while a stream to the flow service is open",
+            m.flow_export_connected.clone(),
         );
         Metrics { registry, ..m }
     }

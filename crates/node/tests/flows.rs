@@ -213,9 +213,6 @@ fn allowed_and_denied_connections_become_flow_records() {
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    assert!(
-        count("policy=\"x/knp.default.a-from-b\"") >= 4,
-        "{metrics}"
-    );
+    assert!(count("policy=\"x/knp.default.a-from-b\"") >= 4, "{metrics}");
     assert!(count("policy=\"default.end-of-tier\"") >= 1, "{metrics}");
 }

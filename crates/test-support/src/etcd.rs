@@ -34,8 +34,9 @@ pub struct EtcdTls {
     pub other_ca: std::path::PathBuf,
     pub other_cert: std::path::PathBuf,
     pub other_key: std::path::PathBuf,
-    server_cert: std::path::PathBuf,
-    server_key: std::path::PathBuf,
+    /// A server certificate for 127.0.0.1 the CA signed, and its key.
+    pub server_cert: std::path::PathBuf,
+    pub server_key: std::path::PathBuf,
 }
 
 fn openssl(dir: &std::path::Path, args: &[&str]) {
@@ -54,7 +55,7 @@ fn openssl(dir: &std::path::Path, args: &[&str]) {
 impl EtcdTls {
     /// A CA, a server certificate for 127.0.0.1 and a client certificate
     /// it signed, and an unrelated CA with its own client certificate.
-    fn generate(dir: &std::path::Path) -> EtcdTls {
+    pub fn generate(dir: &std::path::Path) -> EtcdTls {
         // A new P-256 key `name.key` and a request for CN=name, written to
         // `out`: self-signed with `-x509`, else a CSR.
         let key_and_request = |name: &str, out: &str, x509: bool| {

@@ -47,6 +47,7 @@ const FIELDS: &[(&str, Ty)] = &[
     ("flowLogsFileDirectory", Ty::Str),
     ("flowLogsFileEnabled", Ty::Bool),
     ("flowLogsFlushInterval", Ty::Duration),
+    ("flowLogsGoldmaneServer", Ty::Str),
     ("genericXDPEnabled", Ty::Bool),
     ("healthEnabled", Ty::Bool),
     ("healthHost", Ty::Str),

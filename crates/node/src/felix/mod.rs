@@ -140,17 +140,20 @@ pub fn run(args: &Args) -> Result<()> {
     if let (Some(f), false) = (&cfg.flow_logs, args.once) {
         let names = Arc::new(Mutex::new(crate::flows::Names::default()));
         crate::flows::start(
-            f.directory.clone(),
-            f.flush,
+            args.node.clone(),
+            f,
             Arc::clone(&names),
             Arc::clone(&metrics),
         )
         .context("starting flow logs")?;
         agent.flow_names = Some(names);
         info!(
-            "flow logs: {} every {:?}",
-            f.directory.join("flows.log").display(),
-            f.flush
+            "flow logs every {:?}: file {}, flow service {}",
+            f.flush,
+            f.directory
+                .as_ref()
+                .map_or("off".into(), |d| d.join("flows.log").display().to_string()),
+            f.server.as_deref().unwrap_or("off")
         );
     }
     if !args.once {

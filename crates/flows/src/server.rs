@@ -1,0 +1,592 @@
+//! The flow service: gRPC ingest from the nodes, the durable store, the
+//! HTTP query API with a live stream, Prometheus metrics and the web UI.
+//!
+//! HTTP (`docs/design/flows.md` has the whole API):
+//! - `GET /api/v1/flows?<filters>`: a page of flows, newest first.
+//! - `GET /api/v1/flows/stream?<filters>`: server-sent events, one `flow`
+//!   event per stored record that passes the filters (`lagged` when this
+//!   reader fell behind and missed some).
+//! - `GET /api/v1/hints?field=namespace|name|node|policy|tier&<filters>`.
+//! - `GET /api/v1/policies?<filters>`: hits per policy rule.
+//! - `GET /api/v1/graph?<filters>`: endpoint-to-endpoint edges.
+//! - `GET /metrics`, `GET /healthz`, and the UI at `/`.
+//!
+//! This is the service's tokio shell: it owns the clock (query timing,
+//! the expiry tick).
+#![allow(clippy::disallowed_methods)]
+
+use crate::proto::flow_collector_server::{FlowCollector, FlowCollectorServer};
+use crate::proto::{FlowBatch, PushAck};
+use crate::query::{Filter, Query, QueryError};
+use crate::record::Flow;
+use crate::store::{check, Hint, Store, StoreError};
+use crate::wire::from_wire;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::registry::Registry;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{broadcast, Semaphore};
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
+use tracing::{info, warn};
+
+/// At most this many records in one batch; a bigger one ends the stream.
+pub const MAX_BATCH: usize = 10_000;
+const MAX_MESSAGE: usize = 16 * 1024 * 1024;
+const HTTP_CONNECTIONS: usize = 256;
+const STREAM_READERS: usize = 64;
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+const QUERY_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug)]
+pub struct Metrics {
+    pub ingested: Counter,
+    pub refused: Counter,
+    pub batches: Counter,
+    pub stored: Gauge,
+    pub query_seconds: Histogram,
+    pub stream_readers: Gauge,
+    pub stream_lagged: Counter,
+    registry: Registry,
+}
+
+impl Metrics {
+    fn new() -> Metrics {
+        let mut m = Metrics {
+            ingested: Counter::default(),
+            refused: Counter::default(),
+            batches: Counter::default(),
+            stored: Gauge::default(),
+            query_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
+            stream_readers: Gauge::default(),
+            stream_lagged: Counter::default(),
+            registry: Registry::with_prefix("calico_flows"),
+        };
+        let r = &mut m.registry;
+        r.register("ingested", "Flow records stored", m.ingested.clone());
+        r.register(
+            "refused",
+            "Flow records refused by the checks",
+            m.refused.clone(),
+        );
+        r.register("batches", "Batches received from nodes", m.batches.clone());
+        r.register("stored_records", "Raw flow records held", m.stored.clone());
+        r.register(
+            "query_seconds",
+            "Time to answer a query",
+            m.query_seconds.clone(),
+        );
+        r.register(
+            "stream_readers",
+            "Live stream readers",
+            m.stream_readers.clone(),
+        );
+        r.register(
+            "stream_lagged",
+            "Records live-stream readers missed by falling behind",
+            m.stream_lagged.clone(),
+        );
+        m
+    }
+
+    fn text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+/// Server certificate and the CA that signs the nodes' (mTLS).
+#[derive(Debug, Clone)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: PathBuf,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+    pub db: PathBuf,
+    /// Raw records are kept this long, then rolled up into hours.
+    pub raw_retention: Duration,
+    /// Hourly roll-ups are kept this long.
+    pub hourly_retention: Duration,
+    pub tls: Option<ServerTls>,
+}
+
+/// Shared by the ingest and the HTTP side.
+#[derive(Debug)]
+struct App {
+    db: PathBuf,
+    writer: Mutex<Store>,
+    readers: Mutex<Vec<Store>>,
+    live: broadcast::Sender<Arc<Flow>>,
+    metrics: Metrics,
+    stream_slots: Arc<Semaphore>,
+}
+
+impl App {
+    /// Runs `f` on a pooled read connection, off the async threads.
+    async fn read<T: Send + 'static>(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Store) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, Response> {
+        let app = self.clone();
+        let started = std::time::Instant::now();
+        let job = tokio::task::spawn_blocking(move || {
+            let store = match app
+                .readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .pop()
+            {
+                Some(s) => s,
+                None => Store::reader(&app.db)?,
+            };
+            let out = f(&store);
+            app.readers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .push(store);
+            out
+        });
+        let out = match tokio::time::timeout(QUERY_TIMEOUT, job).await {
+            Ok(Ok(Ok(v))) => Ok(v),
+            Ok(Ok(Err(e))) => Err(failure(StatusCode::INTERNAL_SERVER_ERROR, &e)),
+            Ok(Err(e)) => Err(failure(StatusCode::INTERNAL_SERVER_ERROR, &e)),
+            Err(_) => Err(failure(
+                StatusCode::GATEWAY_TIMEOUT,
+                &"the query took too long",
+            )),
+        };
+        self.metrics
+            .query_seconds
+            .observe(started.elapsed().as_secs_f64());
+        out
+    }
+
+    /// Checks and stores one batch; returns (stored, refused).
+    async fn ingest(self: &Arc<Self>, batch: FlowBatch) -> Result<(u64, u64), StoreError> {
+        let node_ok = crate::store::check(&Flow {
+            node: batch.node.clone(),
+            ..sample()
+        })
+        .is_ok();
+        let total = batch.flows.len() as u64;
+        let mut flows = Vec::with_capacity(batch.flows.len());
+        if node_ok {
+            for f in batch.flows {
+                match from_wire(&batch.node, f) {
+                    Ok(f) if check(&f).is_ok() => flows.push(f),
+                    _ => {}
+                }
+            }
+        }
+        let refused = total - flows.len() as u64;
+        if refused > 0 {
+            warn!("node {:?}: {refused} flow records refused", batch.node);
+        }
+        let app = self.clone();
+        let flows = tokio::task::spawn_blocking(move || {
+            app.writer
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(&flows)
+                .map(|()| flows)
+        })
+        .await
+        .expect("the insert task does not panic")?;
+        let stored = flows.len() as u64;
+        self.metrics.batches.inc();
+        self.metrics.ingested.inc_by(stored);
+        self.metrics.refused.inc_by(refused);
+        self.metrics.stored.inc_by(stored as i64);
+        for f in flows {
+            let _ = self.live.send(Arc::new(f));
+        }
+        Ok((stored, refused))
+    }
+}
+
+/// A record that passes the checks, to check a node name with.
+fn sample() -> Flow {
+    Flow {
+        node: "n".into(),
+        reporter: "src".into(),
+        action: "allow".into(),
+        proto: "TCP".into(),
+        source_namespace: "-".into(),
+        source_name: "pvt".into(),
+        source_type: "net".into(),
+        dest_namespace: "-".into(),
+        dest_name: "pvt".into(),
+        dest_type: "net".into(),
+        ..Flow::default()
+    }
+}
+
+fn failure(status: StatusCode, e: &dyn std::fmt::Display) -> Response {
+    (status, Json(serde_json::json!({ "error": e.to_string() }))).into_response()
+}
+
+fn parse(q: Option<String>) -> Result<Query, Box<Response>> {
+    Query::parse(q.as_deref().unwrap_or(""))
+        .map_err(|e: QueryError| Box::new(failure(StatusCode::BAD_REQUEST, &e)))
+}
+
+#[derive(Debug, Clone)]
+struct Ingest(Arc<App>);
+
+type AckStream = Pin<Box<dyn futures_util::Stream<Item = Result<PushAck, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FlowCollector for Ingest {
+    type PushStream = AckStream;
+
+    async fn push(
+        &self,
+        request: tonic::Request<tonic::Streaming<FlowBatch>>,
+    ) -> Result<tonic::Response<AckStream>, tonic::Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let app = self.0.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        info!("flow stream from {peer:?} ended: {e}");
+                        return;
+                    }
+                };
+                if batch.flows.len() > MAX_BATCH {
+                    let _ = tx
+                        .send(Err(tonic::Status::invalid_argument(format!(
+                            "a batch holds at most {MAX_BATCH} records"
+                        ))))
+                        .await;
+                    return;
+                }
+                let sequence = batch.sequence;
+                let reply = match app.ingest(batch).await {
+                    Ok((stored, refused)) => Ok(PushAck {
+                        sequence,
+                        stored,
+                        refused,
+                    }),
+                    Err(e) => {
+                        warn!("storing flows: {e}");
+                        Err(tonic::Status::unavailable(format!("storing flows: {e}")))
+                    }
+                };
+                let end = reply.is_err();
+                if tx.send(reply).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
+
+async fn flows(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let q = match parse(q) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
+    match app.read(move |s| s.query(&q)).await {
+        Ok(page) => Json(page).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn hints(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let mut field = None;
+    let mut rest = Vec::new();
+    for (k, v) in form_urlencoded::parse(q.as_deref().unwrap_or("").as_bytes()) {
+        if k == "field" {
+            field = Some(v.into_owned());
+        } else {
+            rest.push((k.into_owned(), v.into_owned()));
+        }
+    }
+    let field: Hint = match field.as_deref().unwrap_or("").parse() {
+        Ok(f) => f,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, &e),
+    };
+    let q = match Query::from_pairs(rest) {
+        Ok(q) => q,
+        Err(e) => return failure(StatusCode::BAD_REQUEST, &e),
+    };
+    match app.read(move |s| s.hints(field, &q.filter, 200)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn policies(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let q = match parse(q) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
+    match app.read(move |s| s.policy_stats(&q.filter)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn graph(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let q = match parse(q) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
+    match app.read(move |s| s.graph(&q.filter)).await {
+        Ok(v) => Json(v).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn stream(State(app): State<Arc<App>>, RawQuery(q): RawQuery) -> Response {
+    let q = match parse(q) {
+        Ok(q) => q,
+        Err(r) => return *r,
+    };
+    let Ok(slot) = app.stream_slots.clone().try_acquire_owned() else {
+        return failure(StatusCode::SERVICE_UNAVAILABLE, &"too many live readers");
+    };
+    app.metrics.stream_readers.inc();
+    let filter: Filter = q.filter;
+    let guard = Reader(app.clone(), slot);
+    let events = tokio_stream::wrappers::BroadcastStream::new(app.live.subscribe()).filter_map(
+        move |item| {
+            let _keep = &guard;
+            let event = match item {
+                Ok(f) if filter.matches(&f) => Some(Event::default().event("flow").json_data(&*f)),
+                Ok(_) => None,
+                Err(tokio_stream::wrappers::errors::BroadcastStreamRecvError::Lagged(n)) => {
+                    guard.0.metrics.stream_lagged.inc_by(n);
+                    Some(Ok(Event::default().event("lagged").data(n.to_string())))
+                }
+            };
+            std::future::ready(event)
+        },
+    );
+    Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
+
+/// A live reader's slot, given back when its stream ends.
+#[derive(Debug)]
+struct Reader(
+    Arc<App>,
+    #[allow(dead_code)] tokio::sync::OwnedSemaphorePermit,
+);
+
+impl Drop for Reader {
+    fn drop(&mut self) {
+        self.0.metrics.stream_readers.dec();
+    }
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.text(),
+    )
+        .into_response()
+}
+
+fn asset(kind: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, kind),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route(
+            "/",
+            get(|| async { asset("text/html; charset=utf-8", include_str!("../ui/index.html")) }),
+        )
+        .route(
+            "/ui.js",
+            get(|| async { asset("text/javascript", include_str!("../ui/ui.js")) }),
+        )
+        .route(
+            "/ui.css",
+            get(|| async { asset("text/css", include_str!("../ui/ui.css")) }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/flows", get(flows))
+        .route("/api/v1/flows/stream", get(stream))
+        .route("/api/v1/hints", get(hints))
+        .route("/api/v1/policies", get(policies))
+        .route("/api/v1/graph", get(graph))
+        .with_state(app)
+}
+
+/// Where a started service listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Bound {
+    pub grpc: SocketAddr,
+    pub http: SocketAddr,
+}
+
+/// Opens the store, binds both listeners and serves until `shutdown`
+/// completes. `ready` hears the bound addresses (for port 0).
+pub async fn serve(
+    config: Config,
+    ready: Option<tokio::sync::oneshot::Sender<Bound>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let writer = Store::open(&config.db)?;
+    let held = writer.count()?;
+    let app = Arc::new(App {
+        db: config.db.clone(),
+        writer: Mutex::new(writer),
+        readers: Mutex::new(Vec::new()),
+        live: broadcast::channel(4096).0,
+        metrics: Metrics::new(),
+        stream_slots: Arc::new(Semaphore::new(STREAM_READERS)),
+    });
+    app.metrics.stored.set(held as i64);
+    info!("flow store {} holds {held} records", config.db.display());
+
+    let grpc = TcpListener::bind(config.grpc)
+        .await
+        .with_context(|| format!("binding {}", config.grpc))?;
+    let http = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("binding {}", config.http))?;
+    let bound = Bound {
+        grpc: grpc.local_addr()?,
+        http: http.local_addr()?,
+    };
+    info!(
+        "flow service: gRPC ingest on {}, HTTP on {}",
+        bound.grpc, bound.http
+    );
+
+    let mut builder = tonic::transport::Server::builder()
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .concurrency_limit_per_connection(8);
+    if let Some(tls) = &config.tls {
+        let cert =
+            std::fs::read(&tls.cert).with_context(|| format!("reading {}", tls.cert.display()))?;
+        let key =
+            std::fs::read(&tls.key).with_context(|| format!("reading {}", tls.key.display()))?;
+        let ca = std::fs::read(&tls.client_ca)
+            .with_context(|| format!("reading {}", tls.client_ca.display()))?;
+        builder = builder.tls_config(
+            ServerTlsConfig::new()
+                .identity(Identity::from_pem(cert, key))
+                .client_ca_root(Certificate::from_pem(ca)),
+        )?;
+    }
+    let service =
+        FlowCollectorServer::new(Ingest(app.clone())).max_decoding_message_size(MAX_MESSAGE);
+    let grpc_task = builder
+        .add_service(service)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+
+    let expiry = {
+        let app = app.clone();
+        let (raw, hourly) = (
+            config.raw_retention.as_secs(),
+            config.hourly_retention.as_secs(),
+        );
+        async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                let a = app.clone();
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_secs());
+                let done = tokio::task::spawn_blocking(move || {
+                    let mut w = a
+                        .writer
+                        .lock()
+                        .unwrap_or_else(std::sync::PoisonError::into_inner);
+                    let e = w.expire(now, raw, hourly)?;
+                    Ok::<_, StoreError>((e, w.count()?))
+                })
+                .await;
+                match done {
+                    Ok(Ok((e, held))) => {
+                        app.metrics.stored.set(held as i64);
+                        if e.raw_deleted > 0 {
+                            info!(
+                                "flow store: {} raw records rolled into {} hourly ones",
+                                e.raw_deleted, e.rolled_up
+                            );
+                        }
+                    }
+                    Ok(Err(e)) => warn!("flow store expiry: {e}"),
+                    Err(e) => warn!("flow store expiry: {e}"),
+                }
+            }
+        }
+    };
+
+    if let Some(ready) = ready {
+        let _ = ready.send(bound);
+    }
+    tokio::select! {
+        r = grpc_task => r.context("gRPC ingest")?,
+        r = serve_http(http, router(app)) => r?,
+        () = expiry => {}
+        () = shutdown => info!("flow service stopping"),
+    }
+    Ok(())
+}
+
+/// HTTP/1 with a header deadline and a connection cap; queries carry
+/// their own deadline, live streams none.
+async fn serve_http(listener: TcpListener, router: Router) -> anyhow::Result<()> {
+    use hyper_util::rt::{TokioIo, TokioTimer};
+    let slots = Arc::new(Semaphore::new(HTTP_CONNECTIONS));
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            drop(stream);
+            continue;
+        };
+        let svc = hyper_util::service::TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let _slot = slot;
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_TIMEOUT)
+                .serve_connection(TokioIo::new(stream), svc);
+            let _ = conn.await;
+        });
+    }
+}

@@ -1,0 +1,103 @@
+//! Records to and from their gRPC form.
+
+use crate::proto;
+use crate::record::Flow;
+
+fn endpoint(
+    kind: &str,
+    namespace: &str,
+    name: &str,
+    ip: Option<std::net::IpAddr>,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> proto::Endpoint {
+    proto::Endpoint {
+        r#type: kind.to_string(),
+        namespace: namespace.to_string(),
+        name: name.to_string(),
+        ip: ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        labels: labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+    }
+}
+
+pub fn to_wire(f: &Flow) -> proto::Flow {
+    proto::Flow {
+        start_time: f.start_time,
+        end_time: f.end_time,
+        reporter: f.reporter.clone(),
+        action: f.action.clone(),
+        proto: f.proto.clone(),
+        source: Some(endpoint(
+            &f.source_type,
+            &f.source_namespace,
+            &f.source_name,
+            f.source_ip,
+            &f.source_labels,
+        )),
+        dest: Some(endpoint(
+            &f.dest_type,
+            &f.dest_namespace,
+            &f.dest_name,
+            f.dest_ip,
+            &f.dest_labels,
+        )),
+        dest_port: f.dest_port.map_or(0, u32::from),
+        policies: f.policies.clone(),
+        pending_policies: f.pending_policies.clone(),
+        packets: f.packets,
+        bytes: f.bytes,
+        num_flows: f.num_flows,
+    }
+}
+
+/// Why a record on the wire is not a record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WireError {
+    #[error("no {0} endpoint")]
+    Missing(&'static str),
+    #[error("{0} address {1:?} is not an IP address")]
+    Address(&'static str, String),
+    #[error("destination port {0} is out of range")]
+    Port(u32),
+}
+
+/// A record from node `node`.
+pub fn from_wire(node: &str, f: proto::Flow) -> Result<Flow, WireError> {
+    let source = f.source.ok_or(WireError::Missing("source"))?;
+    let dest = f.dest.ok_or(WireError::Missing("destination"))?;
+    let ip = |which, s: String| {
+        if s.is_empty() {
+            Ok(None)
+        } else {
+            s.parse()
+                .map(Some)
+                .map_err(|_| WireError::Address(which, s))
+        }
+    };
+    Ok(Flow {
+        start_time: f.start_time,
+        end_time: f.end_time,
+        node: node.to_string(),
+        reporter: f.reporter,
+        action: f.action,
+        proto: f.proto,
+        source_ip: ip("source", source.ip)?,
+        source_namespace: source.namespace,
+        source_name: source.name,
+        source_type: source.r#type,
+        source_labels: source.labels.into_iter().collect(),
+        dest_ip: ip("destination", dest.ip)?,
+        dest_namespace: dest.namespace,
+        dest_name: dest.name,
+        dest_type: dest.r#type,
+        dest_labels: dest.labels.into_iter().collect(),
+        dest_port: match f.dest_port {
+            0 => None,
+            p => Some(u16::try_from(p).map_err(|_| WireError::Port(p))?),
+        },
+        policies: f.policies,
+        pending_policies: f.pending_policies,
+        packets: f.packets,
+        bytes: f.bytes,
+        num_flows: f.num_flows,
+    })
+}
