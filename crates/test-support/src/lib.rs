@@ -4,6 +4,7 @@
 // Test helpers wait on real processes: they read the clock.
 #![allow(clippy::disallowed_methods)]
 
+mod browser;
 mod cni;
 mod etcd;
 mod fake_kernel;
@@ -11,6 +12,7 @@ mod lab;
 mod netns;
 mod temp_store;
 
+pub use browser::Browser;
 pub use cni::{add_pod, cni_add, run_cni, CniCall};
 pub use etcd::{EtcdServer, EtcdTls};
 pub use fake_kernel::{
