@@ -64,6 +64,9 @@ enum Command {
     /// What policy does to a connection.
     #[command(subcommand)]
     Policy(commands::policy::PolicyCommand),
+    /// Flow records from the flow service (calico-flows): who talked to
+    /// whom, and which policy allowed or denied it.
+    Flows(commands::flows::FlowsArgs),
 }
 
 fn main() -> ExitCode {
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Ipam(cmd) => commands::ipam::run(&cli.config, &cmd),
         Command::Node(cmd) => commands::node::run(&cmd),
         Command::Policy(cmd) => commands::policy::run(&cli.config, &cmd),
+        Command::Flows(a) => commands::flows::run(&a),
     };
     match outcome {
         Ok(code) => code,

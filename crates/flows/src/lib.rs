@@ -2,14 +2,19 @@
 //! service's store and query language, its gRPC ingest and HTTP API, and
 //! the exporter a node streams its records through.
 
+#[cfg(feature = "service")]
 pub mod export;
 pub mod query;
 pub mod record;
+#[cfg(feature = "service")]
 pub mod server;
+#[cfg(feature = "service")]
 pub mod store;
+#[cfg(feature = "service")]
 pub mod wire;
 
 /// The generated gRPC types (`proto/flows.proto`).
+#[cfg(feature = "service")]
 #[allow(missing_debug_implementations, clippy::all, clippy::pedantic)]
 pub mod proto {
     tonic::include_proto!("calico.flows.v1");

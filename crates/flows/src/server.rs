@@ -590,3 +590,62 @@ async fn serve_http(listener: TcpListener, router: Router) -> anyhow::Result<()>
         });
     }
 }
+
+/// A flow service on a thread of its own (tests, tools): stopped and
+/// joined when dropped.
+#[derive(Debug)]
+pub struct Running {
+    pub bound: Bound,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<anyhow::Result<()>>>,
+}
+
+impl Running {
+    /// Starts the service with `config`; returns once it listens.
+    pub fn start(config: Config) -> anyhow::Result<Running> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("flow-service".into())
+            .spawn(move || {
+                let rt = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .enable_all()
+                    .build()?;
+                rt.block_on(async {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let forward = async move {
+                        if let Ok(b) = rx.await {
+                            let _ = ready_tx.send(b);
+                        }
+                    };
+                    let run = serve(config, Some(tx), async {
+                        let _ = stop_rx.await;
+                    });
+                    tokio::join!(run, forward).0
+                })
+            })?;
+        match ready_rx.recv() {
+            Ok(bound) => Ok(Running {
+                bound,
+                stop: Some(stop_tx),
+                thread: Some(thread),
+            }),
+            Err(_) => match thread.join() {
+                Ok(Err(e)) => Err(e),
+                _ => anyhow::bail!("the flow service did not start"),
+            },
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}

@@ -8,7 +8,7 @@
 #![allow(clippy::disallowed_methods)]
 
 use calico_flows::export::{ExportConfig, Exporter};
-use calico_flows::server::{serve, Bound, Config};
+use calico_flows::server::{Config, Running};
 use calico_flows::store::Store;
 use calico_flows::Flow;
 use calico_test_support::Browser;
@@ -107,39 +107,16 @@ fn the_ui_shows_flows_filters_traces_graph_and_rule_hits() {
         ])
         .expect("insert");
     }
-    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Bound>();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = Config {
+    let running = Running::start(Config {
         grpc: "127.0.0.1:0".parse().expect("addr"),
         http: "127.0.0.1:0".parse().expect("addr"),
         db,
         raw_retention: Duration::from_secs(3600),
         hourly_retention: Duration::from_secs(86_400),
         tls: None,
-    };
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .expect("runtime");
-        rt.block_on(async {
-            let (tx, rx) = tokio::sync::oneshot::channel();
-            let forward = async move {
-                if let Ok(b) = rx.await {
-                    let _ = ready_tx.send(b);
-                }
-            };
-            let run = serve(config, Some(tx), async {
-                let _ = stop_rx.await;
-            });
-            let (r, ()) = tokio::join!(run, forward);
-            r.expect("the flow service runs");
-        });
-    });
-    let bound = ready_rx
-        .recv_timeout(Duration::from_secs(20))
-        .expect("the service starts");
+    })
+    .expect("the flow service starts");
+    let bound = running.bound;
     let base = format!("http://{}/", bound.http);
     let shots = screenshots();
     let wait = Duration::from_secs(15);
@@ -292,6 +269,5 @@ fn the_ui_shows_flows_filters_traces_graph_and_rule_hits() {
         assert!(len > 10_000, "screenshot {s} is {len} bytes");
     }
     drop(b);
-    let _ = stop_tx.send(());
-    let _ = server.join();
+    drop(running);
 }

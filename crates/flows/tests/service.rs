@@ -10,7 +10,7 @@
 use calico_flows::export::{ClientTls, ExportConfig, Exporter};
 use calico_flows::proto::flow_collector_client::FlowCollectorClient;
 use calico_flows::proto::FlowBatch;
-use calico_flows::server::{serve, Bound, Config, ServerTls};
+use calico_flows::server::{Bound, Config, Running, ServerTls};
 use calico_flows::wire::to_wire;
 use calico_flows::Flow;
 use calico_test_support::EtcdTls;
@@ -22,41 +22,23 @@ use std::time::{Duration, Instant};
 
 struct Service {
     bound: Bound,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    _running: Running,
 }
 
 impl Service {
     fn start(db: &Path, grpc: SocketAddr, tls: Option<ServerTls>) -> Service {
-        let config = Config {
+        let running = Running::start(Config {
             grpc,
             http: "127.0.0.1:0".parse().expect("addr"),
             db: db.to_path_buf(),
             raw_retention: Duration::from_secs(3600),
             hourly_retention: Duration::from_secs(86_400),
             tls,
-        };
-        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
-        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::spawn(move || {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .expect("runtime");
-            rt.block_on(async {
-                serve(config, Some(ready_tx), async {
-                    let _ = stop_rx.await;
-                })
-                .await
-                .expect("the flow service runs");
-            });
-        });
-        let bound = ready_rx.blocking_recv().expect("the service starts");
+        })
+        .expect("the flow service starts");
         Service {
-            bound,
-            stop: Some(stop_tx),
-            thread: Some(thread),
+            bound: running.bound,
+            _running: running,
         }
     }
 
@@ -69,17 +51,6 @@ impl Service {
         assert_eq!(status, 200, "{body}");
         let page: serde_json::Value = serde_json::from_str(&body).expect("json");
         serde_json::from_value(page["flows"].clone()).expect("flows")
-    }
-}
-
-impl Drop for Service {
-    fn drop(&mut self) {
-        if let Some(s) = self.stop.take() {
-            let _ = s.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
     }
 }
 

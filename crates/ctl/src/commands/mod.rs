@@ -1,6 +1,7 @@
 //! One module per calicoctl command group.
 
 pub mod edit;
+pub mod flows;
 pub mod get;
 pub mod ipam;
 pub mod manifest;
