@@ -66,7 +66,7 @@ enum Command {
     Policy(commands::policy::PolicyCommand),
     /// Flow records from the flow service (calico-flows): who talked to
     /// whom, and which policy allowed or denied it.
-    Flows(commands::flows::FlowsArgs),
+    Flows(Box<commands::flows::FlowsArgs>),
 }
 
 fn main() -> ExitCode {
