@@ -74,10 +74,18 @@ impl TraceEntry {
         })
     }
 
-    /// How people read it: `tier/policy rule N → action`.
+    /// How people read it: `tier/policy rule N → action` (a profile's
+    /// `profile kns.shop rule 0 → allow`; a tier's end `default.end-of-tier → deny`).
     pub fn readable(&self) -> String {
         if self.rule < 0 {
             format!("{} → {}", self.policy, self.action)
+        } else if self.tier == "__PROFILE__" {
+            format!(
+                "profile {} rule {} → {}",
+                self.policy.trim_start_matches("__PROFILE__."),
+                self.rule,
+                self.action
+            )
         } else {
             format!(
                 "{}/{} rule {} → {}",

@@ -62,7 +62,9 @@ function entry(text) {
   const p = text.split("|");
   if (p.length !== 5) return { text, readable: text };
   const [index, tier, policy, action, rule] = p;
-  const readable = Number(rule) < 0 ? policy + " → " + action : tier + "/" + policy + " rule " + rule + " → " + action;
+  const readable = Number(rule) < 0 ? policy + " → " + action
+    : tier === "__PROFILE__" ? "profile " + policy.replace(/^__PROFILE__\./, "") + " rule " + rule + " → " + action
+    : tier + "/" + policy + " rule " + rule + " → " + action;
   return { index, tier, policy, action, rule, readable };
 }
 

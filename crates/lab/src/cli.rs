@@ -40,6 +40,10 @@ pub(crate) enum Cmd {
         /// order; the fabric routes between them but not pod addresses.
         #[arg(long, default_value_t = 1)]
         subnets: usize,
+        /// Seconds between the nodes' flushes of their flow records to the
+        /// flow service (Calico's `flowLogsFlushInterval`).
+        #[arg(long, default_value_t = 15)]
+        flow_flush: u64,
     },
     /// Remove every namespace, link, process and file the lab made.
     Down,
@@ -78,6 +82,18 @@ pub(crate) enum Cmd {
     /// The datastore: `restart` stops and starts the lab's etcd.
     #[command(subcommand)]
     Datastore(DatastoreCmd),
+    /// Flow records from the lab's flow service: `calicoctl flows` with
+    /// these arguments (e.g. `-- --action deny`); `--url` prints the
+    /// address of its API and web UI.
+    Flows {
+        #[arg(long)]
+        url: bool,
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// The flow service: stop it (the nodes buffer), start it again.
+    #[command(subcommand)]
+    FlowService(FlowServiceCmd),
     /// Wait until every node's dataplane has applied the latest datastore revision.
     Sync {
         #[arg(long, default_value_t = 60)]
@@ -142,6 +158,12 @@ pub(crate) enum NsCmd {
 pub(crate) enum DatastoreCmd {
     /// Stop the lab's etcd and start it again on the same data.
     Restart,
+}
+
+#[derive(Subcommand, Debug)]
+pub(crate) enum FlowServiceCmd {
+    Stop,
+    Start,
 }
 
 #[derive(Subcommand, Debug)]

@@ -39,7 +39,11 @@ pub(crate) fn up(
     datastore: &str,
     encap: &str,
     subnets: usize,
+    flow_flush: u64,
 ) -> Result<()> {
+    if !(1..=3600).contains(&flow_flush) {
+        bail!("--flow-flush {flow_flush}: between 1 and 3600 seconds");
+    }
     if !(1..=20).contains(&nodes) {
         bail!("--nodes {nodes}: between 1 and 20");
     }
@@ -70,6 +74,8 @@ pub(crate) fn up(
         node_datastore_env: BTreeMap::new(),
         etcd: None,
         encap: encap.into(),
+        flows: None,
+        felix_env: flowsvc::felix_env(flow_flush),
     };
     lab.node_datastore_env = lab.datastore_env.clone();
     // Saved before anything is made, so `down` can undo a partial `up`.
@@ -92,6 +98,7 @@ pub(crate) fn up(
     if datastore == "etcd" {
         start_etcd_server(ctx, &mut lab)?;
     }
+    start_flow_service(ctx, &mut lab, subnets)?;
     let client = ctx.client(&lab)?;
     client
         .apply(decode(&format!(
@@ -166,6 +173,12 @@ pub(crate) fn up(
         nets.join(" and "),
         vxlan_mode(encap)
     );
+    if let Some(f) = &lab.flows {
+        println!(
+            "flow records: `calico-lab flows` (calicoctl flows), web UI at {}/",
+            f.url
+        );
+    }
     Ok(())
 }
 
@@ -255,6 +268,9 @@ pub(crate) fn start_agents(
             .env("CALICO_MTU_FILE", &mtu)
             .env_remove("DATASTORE_TYPE")
             .envs(&lab.node_datastore_env);
+        if what == "felix" {
+            cmd.envs(&lab.felix_env);
+        }
         pids.push(daemon(
             &mut cmd,
             &ctx.dir.join(format!("{name}-{what}.log")),
@@ -320,6 +336,9 @@ pub(crate) fn down(ctx: &Ctx) -> Result<()> {
         }
         if let Some(e) = &lab.etcd {
             kill(e.pid);
+        }
+        if let Some(f) = &lab.flows {
+            kill(f.pid);
         }
     }
     // Every namespace of this lab, recorded or not; processes still in one

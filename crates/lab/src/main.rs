@@ -16,6 +16,7 @@ mod cli;
 mod cluster;
 mod echo;
 mod etcd;
+mod flowsvc;
 mod pods;
 mod probe;
 mod process;
@@ -24,6 +25,7 @@ mod state;
 use cli::*;
 use cluster::*;
 use etcd::*;
+use flowsvc::*;
 use pods::*;
 use probe::*;
 use process::*;
@@ -58,7 +60,10 @@ fn main() -> ExitCode {
             datastore,
             encap,
             subnets,
-        } => up(&ctx, *nodes, datastore, encap, *subnets).map(|()| ExitCode::SUCCESS),
+            flow_flush,
+        } => up(&ctx, *nodes, datastore, encap, *subnets, *flow_flush).map(|()| ExitCode::SUCCESS),
+        Cmd::Flows { url, args } => flows(&ctx, *url, args),
+        Cmd::FlowService(c) => flow_service_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),
         Cmd::Down => down(&ctx).map(|()| ExitCode::SUCCESS),
         Cmd::Ns(c) => ns_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),
         Cmd::Pod(c) => pod_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),

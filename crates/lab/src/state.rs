@@ -62,6 +62,20 @@ pub struct Lab {
     /// The etcd server (`--datastore etcd`).
     #[serde(default)]
     pub etcd: Option<Etcd>,
+    /// The flow service the nodes stream their flow records to.
+    #[serde(default)]
+    pub flows: Option<FlowService>,
+    /// Environment for every node's felix (flow records).
+    #[serde(default)]
+    pub felix_env: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct FlowService {
+    pub netns: String,
+    pub pid: u32,
+    /// Its HTTP API and web UI, through the lab's proxy on this host.
+    pub url: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -29,8 +29,16 @@ pub struct Names {
     pub profiles: BTreeMap<String, String>,
     /// `tw-<iface>` / `fw-<iface>` → the endpoint's tiers in that direction.
     pub tiers: BTreeMap<String, Vec<String>>,
-    /// Every workload's address → (namespace, endpoint name).
-    pub workloads: BTreeMap<IpAddr, (String, String)>,
+    /// Every workload's address → who it is.
+    pub workloads: BTreeMap<IpAddr, Workload>,
+}
+
+/// A workload as flow records name it: its namespace, pod and labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 pub use calico_flows::Flow as FlowRecord;
@@ -158,13 +166,17 @@ fn entry(names: &Names, v: &Verdict, position: usize) -> Option<(String, &'stati
     })
 }
 
+/// One end of a flow: namespace, name, the address (for non-workloads)
+/// and labels (for workloads).
+type End = (String, String, Option<IpAddr>, BTreeMap<String, String>);
+
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 struct Key {
     reporter: &'static str,
     action: &'static str,
     proto: u8,
-    src: (String, String, Option<IpAddr>),
-    dst: (String, String, Option<IpAddr>),
+    src: End,
+    dst: End,
     dport: Option<u16>,
     trace: Vec<String>,
 }
@@ -214,11 +226,12 @@ impl Aggregator {
         let mut trace = self.passes.remove(&key).unwrap_or_default();
         trace.push(entry);
         let side = |ip: IpAddr| match names.workloads.get(&ip) {
-            Some((ns, name)) => (ns.clone(), name.clone(), None),
+            Some(w) => (w.namespace.clone(), w.name.clone(), None, w.labels.clone()),
             None => (
                 "-".to_string(),
                 if is_private(ip) { "pvt" } else { "pub" }.to_string(),
                 Some(ip),
+                BTreeMap::new(),
             ),
         };
         let reporter = if p.group == calico_dataplane::flow_group(true) {
@@ -261,12 +274,12 @@ impl Aggregator {
                 source_type: if k.src.2.is_some() { "net" } else { "wep" }.to_string(),
                 source_namespace: k.src.0,
                 source_name: k.src.1,
-                source_labels: BTreeMap::new(),
+                source_labels: k.src.3,
                 dest_ip: k.dst.2,
                 dest_type: if k.dst.2.is_some() { "net" } else { "wep" }.to_string(),
                 dest_namespace: k.dst.0,
                 dest_name: k.dst.1,
-                dest_labels: BTreeMap::new(),
+                dest_labels: k.dst.3,
                 dest_port: k.dport,
                 policies: k.trace,
                 pending_policies: Vec::new(),
@@ -466,14 +479,14 @@ mod tests {
         n.profiles.insert("r-ccc-in".into(), "kns.shop".into());
         n.tiers
             .insert("tw-cali1".into(), vec!["security".into(), "default".into()]);
-        n.workloads.insert(
-            "10.0.0.1".parse().expect("ip"),
-            ("shop".into(), "web".into()),
-        );
-        n.workloads.insert(
-            "10.0.0.2".parse().expect("ip"),
-            ("shop".into(), "db".into()),
-        );
+        let w = |name: &str| Workload {
+            namespace: "shop".into(),
+            name: name.into(),
+            labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+        };
+        n.workloads
+            .insert("10.0.0.1".parse().expect("ip"), w("web"));
+        n.workloads.insert("10.0.0.2".parse().expect("ip"), w("db"));
         n
     }
 
@@ -559,6 +572,10 @@ mod tests {
             vec!["0|security|audit|pass|0", "1|default|shop/db|allow|2"]
         );
         assert_eq!((allowed.packets, allowed.num_flows), (3, 2));
+        assert_eq!(
+            allowed.source_labels.get("app").map(String::as_str),
+            Some("web")
+        );
         assert_eq!((allowed.start_time, allowed.end_time), (101, 101));
         let denied = &records[1];
         assert_eq!(denied.action, "deny");

@@ -86,6 +86,9 @@ pub(super) struct Agent {
     /// What the flow collector needs to name chains and addresses (when
     /// flow logs are on), refreshed at every sync.
     pub(super) flow_names: Option<Arc<Mutex<crate::flows::Names>>>,
+    /// Every workload's addresses and identity (namespace, pod, labels),
+    /// to name flow records by; by resource key.
+    pub(super) workload_ids: BTreeMap<String, (Vec<IpNet>, crate::flows::Workload)>,
     pub(super) status: Arc<Mutex<Status>>,
     pub(super) metrics: Arc<Metrics>,
 }
@@ -114,6 +117,7 @@ impl Agent {
             rp_filter: BTreeMap::new(),
             kernel,
             flow_names: None,
+            workload_ids: BTreeMap::new(),
             status,
             metrics,
         }
@@ -134,6 +138,7 @@ impl Agent {
         self.skipped.clear();
         self.reported.clear();
         self.rp_filter.clear();
+        self.workload_ids.clear();
     }
 
     pub(super) fn report(&self, in_sync: bool) {
@@ -280,7 +285,29 @@ impl Agent {
                     self.skipped.remove(key);
                 }
             },
-            (kind, r) => self.overlay.note(&self.node, kind, name, key, r),
+            (kind, r) => {
+                if kind == calico_api::Kind::WorkloadEndpoint {
+                    match r {
+                        Some(Resource::WorkloadEndpoint(w)) => {
+                            let id = crate::flows::Workload {
+                                namespace: w.metadata.namespace.clone().unwrap_or_default(),
+                                name: if w.spec.pod.is_empty() {
+                                    name.clone()
+                                } else {
+                                    w.spec.pod.clone()
+                                },
+                                labels: w.metadata.labels.clone(),
+                            };
+                            let ips = crate::events::workload_ips(&w.spec);
+                            self.workload_ids.insert(key.to_string(), (ips, id));
+                        }
+                        _ => {
+                            self.workload_ids.remove(key);
+                        }
+                    }
+                }
+                self.overlay.note(&self.node, kind, name, key, r);
+            }
         }
     }
 
@@ -411,11 +438,9 @@ impl Agent {
                 }
             }
         }
-        for (key, (_, ips)) in &self.overlay.inputs.workloads {
-            if let Some((_, Some(ns), name)) = parse_resource_key(key) {
-                for ip in ips {
-                    n.workloads.insert(ip.addr(), (ns.clone(), name.clone()));
-                }
+        for (ips, id) in self.workload_ids.values() {
+            for ip in ips {
+                n.workloads.insert(ip.addr(), id.clone());
             }
         }
         n
