@@ -4,7 +4,7 @@
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
 use netlink_packet_netfilter::nflog::{
-    config_request, ConfigCmd, ConfigMode, PacketNla, Timeout, ULogMessage,
+    config_request, ConfigCmd, ConfigMode, ConfigNla, PacketNla, Timeout, ULogMessage,
 };
 use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
@@ -14,6 +14,10 @@ use std::time::Duration;
 /// Bytes of each packet copied to us: the largest IPv6 header chain we
 /// read plus the transport ports.
 const COPY_RANGE: u32 = 128;
+/// Packets the kernel gathers into one message at most.
+const QUEUE_THRESHOLD: u32 = 64;
+/// The kernel's buffer for such a message (our receive buffer is as big).
+const BATCH_BYTES: u32 = 1 << 16;
 
 #[derive(Debug, thiserror::Error)]
 pub enum NflogError {
@@ -61,11 +65,16 @@ impl Nflog {
             buf: vec![0; 1 << 16],
         };
         for &group in groups {
+            // Batched: the kernel sends up to QUEUE_THRESHOLD packets in one
+            // message (or what it has after 50 ms), so a burst of new
+            // connections costs a wake-up per batch, not per packet.
             let timeout: Timeout = Duration::from_millis(50).into();
             let cmds = vec![
                 ConfigCmd::Bind.into(),
                 ConfigMode::new_packet(COPY_RANGE).into(),
                 timeout.into(),
+                ConfigNla::QThresh(QUEUE_THRESHOLD),
+                ConfigNla::NlBufSiz(BATCH_BYTES),
             ];
             me.request(config_request(NetfilterProtoFamily::Unspec, group, cmds))
                 .map_err(|cause| NflogError::Bind { group, cause })?;

@@ -31,6 +31,8 @@ pub struct Names {
     pub tiers: BTreeMap<String, Vec<String>>,
     /// Every workload's address → who it is.
     pub workloads: BTreeMap<IpAddr, Workload>,
+    /// Changes whenever the rest does (the collector's caches follow it).
+    pub generation: u64,
 }
 
 /// A workload as flow records name it: its namespace, pod and labels.
@@ -44,7 +46,7 @@ pub struct Workload {
 pub use calico_flows::Flow as FlowRecord;
 
 /// A packet's addresses and ports, read from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Tuple {
     pub src: IpAddr,
     pub dst: IpAddr,
@@ -170,31 +172,67 @@ fn entry(names: &Names, v: &Verdict, position: usize) -> Option<(String, &'stati
 /// and labels (for workloads).
 type End = (String, String, Option<IpAddr>, BTreeMap<String, String>);
 
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+/// A record's key once named: reporter, action, protocol, both ends,
+/// destination port and trace.
+type Named = (
+    &'static str,
+    &'static str,
+    u8,
+    End,
+    End,
+    Option<u16>,
+    Vec<String>,
+);
+
+/// What a packet is counted under, cheap to hash: addresses, not names
+/// (named once per interval), and the trace as interned entries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct Key {
-    reporter: &'static str,
+    group: u16,
     action: &'static str,
     proto: u8,
-    src: End,
-    dst: End,
+    src: IpAddr,
+    dst: IpAddr,
     dport: Option<u16>,
-    trace: Vec<String>,
+    trace: Vec<u32>,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     packets: u64,
-    sports: std::collections::BTreeSet<(IpAddr, Option<u16>)>,
+    /// Distinct (source, source port): connections (a retransmitted
+    /// first packet, still "new" to conntrack, meets policy again).
+    sports: std::collections::HashSet<(IpAddr, Option<u16>)>,
     first: u64,
     last: u64,
 }
 
+/// A log prefix read back: the trace entry it stands for (interned) and
+/// its action; None when this agent did not program that chain.
+type Resolved = Option<(u32, &'static str)>;
+
 /// Flow records being aggregated for the current interval.
+///
+/// Per packet it parses the headers, looks the prefix up in a cache of
+/// resolved prefixes (position in the trace included) and counts under
+/// addresses; names are given to the addresses when an interval's records
+/// are made, from the ones it first saw them with.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    flows: BTreeMap<Key, Counts>,
+    flows: std::collections::HashMap<Key, Counts>,
     /// Pass verdicts waiting for the decision on the same packet.
-    passes: BTreeMap<(u16, Tuple), Vec<String>>,
+    passes: std::collections::HashMap<(u16, Tuple), Vec<u32>>,
+    /// prefix → resolved at each position in the trace, for the names of
+    /// generation `generation`.
+    resolved: std::collections::HashMap<String, Vec<Option<Resolved>>>,
+    generation: u64,
+    /// Interned trace entries.
+    entries: Vec<String>,
+    interned: std::collections::HashMap<String, u32>,
+    /// Each address's end as first seen this interval.
+    ends: std::collections::HashMap<IpAddr, End>,
+    /// Deciding packets per (trace entry, reporter) since the last take.
+    hits: std::collections::HashMap<(u32, &'static str), u64>,
     /// Logged packets that could not be read back (unknown chain, bad header).
     pub unreadable: u64,
 }
@@ -204,47 +242,80 @@ fn proto_name(p: u8) -> String {
 }
 
 impl Aggregator {
+    fn intern(&mut self, entry: String) -> u32 {
+        if let Some(&id) = self.interned.get(&entry) {
+            return id;
+        }
+        let id = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        self.entries.push(entry.clone());
+        self.interned.insert(entry, id);
+        id
+    }
+
+    fn resolve(&mut self, names: &Names, prefix: &str, position: usize) -> Resolved {
+        if self.generation != names.generation {
+            self.generation = names.generation;
+            self.resolved.clear();
+        }
+        if let Some(Some(r)) = self.resolved.get(prefix).and_then(|at| at.get(position)) {
+            return *r;
+        }
+        let r = verdict(prefix)
+            .and_then(|v| entry(names, &v, position))
+            .map(|(text, action)| (self.intern(text), action));
+        let at = self.resolved.entry(prefix.to_string()).or_default();
+        if at.len() <= position {
+            at.resize(position + 1, None);
+        }
+        at[position] = Some(r);
+        r
+    }
+
     /// Takes one logged packet at `now` (Unix seconds); returns the
     /// deciding rule's trace entry and the reporter (None when the packet
     /// was a Pass on its way, or could not be read back).
-    pub fn add(&mut self, names: &Names, p: &Logged, now: u64) -> Option<(String, &'static str)> {
-        let (Some(t), Some(v)) = (tuple(&p.payload), verdict(&p.prefix)) else {
+    pub fn add(&mut self, names: &Names, p: &Logged, now: u64) -> Option<(&str, &'static str)> {
+        let Some(t) = tuple(&p.payload) else {
             self.unreadable += 1;
             return None;
         };
-        let key = (p.group, t);
-        let passed = self.passes.get(&key).map_or(0, Vec::len);
-        let Some((entry, action)) = entry(names, &v, passed) else {
+        let pkey = (p.group, t);
+        let passed = self.passes.get(&pkey).map_or(0, Vec::len);
+        let Some((id, action)) = self.resolve(names, &p.prefix, passed) else {
             self.unreadable += 1;
             return None;
         };
         if action == "pass" {
-            self.passes.entry(key).or_default().push(entry);
+            self.passes.entry(pkey).or_default().push(id);
             return None;
         }
-        let decided = entry.clone();
-        let mut trace = self.passes.remove(&key).unwrap_or_default();
-        trace.push(entry);
-        let side = |ip: IpAddr| match names.workloads.get(&ip) {
-            Some(w) => (w.namespace.clone(), w.name.clone(), None, w.labels.clone()),
-            None => (
-                "-".to_string(),
-                if is_private(ip) { "pvt" } else { "pub" }.to_string(),
-                Some(ip),
-                BTreeMap::new(),
-            ),
-        };
+        let mut trace = self.passes.remove(&pkey).unwrap_or_default();
+        trace.push(id);
         let reporter = if p.group == calico_dataplane::flow_group(true) {
             "dst"
         } else {
             "src"
         };
+        for ip in [t.src, t.dst] {
+            self.ends
+                .entry(ip)
+                .or_insert_with(|| match names.workloads.get(&ip) {
+                    Some(w) => (w.namespace.clone(), w.name.clone(), None, w.labels.clone()),
+                    None => (
+                        "-".to_string(),
+                        if is_private(ip) { "pvt" } else { "pub" }.to_string(),
+                        Some(ip),
+                        BTreeMap::new(),
+                    ),
+                });
+        }
+        *self.hits.entry((id, reporter)).or_default() += 1;
         let k = Key {
-            reporter,
+            group: p.group,
             action,
             proto: t.proto,
-            src: side(t.src),
-            dst: side(t.dst),
+            src: t.src,
+            dst: t.dst,
             dport: t.dport,
             trace,
         };
@@ -255,38 +326,90 @@ impl Aggregator {
         c.packets += 1;
         c.last = now;
         c.sports.insert((t.src, t.sport));
-        Some((decided, reporter))
+        Some((self.entries[id as usize].as_str(), reporter))
     }
 
-    /// The records so far (reported by `node`), emptying the aggregator.
+    /// Deciding packets per (trace entry, reporter) since the last call.
+    pub fn take_hits(&mut self) -> Vec<(String, &'static str, u64)> {
+        let entries = &self.entries;
+        self.hits
+            .drain()
+            .map(|((id, r), n)| (entries[id as usize].clone(), r, n))
+            .collect()
+    }
+
+    /// The records so far (reported by `node`), emptying the aggregator;
+    /// endpoints merged by name (two addresses of one pod are one end).
     pub fn flush(&mut self, node: &str) -> Vec<FlowRecord> {
         self.passes.clear();
-        std::mem::take(&mut self.flows)
+        let ends = std::mem::take(&mut self.ends);
+        let end = |ip: &IpAddr| ends.get(ip).cloned().unwrap_or_default();
+        let mut merged: BTreeMap<Named, (u64, u64, u64, u64)> = BTreeMap::new();
+        for (k, c) in std::mem::take(&mut self.flows) {
+            let reporter = if k.group == calico_dataplane::flow_group(true) {
+                "dst"
+            } else {
+                "src"
+            };
+            let trace = k
+                .trace
+                .iter()
+                .map(|id| self.entries[*id as usize].clone())
+                .collect();
+            let flows = c.sports.len() as u64;
+            let m = merged
+                .entry((
+                    reporter,
+                    k.action,
+                    k.proto,
+                    end(&k.src),
+                    end(&k.dst),
+                    k.dport,
+                    trace,
+                ))
+                .or_insert((0, 0, u64::MAX, 0));
+            m.0 += c.packets;
+            m.1 += flows;
+            m.2 = m.2.min(c.first);
+            m.3 = m.3.max(c.last);
+        }
+        // Interned entries are kept while the names stay the same.
+        if self.entries.len() > 100_000 {
+            self.entries.clear();
+            self.interned.clear();
+            self.resolved.clear();
+        }
+        merged
             .into_iter()
-            .map(|(k, c)| FlowRecord {
-                start_time: c.first,
-                end_time: c.last,
-                node: node.to_string(),
-                reporter: k.reporter.to_string(),
-                action: k.action.to_string(),
-                proto: proto_name(k.proto),
-                source_ip: k.src.2,
-                source_type: if k.src.2.is_some() { "net" } else { "wep" }.to_string(),
-                source_namespace: k.src.0,
-                source_name: k.src.1,
-                source_labels: k.src.3,
-                dest_ip: k.dst.2,
-                dest_type: if k.dst.2.is_some() { "net" } else { "wep" }.to_string(),
-                dest_namespace: k.dst.0,
-                dest_name: k.dst.1,
-                dest_labels: k.dst.3,
-                dest_port: k.dport,
-                policies: k.trace,
-                pending_policies: Vec::new(),
-                packets: c.packets,
-                bytes: 0,
-                num_flows: c.sports.len() as u64,
-            })
+            .map(
+                |(
+                    (reporter, action, proto, src, dst, dport, trace),
+                    (packets, flows, first, last),
+                )| FlowRecord {
+                    start_time: first,
+                    end_time: last,
+                    node: node.to_string(),
+                    reporter: reporter.to_string(),
+                    action: action.to_string(),
+                    proto: proto_name(proto),
+                    source_ip: src.2,
+                    source_type: if src.2.is_some() { "net" } else { "wep" }.to_string(),
+                    source_namespace: src.0,
+                    source_name: src.1,
+                    source_labels: src.3,
+                    dest_ip: dst.2,
+                    dest_type: if dst.2.is_some() { "net" } else { "wep" }.to_string(),
+                    dest_namespace: dst.0,
+                    dest_name: dst.1,
+                    dest_labels: dst.3,
+                    dest_port: dport,
+                    policies: trace,
+                    pending_policies: Vec::new(),
+                    packets,
+                    bytes: 0,
+                    num_flows: flows,
+                },
+            )
             .collect()
     }
 }
@@ -362,12 +485,14 @@ pub fn start(
                         let now = unix_now();
                         let unreadable = agg.unreadable;
                         for p in &packets {
-                            if let Some((entry, reporter)) = agg.add(&names, p, now) {
-                                metrics
-                                    .rule_packets
-                                    .get_or_create(&labels(&entry, reporter))
-                                    .inc();
-                            }
+                            agg.add(&names, p, now);
+                        }
+                        drop(names);
+                        for (entry, reporter, n) in agg.take_hits() {
+                            metrics
+                                .rule_packets
+                                .get_or_create(&labels(&entry, reporter))
+                                .inc_by(n);
                         }
                         metrics.flow_unreadable.inc_by(agg.unreadable - unreadable);
                     }
@@ -531,7 +656,7 @@ mod tests {
             assert_eq!(a.add(&n, &logged(1, "P0|p-bbb-in", pkt.clone()), 100), None);
             assert_eq!(
                 a.add(&n, &logged(1, "A2|p-aaa-in", pkt), 101),
-                Some(("1|default|shop/db|allow|2".to_string(), "dst"))
+                Some(("1|default|shop/db|allow|2", "dst"))
             );
         }
         a.add(

@@ -150,12 +150,10 @@ fn allowed_and_denied_connections_become_flow_records() {
             && r["dest_port"] == port
             && r["action"] == action
             && r["source_namespace"] == "x"
-            && r["source_name"]
-                .as_str()
-                .is_some_and(|n| n.contains("-k8s-b-"))
-            && r["dest_name"]
-                .as_str()
-                .is_some_and(|n| n.contains("-k8s-a-"))
+            && r["source_name"] == "b"
+            && r["dest_name"] == "a"
+            && r["source_labels"]["app"] == "b"
+            && r["dest_labels"]["app"] == "a"
     };
     let deadline = Instant::now() + Duration::from_secs(15);
     let found = loop {

@@ -46,8 +46,8 @@ pub fn bin(name: &str) -> PathBuf {
 pub struct TwoPods {
     pub node: Netns,
     pub client: Netns,
-    /// Kept for the namespace's lifetime.
-    _server: Netns,
+    #[allow(dead_code)] // not every benchmark serves from it
+    pub server: Netns,
     pub server_ip: String,
     _iperf: KillOnDrop,
 }
@@ -93,7 +93,7 @@ impl TwoPods {
         TwoPods {
             node,
             client,
-            _server: server,
+            server,
             server_ip,
             _iperf: iperf,
         }

@@ -377,10 +377,15 @@ impl Agent {
             }
         }
         if let Some(names) = &self.flow_names {
-            let fresh = self.flow_names_now();
-            *names
+            let mut fresh = self.flow_names_now();
+            let mut held = names
                 .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner) = fresh;
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            fresh.generation = held.generation;
+            if *held != fresh {
+                fresh.generation += 1;
+                *held = fresh;
+            }
         }
         self.overlay.sync_tunnels(
             self.kernel.tunnels.as_deref(),

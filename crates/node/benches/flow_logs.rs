@@ -1,0 +1,199 @@
+//! What flow logs cost the dataplane: the rate of new TCP connections and
+//! of 64-byte UDP packets between two pods with flow logs off and on (the
+//! agent running, its collector reading every logged verdict), side by
+//! side in one run, and the agent's memory in each case. The goal is at
+//! least 95 % of the rate with them off.
+//!
+//! `cargo bench -p calico-node --bench flow_logs` (SECS per measurement,
+//! default 5; 1 when run as a test).
+
+#![allow(clippy::print_stdout)]
+#![allow(clippy::disallowed_methods)] // a benchmark owns the clock
+
+mod common;
+use calico_test_support::KillOnDrop;
+use common::{bin, seeded_datastore, TwoPods};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 7070;
+
+/// Runs `f` on a thread inside network namespace `path`.
+fn in_netns<T: Send + 'static>(
+    path: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("netns");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// New connections per second: connect, then reset (the server accepts
+/// and closes), one after another, on two client threads.
+fn connection_rate(pods: &TwoPods, secs: u32) -> f64 {
+    let to: SocketAddr = format!("{}:{PORT}", pods.server_ip).parse().expect("addr");
+    let until = Instant::now() + Duration::from_secs(secs.into());
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            in_netns(pods.client.path(), move || {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    if let Ok(s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
+                        // Closed with a reset: no TIME_WAIT, so the client's
+                        // ports never run out (what would be measured then).
+                        let _ = nix::sys::socket::setsockopt(
+                            &s,
+                            nix::sys::socket::sockopt::Linger,
+                            &nix::libc::linger {
+                                l_onoff: 1,
+                                l_linger: 0,
+                            },
+                        );
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    total as f64 / f64::from(secs)
+}
+
+/// The agent as a daemon in the node, until dropped; waits until it is ready.
+fn felix(pods: &TwoPods, db: &str, flow_dir: Option<&std::path::Path>) -> KillOnDrop {
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &pods.node.name])
+        .arg(bin("calico-node"))
+        .args(["felix", "--node", "node-1"])
+        .env("CALICO_DATASTORE_PATH", db)
+        .env("FELIX_HEALTHENABLED", "true")
+        .env_remove("DATASTORE_TYPE")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    if let Some(dir) = flow_dir {
+        cmd.env("FELIX_FLOWLOGSFILEENABLED", "true")
+            .env("FELIX_FLOWLOGSFILEDIRECTORY", dir)
+            .env("FELIX_FLOWLOGSFLUSHINTERVAL", "1");
+    }
+    let child = KillOnDrop(cmd.spawn().expect("calico-node felix"));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = Command::new("ip")
+            .args([
+                "netns",
+                "exec",
+                &pods.node.name,
+                "curl",
+                "-sf",
+                "--max-time",
+                "1",
+                "http://127.0.0.1:9099/readiness",
+            ])
+            .output()
+            .is_ok_and(|o| o.status.success());
+        if ready {
+            return child;
+        }
+        assert!(Instant::now() < deadline, "felix did not become ready");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let secs: u32 = std::env::var("SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let (dir, db, _client) = seeded_datastore("10.91.0.0/16");
+    let pods = TwoPods::new("flbench", "10.250.5.1/24", &db);
+    let _server = in_netns(pods.server.path(), || {
+        // A deep accept queue: a full one drops SYNs, and a dropped SYN
+        // costs the client a second, which would be measured instead.
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_reuse_address(true).expect("reuse");
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], PORT)).into())
+            .expect("bind");
+        s.listen(4096).expect("listen");
+        let l: TcpListener = s.into();
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+    std::thread::sleep(Duration::from_millis(200));
+
+    // Off and on alternate (on first in every other round), ROUNDS times;
+    // medians, so a busy moment of this machine counts once at most.
+    let rounds: usize = std::env::var("ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if quick { 1 } else { 5 });
+    let mut runs: [Vec<(f64, f64, u64)>; 2] = [Vec::new(), Vec::new()];
+    for round in 0..rounds {
+        let order = if round % 2 == 0 {
+            [false, true]
+        } else {
+            [true, false]
+        };
+        for on in order {
+            let flow_dir = dir.path().join("flows");
+            let agent = felix(&pods, &db, on.then_some(flow_dir.as_path()));
+            let conns = connection_rate(&pods, secs);
+            let pps = pods.iperf(secs, true);
+            let rss = rss_kib(agent.0.id());
+            drop(agent);
+            runs[usize::from(on)].push((conns, pps, rss));
+            if on {
+                let logged =
+                    std::fs::read_to_string(flow_dir.join("flows.log")).unwrap_or_default();
+                assert!(!logged.is_empty(), "flow logs on, but nothing was recorded");
+            }
+        }
+    }
+    let median = |v: &[(f64, f64, u64)], f: fn(&(f64, f64, u64)) -> f64| {
+        let mut x: Vec<f64> = v.iter().map(f).collect();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let row = |v: &[(f64, f64, u64)]| {
+        (
+            0,
+            median(v, |r| r.0),
+            median(v, |r| r.1),
+            median(v, |r| r.2 as f64) as u64,
+        )
+    };
+    let rows = [row(&runs[0]), row(&runs[1])];
+    let (off, on) = (rows[0], rows[1]);
+    println!("flow_logs (SECS={secs}, ROUNDS={rounds}, medians; two pods on one node, the agent running)");
+    println!(
+        "  new TCP connections/s   off {:>10.0}   on {:>10.0}   ratio {:.3} (goal >= 0.95)",
+        off.1,
+        on.1,
+        on.1 / off.1
+    );
+    println!(
+        "  64-byte UDP packets/s   off {:>10.0}   on {:>10.0}   ratio {:.3} (goal >= 0.95)",
+        off.2,
+        on.2,
+        on.2 / off.2
+    );
+    println!(
+        "  agent RSS (KiB)         off {:>10}   on {:>10}",
+        off.3, on.3
+    );
+}
