@@ -100,6 +100,7 @@ impl TwoPods {
     }
 
     /// The agent, once, in the node.
+    #[allow(dead_code)] // not every benchmark runs it once
     pub fn felix(&self, db: &str) {
         calico_test_support::felix_once(&bin("calico-node"), &self.node.path(), "node-1", db);
     }
