@@ -603,13 +603,19 @@ pub struct Running {
 impl Running {
     /// Starts the service with `config`; returns once it listens.
     pub fn start(config: Config) -> anyhow::Result<Running> {
+        Running::start_with_workers(config, 2)
+    }
+
+    /// The same on a runtime of `workers` threads.
+    pub fn start_with_workers(config: Config, workers: usize) -> anyhow::Result<Running> {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("flow-service".into())
             .spawn(move || {
                 let rt = tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                    .worker_threads(workers.max(1))
+                    .max_blocking_threads(workers.max(1))
                     .enable_all()
                     .build()?;
                 rt.block_on(async {
