@@ -32,13 +32,13 @@ fn record(i: u64, now: u64, total: u64) -> Flow {
         i.wrapping_mul(2_654_435_761) % 2000,
         i.wrapping_mul(40_503) % 2000,
     );
-    let deny = i % 10 == 0;
+    let deny = i.is_multiple_of(10);
     let t = now - 3600 + i * 3600 / total.max(1);
     Flow {
         start_time: t,
         end_time: t + 15,
         node: format!("node-{}", src % 50),
-        reporter: if i % 2 == 0 { "src" } else { "dst" }.into(),
+        reporter: if i.is_multiple_of(2) { "src" } else { "dst" }.into(),
         action: if deny { "deny" } else { "allow" }.into(),
         proto: "TCP".into(),
         source_namespace: ns(src / 20),
