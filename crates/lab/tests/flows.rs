@@ -1,8 +1,8 @@
 //! Flow records end to end in a two-node lab: the nodes stream what their
 //! policy decided to the lab's flow service; `calico-lab flows` (that is,
 //! `calicoctl flows`) finds the allowed and the denied connections with
-//! the right endpoints, labels, action and trace, and counts matching
-//! what was sent. With the service stopped the nodes keep enforcing and
+//! the right endpoints, labels, action and trace, the pending trace of a
+//! staged policy, and counts matching what was sent. With the service stopped the nodes keep enforcing and
 //! report that they are buffering; started again, it still has its
 //! history and receives what was buffered.
 
@@ -22,6 +22,20 @@ spec:
   types: [Ingress]
   ingress:
   - action: Allow
+    protocol: TCP
+    source: {selector: app == 'web'}
+    destination: {ports: [80]}
+---
+apiVersion: projectcalico.org/v3
+kind: StagedNetworkPolicy
+metadata: {name: lockdown, namespace: shop}
+spec:
+  stagedAction: Set
+  order: 10
+  selector: app == 'db'
+  types: [Ingress]
+  ingress:
+  - action: Deny
     protocol: TCP
     source: {selector: app == 'web'}
     destination: {ports: [80]}
@@ -183,6 +197,11 @@ fn flows_reach_the_service_with_verdicts_traces_and_counts() {
     assert_eq!(
         denied[0]["policies"],
         serde_json::json!(["0|default|default.end-of-tier|deny|-1"])
+    );
+    assert_eq!(
+        denied[0]["pending_policies"],
+        serde_json::json!(["0|default|default.end-of-tier|deny|-1"]),
+        "the staged rule is for port 80 only: {denied:#?}"
     );
     // Each attempt is a SYN; a retransmission or two at most.
     let packets = sum(&denied, "packets");

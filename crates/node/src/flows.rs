@@ -31,6 +31,8 @@ pub struct Names {
     pub tiers: BTreeMap<String, Vec<String>>,
     /// Every workload's address → who it is.
     pub workloads: BTreeMap<IpAddr, Workload>,
+    /// The policy with the staged policies applied, when there are any.
+    pub pending: Option<crate::pending::PendingRef>,
     /// Changes whenever the rest does (the collector's caches follow it).
     pub generation: u64,
 }
@@ -181,6 +183,7 @@ type Named = (
     End,
     End,
     Option<u16>,
+    Vec<String>,
     Vec<String>,
 );
 
@@ -339,8 +342,9 @@ impl Aggregator {
     }
 
     /// The records so far (reported by `node`), emptying the aggregator;
-    /// endpoints merged by name (two addresses of one pod are one end).
-    pub fn flush(&mut self, node: &str) -> Vec<FlowRecord> {
+    /// endpoints merged by name (two addresses of one pod are one end);
+    /// each with its pending trace when `names` has staged policies.
+    pub fn flush(&mut self, node: &str, names: &Names) -> Vec<FlowRecord> {
         self.passes.clear();
         let ends = std::mem::take(&mut self.ends);
         let end = |ip: &IpAddr| ends.get(ip).cloned().unwrap_or_default();
@@ -357,6 +361,9 @@ impl Aggregator {
                 .map(|id| self.entries[*id as usize].clone())
                 .collect();
             let flows = c.sports.len() as u64;
+            let pending = names.pending.as_ref().map_or_else(Vec::new, |p| {
+                p.0.trace(reporter == "dst", k.src, k.dst, k.proto, k.dport)
+            });
             let m = merged
                 .entry((
                     reporter,
@@ -366,6 +373,7 @@ impl Aggregator {
                     end(&k.dst),
                     k.dport,
                     trace,
+                    pending,
                 ))
                 .or_insert((0, 0, u64::MAX, 0));
             m.0 += c.packets;
@@ -383,7 +391,7 @@ impl Aggregator {
             .into_iter()
             .map(
                 |(
-                    (reporter, action, proto, src, dst, dport, trace),
+                    (reporter, action, proto, src, dst, dport, trace, pending),
                     (packets, flows, first, last),
                 )| FlowRecord {
                     start_time: first,
@@ -404,7 +412,7 @@ impl Aggregator {
                     dest_labels: dst.3,
                     dest_port: dport,
                     policies: trace,
-                    pending_policies: Vec::new(),
+                    pending_policies: pending,
                     packets,
                     bytes: 0,
                     num_flows: flows,
@@ -500,7 +508,13 @@ pub fn start(
                 }
                 if last.elapsed() >= flush {
                     last = Instant::now();
-                    let records = agg.flush(&node);
+                    let records = {
+                        let names = names
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone();
+                        agg.flush(&node, &names)
+                    };
                     if let Some(file) = &file {
                         if let Err(e) = append(file, &records) {
                             warn!("writing {}: {e}", file.display());
@@ -673,7 +687,7 @@ mod tests {
             &logged(1, "A0|p-unknown", v4([1, 1, 1, 1], [10, 0, 0, 2], 6, 1, 2)),
             103,
         );
-        let records = a.flush("node-1");
+        let records = a.flush("node-1", &n);
         assert_eq!(records.len(), 2, "{records:?}");
         let allowed = &records[0];
         assert_eq!(
@@ -714,6 +728,6 @@ mod tests {
             vec!["0|default|default.end-of-tier|deny|-1"]
         );
         assert_eq!(a.unreadable, 1, "the chain this agent did not program");
-        assert!(a.flush("node-1").is_empty());
+        assert!(a.flush("node-1", &n).is_empty());
     }
 }

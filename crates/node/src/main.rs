@@ -23,6 +23,7 @@ mod felix;
 mod flows;
 mod mtu;
 mod overlay;
+mod pending;
 mod register;
 mod status;
 mod tunnel_addr;

@@ -89,6 +89,10 @@ pub(super) struct Agent {
     /// Every workload's addresses and identity (namespace, pod, labels),
     /// to name flow records by; by resource key.
     pub(super) workload_ids: BTreeMap<String, (Vec<IpNet>, crate::flows::Workload)>,
+    /// Every resource read (only with flow logs on), for the pending
+    /// (staged) model; and whether it changed since that was built.
+    pub(super) resources: BTreeMap<String, Resource>,
+    pub(super) resources_changed: bool,
     pub(super) status: Arc<Mutex<Status>>,
     pub(super) metrics: Arc<Metrics>,
 }
@@ -118,6 +122,8 @@ impl Agent {
             kernel,
             flow_names: None,
             workload_ids: BTreeMap::new(),
+            resources: BTreeMap::new(),
+            resources_changed: false,
             status,
             metrics,
         }
@@ -139,6 +145,8 @@ impl Agent {
         self.reported.clear();
         self.rp_filter.clear();
         self.workload_ids.clear();
+        self.resources.clear();
+        self.resources_changed = true;
     }
 
     pub(super) fn report(&self, in_sync: bool) {
@@ -208,6 +216,10 @@ impl Agent {
                     Ok(r) => {
                         self.skipped.remove(key);
                         self.note(key, Some(&r));
+                        if self.flow_names.is_some() {
+                            self.resources.insert(key.to_string(), r.clone());
+                            self.resources_changed = true;
+                        }
                         Update::Put(r)
                     }
                     // A bad record affects only itself. An endpoint that
@@ -224,6 +236,8 @@ impl Agent {
                             return None;
                         }
                         self.note(key, None);
+                        self.resources.remove(key);
+                        self.resources_changed = true;
                         Update::Delete {
                             kind,
                             namespace,
@@ -234,6 +248,9 @@ impl Agent {
                 Event::Delete { key, .. } => {
                     self.skipped.remove(key.as_str());
                     self.note(key, None);
+                    if self.resources.remove(key.as_str()).is_some() {
+                        self.resources_changed = true;
+                    }
                     let (kind, namespace, name) = parse_resource_key(key)?;
                     Update::Delete {
                         kind,
@@ -381,6 +398,23 @@ impl Agent {
             let mut held = names
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let staged = || {
+                self.resources
+                    .values()
+                    .any(|r| calico_api::kinds::staged::enforced(r).is_some())
+            };
+            fresh.pending = if !self.resources_changed {
+                held.pending.clone()
+            } else if staged() {
+                // Rebuilt from everything when anything changed while
+                // policies are staged (a cost only then).
+                let all: Vec<Resource> = self.resources.values().cloned().collect();
+                crate::pending::Pending::build(&self.node, &all)
+                    .map(|p| crate::pending::PendingRef(Arc::new(p)))
+            } else {
+                None
+            };
+            self.resources_changed = false;
             fresh.generation = held.generation;
             if *held != fresh {
                 fresh.generation += 1;

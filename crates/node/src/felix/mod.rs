@@ -147,6 +147,9 @@ pub fn run(args: &Args) -> Result<()> {
         )
         .context("starting flow logs")?;
         agent.flow_names = Some(names);
+        // Listed again now that the resources are kept (the pending,
+        // staged model is built from them).
+        resync(store.as_ref(), &mut agent, &metrics).context("listing the datastore again")?;
         info!(
             "flow logs every {:?}: file {}, flow service {}",
             f.flush,
