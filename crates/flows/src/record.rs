@@ -40,10 +40,31 @@ pub struct Flow {
     /// The trace if the staged policies were enforced.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending_policies: Vec<String>,
+    /// Packets and bytes both ways (`*_in` + `*_out`).
     pub packets: u64,
     #[serde(default)]
     pub bytes: u64,
+    /// Into and out of the reporting endpoint: for the destination's
+    /// ingress (`dst`) in is source to destination; for the source's egress
+    /// (`src`) out is. Allowed flows count from the connection tracker
+    /// (every packet, both ways); denied ones count the dropped packets.
+    #[serde(default)]
+    pub packets_in: u64,
+    #[serde(default)]
+    pub packets_out: u64,
+    #[serde(default)]
+    pub bytes_in: u64,
+    #[serde(default)]
+    pub bytes_out: u64,
+    /// Connections seen in the interval (attempts, for denied flows).
     pub num_flows: u64,
+    /// Of those, started in it, ended in it, and still open at its end.
+    #[serde(default)]
+    pub num_flows_started: u64,
+    #[serde(default)]
+    pub num_flows_completed: u64,
+    #[serde(default)]
+    pub num_flows_live: u64,
 }
 
 /// One entry of a trace, read back.

@@ -34,7 +34,8 @@ fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
 const COLUMNS: &str = "start_time, end_time, node, reporter, action, proto, \
     source_type, source_namespace, source_name, source_ip, source_labels, \
     dest_type, dest_namespace, dest_name, dest_ip, dest_labels, dest_port, \
-    policies, decisions, pending_policies, packets, bytes, num_flows";
+    policies, decisions, pending_policies, packets, bytes, num_flows, \
+    packets_in, packets_out, bytes_in, bytes_out, num_flows_started, num_flows_completed, num_flows_live";
 
 /// The key columns a roll-up groups by (everything but times and counts).
 const KEY: &str = "node, reporter, action, proto, \
@@ -53,7 +54,11 @@ fn schema(table: &str) -> String {
             dest_type TEXT NOT NULL, dest_namespace TEXT NOT NULL, dest_name TEXT NOT NULL,
             dest_ip TEXT, dest_labels TEXT NOT NULL, dest_port INTEGER,
             policies TEXT NOT NULL, decisions TEXT NOT NULL, pending_policies TEXT NOT NULL,
-            packets INTEGER NOT NULL, bytes INTEGER NOT NULL, num_flows INTEGER NOT NULL);
+            packets INTEGER NOT NULL, bytes INTEGER NOT NULL, num_flows INTEGER NOT NULL,
+            packets_in INTEGER NOT NULL, packets_out INTEGER NOT NULL,
+            bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL,
+            num_flows_started INTEGER NOT NULL, num_flows_completed INTEGER NOT NULL,
+            num_flows_live INTEGER NOT NULL);
         CREATE INDEX IF NOT EXISTS {table}_end ON {table}(end_time);
         CREATE INDEX IF NOT EXISTS {table}_src_ns ON {table}(source_namespace, end_time);
         CREATE INDEX IF NOT EXISTS {table}_dst_ns ON {table}(dest_namespace, end_time);"
@@ -156,7 +161,7 @@ fn decisions(trace: &[String]) -> String {
     s
 }
 
-fn row_values(f: &Flow) -> [Value; 23] {
+fn row_values(f: &Flow) -> [Value; 30] {
     let ip =
         |ip: Option<std::net::IpAddr>| ip.map_or(Value::Null, |ip| Value::Text(ip.to_string()));
     let int = |v: u64| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
@@ -185,6 +190,13 @@ fn row_values(f: &Flow) -> [Value; 23] {
         int(f.packets),
         int(f.bytes),
         int(f.num_flows),
+        int(f.packets_in),
+        int(f.packets_out),
+        int(f.bytes_in),
+        int(f.bytes_out),
+        int(f.num_flows_started),
+        int(f.num_flows_completed),
+        int(f.num_flows_live),
     ]
 }
 
@@ -230,6 +242,13 @@ fn flow_of(r: &Row<'_>) -> rusqlite::Result<Flow> {
         packets: u(20)?,
         bytes: u(21)?,
         num_flows: u(22)?,
+        packets_in: u(23)?,
+        packets_out: u(24)?,
+        bytes_in: u(25)?,
+        bytes_out: u(26)?,
+        num_flows_started: u(27)?,
+        num_flows_completed: u(28)?,
+        num_flows_live: u(29)?,
     })
 }
 
@@ -404,7 +423,7 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO flows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)"
+                    "INSERT INTO flows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
                 ))
                 .map_err(sql("insert"))?;
             for f in flows {
@@ -558,7 +577,10 @@ impl Store {
                     "INSERT INTO flows_hourly ({COLUMNS})
                      SELECT (end_time / 3600) * 3600, (end_time / 3600) * 3600 + 3599, {KEY_SELECT}
                      FROM flows WHERE end_time < ?1 GROUP BY end_time / 3600, {KEY}",
-                    KEY_SELECT = KEY.to_string() + ", SUM(packets), SUM(bytes), SUM(num_flows)"
+                    KEY_SELECT = KEY.to_string()
+                        + ", SUM(packets), SUM(bytes), SUM(num_flows), SUM(packets_in), SUM(packets_out), \
+                           SUM(bytes_in), SUM(bytes_out), SUM(num_flows_started), SUM(num_flows_completed), \
+                           MAX(num_flows_live)"
                 ),
                 [cutoff],
             )

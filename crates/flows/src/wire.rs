@@ -46,6 +46,13 @@ pub fn to_wire(f: &Flow) -> proto::Flow {
         packets: f.packets,
         bytes: f.bytes,
         num_flows: f.num_flows,
+        packets_in: f.packets_in,
+        packets_out: f.packets_out,
+        bytes_in: f.bytes_in,
+        bytes_out: f.bytes_out,
+        num_flows_started: f.num_flows_started,
+        num_flows_completed: f.num_flows_completed,
+        num_flows_live: f.num_flows_live,
     }
 }
 
@@ -99,5 +106,12 @@ pub fn from_wire(node: &str, f: proto::Flow) -> Result<Flow, WireError> {
         packets: f.packets,
         bytes: f.bytes,
         num_flows: f.num_flows,
+        packets_in: f.packets_in,
+        packets_out: f.packets_out,
+        bytes_in: f.bytes_in,
+        bytes_out: f.bytes_out,
+        num_flows_started: f.num_flows_started,
+        num_flows_completed: f.num_flows_completed,
+        num_flows_live: f.num_flows_live,
     })
 }

@@ -109,7 +109,8 @@ function select(f, tr) {
   const fields = [
     ["action", f.action], ["reporter", f.reporter], ["node", f.node],
     ["protocol", f.proto + (f.dest_port != null ? " port " + f.dest_port : "")],
-    ["packets", f.packets], ["bytes", f.bytes], ["connections", f.num_flows],
+    ["packets in / out", f.packets_in + " / " + f.packets_out], ["bytes in / out", f.bytes_in + " / " + f.bytes_out],
+    ["connections", f.num_flows + " (started " + f.num_flows_started + ", completed " + f.num_flows_completed + ", live " + f.num_flows_live + ")"],
     ["from", time(f.start_time)], ["to", time(f.end_time)],
   ];
   for (const side of ["source", "dest"]) {

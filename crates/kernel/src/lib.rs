@@ -12,6 +12,7 @@
 //! implementation drives it on a private current-thread runtime, and no
 //! async type appears in this crate's public signatures.
 
+pub mod conntrack;
 mod nflog;
 mod nft;
 mod routes;

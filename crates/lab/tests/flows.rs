@@ -144,14 +144,9 @@ fn flows_reach_the_service_with_verdicts_traces_and_counts() {
             "db",
         ],
         "five allowed connections at the destination",
-        |r| sum(r, "num_flows") >= 5,
+        |r| sum(r, "num_flows_started") >= 5,
     );
-    assert_eq!(sum(&allowed, "num_flows"), 5, "{allowed:#?}");
-    assert_eq!(
-        sum(&allowed, "packets"),
-        5,
-        "the first packet of each: {allowed:#?}"
-    );
+    assert_eq!(sum(&allowed, "num_flows_started"), 5, "{allowed:#?}");
     for r in &allowed {
         assert_eq!(r["node"], "node-2");
         assert_eq!(
@@ -171,7 +166,7 @@ fn flows_reach_the_service_with_verdicts_traces_and_counts() {
         &lab,
         &["--reporter", "src", "--dest-name", "db", "--port", "80"],
         "five connections at the source",
-        |r| sum(r, "num_flows") >= 5,
+        |r| sum(r, "num_flows_started") >= 5,
     );
     assert!(
         egress
@@ -186,7 +181,7 @@ fn flows_reach_the_service_with_verdicts_traces_and_counts() {
         &lab,
         &["--action", "deny", "--name", "db"],
         "the denied attempts",
-        |r| sum(r, "packets") >= 2,
+        |r| sum(r, "packets_in") >= 2,
     );
     assert!(
         denied
@@ -203,12 +198,46 @@ fn flows_reach_the_service_with_verdicts_traces_and_counts() {
         serde_json::json!(["0|default|default.end-of-tier|deny|-1"]),
         "the staged rule is for port 80 only: {denied:#?}"
     );
-    // Each attempt is a SYN; a retransmission or two at most.
-    let packets = sum(&denied, "packets");
+    // Each attempt is a SYN; a retransmission or two at most. Counted at
+    // the destination as coming in, 60 bytes each (IPv4, TCP with options).
+    let packets = sum(&denied, "packets_in");
     assert!(
         (2..=4).contains(&packets),
         "{packets} denied packets for 2 attempts"
     );
+    assert_eq!(sum(&denied, "bytes_in"), packets * 60, "{denied:#?}");
+    assert_eq!(sum(&denied, "num_flows"), 2, "two attempts");
+
+    // The connection tracker's counts of the allowed ones, both ways: each
+    // probe is a handshake, a request, an answer and a close.
+    let allowed = wait_flows(
+        &lab,
+        &[
+            "--reporter",
+            "dst",
+            "--action",
+            "allow",
+            "--dest-name",
+            "db",
+        ],
+        "the connection tracker's counts",
+        |r| {
+            sum(r, "num_flows_completed") + sum(r, "num_flows_live") >= 5
+                && sum(r, "packets_out") >= 15
+        },
+    );
+    let (pin, pout) = (sum(&allowed, "packets_in"), sum(&allowed, "packets_out"));
+    assert!(
+        (20..=40).contains(&pin),
+        "{pin} packets in for 5 probes: {allowed:#?}"
+    );
+    assert!((15..=40).contains(&pout), "{pout} packets out for 5 probes");
+    let bytes = sum(&allowed, "bytes_in");
+    assert!(
+        (pin * 52..=pin * 120).contains(&bytes),
+        "{bytes} bytes in {pin} packets"
+    );
+    assert_eq!(sum(&allowed, "packets"), pin + pout);
     // The table reads the trace.
     let table = lab.ok(&["flows", "--", "--action", "deny"]);
     assert!(
@@ -256,10 +285,10 @@ fn flows_reach_the_service_with_verdicts_traces_and_counts() {
             "db",
         ],
         "the buffered connections",
-        |r| sum(r, "num_flows") >= 8,
+        |r| sum(r, "num_flows_started") >= 8,
     );
     let denied = flows(&lab, &["--action", "deny", "--name", "db"]);
-    assert!(sum(&denied, "packets") >= 5, "{denied:#?}");
+    assert!(sum(&denied, "packets_in") >= 5, "{denied:#?}");
     calico_test_support::wait_logged(
         lab.dir.path(),
         "node-2's stream open again",

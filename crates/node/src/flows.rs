@@ -202,12 +202,60 @@ struct Key {
 
 #[derive(Debug, Default)]
 struct Counts {
+    /// Packets logged (every denied one; the first of each allowed connection).
     packets: u64,
     /// Distinct (source, source port): connections (a retransmitted
-    /// first packet, still "new" to conntrack, meets policy again).
+    /// first packet, still "new" to conntrack, meets policy again), and
+    /// those the connection tracker counted traffic for.
     sports: std::collections::HashSet<(IpAddr, Option<u16>)>,
     first: u64,
     last: u64,
+    /// Into and out of the reporting endpoint (see `FlowRecord`).
+    packets_in: u64,
+    packets_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    started: u64,
+    completed: u64,
+    live: u64,
+}
+
+/// A named record's sums while endpoints are merged.
+#[derive(Debug, Clone, Copy)]
+struct Sum {
+    flows: u64,
+    first: u64,
+    last: u64,
+    packets_in: u64,
+    packets_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    started: u64,
+    completed: u64,
+    live: u64,
+}
+
+/// The IP length of a logged packet (its total length field).
+pub fn ip_len(payload: &[u8]) -> u64 {
+    match payload.first().map(|b| b >> 4) {
+        Some(4) => payload
+            .get(2..4)
+            .map_or(0, |b| u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        Some(6) => payload
+            .get(4..6)
+            .map_or(0, |b| 40 + u64::from(u16::from_be_bytes([b[0], b[1]]))),
+        _ => 0,
+    }
+}
+
+fn conn_tuple(t: &Tuple) -> calico_kernel::conntrack::ConnTuple {
+    calico_kernel::conntrack::ConnTuple {
+        src: t.src,
+        dst: t.dst,
+        proto: t.proto,
+        sport: t.sport,
+        dport: t.dport,
+    }
 }
 
 /// A log prefix read back: the trace entry it stands for (interned) and
@@ -236,6 +284,12 @@ pub struct Aggregator {
     ends: std::collections::HashMap<IpAddr, End>,
     /// Deciding packets per (trace entry, reporter) since the last take.
     hits: std::collections::HashMap<(u32, &'static str), u64>,
+    /// Allowed connections logged (by group and connection tuple), and the
+    /// record they count under, while the connection tracker holds them.
+    conns: std::collections::HashMap<(u16, calico_kernel::conntrack::ConnTuple), Key>,
+    /// Each tracked connection's counters at the last accounting (by id):
+    /// source to destination packets and bytes, then back.
+    counted: std::collections::HashMap<u64, [u64; 4]>,
     /// Logged packets that could not be read back (unknown chain, bad header).
     pub unreadable: u64,
 }
@@ -300,17 +354,7 @@ impl Aggregator {
             "src"
         };
         for ip in [t.src, t.dst] {
-            self.ends
-                .entry(ip)
-                .or_insert_with(|| match names.workloads.get(&ip) {
-                    Some(w) => (w.namespace.clone(), w.name.clone(), None, w.labels.clone()),
-                    None => (
-                        "-".to_string(),
-                        if is_private(ip) { "pvt" } else { "pub" }.to_string(),
-                        Some(ip),
-                        BTreeMap::new(),
-                    ),
-                });
+            self.ends.entry(ip).or_insert_with(|| end_of(names, ip));
         }
         *self.hits.entry((id, reporter)).or_default() += 1;
         let k = Key {
@@ -322,6 +366,7 @@ impl Aggregator {
             dport: t.dport,
             trace,
         };
+        let k_copy = k.clone();
         let c = self.flows.entry(k).or_default();
         if c.packets == 0 {
             c.first = now;
@@ -329,7 +374,102 @@ impl Aggregator {
         c.packets += 1;
         c.last = now;
         c.sports.insert((t.src, t.sport));
+        if action == "allow" {
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                self.conns.entry((p.group, conn_tuple(&t)))
+            {
+                v.insert(k_copy);
+                c.started += 1;
+            }
+        } else {
+            let len = ip_len(&p.payload);
+            if reporter == "dst" {
+                c.packets_in += 1;
+                c.bytes_in += len;
+            } else {
+                c.packets_out += 1;
+                c.bytes_out += len;
+            }
+        }
         Some((self.entries[id as usize].as_str(), reporter))
+    }
+
+    /// Takes the connection tracker's counters for the allowed connections
+    /// logged so far: traffic since the last accounting goes to their
+    /// records (for this interval, at `now`); those gone from the table
+    /// have completed; the rest are live.
+    pub fn account(&mut self, table: &calico_kernel::conntrack::Table, now: u64) {
+        let mut present = std::collections::HashSet::new();
+        let mut counted = std::collections::HashMap::new();
+        let groups = [
+            calico_dataplane::flow_group(true),
+            calico_dataplane::flow_group(false),
+        ];
+        for conn in &table.conns {
+            for group in groups {
+                let Some(key) = self.conns.get(&(group, conn.tuple)) else {
+                    continue;
+                };
+                present.insert((group, conn.tuple));
+                let now_counts = [
+                    conn.orig_packets,
+                    conn.orig_bytes,
+                    conn.reply_packets,
+                    conn.reply_bytes,
+                ];
+                let before = self.counted.get(&conn.id).copied().unwrap_or_default();
+                counted.insert(conn.id, now_counts);
+                let d: Vec<u64> = now_counts
+                    .iter()
+                    .zip(before)
+                    .map(|(n, b)| n.saturating_sub(b))
+                    .collect();
+                let c = self.flows.entry(key.clone()).or_default();
+                if c.first == 0 {
+                    c.first = now;
+                }
+                c.last = now;
+                c.sports.insert((conn.tuple.src, conn.tuple.sport));
+                c.live += 1;
+                // In and out as the reporter sees them.
+                if group == groups[0] {
+                    c.packets_in += d[0];
+                    c.bytes_in += d[1];
+                    c.packets_out += d[2];
+                    c.bytes_out += d[3];
+                } else {
+                    c.packets_out += d[0];
+                    c.bytes_out += d[1];
+                    c.packets_in += d[2];
+                    c.bytes_in += d[3];
+                }
+            }
+        }
+        // Ids seen twice (both ends on this node) kept once.
+        self.counted = counted;
+        let gone: Vec<_> = self
+            .conns
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some(key) = self.conns.remove(&k) {
+                let c = self.flows.entry(key).or_default();
+                if c.first == 0 {
+                    c.first = now;
+                }
+                c.last = c.last.max(now);
+                c.sports.insert((k.1.src, k.1.sport));
+                c.completed += 1;
+            }
+        }
+    }
+
+    /// Whether allowed connections are being followed (the connection
+    /// tracker is worth reading).
+    pub fn tracking(&self) -> bool {
+        !self.conns.is_empty()
     }
 
     /// Deciding packets per (trace entry, reporter) since the last call.
@@ -346,9 +486,16 @@ impl Aggregator {
     /// each with its pending trace when `names` has staged policies.
     pub fn flush(&mut self, node: &str, names: &Names) -> Vec<FlowRecord> {
         self.passes.clear();
+        // Addresses met only through the connection tracker are named now.
+        let keys: Vec<(IpAddr, IpAddr)> = self.flows.keys().map(|k| (k.src, k.dst)).collect();
+        for (a, b) in keys {
+            for ip in [a, b] {
+                self.ends.entry(ip).or_insert_with(|| end_of(names, ip));
+            }
+        }
         let ends = std::mem::take(&mut self.ends);
         let end = |ip: &IpAddr| ends.get(ip).cloned().unwrap_or_default();
-        let mut merged: BTreeMap<Named, (u64, u64, u64, u64)> = BTreeMap::new();
+        let mut merged: BTreeMap<Named, Sum> = BTreeMap::new();
         for (k, c) in std::mem::take(&mut self.flows) {
             let reporter = if k.group == calico_dataplane::flow_group(true) {
                 "dst"
@@ -375,27 +522,43 @@ impl Aggregator {
                     trace,
                     pending,
                 ))
-                .or_insert((0, 0, u64::MAX, 0));
-            m.0 += c.packets;
-            m.1 += flows;
-            m.2 = m.2.min(c.first);
-            m.3 = m.3.max(c.last);
+                .or_insert(Sum {
+                    flows: 0,
+                    first: u64::MAX,
+                    last: 0,
+                    packets_in: 0,
+                    packets_out: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    started: 0,
+                    completed: 0,
+                    live: 0,
+                });
+            m.flows += flows;
+            m.first = m.first.min(c.first);
+            m.last = m.last.max(c.last);
+            m.packets_in += c.packets_in;
+            m.packets_out += c.packets_out;
+            m.bytes_in += c.bytes_in;
+            m.bytes_out += c.bytes_out;
+            m.started += c.started;
+            m.completed += c.completed;
+            m.live += c.live;
         }
-        // Interned entries are kept while the names stay the same.
+        // Interned entries are kept while the names stay the same (and
+        // with them the connections that refer to them).
         if self.entries.len() > 100_000 {
             self.entries.clear();
             self.interned.clear();
             self.resolved.clear();
+            self.conns.clear();
         }
         merged
             .into_iter()
             .map(
-                |(
-                    (reporter, action, proto, src, dst, dport, trace, pending),
-                    (packets, flows, first, last),
-                )| FlowRecord {
-                    start_time: first,
-                    end_time: last,
+                |((reporter, action, proto, src, dst, dport, trace, pending), m)| FlowRecord {
+                    start_time: m.first,
+                    end_time: m.last,
                     node: node.to_string(),
                     reporter: reporter.to_string(),
                     action: action.to_string(),
@@ -413,12 +576,33 @@ impl Aggregator {
                     dest_port: dport,
                     policies: trace,
                     pending_policies: pending,
-                    packets,
-                    bytes: 0,
-                    num_flows: flows,
+                    packets: m.packets_in + m.packets_out,
+                    bytes: m.bytes_in + m.bytes_out,
+                    packets_in: m.packets_in,
+                    packets_out: m.packets_out,
+                    bytes_in: m.bytes_in,
+                    bytes_out: m.bytes_out,
+                    num_flows: m.flows,
+                    num_flows_started: m.started,
+                    num_flows_completed: m.completed,
+                    num_flows_live: m.live,
                 },
             )
             .collect()
+    }
+}
+
+/// An address as a flow's end: a workload of the cluster by name, or
+/// `pub`/`pvt` with the address.
+fn end_of(names: &Names, ip: IpAddr) -> End {
+    match names.workloads.get(&ip) {
+        Some(w) => (w.namespace.clone(), w.name.clone(), None, w.labels.clone()),
+        None => (
+            "-".to_string(),
+            if is_private(ip) { "pvt" } else { "pub" }.to_string(),
+            Some(ip),
+            BTreeMap::new(),
+        ),
     }
 }
 
@@ -478,6 +662,11 @@ pub fn start(
         calico_dataplane::flow_group(false),
     ];
     let mut log = Nflog::open(&groups).context("subscribing to the flow log NFLOG groups")?;
+    // Packet and byte counters on tracked connections (for new ones).
+    use calico_kernel::Sysctl;
+    calico_kernel::ProcSysctl
+        .write("net/netfilter/nf_conntrack_acct", "1")
+        .context("turning on the connection tracker's accounting")?;
     let thread = std::thread::Builder::new()
         .name("flow-logs".into())
         .spawn(move || {
@@ -508,6 +697,15 @@ pub fn start(
                 }
                 if last.elapsed() >= flush {
                     last = Instant::now();
+                    if agg.tracking() {
+                        match calico_kernel::conntrack::list() {
+                            Ok(table) => {
+                                agg.account(&table, unix_now());
+                                metrics.flow_unreadable.inc_by(table.unreadable);
+                            }
+                            Err(e) => warn!("reading the connection tracker's counters: {e}"),
+                        }
+                    }
                     let records = {
                         let names = names
                             .lock()
@@ -710,7 +908,16 @@ mod tests {
             allowed.policies,
             vec!["0|security|audit|pass|0", "1|default|shop/db|allow|2"]
         );
-        assert_eq!((allowed.packets, allowed.num_flows), (3, 2));
+        // Three logged first packets, two connections (one retransmitted);
+        // traffic counts come from the connection tracker (none here).
+        assert_eq!(
+            (
+                allowed.num_flows,
+                allowed.num_flows_started,
+                allowed.packets
+            ),
+            (2, 2, 0)
+        );
         assert_eq!(
             allowed.source_labels.get("app").map(String::as_str),
             Some("web")
@@ -728,6 +935,71 @@ mod tests {
             vec!["0|default|default.end-of-tier|deny|-1"]
         );
         assert_eq!(a.unreadable, 1, "the chain this agent did not program");
+        assert!(a.flush("node-1", &n).is_empty());
+    }
+
+    #[test]
+    fn the_connection_tracker_counts_allowed_connections_both_ways() {
+        use calico_kernel::conntrack::parse;
+        let n = names();
+        let mut a = Aggregator::default();
+        let syn = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
+        a.add(&n, &logged(1, "A2|p-aaa-in", syn), 100);
+        let denied = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40001, 81);
+        a.add(&n, &logged(1, "DT1|tw-cali1", denied.clone()), 100);
+        a.add(&n, &logged(1, "DT1|tw-cali1", denied), 101);
+        assert!(a.tracking());
+        let line = |p1: u64, b1: u64, p2: u64, b2: u64| {
+            format!("ipv4 2 tcp 6 100 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=5432 packets={p1} bytes={b1} src=10.0.0.2 dst=10.0.0.1 sport=5432 dport=40000 packets={p2} bytes={b2} [ASSURED] mark=0 use=1 id=42\n")
+        };
+        a.account(&parse(&line(3, 180, 2, 120)), 102);
+        let r = a.flush("node-1", &n);
+        let allowed = r.iter().find(|r| r.action == "allow").expect("allowed");
+        // Reported at the destination: in is source to destination.
+        assert_eq!(
+            (
+                allowed.packets_in,
+                allowed.bytes_in,
+                allowed.packets_out,
+                allowed.bytes_out
+            ),
+            (3, 180, 2, 120)
+        );
+        assert_eq!(
+            (
+                allowed.num_flows_started,
+                allowed.num_flows_live,
+                allowed.num_flows_completed
+            ),
+            (1, 1, 0)
+        );
+        assert_eq!((allowed.packets, allowed.bytes), (5, 300));
+        let denied = r.iter().find(|r| r.action == "deny").expect("denied");
+        assert_eq!(
+            (denied.packets_in, denied.bytes_in, denied.num_flows),
+            (2, 80, 1),
+            "the IP length of each dropped packet"
+        );
+        // The next interval: only what is new, then the end.
+        a.account(&parse(&line(10, 600, 8, 480)), 115);
+        let r = a.flush("node-1", &n);
+        assert_eq!(r.len(), 1, "{r:?}");
+        assert_eq!(
+            (
+                r[0].packets_in,
+                r[0].bytes_out,
+                r[0].num_flows_started,
+                r[0].num_flows_live
+            ),
+            (7, 360, 0, 1)
+        );
+        a.account(&parse(""), 130);
+        let r = a.flush("node-1", &n);
+        assert_eq!(
+            (r[0].num_flows_completed, r[0].num_flows_live, r[0].packets),
+            (1, 0, 0)
+        );
+        assert!(!a.tracking());
         assert!(a.flush("node-1", &n).is_empty());
     }
 }

@@ -161,7 +161,8 @@ fn cells(f: &Flow, wide: bool) -> Vec<String> {
             ],
         );
         row.extend([
-            f.packets.to_string(),
+            format!("{}/{}", f.packets_in, f.packets_out),
+            format!("{}/{}", f.bytes_in, f.bytes_out),
             f.num_flows.to_string(),
             trace(&f.pending_policies),
         ]);
@@ -180,7 +181,7 @@ fn header(wide: bool) -> Vec<String> {
     ];
     if wide {
         h.splice(0..0, ["TIME", "NODE"]);
-        h.extend(["PACKETS", "CONNECTIONS", "PENDING"]);
+        h.extend(["PACKETS IN/OUT", "BYTES IN/OUT", "CONNECTIONS", "PENDING"]);
     }
     h.into_iter().map(String::from).collect()
 }
