@@ -2,7 +2,7 @@
 //! its gRPC ingest; it keeps them in a SQLite file and serves the query
 //! API, a live stream, metrics and the web UI over HTTP.
 
-use calico_flows::server::{serve, Config, ServerTls};
+use calico_flows::server::{run_until_signal, Config, ServerTls};
 use clap::Parser;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -61,17 +61,5 @@ fn main() -> anyhow::Result<()> {
         hourly_retention: a.hourly_retention,
         tls,
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()?
-        .block_on(serve(config, None, async {
-            let mut term =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-                    .expect("a SIGTERM handler");
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-        }))
+    run_until_signal(config, 2)
 }

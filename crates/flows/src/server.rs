@@ -459,7 +459,7 @@ pub struct Bound {
 
 /// Opens the store, binds both listeners and serves until `shutdown`
 /// completes. `ready` hears the bound addresses (for port 0).
-pub async fn serve(
+async fn serve(
     config: Config,
     ready: Option<tokio::sync::oneshot::Sender<Bound>>,
     shutdown: impl std::future::Future<Output = ()>,
@@ -589,6 +589,27 @@ async fn serve_http(listener: TcpListener, router: Router) -> anyhow::Result<()>
             let _ = conn.await;
         });
     }
+}
+
+/// Runs the service on this thread (with a runtime of `workers` threads)
+/// until SIGTERM or SIGINT.
+pub fn run_until_signal(config: Config, workers: usize) -> anyhow::Result<()> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers.max(1))
+        .enable_all()
+        .build()?
+        .block_on(serve(config, None, async {
+            let Ok(mut term) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            else {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            };
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }))
 }
 
 /// A flow service on a thread of its own (tests, tools): stopped and

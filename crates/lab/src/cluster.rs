@@ -96,7 +96,7 @@ pub(crate) fn up(
         in_ns(&lab.fabric, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
     }
     if datastore == "etcd" {
-        start_etcd_server(ctx, &mut lab)?;
+        start_etcd_server(ctx, &mut lab, subnets)?;
     }
     start_flow_service(ctx, &mut lab, subnets)?;
     let client = ctx.client(&lab)?;
@@ -180,6 +180,45 @@ pub(crate) fn up(
         );
     }
     Ok(())
+}
+
+/// A namespace `cl-<lab>-<what>` for a service on the fabric: its `eth0`
+/// at `addr`/24 on br0 (the fabric's end named `port`); with several
+/// subnets, a default route through the fabric's router. Returns its name.
+pub(crate) fn service_netns(
+    ctx: &Ctx,
+    lab: &Lab,
+    what: &str,
+    port: &str,
+    addr: &str,
+    subnets: usize,
+) -> Result<String> {
+    let netns = format!("{}{what}", ctx.prefix());
+    ip(&["netns", "add", &netns])?;
+    in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
+    in_ns(
+        &lab.fabric,
+        &[
+            "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
+        ],
+    )?;
+    in_ns(
+        &lab.fabric,
+        &["ip", "link", "set", port, "master", "br0", "up"],
+    )?;
+    in_ns(
+        &netns,
+        &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+    )?;
+    in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
+    if subnets > 1 {
+        // Nodes on the other subnets are reached through the fabric's router.
+        in_ns(
+            &netns,
+            &["ip", "route", "add", "default", "via", &router(0)],
+        )?;
+    }
+    Ok(netns)
 }
 
 /// Where a node's policy agent writes the workloads' MTU (per node: the

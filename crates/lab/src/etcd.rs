@@ -9,32 +9,8 @@ pub(crate) const ETCD_ADDR: &str = "10.250.0.254";
 /// `--datastore etcd`: etcd in a namespace of its own on the fabric (the
 /// nodes reach it there), and a proxy on this host's loopback into that
 /// namespace for calicoctl and the lab itself.
-pub(crate) fn start_etcd_server(ctx: &Ctx, lab: &mut Lab) -> Result<()> {
-    let netns = format!("{}etcd", ctx.prefix());
-    ip(&["netns", "add", &netns])?;
-    in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
-    in_ns(
-        &lab.fabric,
-        &[
-            "ip", "link", "add", "p0", "type", "veth", "peer", "name", "eth0", "netns", &netns,
-        ],
-    )?;
-    in_ns(
-        &lab.fabric,
-        &["ip", "link", "set", "p0", "master", "br0", "up"],
-    )?;
-    in_ns(
-        &netns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{ETCD_ADDR}/24"),
-            "dev",
-            "eth0",
-        ],
-    )?;
-    in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
+pub(crate) fn start_etcd_server(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
+    let netns = service_netns(ctx, lab, "etcd", "p0", ETCD_ADDR, subnets)?;
     let data_dir = ctx.dir.join("etcd").display().to_string();
     let pid = spawn_etcd(ctx, &netns, &data_dir)?;
     lab.etcd = Some(state::Etcd {

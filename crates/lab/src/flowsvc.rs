@@ -22,38 +22,7 @@ pub(crate) fn felix_env(flush: u64) -> BTreeMap<String, String> {
 
 /// Makes the namespace, starts the service and the proxy; records them.
 pub(crate) fn start_flow_service(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
-    let netns = format!("{}flows", ctx.prefix());
-    ip(&["netns", "add", &netns])?;
-    in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
-    in_ns(
-        &lab.fabric,
-        &[
-            "ip", "link", "add", "pf", "type", "veth", "peer", "name", "eth0", "netns", &netns,
-        ],
-    )?;
-    in_ns(
-        &lab.fabric,
-        &["ip", "link", "set", "pf", "master", "br0", "up"],
-    )?;
-    in_ns(
-        &netns,
-        &[
-            "ip",
-            "addr",
-            "add",
-            &format!("{FLOWS_ADDR}/24"),
-            "dev",
-            "eth0",
-        ],
-    )?;
-    in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
-    if subnets > 1 {
-        // Nodes on the other subnets are reached through the fabric's router.
-        in_ns(
-            &netns,
-            &["ip", "route", "add", "default", "via", &router(0)],
-        )?;
-    }
+    let netns = service_netns(ctx, lab, "flows", "pf", FLOWS_ADDR, subnets)?;
     let port = std::net::TcpListener::bind("127.0.0.1:0")?
         .local_addr()?
         .port();
