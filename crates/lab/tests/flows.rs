@@ -1,10 +1,11 @@
 //! Flow records end to end in a two-node lab: the nodes stream what their
 //! policy decided to the lab's flow service; `calico-lab flows` (that is,
-//! `calicoctl flows`) finds the allowed and the denied connections with
-//! the right endpoints, labels, action and trace, the pending trace of a
-//! staged policy, and counts matching what was sent. With the service stopped the nodes keep enforcing and
-//! report that they are buffering; started again, it still has its
-//! history and receives what was buffered.
+//! `calicoctl flows`) and the web UI in a browser find the allowed and the
+//! denied connections with the right endpoints, labels, action and trace,
+//! the pending trace of a staged policy, and counts matching what was
+//! sent. With the service stopped the nodes keep enforcing and report that
+//! they are buffering; started again, it still has its history and
+//! receives what was buffered.
 
 // Tests own the clock.
 #![allow(clippy::disallowed_methods)]
@@ -244,6 +245,28 @@ fn flows_reach_the_service_with_verdicts_traces_and_counts() {
         table.contains("shop/web   shop/db") && table.contains("default.end-of-tier → deny"),
         "{table}"
     );
+
+    // The web UI of the lab's service, in a real browser: the denied flow
+    // and the rule that denied it.
+    let url = lab.ok(&["flows", "--url"]).trim().to_string();
+    let mut b = calico_test_support::Browser::start();
+    b.goto(&format!("{url}/#action=deny&name=db&flow=0"));
+    b.wait_for(
+        "document.querySelectorAll('#flows tr.flow').length >= 1 && !document.querySelector('#detail').hidden",
+        Duration::from_secs(20),
+    );
+    assert_eq!(
+        b.eval("document.querySelector('#detail-title').innerText"),
+        "shop/web → shop/db"
+    );
+    assert_eq!(
+        b.eval("[...document.querySelectorAll('#trace li')].map(l => l.innerText)"),
+        serde_json::json!(["default.end-of-tier → deny"])
+    );
+    b.screenshot(
+        &Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots/lab-denied-flow.png"),
+    );
+    drop(b);
 
     // The service goes away: the nodes keep enforcing, and say they buffer.
     lab.ok(&["flow-service", "stop"]);
