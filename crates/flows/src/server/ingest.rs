@@ -1,0 +1,68 @@
+//! The gRPC side: a node's stream of batches, each checked, stored and
+//! acknowledged.
+
+use super::{App, MAX_BATCH};
+use crate::proto::flow_collector_server::FlowCollector;
+use crate::proto::{FlowBatch, PushAck};
+use std::pin::Pin;
+use std::sync::Arc;
+use tracing::{info, warn};
+
+#[derive(Debug, Clone)]
+pub(super) struct Ingest(pub(super) Arc<App>);
+
+type AckStream = Pin<Box<dyn futures_util::Stream<Item = Result<PushAck, tonic::Status>> + Send>>;
+
+#[tonic::async_trait]
+impl FlowCollector for Ingest {
+    type PushStream = AckStream;
+
+    async fn push(
+        &self,
+        request: tonic::Request<tonic::Streaming<FlowBatch>>,
+    ) -> Result<tonic::Response<AckStream>, tonic::Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let app = self.0.clone();
+        tokio::spawn(async move {
+            loop {
+                let batch = match inbound.message().await {
+                    Ok(Some(b)) => b,
+                    Ok(None) => return,
+                    Err(e) => {
+                        info!("flow stream from {peer:?} ended: {e}");
+                        return;
+                    }
+                };
+                if batch.flows.len() > MAX_BATCH {
+                    let _ = tx
+                        .send(Err(tonic::Status::invalid_argument(format!(
+                            "a batch holds at most {MAX_BATCH} records"
+                        ))))
+                        .await;
+                    return;
+                }
+                let sequence = batch.sequence;
+                let reply = match app.ingest(batch).await {
+                    Ok((stored, refused)) => Ok(PushAck {
+                        sequence,
+                        stored,
+                        refused,
+                    }),
+                    Err(e) => {
+                        warn!("storing flows: {e}");
+                        Err(tonic::Status::unavailable(format!("storing flows: {e}")))
+                    }
+                };
+                let end = reply.is_err();
+                if tx.send(reply).await.is_err() || end {
+                    return;
+                }
+            }
+        });
+        Ok(tonic::Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}

@@ -1,0 +1,428 @@
+//! Logged packets and the connection tracker's counters, aggregated into
+//! an interval's flow records.
+
+use super::packet::{conn_tuple, entry, ip_len, tuple, verdict, Tuple};
+use super::{FlowRecord, Names};
+use calico_kernel::Logged;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+/// One end of a flow: namespace, name, the address (for non-workloads)
+/// and labels (for workloads).
+type End = (String, String, Option<IpAddr>, BTreeMap<String, String>);
+
+/// A record's key once named: reporter, action, protocol, both ends,
+/// destination port and trace.
+type Named = (
+    &'static str,
+    &'static str,
+    u8,
+    End,
+    End,
+    Option<u16>,
+    Vec<String>,
+    Vec<String>,
+);
+
+/// What a packet is counted under, cheap to hash: addresses, not names
+/// (named once per interval), and the trace as interned entries.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    group: u16,
+    action: &'static str,
+    proto: u8,
+    src: IpAddr,
+    dst: IpAddr,
+    dport: Option<u16>,
+    trace: Vec<u32>,
+}
+
+#[derive(Debug, Default)]
+struct Counts {
+    /// Packets logged (every denied one; the first of each allowed connection).
+    packets: u64,
+    /// Distinct (source, source port): connections (a retransmitted
+    /// first packet, still "new" to conntrack, meets policy again), and
+    /// those the connection tracker counted traffic for.
+    sports: std::collections::HashSet<(IpAddr, Option<u16>)>,
+    first: u64,
+    last: u64,
+    /// Into and out of the reporting endpoint (see `FlowRecord`).
+    packets_in: u64,
+    packets_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    started: u64,
+    completed: u64,
+    live: u64,
+}
+
+/// A named record's sums while endpoints are merged.
+#[derive(Debug, Clone, Copy)]
+struct Sum {
+    flows: u64,
+    first: u64,
+    last: u64,
+    packets_in: u64,
+    packets_out: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+    started: u64,
+    completed: u64,
+    live: u64,
+}
+
+/// A log prefix read back: the trace entry it stands for (interned) and
+/// its action; None when this agent did not program that chain.
+type Resolved = Option<(u32, &'static str)>;
+
+/// Flow records being aggregated for the current interval.
+///
+/// Per packet it parses the headers, looks the prefix up in a cache of
+/// resolved prefixes (position in the trace included) and counts under
+/// addresses; names are given to the addresses when an interval's records
+/// are made, from the ones it first saw them with.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    flows: std::collections::HashMap<Key, Counts>,
+    /// Pass verdicts waiting for the decision on the same packet.
+    passes: std::collections::HashMap<(u16, Tuple), Vec<u32>>,
+    /// prefix → resolved at each position in the trace, for the names of
+    /// generation `generation`.
+    resolved: std::collections::HashMap<String, Vec<Option<Resolved>>>,
+    generation: u64,
+    /// Interned trace entries.
+    entries: Vec<String>,
+    interned: std::collections::HashMap<String, u32>,
+    /// Each address's end as first seen this interval.
+    ends: std::collections::HashMap<IpAddr, End>,
+    /// Deciding packets per (trace entry, reporter) since the last take.
+    hits: std::collections::HashMap<(u32, &'static str), u64>,
+    /// Allowed connections logged (by group and connection tuple), and the
+    /// record they count under, while the connection tracker holds them.
+    conns: std::collections::HashMap<(u16, calico_kernel::conntrack::ConnTuple), Key>,
+    /// Each tracked connection's counters at the last accounting (by id):
+    /// source to destination packets and bytes, then back.
+    counted: std::collections::HashMap<u64, [u64; 4]>,
+    /// Logged packets that could not be read back (unknown chain, bad header).
+    pub unreadable: u64,
+}
+
+fn proto_name(p: u8) -> String {
+    calico_calc::explain::protocol_name(p)
+}
+
+impl Aggregator {
+    fn intern(&mut self, entry: String) -> u32 {
+        if let Some(&id) = self.interned.get(&entry) {
+            return id;
+        }
+        let id = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
+        self.entries.push(entry.clone());
+        self.interned.insert(entry, id);
+        id
+    }
+
+    fn resolve(&mut self, names: &Names, prefix: &str, position: usize) -> Resolved {
+        if self.generation != names.generation {
+            self.generation = names.generation;
+            self.resolved.clear();
+        }
+        if let Some(Some(r)) = self.resolved.get(prefix).and_then(|at| at.get(position)) {
+            return *r;
+        }
+        let r = verdict(prefix)
+            .and_then(|v| entry(names, &v, position))
+            .map(|(text, action)| (self.intern(text), action));
+        let at = self.resolved.entry(prefix.to_string()).or_default();
+        if at.len() <= position {
+            at.resize(position + 1, None);
+        }
+        at[position] = Some(r);
+        r
+    }
+
+    /// Takes one logged packet at `now` (Unix seconds); returns the
+    /// deciding rule's trace entry and the reporter (None when the packet
+    /// was a Pass on its way, or could not be read back).
+    pub fn add(&mut self, names: &Names, p: &Logged, now: u64) -> Option<(&str, &'static str)> {
+        let Some(t) = tuple(&p.payload) else {
+            self.unreadable += 1;
+            return None;
+        };
+        let pkey = (p.group, t);
+        let passed = self.passes.get(&pkey).map_or(0, Vec::len);
+        let Some((id, action)) = self.resolve(names, &p.prefix, passed) else {
+            self.unreadable += 1;
+            return None;
+        };
+        if action == "pass" {
+            self.passes.entry(pkey).or_default().push(id);
+            return None;
+        }
+        let mut trace = self.passes.remove(&pkey).unwrap_or_default();
+        trace.push(id);
+        let reporter = if p.group == calico_dataplane::flow_group(true) {
+            "dst"
+        } else {
+            "src"
+        };
+        for ip in [t.src, t.dst] {
+            self.ends.entry(ip).or_insert_with(|| end_of(names, ip));
+        }
+        *self.hits.entry((id, reporter)).or_default() += 1;
+        let k = Key {
+            group: p.group,
+            action,
+            proto: t.proto,
+            src: t.src,
+            dst: t.dst,
+            dport: t.dport,
+            trace,
+        };
+        let k_copy = k.clone();
+        let c = self.flows.entry(k).or_default();
+        if c.packets == 0 {
+            c.first = now;
+        }
+        c.packets += 1;
+        c.last = now;
+        c.sports.insert((t.src, t.sport));
+        if action == "allow" {
+            if let std::collections::hash_map::Entry::Vacant(v) =
+                self.conns.entry((p.group, conn_tuple(&t)))
+            {
+                v.insert(k_copy);
+                c.started += 1;
+            }
+        } else {
+            let len = ip_len(&p.payload);
+            if reporter == "dst" {
+                c.packets_in += 1;
+                c.bytes_in += len;
+            } else {
+                c.packets_out += 1;
+                c.bytes_out += len;
+            }
+        }
+        Some((self.entries[id as usize].as_str(), reporter))
+    }
+
+    /// Takes the connection tracker's counters for the allowed connections
+    /// logged so far: traffic since the last accounting goes to their
+    /// records (for this interval, at `now`); those gone from the table
+    /// have completed; the rest are live.
+    pub fn account(&mut self, table: &calico_kernel::conntrack::Table, now: u64) {
+        let mut present = std::collections::HashSet::new();
+        let mut counted = std::collections::HashMap::new();
+        let groups = [
+            calico_dataplane::flow_group(true),
+            calico_dataplane::flow_group(false),
+        ];
+        for conn in &table.conns {
+            for group in groups {
+                let Some(key) = self.conns.get(&(group, conn.tuple)) else {
+                    continue;
+                };
+                present.insert((group, conn.tuple));
+                let now_counts = [
+                    conn.orig_packets,
+                    conn.orig_bytes,
+                    conn.reply_packets,
+                    conn.reply_bytes,
+                ];
+                let before = self.counted.get(&conn.id).copied().unwrap_or_default();
+                counted.insert(conn.id, now_counts);
+                let d: Vec<u64> = now_counts
+                    .iter()
+                    .zip(before)
+                    .map(|(n, b)| n.saturating_sub(b))
+                    .collect();
+                let c = self.flows.entry(key.clone()).or_default();
+                if c.first == 0 {
+                    c.first = now;
+                }
+                c.last = now;
+                c.sports.insert((conn.tuple.src, conn.tuple.sport));
+                c.live += 1;
+                // In and out as the reporter sees them.
+                if group == groups[0] {
+                    c.packets_in += d[0];
+                    c.bytes_in += d[1];
+                    c.packets_out += d[2];
+                    c.bytes_out += d[3];
+                } else {
+                    c.packets_out += d[0];
+                    c.bytes_out += d[1];
+                    c.packets_in += d[2];
+                    c.bytes_in += d[3];
+                }
+            }
+        }
+        // Ids seen twice (both ends on this node) kept once.
+        self.counted = counted;
+        let gone: Vec<_> = self
+            .conns
+            .keys()
+            .filter(|k| !present.contains(*k))
+            .copied()
+            .collect();
+        for k in gone {
+            if let Some(key) = self.conns.remove(&k) {
+                let c = self.flows.entry(key).or_default();
+                if c.first == 0 {
+                    c.first = now;
+                }
+                c.last = c.last.max(now);
+                c.sports.insert((k.1.src, k.1.sport));
+                c.completed += 1;
+            }
+        }
+    }
+
+    /// Whether allowed connections are being followed (the connection
+    /// tracker is worth reading).
+    pub fn tracking(&self) -> bool {
+        !self.conns.is_empty()
+    }
+
+    /// Deciding packets per (trace entry, reporter) since the last call.
+    pub fn take_hits(&mut self) -> Vec<(String, &'static str, u64)> {
+        let entries = &self.entries;
+        self.hits
+            .drain()
+            .map(|((id, r), n)| (entries[id as usize].clone(), r, n))
+            .collect()
+    }
+
+    /// The records so far (reported by `node`), emptying the aggregator;
+    /// endpoints merged by name (two addresses of one pod are one end);
+    /// each with its pending trace when `names` has staged policies.
+    pub fn flush(&mut self, node: &str, names: &Names) -> Vec<FlowRecord> {
+        self.passes.clear();
+        // Addresses met only through the connection tracker are named now.
+        let keys: Vec<(IpAddr, IpAddr)> = self.flows.keys().map(|k| (k.src, k.dst)).collect();
+        for (a, b) in keys {
+            for ip in [a, b] {
+                self.ends.entry(ip).or_insert_with(|| end_of(names, ip));
+            }
+        }
+        let ends = std::mem::take(&mut self.ends);
+        let end = |ip: &IpAddr| ends.get(ip).cloned().unwrap_or_default();
+        let mut merged: BTreeMap<Named, Sum> = BTreeMap::new();
+        for (k, c) in std::mem::take(&mut self.flows) {
+            let reporter = if k.group == calico_dataplane::flow_group(true) {
+                "dst"
+            } else {
+                "src"
+            };
+            let trace = k
+                .trace
+                .iter()
+                .map(|id| self.entries[*id as usize].clone())
+                .collect();
+            let flows = c.sports.len() as u64;
+            let pending = names.pending.as_ref().map_or_else(Vec::new, |p| {
+                p.0.trace(reporter == "dst", k.src, k.dst, k.proto, k.dport)
+            });
+            let m = merged
+                .entry((
+                    reporter,
+                    k.action,
+                    k.proto,
+                    end(&k.src),
+                    end(&k.dst),
+                    k.dport,
+                    trace,
+                    pending,
+                ))
+                .or_insert(Sum {
+                    flows: 0,
+                    first: u64::MAX,
+                    last: 0,
+                    packets_in: 0,
+                    packets_out: 0,
+                    bytes_in: 0,
+                    bytes_out: 0,
+                    started: 0,
+                    completed: 0,
+                    live: 0,
+                });
+            m.flows += flows;
+            m.first = m.first.min(c.first);
+            m.last = m.last.max(c.last);
+            m.packets_in += c.packets_in;
+            m.packets_out += c.packets_out;
+            m.bytes_in += c.bytes_in;
+            m.bytes_out += c.bytes_out;
+            m.started += c.started;
+            m.completed += c.completed;
+            m.live += c.live;
+        }
+        // Interned entries are kept while the names stay the same (and
+        // with them the connections that refer to them).
+        if self.entries.len() > 100_000 {
+            self.entries.clear();
+            self.interned.clear();
+            self.resolved.clear();
+            self.conns.clear();
+        }
+        merged
+            .into_iter()
+            .map(
+                |((reporter, action, proto, src, dst, dport, trace, pending), m)| FlowRecord {
+                    start_time: m.first,
+                    end_time: m.last,
+                    node: node.to_string(),
+                    reporter: reporter.to_string(),
+                    action: action.to_string(),
+                    proto: proto_name(proto),
+                    source_ip: src.2,
+                    source_type: if src.2.is_some() { "net" } else { "wep" }.to_string(),
+                    source_namespace: src.0,
+                    source_name: src.1,
+                    source_labels: src.3,
+                    dest_ip: dst.2,
+                    dest_type: if dst.2.is_some() { "net" } else { "wep" }.to_string(),
+                    dest_namespace: dst.0,
+                    dest_name: dst.1,
+                    dest_labels: dst.3,
+                    dest_port: dport,
+                    policies: trace,
+                    pending_policies: pending,
+                    packets: m.packets_in + m.packets_out,
+                    bytes: m.bytes_in + m.bytes_out,
+                    packets_in: m.packets_in,
+                    packets_out: m.packets_out,
+                    bytes_in: m.bytes_in,
+                    bytes_out: m.bytes_out,
+                    num_flows: m.flows,
+                    num_flows_started: m.started,
+                    num_flows_completed: m.completed,
+                    num_flows_live: m.live,
+                },
+            )
+            .collect()
+    }
+}
+
+/// An address as a flow's end: a workload of the cluster by name, or
+/// `pub`/`pvt` with the address.
+fn end_of(names: &Names, ip: IpAddr) -> End {
+    match names.workloads.get(&ip) {
+        Some(w) => (w.namespace.clone(), w.name.clone(), None, w.labels.clone()),
+        None => (
+            "-".to_string(),
+            if is_private(ip) { "pvt" } else { "pub" }.to_string(),
+            Some(ip),
+            BTreeMap::new(),
+        ),
+    }
+}
+
+fn is_private(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(a) => a.is_private() || a.is_loopback() || a.is_link_local(),
+        IpAddr::V6(a) => (a.segments()[0] & 0xfe00) == 0xfc00 || a.is_loopback(),
+    }
+}

@@ -1,0 +1,232 @@
+//! Flow records: what the dataplane logs to NFLOG when flow logs are on
+//! (`flowLogsGoldmaneServer` and/or `flowLogsFileEnabled`): every deciding
+//! verdict of a new connection (groups 1, into workloads, and 2, out of
+//! them), every denied packet, with the connection tracker's counters.
+//! Aggregated per flush interval by reporter, endpoints, protocol,
+//! destination port, action and trace (source ports dropped, as Calico
+//! does), then appended to `flows.log` as JSON lines and/or streamed to
+//! the flow service. `packet.rs` reads a logged packet back,
+//! `aggregate.rs` counts; this file runs the collector's thread.
+
+mod aggregate;
+mod packet;
+#[cfg(test)]
+mod tests;
+
+pub use aggregate::Aggregator;
+
+use calico_kernel::Nflog;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::warn;
+
+pub use calico_flows::Flow as FlowRecord;
+
+/// What a chain of the table stands for, to turn a log prefix back into
+/// a trace entry. The agent rebuilds it at every sync.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Names {
+    /// `p-<hash>-in|out` → (tier, "namespace/name" or "name").
+    pub policies: BTreeMap<String, (String, String)>,
+    /// `r-<hash>-in|out` → profile name.
+    pub profiles: BTreeMap<String, String>,
+    /// `tw-<iface>` / `fw-<iface>` → the endpoint's tiers in that direction.
+    pub tiers: BTreeMap<String, Vec<String>>,
+    /// Every workload's address → who it is.
+    pub workloads: BTreeMap<IpAddr, Workload>,
+    /// The policy with the staged policies applied, when there are any.
+    pub pending: Option<crate::pending::PendingRef>,
+    /// Changes whenever the rest does (the collector's caches follow it).
+    pub generation: u64,
+}
+
+/// A workload as flow records name it: its namespace, pod and labels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Workload {
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// Reads NFLOG groups 1 and 2 on a thread of its own; every flush
+/// interval appends the aggregated records to `<directory>/flows.log`
+/// and/or offers them to the flow service's exporter.
+pub fn start(
+    node: String,
+    config: &crate::config::FlowLogs,
+    names: Arc<Mutex<Names>>,
+    metrics: Arc<crate::status::Metrics>,
+) -> anyhow::Result<std::thread::JoinHandle<()>> {
+    use anyhow::Context;
+    let file = match &config.directory {
+        Some(dir) => {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            Some(dir.join("flows.log"))
+        }
+        None => None,
+    };
+    let exporter = match &config.server {
+        Some(server) => Some(
+            calico_flows::export::Exporter::start(calico_flows::export::ExportConfig {
+                server: server.clone(),
+                node: node.clone(),
+                capacity: config.buffer,
+                tls: config
+                    .tls
+                    .clone()
+                    .map(|(ca, cert, key)| calico_flows::export::ClientTls {
+                        ca,
+                        cert,
+                        key,
+                        server_name: None,
+                    }),
+            })
+            .context("starting the flow exporter")?,
+        ),
+        None => None,
+    };
+    let flush = config.flush;
+    let groups = [
+        calico_dataplane::flow_group(true),
+        calico_dataplane::flow_group(false),
+    ];
+    let mut log = Nflog::open(&groups).context("subscribing to the flow log NFLOG groups")?;
+    // Packet and byte counters on tracked connections (for new ones).
+    use calico_kernel::Sysctl;
+    calico_kernel::ProcSysctl
+        .write("net/netfilter/nf_conntrack_acct", "1")
+        .context("turning on the connection tracker's accounting")?;
+    let thread = std::thread::Builder::new()
+        .name("flow-logs".into())
+        .spawn(move || {
+            let mut agg = Aggregator::default();
+            let mut last = Instant::now();
+            let mut seen = ExportSeen::default();
+            loop {
+                match log.recv(Duration::from_millis(250)) {
+                    Ok(packets) => {
+                        let names = names
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let now = unix_now();
+                        let unreadable = agg.unreadable;
+                        for p in &packets {
+                            agg.add(&names, p, now);
+                        }
+                        drop(names);
+                        for (entry, reporter, n) in agg.take_hits() {
+                            metrics
+                                .rule_packets
+                                .get_or_create(&labels(&entry, reporter))
+                                .inc_by(n);
+                        }
+                        metrics.flow_unreadable.inc_by(agg.unreadable - unreadable);
+                    }
+                    Err(e) => warn!("reading flow logs: {e}"),
+                }
+                if last.elapsed() >= flush {
+                    last = Instant::now();
+                    if agg.tracking() {
+                        match calico_kernel::conntrack::list() {
+                            Ok(table) => {
+                                agg.account(&table, unix_now());
+                                metrics.flow_unreadable.inc_by(table.unreadable);
+                            }
+                            Err(e) => warn!("reading the connection tracker's counters: {e}"),
+                        }
+                    }
+                    let records = {
+                        let names = names
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .clone();
+                        agg.flush(&node, &names)
+                    };
+                    if let Some(file) = &file {
+                        if let Err(e) = append(file, &records) {
+                            warn!("writing {}: {e}", file.display());
+                        }
+                    }
+                    if let Some(x) = &exporter {
+                        if !records.is_empty() {
+                            x.offer(records);
+                        }
+                    }
+                }
+                if let Some(x) = &exporter {
+                    seen.report(x.stats(), &metrics);
+                }
+            }
+        })?;
+    Ok(thread)
+}
+
+/// The exporter's counters as last copied into the metrics.
+#[derive(Debug, Default)]
+struct ExportSeen {
+    sent: u64,
+    refused: u64,
+    dropped: u64,
+}
+
+impl ExportSeen {
+    fn report(&mut self, s: &calico_flows::export::ExportStats, m: &crate::status::Metrics) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let step = |seen: &mut u64, now: u64, c: &prometheus_client::metrics::counter::Counter| {
+            c.inc_by(now.saturating_sub(*seen));
+            *seen = now;
+        };
+        step(&mut self.sent, s.sent.load(Relaxed), &m.flow_export_sent);
+        step(
+            &mut self.refused,
+            s.refused.load(Relaxed),
+            &m.flow_export_refused,
+        );
+        step(
+            &mut self.dropped,
+            s.dropped.load(Relaxed),
+            &m.flow_export_dropped,
+        );
+        m.flow_export_buffered.set(s.buffered.load(Relaxed) as i64);
+        m.flow_export_connected
+            .set(i64::from(s.connected.load(Relaxed)));
+    }
+}
+
+/// A trace entry (`<i>|<tier>|<policy>|<action>|<rule>`) as metric labels.
+fn labels(entry: &str, reporter: &str) -> crate::status::RuleLabels {
+    let mut parts = entry.splitn(5, '|').skip(1);
+    let mut next = || parts.next().unwrap_or_default().to_string();
+    crate::status::RuleLabels {
+        tier: next(),
+        policy: next(),
+        action: next(),
+        rule: next(),
+        reporter: reporter.to_string(),
+    }
+}
+
+fn append(file: &std::path::Path, records: &[FlowRecord]) -> std::io::Result<()> {
+    if records.is_empty() {
+        return Ok(());
+    }
+    let mut out = Vec::new();
+    for r in records {
+        serde_json::to_writer(&mut out, r).map_err(std::io::Error::other)?;
+        out.push(b'\n');
+    }
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(file)?;
+    f.write_all(&out)
+}

@@ -1,0 +1,211 @@
+//! The collector's pure parts: packets and prefixes read back, aggregation, accounting.
+
+use super::packet::{tuple, verdict, Verdict};
+use super::*;
+use calico_kernel::Logged;
+
+fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
+    let mut p = vec![0x45, 0, 0, 40, 0, 0, 0, 0, 64, proto, 0, 0];
+    p.extend(src);
+    p.extend(dst);
+    p.extend(sport.to_be_bytes());
+    p.extend(dport.to_be_bytes());
+    p.extend([0u8; 16]);
+    p
+}
+
+fn names() -> Names {
+    let mut n = Names::default();
+    n.policies
+        .insert("p-aaa-in".into(), ("default".into(), "shop/db".into()));
+    n.policies
+        .insert("p-bbb-in".into(), ("security".into(), "audit".into()));
+    n.profiles.insert("r-ccc-in".into(), "kns.shop".into());
+    n.tiers
+        .insert("tw-cali1".into(), vec!["security".into(), "default".into()]);
+    let w = |name: &str| Workload {
+        namespace: "shop".into(),
+        name: name.into(),
+        labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+    };
+    n.workloads
+        .insert("10.0.0.1".parse().expect("ip"), w("web"));
+    n.workloads.insert("10.0.0.2".parse().expect("ip"), w("db"));
+    n
+}
+
+fn logged(group: u16, prefix: &str, payload: Vec<u8>) -> Logged {
+    Logged {
+        group,
+        prefix: prefix.into(),
+        payload,
+    }
+}
+
+#[test]
+fn prefixes_and_headers_read_back() {
+    assert_eq!(
+        verdict("A3|p-aaa-in"),
+        Some(Verdict::Rule {
+            action: 'A',
+            index: 3,
+            chain: "p-aaa-in".into()
+        })
+    );
+    assert_eq!(
+        verdict("DT1|tw-cali1"),
+        Some(Verdict::TierEnd {
+            tier: 1,
+            chain: "tw-cali1".into()
+        })
+    );
+    assert_eq!(verdict("calico-packet: "), None);
+    assert_eq!(verdict("X1|p"), None);
+    let t = tuple(&v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432)).expect("tuple");
+    assert_eq!((t.proto, t.sport, t.dport), (6, Some(40000), Some(5432)));
+    assert_eq!(tuple(&[0x45, 0]), None, "truncated");
+}
+
+#[test]
+fn connections_aggregate_by_endpoint_port_action_and_trace() {
+    let n = names();
+    let mut a = Aggregator::default();
+    for sport in [40000, 40001, 40001] {
+        let pkt = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, sport, 5432);
+        assert_eq!(a.add(&n, &logged(1, "P0|p-bbb-in", pkt.clone()), 100), None);
+        assert_eq!(
+            a.add(&n, &logged(1, "A2|p-aaa-in", pkt), 101),
+            Some(("1|default|shop/db|allow|2", "dst"))
+        );
+    }
+    a.add(
+        &n,
+        &logged(
+            1,
+            "DT1|tw-cali1",
+            v4([192, 0, 2, 9], [10, 0, 0, 2], 6, 5555, 80),
+        ),
+        102,
+    );
+    a.add(
+        &n,
+        &logged(1, "A0|p-unknown", v4([1, 1, 1, 1], [10, 0, 0, 2], 6, 1, 2)),
+        103,
+    );
+    let records = a.flush("node-1", &n);
+    assert_eq!(records.len(), 2, "{records:?}");
+    let allowed = &records[0];
+    assert_eq!(
+        (
+            allowed.reporter.as_str(),
+            allowed.action.as_str(),
+            allowed.proto.as_str()
+        ),
+        ("dst", "allow", "TCP")
+    );
+    assert_eq!(
+        (
+            allowed.source_name.as_str(),
+            allowed.dest_name.as_str(),
+            allowed.dest_port
+        ),
+        ("web", "db", Some(5432))
+    );
+    assert_eq!(
+        allowed.policies,
+        vec!["0|security|audit|pass|0", "1|default|shop/db|allow|2"]
+    );
+    // Three logged first packets, two connections (one retransmitted);
+    // traffic counts come from the connection tracker (none here).
+    assert_eq!(
+        (
+            allowed.num_flows,
+            allowed.num_flows_started,
+            allowed.packets
+        ),
+        (2, 2, 0)
+    );
+    assert_eq!(
+        allowed.source_labels.get("app").map(String::as_str),
+        Some("web")
+    );
+    assert_eq!((allowed.start_time, allowed.end_time), (101, 101));
+    let denied = &records[1];
+    assert_eq!(denied.action, "deny");
+    assert_eq!(denied.node, "node-1");
+    assert_eq!(
+        (denied.source_type.as_str(), denied.source_name.as_str()),
+        ("net", "pub")
+    );
+    assert_eq!(
+        denied.policies,
+        vec!["0|default|default.end-of-tier|deny|-1"]
+    );
+    assert_eq!(a.unreadable, 1, "the chain this agent did not program");
+    assert!(a.flush("node-1", &n).is_empty());
+}
+
+#[test]
+fn the_connection_tracker_counts_allowed_connections_both_ways() {
+    use calico_kernel::conntrack::parse;
+    let n = names();
+    let mut a = Aggregator::default();
+    let syn = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
+    a.add(&n, &logged(1, "A2|p-aaa-in", syn), 100);
+    let denied = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40001, 81);
+    a.add(&n, &logged(1, "DT1|tw-cali1", denied.clone()), 100);
+    a.add(&n, &logged(1, "DT1|tw-cali1", denied), 101);
+    assert!(a.tracking());
+    let line = |p1: u64, b1: u64, p2: u64, b2: u64| {
+        format!("ipv4 2 tcp 6 100 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=5432 packets={p1} bytes={b1} src=10.0.0.2 dst=10.0.0.1 sport=5432 dport=40000 packets={p2} bytes={b2} [ASSURED] mark=0 use=1 id=42\n")
+    };
+    a.account(&parse(&line(3, 180, 2, 120)), 102);
+    let r = a.flush("node-1", &n);
+    let allowed = r.iter().find(|r| r.action == "allow").expect("allowed");
+    // Reported at the destination: in is source to destination.
+    assert_eq!(
+        (
+            allowed.packets_in,
+            allowed.bytes_in,
+            allowed.packets_out,
+            allowed.bytes_out
+        ),
+        (3, 180, 2, 120)
+    );
+    assert_eq!(
+        (
+            allowed.num_flows_started,
+            allowed.num_flows_live,
+            allowed.num_flows_completed
+        ),
+        (1, 1, 0)
+    );
+    assert_eq!((allowed.packets, allowed.bytes), (5, 300));
+    let denied = r.iter().find(|r| r.action == "deny").expect("denied");
+    assert_eq!(
+        (denied.packets_in, denied.bytes_in, denied.num_flows),
+        (2, 80, 1),
+        "the IP length of each dropped packet"
+    );
+    // The next interval: only what is new, then the end.
+    a.account(&parse(&line(10, 600, 8, 480)), 115);
+    let r = a.flush("node-1", &n);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!(
+        (
+            r[0].packets_in,
+            r[0].bytes_out,
+            r[0].num_flows_started,
+            r[0].num_flows_live
+        ),
+        (7, 360, 0, 1)
+    );
+    a.account(&parse(""), 130);
+    let r = a.flush("node-1", &n);
+    assert_eq!(
+        (r[0].num_flows_completed, r[0].num_flows_live, r[0].packets),
+        (1, 0, 0)
+    );
+    assert!(!a.tracking());
+    assert!(a.flush("node-1", &n).is_empty());
+}
