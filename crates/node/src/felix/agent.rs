@@ -482,6 +482,21 @@ impl Agent {
                 n.workloads.insert(ip.addr(), id.clone());
             }
         }
+        for r in self.resources.values() {
+            let (Resource::NetworkSet(set) | Resource::GlobalNetworkSet(set)) = r else {
+                continue;
+            };
+            for net in &set.spec.nets {
+                n.network_sets.push(crate::flows::NetworkSetNet {
+                    net: net.net(),
+                    namespace: set.metadata.namespace.clone().unwrap_or_else(|| "-".into()),
+                    name: set.metadata.name.clone(),
+                    labels: set.metadata.labels.clone(),
+                });
+            }
+        }
+        n.network_sets
+            .sort_by_key(|s| std::cmp::Reverse(s.net.prefix_len()));
         n
     }
 

@@ -9,7 +9,14 @@ use std::net::IpAddr;
 
 /// One end of a flow: namespace, name, the address (for non-workloads)
 /// and labels (for workloads).
-type End = (String, String, Option<IpAddr>, BTreeMap<String, String>);
+/// And its kind: `wep`, `ns` (in a NetworkSet or GlobalNetworkSet) or `net`.
+type End = (
+    String,
+    String,
+    Option<IpAddr>,
+    BTreeMap<String, String>,
+    &'static str,
+);
 
 /// A record's key once named: reporter, action, protocol, both ends,
 /// destination port and trace.
@@ -378,12 +385,12 @@ impl Aggregator {
                     action: action.to_string(),
                     proto: proto_name(proto),
                     source_ip: src.2,
-                    source_type: if src.2.is_some() { "net" } else { "wep" }.to_string(),
+                    source_type: src.4.to_string(),
                     source_namespace: src.0,
                     source_name: src.1,
                     source_labels: src.3,
                     dest_ip: dst.2,
-                    dest_type: if dst.2.is_some() { "net" } else { "wep" }.to_string(),
+                    dest_type: dst.4.to_string(),
                     dest_namespace: dst.0,
                     dest_name: dst.1,
                     dest_labels: dst.3,
@@ -406,18 +413,36 @@ impl Aggregator {
     }
 }
 
-/// An address as a flow's end: a workload of the cluster by name, or
-/// `pub`/`pvt` with the address.
+/// An address as a flow's end: a workload of the cluster by name, the
+/// network set that holds it, or `pub`/`pvt` with the address.
 fn end_of(names: &Names, ip: IpAddr) -> End {
-    match names.workloads.get(&ip) {
-        Some(w) => (w.namespace.clone(), w.name.clone(), None, w.labels.clone()),
-        None => (
-            "-".to_string(),
-            if is_private(ip) { "pvt" } else { "pub" }.to_string(),
-            Some(ip),
-            BTreeMap::new(),
-        ),
+    if let Some(w) = names.workloads.get(&ip) {
+        return (
+            w.namespace.clone(),
+            w.name.clone(),
+            None,
+            w.labels.clone(),
+            "wep",
+        );
     }
+    // The most specific network set that holds it (sets are kept longest
+    // prefix first); its members are one end, as Calico aggregates them.
+    if let Some(set) = names.network_sets.iter().find(|s| s.net.contains(&ip)) {
+        return (
+            set.namespace.clone(),
+            set.name.clone(),
+            None,
+            set.labels.clone(),
+            "ns",
+        );
+    }
+    (
+        "-".to_string(),
+        if is_private(ip) { "pvt" } else { "pub" }.to_string(),
+        Some(ip),
+        BTreeMap::new(),
+        "net",
+    )
 }
 
 fn is_private(ip: IpAddr) -> bool {

@@ -37,10 +37,22 @@ pub struct Names {
     pub tiers: BTreeMap<String, Vec<String>>,
     /// Every workload's address → who it is.
     pub workloads: BTreeMap<IpAddr, Workload>,
+    /// Every net of every NetworkSet and GlobalNetworkSet, longest prefix first.
+    pub network_sets: Vec<NetworkSetNet>,
     /// The policy with the staged policies applied, when there are any.
     pub pending: Option<crate::pending::PendingRef>,
     /// Changes whenever the rest does (the collector's caches follow it).
     pub generation: u64,
+}
+
+/// One net of a network set: the set's namespace (`-` for a global one),
+/// name and labels.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkSetNet {
+    pub net: calico_net::IpNet,
+    pub namespace: String,
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// A workload as flow records name it: its namespace, pod and labels.

@@ -209,3 +209,52 @@ fn the_connection_tracker_counts_allowed_connections_both_ways() {
     assert!(!a.tracking());
     assert!(a.flush("node-1", &n).is_empty());
 }
+
+#[test]
+fn addresses_in_network_sets_are_named_by_the_most_specific_set() {
+    let mut n = names();
+    let set = |net: &str, ns: &str, name: &str| NetworkSetNet {
+        net: net.parse().expect("net"),
+        namespace: ns.into(),
+        name: name.into(),
+        labels: BTreeMap::from([("feed".to_string(), name.to_string())]),
+    };
+    // Longest prefix first, as the agent keeps them.
+    n.network_sets = vec![
+        set("192.0.2.0/28", "shop", "partners"),
+        set("192.0.2.0/24", "-", "documentation"),
+    ];
+    let mut a = Aggregator::default();
+    for (src, port) in [
+        ([192, 0, 2, 9], 1),
+        ([192, 0, 2, 99], 2),
+        ([198, 51, 100, 1], 3),
+    ] {
+        a.add(
+            &n,
+            &logged(1, "DT1|tw-cali1", v4(src, [10, 0, 0, 2], 6, 5555, port)),
+            100,
+        );
+    }
+    let r = a.flush("node-1", &n);
+    let by_port = |p: u16| r.iter().find(|r| r.dest_port == Some(p)).expect("record");
+    let ends = |p: u16| {
+        let f = by_port(p);
+        (
+            f.source_type.as_str(),
+            f.source_namespace.as_str(),
+            f.source_name.as_str(),
+            f.source_ip,
+        )
+    };
+    assert_eq!(ends(1), ("ns", "shop", "partners", None));
+    assert_eq!(
+        by_port(1).source_labels.get("feed").map(String::as_str),
+        Some("partners")
+    );
+    assert_eq!(ends(2), ("ns", "-", "documentation", None));
+    assert_eq!(
+        ends(3),
+        ("net", "-", "pub", Some("198.51.100.1".parse().expect("ip")))
+    );
+}
