@@ -54,6 +54,8 @@ pub struct Metrics {
     /// Flow records the flow service stored, refused, and those dropped
     /// because it was slow or away; records waiting for it.
     pub flow_export_sent: Counter,
+    /// Allowed connections not followed for their counters (too many at once).
+    pub flow_unfollowed: Counter,
     pub flow_export_refused: Counter,
     pub flow_export_dropped: Counter,
     pub flow_export_buffered: Gauge,
@@ -85,6 +87,7 @@ impl Metrics {
             rule_packets: Family::default(),
             flow_unreadable: Counter::default(),
             flow_export_sent: Counter::default(),
+            flow_unfollowed: Counter::default(),
             flow_export_refused: Counter::default(),
             flow_export_dropped: Counter::default(),
             flow_export_buffered: Gauge::default(),
@@ -135,6 +138,11 @@ impl Metrics {
             "flow_log_unreadable",
             "Logged packets the flow collector could not read back",
             m.flow_unreadable.clone(),
+        );
+        registry.register(
+            "flow_connections_unfollowed",
+            "Allowed connections whose packet and byte counts were not followed (more open at once than the collector follows)",
+            m.flow_unfollowed.clone(),
         );
         registry.register(
             "flow_export_sent",

@@ -7,6 +7,19 @@ use calico_kernel::Logged;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+/// Hash maps with a fast, per-process seeded hasher: the collector hashes
+/// several keys per logged packet.
+type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
+type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
+
+/// Allowed connections followed for their counters at most; beyond it new
+/// ones are counted as started but not followed (`untracked`), so a
+/// workload opening connections without end cannot grow the agent.
+const MAX_FOLLOWED: usize = 200_000;
+/// Distinct sources remembered per record and interval at most; beyond it
+/// each further logged packet counts as a connection of its own.
+const MAX_SOURCES: usize = 65_536;
+
 /// One end of a flow: namespace, name, the address (for non-workloads)
 /// and labels (for workloads).
 /// And its kind: `wep`, `ns` (in a NetworkSet or GlobalNetworkSet) or `net`.
@@ -51,7 +64,7 @@ struct Counts {
     /// Distinct (source, source port): connections (a retransmitted
     /// first packet, still "new" to conntrack, meets policy again), and
     /// those the connection tracker counted traffic for.
-    sports: std::collections::HashSet<(IpAddr, Option<u16>)>,
+    sports: Set<(IpAddr, Option<u16>)>,
     first: u64,
     last: u64,
     /// Into and out of the reporting endpoint (see `FlowRecord`).
@@ -62,6 +75,19 @@ struct Counts {
     started: u64,
     completed: u64,
     live: u64,
+    /// Sources past `MAX_SOURCES`, each counted as new.
+    beyond: u64,
+}
+
+impl Counts {
+    /// Notes a connection's source; whether it is new to this record.
+    fn source(&mut self, ip: IpAddr, port: Option<u16>) -> bool {
+        if self.sports.len() >= MAX_SOURCES && !self.sports.contains(&(ip, port)) {
+            self.beyond += 1;
+            return true;
+        }
+        self.sports.insert((ip, port))
+    }
 }
 
 /// A named record's sums while endpoints are merged.
@@ -91,28 +117,30 @@ type Resolved = Option<(u32, &'static str)>;
 /// are made, from the ones it first saw them with.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    flows: std::collections::HashMap<Key, Counts>,
+    flows: Map<Key, Counts>,
     /// Pass verdicts waiting for the decision on the same packet.
-    passes: std::collections::HashMap<(u16, Tuple), Vec<u32>>,
+    passes: Map<(u16, Tuple), Vec<u32>>,
     /// prefix → resolved at each position in the trace, for the names of
     /// generation `generation`.
-    resolved: std::collections::HashMap<String, Vec<Option<Resolved>>>,
+    resolved: Map<String, Vec<Option<Resolved>>>,
     generation: u64,
     /// Interned trace entries.
     entries: Vec<String>,
-    interned: std::collections::HashMap<String, u32>,
+    interned: Map<String, u32>,
     /// Each address's end as first seen this interval.
-    ends: std::collections::HashMap<IpAddr, End>,
+    ends: Map<IpAddr, End>,
     /// Deciding packets per (trace entry, reporter) since the last take.
-    hits: std::collections::HashMap<(u32, &'static str), u64>,
+    hits: Map<(u32, &'static str), u64>,
     /// Allowed connections logged (by group and connection tuple), and the
     /// record they count under, while the connection tracker holds them.
-    conns: std::collections::HashMap<(u16, calico_kernel::conntrack::ConnTuple), Key>,
+    conns: Map<(u16, calico_kernel::conntrack::ConnTuple), Key>,
     /// Each tracked connection's counters at the last accounting (by id):
     /// source to destination packets and bytes, then back.
-    counted: std::collections::HashMap<u64, [u64; 4]>,
+    counted: Map<u64, [u64; 4]>,
     /// Logged packets that could not be read back (unknown chain, bad header).
     pub unreadable: u64,
+    /// Allowed connections not followed for counters (`MAX_FOLLOWED`).
+    pub untracked: u64,
 }
 
 fn proto_name(p: u8) -> String {
@@ -194,13 +222,15 @@ impl Aggregator {
         }
         c.packets += 1;
         c.last = now;
-        c.sports.insert((t.src, t.sport));
+        let new = c.source(t.src, t.sport);
         if action == "allow" {
-            if let std::collections::hash_map::Entry::Vacant(v) =
-                self.conns.entry((p.group, conn_tuple(&t)))
-            {
-                v.insert(k_copy);
+            if new {
                 c.started += 1;
+                if self.conns.len() < MAX_FOLLOWED {
+                    self.conns.insert((p.group, conn_tuple(&t)), k_copy);
+                } else {
+                    self.untracked += 1;
+                }
             }
         } else {
             let len = ip_len(&p.payload);
@@ -220,8 +250,8 @@ impl Aggregator {
     /// records (for this interval, at `now`); those gone from the table
     /// have completed; the rest are live.
     pub fn account(&mut self, table: &calico_kernel::conntrack::Table, now: u64) {
-        let mut present = std::collections::HashSet::new();
-        let mut counted = std::collections::HashMap::new();
+        let mut present = Set::default();
+        let mut counted = Map::default();
         let groups = [
             calico_dataplane::flow_group(true),
             calico_dataplane::flow_group(false),
@@ -250,7 +280,7 @@ impl Aggregator {
                     c.first = now;
                 }
                 c.last = now;
-                c.sports.insert((conn.tuple.src, conn.tuple.sport));
+                c.source(conn.tuple.src, conn.tuple.sport);
                 c.live += 1;
                 // In and out as the reporter sees them.
                 if group == groups[0] {
@@ -281,7 +311,7 @@ impl Aggregator {
                     c.first = now;
                 }
                 c.last = c.last.max(now);
-                c.sports.insert((k.1.src, k.1.sport));
+                c.source(k.1.src, k.1.sport);
                 c.completed += 1;
             }
         }
@@ -328,7 +358,7 @@ impl Aggregator {
                 .iter()
                 .map(|id| self.entries[*id as usize].clone())
                 .collect();
-            let flows = c.sports.len() as u64;
+            let flows = c.sports.len() as u64 + c.beyond;
             let pending = names.pending.as_ref().map_or_else(Vec::new, |p| {
                 p.0.trace(reporter == "dst", k.src, k.dst, k.proto, k.dport)
             });

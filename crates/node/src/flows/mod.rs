@@ -142,6 +142,9 @@ pub fn start(
                                 .inc_by(n);
                         }
                         metrics.flow_unreadable.inc_by(agg.unreadable - unreadable);
+                        metrics
+                            .flow_unfollowed
+                            .inc_by(std::mem::take(&mut agg.untracked));
                     }
                     Err(e) => warn!("reading flow logs: {e}"),
                 }
