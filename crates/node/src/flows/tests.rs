@@ -258,3 +258,33 @@ fn addresses_in_network_sets_are_named_by_the_most_specific_set() {
         ("net", "-", "pub", Some("198.51.100.1".parse().expect("ip")))
     );
 }
+
+#[test]
+fn a_workload_opening_connections_without_end_cannot_grow_the_collector() {
+    let n = names();
+    let mut a = Aggregator::default();
+    // 200,010 new connections from one pod (source ports and addresses
+    // vary), all allowed, within one interval.
+    let total: u32 = 200_010;
+    for i in 0..total {
+        let b = i.to_be_bytes();
+        let pkt = v4(
+            [10, 0, b[1], b[2]],
+            [10, 0, 0, 2],
+            6,
+            u16::from(b[3]) + 1024,
+            5432,
+        );
+        a.add(&n, &logged(1, "A2|p-aaa-in", pkt), 100);
+    }
+    assert_eq!(a.untracked, 10, "followed at most 200,000 at once");
+    let r = a.flush("node-1", &n);
+    let started: u64 = r.iter().map(|r| r.num_flows_started).sum();
+    let flows: u64 = r.iter().map(|r| r.num_flows).sum();
+    assert_eq!(started, u64::from(total), "every one is counted as started");
+    assert_eq!(
+        flows,
+        u64::from(total),
+        "and as a connection, past the remembered sources too"
+    );
+}
