@@ -2,7 +2,8 @@
 //! its gRPC ingest, the HTTP API finds the records, the live stream
 //! shows new ones, history survives a restart, a node buffers (boundedly,
 //! counting what it drops) while the service is away, bad input is
-//! refused, and mTLS keeps strangers out.
+//! refused, and mTLS keeps strangers out (and a node from speaking for
+//! another).
 
 // Tests own the clock.
 #![allow(clippy::disallowed_methods)]
@@ -348,12 +349,26 @@ fn mutual_tls_keeps_strangers_out() {
         100,
         Some(tls(&certs.client_cert, &certs.client_key)),
     );
+    // The same certificate (it names node-1) speaking for another node.
+    let impostor = Exporter::start(ExportConfig {
+        server: svc.bound.grpc.to_string(),
+        node: "node-2".into(),
+        capacity: 100,
+        tls: Some(tls(&certs.client_cert, &certs.client_key)),
+    })
+    .expect("exporter");
+    impostor.offer([record(3, "deny", 22)]);
     member.offer([record(2, "allow", 80)]);
     wait_for("the member's record", Duration::from_secs(20), || {
         member.stats().sent.load(Ordering::Relaxed) == 1
     });
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(stranger.stats().sent.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        impostor.stats().sent.load(Ordering::Relaxed),
+        0,
+        "a node's certificate does not speak for another node"
+    );
     assert!(!stranger.stats().connected.load(Ordering::Relaxed));
     let stored = svc.flows("");
     assert_eq!(stored.len(), 1, "{stored:?}");

@@ -111,7 +111,13 @@ impl EtcdTls {
             "ca",
             "subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n",
         );
-        signed("client", "ca", "extendedKeyUsage=clientAuth\n");
+        // The client is also node-1 (the flow service binds a node's name to
+        // its certificate's DNS names).
+        signed(
+            "client",
+            "ca",
+            "subjectAltName=DNS:node-1\nextendedKeyUsage=clientAuth\n",
+        );
         signed("other-client", "other-ca", "extendedKeyUsage=clientAuth\n");
         EtcdTls {
             ca: dir.join("ca.pem"),

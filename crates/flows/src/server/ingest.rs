@@ -22,6 +22,9 @@ impl FlowCollector for Ingest {
         request: tonic::Request<tonic::Streaming<FlowBatch>>,
     ) -> Result<tonic::Response<AckStream>, tonic::Status> {
         let peer = request.remote_addr();
+        // With mutual TLS, the node a batch speaks for must be one of the
+        // DNS names of the client's certificate.
+        let certs = request.peer_certs();
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
         let app = self.0.clone();
@@ -42,6 +45,18 @@ impl FlowCollector for Ingest {
                         ))))
                         .await;
                     return;
+                }
+                if let Some(certs) = &certs {
+                    if !names_node(certs, &batch.node) {
+                        warn!("{peer:?}: a batch for node {:?} from a certificate that does not name it", batch.node);
+                        let _ = tx
+                            .send(Err(tonic::Status::permission_denied(format!(
+                                "this client's certificate does not name node {:?}",
+                                batch.node
+                            ))))
+                            .await;
+                        return;
+                    }
                 }
                 let sequence = batch.sequence;
                 let reply = match app.ingest(batch).await {
@@ -65,4 +80,19 @@ impl FlowCollector for Ingest {
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
     }
+}
+
+/// Whether the client's certificate (the first of its chain, already
+/// verified by TLS) carries `node` among its DNS names.
+fn names_node(certs: &[rustls_pki_types::CertificateDer<'static>], node: &str) -> bool {
+    let Some(cert) = certs.first() else {
+        return false;
+    };
+    let Ok(cert) = webpki::EndEntityCert::try_from(cert) else {
+        return false;
+    };
+    let Ok(name) = rustls_pki_types::ServerName::try_from(node.to_string()) else {
+        return false;
+    };
+    cert.verify_is_valid_for_subject_name(&name).is_ok()
 }
