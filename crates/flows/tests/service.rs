@@ -301,6 +301,21 @@ fn bad_input_is_refused_and_does_not_stop_the_rest() {
     let (status, _) = svc.get("/api/v1/hints?field=password");
     assert_eq!(status, 400);
 
+    // A gRPC client that connects and says nothing is closed at the
+    // first-bytes deadline (it cannot hold a connection slot).
+    let mut silent = TcpStream::connect(svc.bound.grpc).expect("connect");
+    silent
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    let opened = Instant::now();
+    let mut nothing = Vec::new();
+    let _ = silent.read_to_end(&mut nothing);
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_secs(9) && waited < Duration::from_secs(20),
+        "closed after {waited:?}"
+    );
+
     // A client that never finishes its request head does not hold up others.
     let mut slow = TcpStream::connect(svc.bound.http).expect("connect");
     slow.write_all(b"GET /api/v1/flows HTTP/1.1\r\nHost:")

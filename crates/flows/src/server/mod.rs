@@ -17,6 +17,7 @@
 
 mod http;
 mod ingest;
+mod limit;
 
 use crate::proto::flow_collector_server::FlowCollectorServer;
 use crate::proto::FlowBatch;
@@ -312,7 +313,7 @@ async fn serve(
         FlowCollectorServer::new(Ingest(app.clone())).max_decoding_message_size(MAX_MESSAGE);
     let grpc_task = builder
         .add_service(service)
-        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(grpc));
+        .serve_with_incoming(limit::incoming(grpc));
 
     let expiry = {
         let app = app.clone();
