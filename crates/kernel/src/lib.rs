@@ -20,7 +20,7 @@ mod sysctl;
 mod tunnels;
 pub mod workload;
 
-pub use nflog::{Logged, Nflog, NflogError};
+pub use nflog::{Logged, LoggedRef, Nflog, NflogError};
 pub use nft::{Applied, ApplyError, Nft, TABLE};
 
 /// The error underneath a kernel error (rtnetlink's, or the errno a

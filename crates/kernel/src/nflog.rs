@@ -3,17 +3,15 @@
 //! first bytes (enough for the IP and transport headers).
 
 use netlink_packet_core::{NetlinkMessage, NetlinkPayload};
-use netlink_packet_netfilter::nflog::{
-    config_request, ConfigCmd, ConfigMode, ConfigNla, PacketNla, Timeout, ULogMessage,
-};
-use netlink_packet_netfilter::{NetfilterMessage, NetfilterMessageInner, NetfilterProtoFamily};
+use netlink_packet_netfilter::nflog::{config_request, ConfigCmd, ConfigMode, ConfigNla, Timeout};
+use netlink_packet_netfilter::{NetfilterMessage, NetfilterProtoFamily};
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 use std::os::fd::AsFd;
 use std::time::Duration;
 
-/// Bytes of each packet copied to us: the largest IPv6 header chain we
-/// read plus the transport ports.
-const COPY_RANGE: u32 = 128;
+/// Bytes of each packet copied to us: the largest IPv4 header (60 bytes)
+/// plus the transport ports; an IPv6 header and its ports take 44.
+const COPY_RANGE: u32 = 64;
 /// Packets the kernel gathers into one message at most.
 const QUEUE_THRESHOLD: u32 = 64;
 /// The kernel's buffer for such a message (our receive buffer is as big).
@@ -37,7 +35,7 @@ pub struct Logged {
     pub group: u16,
     /// The logging rule's prefix.
     pub prefix: String,
-    /// The packet from its IP header on, at most 128 bytes.
+    /// The packet from its IP header on, at most 64 bytes.
     pub payload: Vec<u8>,
 }
 
@@ -103,52 +101,236 @@ impl Nflog {
     /// The packets logged since the last call, waiting up to `wait` for
     /// the first. Messages that are not logged packets are skipped.
     pub fn recv(&mut self, wait: Duration) -> Result<Vec<Logged>, NflogError> {
+        let mut out = Vec::new();
+        self.recv_each(wait, |p| {
+            out.push(Logged {
+                group: p.group,
+                prefix: p.prefix.to_string(),
+                payload: p.payload.to_vec(),
+            });
+        })?;
+        Ok(out)
+    }
+
+    /// Hands each packet logged since the last call to `each`, borrowed
+    /// from the receive buffer (nothing is copied or allocated per
+    /// packet), waiting up to `wait` for the first; returns how many.
+    /// Messages that are not logged packets, and attributes that do not
+    /// read, are skipped.
+    pub fn recv_each(
+        &mut self,
+        wait: Duration,
+        mut each: impl FnMut(LoggedRef<'_>),
+    ) -> Result<usize, NflogError> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         let ms = u16::try_from(wait.as_millis()).unwrap_or(u16::MAX);
         let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
         match poll(&mut fds, PollTimeout::from(ms)) {
-            Ok(0) => return Ok(Vec::new()),
+            Ok(0) => return Ok(0),
             Ok(_) => {}
-            Err(nix::errno::Errno::EINTR) => return Ok(Vec::new()),
+            Err(nix::errno::Errno::EINTR) => return Ok(0),
             Err(e) => return Err(NflogError::Socket(e.into())),
         }
         let n = self
             .socket
             .recv(&mut &mut self.buf[..], 0)
             .map_err(NflogError::Socket)?;
-        let mut out = Vec::new();
-        let mut at = 0;
-        while at < n {
-            let Ok(m) = NetlinkMessage::<NetfilterMessage>::deserialize(&self.buf[at..n]) else {
-                break;
-            };
-            let len = m.header.length as usize;
-            if let NetlinkPayload::InnerMessage(NetfilterMessage {
-                header,
-                inner: NetfilterMessageInner::ULog(ULogMessage::Packet(nlas)),
-                ..
-            }) = m.payload
-            {
-                let mut prefix = String::new();
-                let mut payload = Vec::new();
-                for nla in nlas {
-                    match nla {
-                        PacketNla::Prefix(p) => prefix = p.to_string_lossy().into_owned(),
-                        PacketNla::Payload(p) => payload = p,
-                        _ => {}
-                    }
-                }
-                out.push(Logged {
-                    group: header.res_id,
-                    prefix,
-                    payload,
-                });
-            }
-            if len == 0 {
-                break;
-            }
-            at += len;
+        Ok(read_messages(&self.buf[..n.min(self.buf.len())], &mut each))
+    }
+}
+
+/// One logged packet, borrowed from the buffer it was received into.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoggedRef<'a> {
+    pub group: u16,
+    /// The logging rule's prefix ("" if it was not UTF-8).
+    pub prefix: &'a str,
+    /// The packet from its IP header on, at most 64 bytes.
+    pub payload: &'a [u8],
+}
+
+impl<'a> From<&'a Logged> for LoggedRef<'a> {
+    fn from(p: &'a Logged) -> Self {
+        LoggedRef {
+            group: p.group,
+            prefix: &p.prefix,
+            payload: &p.payload,
         }
-        Ok(out)
+    }
+}
+
+/// `nfnetlink` message type of a logged packet: subsystem ULOG, message
+/// PACKET.
+const PACKET_MESSAGE: u16 =
+    ((nix::libc::NFNL_SUBSYS_ULOG as u16) << 8) | nix::libc::NFULNL_MSG_PACKET as u16;
+
+/// Walks the netlink messages in `buf`; returns how many packets it handed on.
+fn read_messages(buf: &[u8], each: &mut impl FnMut(LoggedRef<'_>)) -> usize {
+    use netlink_packet_core::NetlinkBuffer;
+    let mut count = 0;
+    let mut at = 0;
+    while at < buf.len() {
+        let Ok(msg) = NetlinkBuffer::new_checked(&buf[at..]) else {
+            break;
+        };
+        if msg.message_type() == PACKET_MESSAGE {
+            if let Some(p) = read_packet(msg.payload()) {
+                each(p);
+                count += 1;
+            }
+        }
+        // Messages are 4-byte aligned; new_checked saw a length of at
+        // least a header.
+        at += (msg.length() as usize + 3) & !3;
+    }
+    count
+}
+
+/// A PACKET message's body: the `nfgenmsg` header (family, version, the
+/// group in network order), then attributes.
+fn read_packet(body: &[u8]) -> Option<LoggedRef<'_>> {
+    use netlink_packet_core::{NlasIterator, NLA_HEADER_SIZE};
+    let (header, attributes) = body.split_at_checked(4)?;
+    let mut p = LoggedRef {
+        group: u16::from_be_bytes([header[2], header[3]]),
+        prefix: "",
+        payload: &[],
+    };
+    for nla in NlasIterator::new(attributes) {
+        let nla = nla.ok()?;
+        let kind = nla.kind();
+        let len = usize::from(nla.length());
+        // The attribute's own bytes, for the buffer's lifetime.
+        let value = nla.into_inner().get(NLA_HEADER_SIZE..len)?;
+        match kind {
+            k if k == nix::libc::NFULA_PREFIX as u16 => {
+                let text = value.strip_suffix(&[0]).unwrap_or(value);
+                p.prefix = std::str::from_utf8(text).unwrap_or_default();
+            }
+            k if k == nix::libc::NFULA_PAYLOAD as u16 => p.payload = value,
+            _ => {}
+        }
+    }
+    Some(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// An attribute: length, type, value, padding to 4 bytes.
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(4 + value.len()).expect("small");
+        let mut v = [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
+        v.extend_from_slice(value);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v
+    }
+
+    /// A netlink message of `kind` with an `nfgenmsg` for `group`.
+    fn message(kind: u16, group: u16, attributes: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = vec![2, 0];
+        body.extend_from_slice(&group.to_be_bytes());
+        for a in attributes {
+            body.extend_from_slice(a);
+        }
+        let len = u32::try_from(16 + body.len()).expect("small");
+        let mut m = len.to_ne_bytes().to_vec();
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    fn read(buf: &[u8]) -> Vec<Logged> {
+        let mut out = Vec::new();
+        read_messages(buf, &mut |p: LoggedRef<'_>| {
+            out.push(Logged {
+                group: p.group,
+                prefix: p.prefix.to_string(),
+                payload: p.payload.to_vec(),
+            });
+        });
+        out
+    }
+
+    const PREFIX: u16 = nix::libc::NFULA_PREFIX as u16;
+    const PAYLOAD: u16 = nix::libc::NFULA_PAYLOAD as u16;
+
+    #[test]
+    fn packets_of_a_batch_are_read_in_place() {
+        let mut buf = message(
+            PACKET_MESSAGE,
+            1,
+            &[
+                nla(1, &[0; 4]),
+                nla(PREFIX, b"A0|p-abc-in\0"),
+                nla(PAYLOAD, &[0x45, 0, 0, 20, 9]),
+            ],
+        );
+        // Not a packet (a configuration answer): skipped.
+        buf.extend(message(0x0401, 1, &[nla(PREFIX, b"x\0")]));
+        buf.extend(message(PACKET_MESSAGE, 2, &[nla(PAYLOAD, &[0x60])]));
+        let got = read(&buf);
+        assert_eq!(
+            got,
+            vec![
+                Logged {
+                    group: 1,
+                    prefix: "A0|p-abc-in".into(),
+                    payload: vec![0x45, 0, 0, 20, 9],
+                },
+                Logged {
+                    group: 2,
+                    prefix: String::new(),
+                    payload: vec![0x60],
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn a_broken_message_ends_the_batch_and_a_broken_attribute_its_packet() {
+        let good = message(PACKET_MESSAGE, 1, &[nla(PREFIX, b"A0|x\0")]);
+        // An attribute claiming more bytes than the message holds.
+        let mut bad_nla = message(PACKET_MESSAGE, 1, &[nla(PREFIX, b"A1|y\0")]);
+        let at = 16 + 4;
+        bad_nla[at..at + 2].copy_from_slice(&200u16.to_ne_bytes());
+        let mut buf = bad_nla.clone();
+        buf.extend(&good);
+        assert_eq!(read(&buf).len(), 1, "the next message is still read");
+        assert_eq!(read(&buf)[0].prefix, "A0|x");
+        // A message claiming more than was received.
+        let mut cut = good.clone();
+        cut[0..4].copy_from_slice(&1000u32.to_ne_bytes());
+        assert!(read(&cut).is_empty());
+        // Not UTF-8: an empty prefix, which no chain has.
+        let odd = message(PACKET_MESSAGE, 1, &[nla(PREFIX, &[0xff, 0xfe, 0])]);
+        assert_eq!(read(&odd)[0].prefix, "");
+    }
+
+    proptest! {
+        /// Whatever the kernel (or anyone) puts in the buffer, reading it
+        /// neither panics nor hands on more packets than messages fit.
+        #[test]
+        fn any_bytes_read_without_panic(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let n = read(&buf).len();
+            prop_assert!(n <= buf.len() / 16);
+        }
+
+        #[test]
+        fn mutated_batches_read_without_panic(
+            flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..8)
+        ) {
+            let mut buf = message(PACKET_MESSAGE, 1, &[nla(PREFIX, b"A0|p-abc-in\0"), nla(PAYLOAD, &[0x45; 40])]);
+            buf.extend(message(PACKET_MESSAGE, 2, &[nla(PREFIX, b"D1|p-abc-out\0")]));
+            for (i, b) in flips {
+                if let Some(x) = buf.get_mut(i) {
+                    *x = b;
+                }
+            }
+            let _ = read(&buf);
+        }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::packet::{conn_tuple, entry, ip_len, tuple, verdict, Tuple};
 use super::{FlowRecord, Names};
-use calico_kernel::Logged;
+use calico_kernel::LoggedRef;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -16,8 +16,9 @@ type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 /// ones are counted as started but not followed (`untracked`), so a
 /// workload opening connections without end cannot grow the agent.
 const MAX_FOLLOWED: usize = 200_000;
-/// Distinct sources remembered per record and interval at most; beyond it
-/// each further logged packet counts as a connection of its own.
+/// Distinct sources of denied packets remembered per record and interval
+/// at most; beyond it each further denied packet counts as a connection of
+/// its own.
 const MAX_SOURCES: usize = 65_536;
 
 /// One end of a flow: namespace, name, the address (for non-workloads)
@@ -45,8 +46,8 @@ type Named = (
 );
 
 /// What a packet is counted under, cheap to hash: addresses, not names
-/// (named once per interval), and the trace as interned entries.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// (named once per interval), and the trace interned: nothing on the heap.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 struct Key {
     group: u16,
     action: &'static str,
@@ -54,16 +55,28 @@ struct Key {
     src: IpAddr,
     dst: IpAddr,
     dport: Option<u16>,
-    trace: Vec<u32>,
+    /// An interned trace (a list of interned entries).
+    trace: u32,
+}
+
+/// An allowed connection being followed through the connection tracker:
+/// the record it counts under, and the interval it was last counted in.
+#[derive(Debug, Clone, Copy)]
+struct Followed {
+    key: Key,
+    interval: u64,
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     /// Packets logged (every denied one; the first of each allowed connection).
     packets: u64,
-    /// Distinct (source, source port): connections (a retransmitted
-    /// first packet, still "new" to conntrack, meets policy again), and
-    /// those the connection tracker counted traffic for.
+    /// Connections this interval: allowed ones once each (a retransmitted
+    /// first packet, still "new" to conntrack, meets policy again but is
+    /// the connection already followed), those the connection tracker
+    /// counted traffic for, and denied ones by distinct source.
+    flows: u64,
+    /// Distinct (source, source port) of denied packets.
     sports: Set<(IpAddr, Option<u16>)>,
     first: u64,
     last: u64,
@@ -80,13 +93,18 @@ struct Counts {
 }
 
 impl Counts {
-    /// Notes a connection's source; whether it is new to this record.
+    /// Notes a denied packet's source; whether it is new to this record.
     fn source(&mut self, ip: IpAddr, port: Option<u16>) -> bool {
         if self.sports.len() >= MAX_SOURCES && !self.sports.contains(&(ip, port)) {
             self.beyond += 1;
             return true;
         }
         self.sports.insert((ip, port))
+    }
+
+    /// The record's connections this interval.
+    fn connections(&self) -> u64 {
+        self.flows + self.sports.len() as u64 + self.beyond
     }
 }
 
@@ -127,13 +145,18 @@ pub struct Aggregator {
     /// Interned trace entries.
     entries: Vec<String>,
     interned: Map<String, u32>,
+    /// Interned traces (lists of entries).
+    traces: Vec<Vec<u32>>,
+    trace_ids: Map<Vec<u32>, u32>,
+    /// Flushes so far: the interval being aggregated.
+    interval: u64,
     /// Each address's end as first seen this interval.
     ends: Map<IpAddr, End>,
     /// Deciding packets per (trace entry, reporter) since the last take.
     hits: Map<(u32, &'static str), u64>,
     /// Allowed connections logged (by group and connection tuple), and the
     /// record they count under, while the connection tracker holds them.
-    conns: Map<(u16, calico_kernel::conntrack::ConnTuple), Key>,
+    conns: Map<(u16, calico_kernel::conntrack::ConnTuple), Followed>,
     /// Each tracked connection's counters at the last accounting (by id):
     /// source to destination packets and bytes, then back.
     counted: Map<u64, [u64; 4]>,
@@ -155,6 +178,17 @@ impl Aggregator {
         let id = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
         self.entries.push(entry.clone());
         self.interned.insert(entry, id);
+        id
+    }
+
+    /// The id of a trace; allocates only for a trace not met before.
+    fn trace_id(&mut self, trace: &[u32]) -> u32 {
+        if let Some(&id) = self.trace_ids.get(trace) {
+            return id;
+        }
+        let id = u32::try_from(self.traces.len()).unwrap_or(u32::MAX);
+        self.traces.push(trace.to_vec());
+        self.trace_ids.insert(trace.to_vec(), id);
         id
     }
 
@@ -180,14 +214,24 @@ impl Aggregator {
     /// Takes one logged packet at `now` (Unix seconds); returns the
     /// deciding rule's trace entry and the reporter (None when the packet
     /// was a Pass on its way, or could not be read back).
-    pub fn add(&mut self, names: &Names, p: &Logged, now: u64) -> Option<(&str, &'static str)> {
-        let Some(t) = tuple(&p.payload) else {
+    pub fn add<'p>(
+        &mut self,
+        names: &Names,
+        p: impl Into<LoggedRef<'p>>,
+        now: u64,
+    ) -> Option<(&str, &'static str)> {
+        let p: LoggedRef<'p> = p.into();
+        let Some(t) = tuple(p.payload) else {
             self.unreadable += 1;
             return None;
         };
         let pkey = (p.group, t);
-        let passed = self.passes.get(&pkey).map_or(0, Vec::len);
-        let Some((id, action)) = self.resolve(names, &p.prefix, passed) else {
+        let passed = if self.passes.is_empty() {
+            0
+        } else {
+            self.passes.get(&pkey).map_or(0, Vec::len)
+        };
+        let Some((id, action)) = self.resolve(names, p.prefix, passed) else {
             self.unreadable += 1;
             return None;
         };
@@ -195,8 +239,14 @@ impl Aggregator {
             self.passes.entry(pkey).or_default().push(id);
             return None;
         }
-        let mut trace = self.passes.remove(&pkey).unwrap_or_default();
-        trace.push(id);
+        let trace = match passed {
+            0 => self.trace_id(&[id]),
+            _ => {
+                let mut entries = self.passes.remove(&pkey).unwrap_or_default();
+                entries.push(id);
+                self.trace_id(&entries)
+            }
+        };
         let reporter = if p.group == calico_dataplane::flow_group(true) {
             "dst"
         } else {
@@ -215,25 +265,36 @@ impl Aggregator {
             dport: t.dport,
             trace,
         };
-        let k_copy = k.clone();
         let c = self.flows.entry(k).or_default();
         if c.packets == 0 {
             c.first = now;
         }
         c.packets += 1;
         c.last = now;
-        let new = c.source(t.src, t.sport);
         if action == "allow" {
+            // A connection already followed: its first packet again. One
+            // probe of the table either way.
+            let conn = (p.group, conn_tuple(&t));
+            let full = self.conns.len() >= MAX_FOLLOWED;
+            let interval = self.interval;
+            let new = match self.conns.entry(conn) {
+                std::collections::hash_map::Entry::Occupied(_) => false,
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    if full {
+                        self.untracked += 1;
+                    } else {
+                        v.insert(Followed { key: k, interval });
+                    }
+                    true
+                }
+            };
             if new {
                 c.started += 1;
-                if self.conns.len() < MAX_FOLLOWED {
-                    self.conns.insert((p.group, conn_tuple(&t)), k_copy);
-                } else {
-                    self.untracked += 1;
-                }
+                c.flows += 1;
             }
         } else {
-            let len = ip_len(&p.payload);
+            c.source(t.src, t.sport);
+            let len = ip_len(p.payload);
             if reporter == "dst" {
                 c.packets_in += 1;
                 c.bytes_in += len;
@@ -258,7 +319,7 @@ impl Aggregator {
         ];
         for conn in &table.conns {
             for group in groups {
-                let Some(key) = self.conns.get(&(group, conn.tuple)) else {
+                let Some(followed) = self.conns.get_mut(&(group, conn.tuple)) else {
                     continue;
                 };
                 present.insert((group, conn.tuple));
@@ -275,12 +336,15 @@ impl Aggregator {
                     .zip(before)
                     .map(|(n, b)| n.saturating_sub(b))
                     .collect();
-                let c = self.flows.entry(key.clone()).or_default();
+                let c = self.flows.entry(followed.key).or_default();
                 if c.first == 0 {
                     c.first = now;
                 }
                 c.last = now;
-                c.source(conn.tuple.src, conn.tuple.sport);
+                if followed.interval != self.interval {
+                    followed.interval = self.interval;
+                    c.flows += 1;
+                }
                 c.live += 1;
                 // In and out as the reporter sees them.
                 if group == groups[0] {
@@ -305,13 +369,15 @@ impl Aggregator {
             .copied()
             .collect();
         for k in gone {
-            if let Some(key) = self.conns.remove(&k) {
-                let c = self.flows.entry(key).or_default();
+            if let Some(followed) = self.conns.remove(&k) {
+                let c = self.flows.entry(followed.key).or_default();
                 if c.first == 0 {
                     c.first = now;
                 }
                 c.last = c.last.max(now);
-                c.source(k.1.src, k.1.sport);
+                if followed.interval != self.interval {
+                    c.flows += 1;
+                }
                 c.completed += 1;
             }
         }
@@ -337,6 +403,7 @@ impl Aggregator {
     /// each with its pending trace when `names` has staged policies.
     pub fn flush(&mut self, node: &str, names: &Names) -> Vec<FlowRecord> {
         self.passes.clear();
+        self.interval += 1;
         // Addresses met only through the connection tracker are named now.
         let keys: Vec<(IpAddr, IpAddr)> = self.flows.keys().map(|k| (k.src, k.dst)).collect();
         for (a, b) in keys {
@@ -353,12 +420,11 @@ impl Aggregator {
             } else {
                 "src"
             };
-            let trace = k
-                .trace
+            let trace = self.traces[k.trace as usize]
                 .iter()
                 .map(|id| self.entries[*id as usize].clone())
                 .collect();
-            let flows = c.sports.len() as u64 + c.beyond;
+            let flows = c.connections();
             let pending = names.pending.as_ref().map_or_else(Vec::new, |p| {
                 p.0.trace(reporter == "dst", k.src, k.dst, k.proto, k.dport)
             });
@@ -398,9 +464,11 @@ impl Aggregator {
         }
         // Interned entries are kept while the names stay the same (and
         // with them the connections that refer to them).
-        if self.entries.len() > 100_000 {
+        if self.entries.len() > 100_000 || self.traces.len() > 100_000 {
             self.entries.clear();
             self.interned.clear();
+            self.traces.clear();
+            self.trace_ids.clear();
             self.resolved.clear();
             self.conns.clear();
         }

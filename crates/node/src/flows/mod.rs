@@ -124,17 +124,22 @@ pub fn start(
             let mut last = Instant::now();
             let mut seen = ExportSeen::default();
             loop {
-                match log.recv(Duration::from_millis(250)) {
-                    Ok(packets) => {
+                let unreadable = agg.unreadable;
+                // The names are locked once packets have come (not while
+                // waiting), for the whole batch.
+                let mut locked = None;
+                let got = log.recv_each(Duration::from_millis(250), |p| {
+                    let (names, now) = locked.get_or_insert_with(|| {
                         let names = names
                             .lock()
                             .unwrap_or_else(std::sync::PoisonError::into_inner);
-                        let now = unix_now();
-                        let unreadable = agg.unreadable;
-                        for p in &packets {
-                            agg.add(&names, p, now);
-                        }
-                        drop(names);
+                        (names, unix_now())
+                    });
+                    agg.add(names, p, *now);
+                });
+                drop(locked);
+                match got {
+                    Ok(_) => {
                         for (entry, reporter, n) in agg.take_hits() {
                             metrics
                                 .rule_packets

@@ -196,15 +196,22 @@ fn the_connection_tracker_counts_allowed_connections_both_ways() {
             r[0].packets_in,
             r[0].bytes_out,
             r[0].num_flows_started,
-            r[0].num_flows_live
+            r[0].num_flows_live,
+            r[0].num_flows
         ),
-        (7, 360, 0, 1)
+        (7, 360, 0, 1, 1),
+        "a connection carried over counts once in the next interval"
     );
     a.account(&parse(""), 130);
     let r = a.flush("node-1", &n);
     assert_eq!(
-        (r[0].num_flows_completed, r[0].num_flows_live, r[0].packets),
-        (1, 0, 0)
+        (
+            r[0].num_flows_completed,
+            r[0].num_flows_live,
+            r[0].packets,
+            r[0].num_flows
+        ),
+        (1, 0, 0, 1)
     );
     assert!(!a.tracking());
     assert!(a.flush("node-1", &n).is_empty());
