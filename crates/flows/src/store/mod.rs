@@ -138,6 +138,9 @@ fn table(r: Resolution) -> &'static str {
     }
 }
 
+/// How much of the file SQLite maps into memory for reading, at most.
+const MMAP_BYTES: i64 = 1 << 30;
+
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
@@ -151,6 +154,13 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(open)?;
+        // The indexes' hot pages stay in memory (64 MiB of cache, pages
+        // mapped rather than copied in): inserting at the end of three
+        // indexes then costs no reads.
+        conn.pragma_update(None, "cache_size", -65_536)
+            .map_err(open)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)
             .map_err(open)?;
         conn.execute_batch(&(schema("flows") + &schema("flows_hourly")))
             .map_err(open)?;
@@ -169,6 +179,8 @@ impl Store {
         )
         .map_err(open)?;
         conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(open)?;
+        conn.pragma_update(None, "mmap_size", MMAP_BYTES)
             .map_err(open)?;
         Ok(Store { conn })
     }
