@@ -111,12 +111,15 @@ fn main() {
     })
     .expect("exporter");
     let start = Instant::now();
+    let cpu_before = cpu_seconds();
     x.offer(flows[..e2e_total as usize].iter().cloned());
     while x.stats().sent.load(Ordering::Relaxed) < e2e_total {
         assert!(start.elapsed() < Duration::from_secs(600), "ingest stalled");
         std::thread::sleep(Duration::from_millis(5));
     }
     let e2e_rate = e2e_total as f64 / start.elapsed().as_secs_f64();
+    // Every thread of this process (the exporter's encoding included).
+    let e2e_per_cpu = e2e_total as f64 / (cpu_seconds() - cpu_before);
     drop(x);
     drop(svc);
 
@@ -178,6 +181,10 @@ fn main() {
         e2e_rate / 100_000.0
     );
     println!(
+        "    per CPU-second (client and service, all threads) {e2e_per_cpu:>8.0} records   ratio to goal {:.2}",
+        e2e_per_cpu / 100_000.0
+    );
+    println!(
         "  query over HTTP ({} queries)     p50 {:>7.1} ms   p99 {:>7.1} ms   ratio to goal {:.2} (goal p99 < 200 ms)",
         times.len(),
         p(0.5).as_secs_f64() * 1e3,
@@ -190,6 +197,14 @@ fn main() {
         .map(|(q, d)| format!("{q:?} {:.0} ms", d.as_secs_f64() * 1e3))
         .collect();
     println!("  slowest queries: {}", worst.join(", "));
+}
+
+/// CPU time this process has used, user and system, in seconds.
+fn cpu_seconds() -> f64 {
+    let u = nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF)
+        .expect("getrusage");
+    let t = |v: nix::sys::time::TimeVal| v.tv_sec() as f64 + v.tv_usec() as f64 / 1e6;
+    t(u.user_time()) + t(u.system_time())
 }
 
 /// A query's name for the report (its parameters' names).

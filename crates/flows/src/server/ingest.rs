@@ -1,12 +1,19 @@
 //! The gRPC side: a node's stream of batches, each checked, stored and
 //! acknowledged.
 
-use super::{App, MAX_BATCH};
+use super::{App, Stored, MAX_BATCH};
 use crate::proto::flow_collector_server::FlowCollector;
 use crate::proto::{FlowBatch, PushAck};
 use std::pin::Pin;
 use std::sync::Arc;
 use tracing::{info, warn};
+
+/// A batch on its way to the store, in the order it came.
+struct Pending {
+    sequence: u64,
+    refused: u64,
+    stored: tokio::sync::oneshot::Receiver<Stored>,
+}
 
 #[derive(Debug, Clone)]
 pub(super) struct Ingest(pub(super) Arc<App>);
@@ -27,6 +34,33 @@ impl FlowCollector for Ingest {
         let certs = request.peer_certs();
         let mut inbound = request.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(16);
+        // Batches are read, checked and queued for the writer while earlier
+        // ones are being stored; acknowledgements go back in order, each
+        // once its batch is stored (an acknowledgement covers everything
+        // before it, so none may overtake a batch not yet stored).
+        let (order, mut ordered) = tokio::sync::mpsc::channel::<Pending>(16);
+        let app = self.0.clone();
+        let acks = tx.clone();
+        tokio::spawn(async move {
+            while let Some(p) = ordered.recv().await {
+                let reply = match p.stored.await {
+                    Ok(Ok(flows)) => Ok(PushAck {
+                        sequence: p.sequence,
+                        stored: app.stored(flows, p.refused),
+                        refused: p.refused,
+                    }),
+                    Ok(Err(e)) => {
+                        warn!("storing flows: {e}");
+                        Err(tonic::Status::unavailable(format!("storing flows: {e}")))
+                    }
+                    Err(_) => Err(tonic::Status::unavailable("the flow store is closed")),
+                };
+                let end = reply.is_err();
+                if acks.send(reply).await.is_err() || end {
+                    return;
+                }
+            }
+        });
         let app = self.0.clone();
         tokio::spawn(async move {
             loop {
@@ -59,19 +93,14 @@ impl FlowCollector for Ingest {
                     }
                 }
                 let sequence = batch.sequence;
-                let reply = match app.ingest(batch).await {
-                    Ok((stored, refused)) => Ok(PushAck {
-                        sequence,
-                        stored,
-                        refused,
-                    }),
-                    Err(e) => {
-                        warn!("storing flows: {e}");
-                        Err(tonic::Status::unavailable(format!("storing flows: {e}")))
-                    }
+                let (flows, refused) = App::check_batch(batch);
+                let stored = app.submit(flows).await;
+                let pending = Pending {
+                    sequence,
+                    refused,
+                    stored,
                 };
-                let end = reply.is_err();
-                if tx.send(reply).await.is_err() || end {
+                if order.send(pending).await.is_err() {
                     return;
                 }
             }

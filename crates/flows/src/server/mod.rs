@@ -133,7 +133,9 @@ pub struct Config {
 #[derive(Debug)]
 struct App {
     db: PathBuf,
-    writer: Mutex<Store>,
+    writer: Arc<Mutex<Store>>,
+    /// The writer thread's queue (`write_groups`).
+    jobs: tokio::sync::mpsc::Sender<Job>,
     readers: Mutex<Vec<Store>>,
     live: broadcast::Sender<Arc<Flow>>,
     metrics: Metrics,
@@ -180,8 +182,8 @@ impl App {
         out
     }
 
-    /// Checks and stores one batch; returns (stored, refused).
-    async fn ingest(self: &Arc<Self>, batch: FlowBatch) -> Result<(u64, u64), StoreError> {
+    /// Checks a batch's records: those that pass, and how many did not.
+    fn check_batch(batch: FlowBatch) -> (Vec<Flow>, u64) {
         let node_ok = crate::store::check(&Flow {
             node: batch.node.clone(),
             ..sample()
@@ -201,16 +203,22 @@ impl App {
         if refused > 0 {
             warn!("node {:?}: {refused} flow records refused", batch.node);
         }
-        let app = self.clone();
-        let flows = tokio::task::spawn_blocking(move || {
-            app.writer
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(&flows)
-                .map(|()| flows)
-        })
-        .await
-        .expect("the insert task does not panic")?;
+        (flows, refused)
+    }
+
+    /// Queues checked records for the writer (waiting while its queue is
+    /// full); the answer comes once they are stored.
+    async fn submit(&self, flows: Vec<Flow>) -> tokio::sync::oneshot::Receiver<Stored> {
+        let (done, answer) = tokio::sync::oneshot::channel();
+        if let Err(refused) = self.jobs.send(Job { flows, done }).await {
+            // The writer is gone (shutting down): say so.
+            let _ = refused.0.done.send(Err(StoreError::Closed));
+        }
+        answer
+    }
+
+    /// Counts stored records and hands them to the live stream.
+    fn stored(&self, flows: Vec<Flow>, refused: u64) -> u64 {
         let stored = flows.len() as u64;
         self.metrics.batches.inc();
         self.metrics.ingested.inc_by(stored);
@@ -219,7 +227,54 @@ impl App {
         for f in flows {
             let _ = self.live.send(Arc::new(f));
         }
-        Ok((stored, refused))
+        stored
+    }
+}
+
+/// A batch's records, stored (given back, for the live stream) or not.
+type Stored = Result<Vec<Flow>, StoreError>;
+
+/// Records for the writer, and where to say they are stored.
+#[derive(Debug)]
+struct Job {
+    flows: Vec<Flow>,
+    done: tokio::sync::oneshot::Sender<Stored>,
+}
+
+/// Records one transaction takes at most when batches are waiting.
+const GROUP: usize = 5_000;
+
+/// The writer: takes the batches waiting (from every node's stream) and
+/// stores them in one transaction, so the commit's cost is shared; if
+/// that fails, each batch is tried alone and answered for itself. Ends
+/// when the service drops the queue.
+fn write_groups(store: &Mutex<Store>, mut jobs: tokio::sync::mpsc::Receiver<Job>) {
+    while let Some(first) = jobs.blocking_recv() {
+        let mut group = vec![first];
+        let mut records = group[0].flows.len();
+        while records < GROUP {
+            match jobs.try_recv() {
+                Ok(j) => {
+                    records += j.flows.len();
+                    group.push(j);
+                }
+                Err(_) => break,
+            }
+        }
+        let mut store = store
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let together = match group.as_slice() {
+            [one] => store.insert(&one.flows),
+            _ => store.insert_groups(group.iter().map(|j| j.flows.as_slice())),
+        };
+        for j in group {
+            let result = match &together {
+                Ok(()) => Ok(j.flows),
+                Err(_) => store.insert(&j.flows).map(|()| j.flows),
+            };
+            let _ = j.done.send(result);
+        }
     }
 }
 
@@ -266,9 +321,19 @@ async fn serve(
     use anyhow::Context;
     let writer = Store::open(&config.db)?;
     let held = writer.count()?;
+    let writer = Arc::new(Mutex::new(writer));
+    let (jobs, queue) = tokio::sync::mpsc::channel(64);
+    {
+        let writer = writer.clone();
+        std::thread::Builder::new()
+            .name("flow-writer".into())
+            .spawn(move || write_groups(&writer, queue))
+            .context("starting the writer thread")?;
+    }
     let app = Arc::new(App {
         db: config.db.clone(),
-        writer: Mutex::new(writer),
+        writer,
+        jobs,
         readers: Mutex::new(Vec::new()),
         live: broadcast::channel(4096).0,
         metrics: Metrics::new(),
@@ -450,5 +515,40 @@ impl Drop for Running {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Batches queued together are stored in one transaction, and each
+    /// submitter gets back exactly its own records.
+    #[test]
+    fn the_writer_stores_waiting_batches_together_and_answers_each() {
+        let dir = tempfile::tempdir().expect("dir");
+        let store = Mutex::new(Store::open(&dir.path().join("f.db")).expect("store"));
+        let (jobs, queue) = tokio::sync::mpsc::channel(8);
+        let mut answers = Vec::new();
+        for (node, n) in [("a", 2), ("b", 3), ("c", 1)] {
+            let (done, answer) = tokio::sync::oneshot::channel();
+            let flows = (0..n)
+                .map(|_| Flow {
+                    node: node.into(),
+                    ..sample()
+                })
+                .collect();
+            jobs.blocking_send(Job { flows, done }).expect("queued");
+            answers.push((node, n, answer));
+        }
+        drop(jobs);
+        write_groups(&store, queue);
+        for (node, n, answer) in answers {
+            let flows = answer.blocking_recv().expect("answered").expect("stored");
+            assert_eq!(flows.len(), n);
+            assert!(flows.iter().all(|f| f.node == node));
+        }
+        let held = store.lock().expect("lock").count().expect("count");
+        assert_eq!(held, 6);
     }
 }

@@ -31,6 +31,8 @@ pub enum StoreError {
         #[source]
         cause: rusqlite::Error,
     },
+    #[error("the flow store is closed")]
+    Closed,
 }
 
 fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
@@ -187,6 +189,14 @@ impl Store {
 
     /// Stores checked records in one transaction.
     pub fn insert(&mut self, flows: &[Flow]) -> Result<(), StoreError> {
+        self.insert_groups([flows])
+    }
+
+    /// Stores several lists of checked records in one transaction: all or none.
+    pub fn insert_groups<'a>(
+        &mut self,
+        groups: impl IntoIterator<Item = &'a [Flow]>,
+    ) -> Result<(), StoreError> {
         let tx = self.conn.transaction().map_err(sql("insert"))?;
         {
             let mut stmt = tx
@@ -194,7 +204,7 @@ impl Store {
                     "INSERT INTO flows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
                 ))
                 .map_err(sql("insert"))?;
-            for f in flows {
+            for f in groups.into_iter().flatten() {
                 stmt.execute(params_from_iter(row_values(f)))
                     .map_err(sql("insert"))?;
             }
