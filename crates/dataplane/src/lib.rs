@@ -25,14 +25,16 @@
 //! sets: one v4 and one v6 set per selector; named ports as addr . proto . port.
 //! ```
 
+mod readback;
 mod render;
 mod table;
 
+pub use readback::ReadBackError;
 pub use render::{
     build, build_with, flow_group, policy_chain, profile_chain, render, EndpointToHost, NodeRules,
     VxlanSources,
 };
-pub use table::{Chain, Collection, Table};
+pub use table::{rule_tag, Chain, Collection, Table};
 
 /// The one table calico-rs owns (`inet calico`).
 pub const TABLE: &str = "calico";

@@ -4,8 +4,26 @@
 //! smallest transaction that turns one into the other (the delta).
 
 use crate::TABLE;
+use sha1::{Digest, Sha1};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write;
+
+/// The tag a rule carries in the kernel (`comment "cali:<hash>"`): what
+/// tells our rules apart when the table is read back, whatever words nft
+/// prints them in (Calico tags its iptables rules the same way).
+pub fn rule_tag(rule: &str) -> String {
+    let hash: String = Sha1::digest(rule.as_bytes())
+        .iter()
+        .take(8)
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("cali:{hash}")
+}
+
+/// A rule as sent to nft: its text and its tag.
+fn tagged(rule: &str) -> String {
+    format!("{rule} comment \"{}\"", rule_tag(rule))
+}
 
 /// A set or a verdict map: its declaration and its elements.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -60,12 +78,19 @@ impl Table {
                 let _ = writeln!(t, "\t\t{h}");
             }
             for r in &c.rules {
-                let _ = writeln!(t, "\t\t{r}");
+                let _ = writeln!(t, "\t\t{}", tagged(r));
             }
             let _ = writeln!(t, "\t}}");
         }
         let _ = writeln!(t, "}}");
         t
+    }
+
+    /// The kernel's copy of the table (`nft -j list table inet calico`'s
+    /// output) as a value to take a delta from, in `self`'s words where
+    /// they mean the same (see `readback`).
+    pub fn from_kernel(json: &str, desired: &Table) -> Result<Table, crate::ReadBackError> {
+        crate::readback::from_kernel(json, desired)
     }
 
     /// The commands that turn `old` (what the kernel holds) into `self`, in
@@ -112,7 +137,7 @@ impl Table {
                 }
             }
             for r in &c.rules {
-                let _ = writeln!(rules, "add rule {t} {} {r}", c.name);
+                let _ = writeln!(rules, "add rule {t} {} {}", c.name, tagged(r));
             }
         }
         for c in &self.collections {

@@ -79,17 +79,49 @@ pub trait Firewall: Send {
         ))
     }
 
+    /// The kernel's copy of table `inet calico`, as `nft -j list table`
+    /// prints it; None when there is none (or this firewall cannot say).
+    fn list(&self) -> Result<Option<String>, ApplyError> {
+        Ok(None)
+    }
+
     /// Brings the kernel from `old` (what was last applied) to `new`: the
     /// delta when there is one, in one transaction. If the kernel no
     /// longer holds `old` (someone changed or deleted our table) the delta
     /// is refused and the whole table is replaced instead, which repairs it.
+    ///
+    /// Without `old` (a refresh, or this process's first apply) the
+    /// kernel's table is read back and only the difference is sent
+    /// (`Verified` when there is none): replacing a table with large sets
+    /// drops packets while it happens. The whole table is loaded only when
+    /// there is none, it does not read back, or the difference cannot be
+    /// expressed or is refused.
     fn update(&self, old: Option<&Table>, new: &Table) -> Result<Applied, ApplyError> {
-        if let Some(script) = old.and_then(|o| new.delta(o)) {
-            if script.is_empty() {
-                return Ok(Applied::Unchanged);
+        match old {
+            Some(o) => {
+                if let Some(script) = new.delta(o) {
+                    if script.is_empty() {
+                        return Ok(Applied::Unchanged);
+                    }
+                    if self.run(&script).is_ok() {
+                        return Ok(Applied::Delta);
+                    }
+                }
             }
-            if self.run(&script).is_ok() {
-                return Ok(Applied::Delta);
+            None => {
+                let kernel = self
+                    .list()
+                    .ok()
+                    .flatten()
+                    .and_then(|json| Table::from_kernel(&json, new).ok());
+                if let Some(script) = kernel.and_then(|k| new.delta(&k)) {
+                    if script.is_empty() {
+                        return Ok(Applied::Verified);
+                    }
+                    if self.run(&script).is_ok() {
+                        return Ok(Applied::Reconciled);
+                    }
+                }
             }
         }
         self.apply(&new.to_text()).map(|()| Applied::Full)

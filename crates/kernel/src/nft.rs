@@ -23,6 +23,11 @@ pub enum Applied {
     Delta,
     /// The whole table was replaced.
     Full,
+    /// The kernel's table was read back and held exactly what was wanted:
+    /// nothing was sent.
+    Verified,
+    /// The kernel's table was read back and only the difference was sent.
+    Reconciled,
 }
 
 /// Where nft runs: this process's network namespace, or a named one
@@ -39,16 +44,20 @@ impl Nft {
         }
     }
 
-    fn run(&self, script: &str) -> Result<(), ApplyError> {
-        let mut cmd = match &self.netns {
+    fn command(&self) -> Command {
+        match &self.netns {
             None => Command::new("nft"),
             Some(ns) => {
                 let mut c = Command::new("nsenter");
                 c.arg(format!("--net=/run/netns/{ns}")).arg("nft");
                 c
             }
-        };
-        let mut child = cmd
+        }
+    }
+
+    fn run(&self, script: &str) -> Result<(), ApplyError> {
+        let mut child = self
+            .command()
             .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
@@ -74,5 +83,24 @@ impl Nft {
 impl crate::Firewall for Nft {
     fn run(&self, script: &str) -> Result<(), ApplyError> {
         Nft::run(self, script)
+    }
+
+    fn list(&self) -> Result<Option<String>, ApplyError> {
+        let out = self
+            .command()
+            .args(["-j", "list", "table", "inet", TABLE])
+            .output()
+            .map_err(ApplyError::Spawn)?;
+        if out.status.success() {
+            return String::from_utf8(out.stdout)
+                .map(Some)
+                .map_err(|_| ApplyError::Refused("nft listed non-UTF-8 text".into()));
+        }
+        let why = String::from_utf8_lossy(&out.stderr).trim().to_string();
+        if why.contains("No such file or directory") {
+            Ok(None)
+        } else {
+            Err(ApplyError::Refused(why))
+        }
     }
 }

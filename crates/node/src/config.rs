@@ -25,7 +25,8 @@ pub struct Overrides {
     /// Trace, Debug, Info, Warning, Error, Fatal or Panic.
     #[arg(long, env = "FELIX_LOGSEVERITYSCREEN")]
     pub log_severity_screen: Option<String>,
-    /// Seconds between full rewrites of the nftables table.
+    /// Seconds between read-backs of the nftables table (what differs is
+    /// repaired by the difference).
     #[arg(long, env = "FELIX_NFTABLESREFRESHINTERVAL")]
     pub nftables_refresh_interval: Option<u64>,
     /// Seconds between full route resyncs.

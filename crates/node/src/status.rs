@@ -43,6 +43,8 @@ pub struct Metrics {
     pub set_members: Gauge,
     pub resyncs: Counter,
     pub apply_errors: Counter,
+    /// Refreshes that found table `inet calico` changed behind our back.
+    pub nft_repairs: Counter,
     pub apply_seconds: Histogram,
     /// Records skipped as bad (unreadable, or endpoints that cannot be programmed).
     pub bad_records: Gauge,
@@ -82,6 +84,7 @@ impl Metrics {
             set_members: Gauge::default(),
             resyncs: Counter::default(),
             apply_errors: Counter::default(),
+            nft_repairs: Counter::default(),
             apply_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             bad_records: Gauge::default(),
             rule_packets: Family::default(),
@@ -118,6 +121,11 @@ impl Metrics {
             "dataplane_apply_errors",
             "Rulesets the kernel refused",
             m.apply_errors.clone(),
+        );
+        registry.register(
+            "dataplane_drift_repairs",
+            "Refreshes that found the nftables table changed behind the agent's back and repaired it by the difference",
+            m.nft_repairs.clone(),
         );
         registry.register(
             "dataplane_apply_seconds",

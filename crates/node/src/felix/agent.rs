@@ -370,6 +370,11 @@ impl Agent {
             .plan(&self.node, cfg, mtu_file, self.kernel.tunnels.as_deref());
         let sources = crate::overlay::vxlan_sources(&overlay, cfg.vxlan_port);
         let table = calico_dataplane::build_with(&self.state, &cfg.node_rules(sources));
+        // A refresh: the kernel's table is read back and compared (see
+        // `Firewall::update`). Nothing changed on our side since the last
+        // apply: any difference found is drift.
+        let unchanged_refresh = self.last_full.elapsed() >= cfg.nftables_refresh
+            && self.applied.as_ref() == Some(&table);
         if self.last_full.elapsed() >= cfg.nftables_refresh {
             self.applied = None;
         }
@@ -377,8 +382,13 @@ impl Agent {
         match self.kernel.firewall.update(self.applied.as_ref(), &table) {
             Ok(Applied::Unchanged) => {}
             Ok(how) => {
-                if how == Applied::Full {
+                // The kernel's whole table was checked (read back) or loaded.
+                if matches!(how, Applied::Full | Applied::Verified | Applied::Reconciled) {
                     self.last_full = Instant::now();
+                }
+                if unchanged_refresh && how == Applied::Reconciled {
+                    warn!("nftables: table inet calico was changed behind this agent's back; repaired by the difference");
+                    self.metrics.nft_repairs.inc();
                 }
                 debug!("nftables: {how:?} update in {:?}", start.elapsed());
                 self.metrics
