@@ -126,6 +126,25 @@ fn is_vxlan(p: &IpPoolSpec) -> bool {
     p.vxlan_mode.is_some_and(|m| m != EncapMode::Never)
 }
 
+/// Outgoing NAT from the pools, as Felix sets it up: the CIDRs of the
+/// pools with `natOutgoing` (disabled ones too: their workloads keep
+/// their addresses), and of every pool (destinations never translated).
+pub fn nat_outgoing(
+    pools: &BTreeMap<String, IpPoolSpec>,
+) -> (
+    std::collections::BTreeSet<IpNet>,
+    std::collections::BTreeSet<IpNet>,
+) {
+    (
+        pools
+            .values()
+            .filter(|p| p.nat_outgoing)
+            .map(pool_net)
+            .collect(),
+        pools.values().map(pool_net).collect(),
+    )
+}
+
 /// The CIDRs of every VXLAN pool (any mode but Never): the agent routes
 /// their blocks, so BGP must not install routes inside them.
 pub fn vxlan_pool_nets(pools: &BTreeMap<String, IpPoolSpec>) -> Vec<IpNet> {

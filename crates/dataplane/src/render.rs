@@ -182,10 +182,26 @@ pub enum EndpointToHost {
     Accept,
 }
 
+/// Outgoing NAT (IPPool `natOutgoing`), as Felix does it: traffic from a
+/// `natOutgoing` pool to a destination outside every pool leaves with the
+/// node's address (masquerade: the outgoing interface's) or
+/// `natOutgoingAddress` (`to`); replies are translated back by conntrack.
+/// Traffic between pods, to pods of any pool (disabled ones included) and
+/// from pools without `natOutgoing` is left alone.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NatOutgoing {
+    /// The CIDRs of the pools with `natOutgoing: true`.
+    pub masquerade: BTreeSet<IpNet>,
+    /// The CIDRs of every pool.
+    pub pools: BTreeSet<IpNet>,
+    pub to: Option<std::net::IpAddr>,
+}
+
 /// The node's settings that shape the table beside the workloads' policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeRules {
     pub vxlan: VxlanSources,
+    pub nat: NatOutgoing,
     /// UDP port whose packets workloads may not send (VXLAN:
     /// `allowVXLANPacketsFromWorkloads` false); None: allowed.
     pub workload_vxlan_drop: Option<u16>,
@@ -206,6 +222,7 @@ impl Default for NodeRules {
     fn default() -> Self {
         NodeRules {
             vxlan: VxlanSources::default(),
+            nat: NatOutgoing::default(),
             workload_vxlan_drop: Some(4789),
             workload_ipip_drop: true,
             source_spoofing: false,
@@ -403,5 +420,57 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
             format!("iifname \"{WORKLOAD_INTERFACE_PREFIX}*\" counter drop"),
         ],
     });
+    nat_outgoing(&node.nat, &mut t);
     t
+}
+
+/// Outgoing NAT's sets and its `nat-postrouting` chain; nothing at all
+/// when no pool asks for it.
+fn nat_outgoing(nat: &NatOutgoing, t: &mut Table) {
+    if nat.masquerade.is_empty() {
+        return;
+    }
+    let mut rules = Vec::new();
+    for f in [Family::V4, Family::V6] {
+        let masquerade = outermost(&nat.masquerade, f);
+        if masquerade.is_empty() {
+            continue;
+        }
+        let ty = if f == Family::V4 {
+            "ipv4_addr"
+        } else {
+            "ipv6_addr"
+        };
+        let (from, pools) = (
+            format!("nat-masq-{}", f.suffix()),
+            format!("nat-pools-{}", f.suffix()),
+        );
+        t.collections.push(Collection {
+            kind: "set",
+            name: from.clone(),
+            decl: format!("type {ty}; flags interval; "),
+            elements: masquerade,
+        });
+        t.collections.push(Collection {
+            kind: "set",
+            name: pools.clone(),
+            decl: format!("type {ty}; flags interval; "),
+            elements: outermost(&nat.pools, f),
+        });
+        let action = match nat.to {
+            Some(to) if to.is_ipv4() == (f == Family::V4) => {
+                format!("snat {} to {to} fully-random", f.addr())
+            }
+            _ => "masquerade fully-random".to_string(),
+        };
+        rules.push(format!(
+            "{a} saddr @{from} {a} daddr != @{pools} {action}",
+            a = f.addr()
+        ));
+    }
+    t.chains.push(Chain {
+        name: "nat-postrouting".into(),
+        hook: Some("type nat hook postrouting priority srcnat; policy accept;".into()),
+        rules,
+    });
 }

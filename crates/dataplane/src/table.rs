@@ -97,7 +97,8 @@ impl Table {
     /// an order nft accepts within one transaction: new sets and chains
     /// first, then elements and rules, then what nothing refers to any more.
     /// `None` when a change cannot be expressed as a delta (a set whose
-    /// type changed, a base chain's hook); the caller loads the full table.
+    /// type changed, a base chain's hook changed); the caller loads the
+    /// full table. Base chains come and go like the others.
     /// An empty string means nothing changed.
     pub fn delta(&self, old: &Table) -> Option<String> {
         let t = format!("inet {TABLE}");
@@ -124,12 +125,14 @@ impl Table {
 
         for c in &self.chains {
             match old_chains.get(c.name.as_str()) {
-                None => {
-                    if c.hook.is_some() {
-                        return None;
+                None => match &c.hook {
+                    Some(hook) => {
+                        let _ = writeln!(create, "add chain {t} {} {{ {hook} }}", c.name);
                     }
-                    let _ = writeln!(create, "add chain {t} {}", c.name);
-                }
+                    None => {
+                        let _ = writeln!(create, "add chain {t} {}", c.name);
+                    }
+                },
                 Some(o) if o.hook != c.hook => return None,
                 Some(o) if o.rules == c.rules => continue,
                 Some(_) => {
@@ -179,9 +182,6 @@ impl Table {
         }
         for c in &old.chains {
             if !new_chains.contains_key(c.name.as_str()) {
-                if c.hook.is_some() {
-                    return None;
-                }
                 // Rules that jump elsewhere go first, so chains can be
                 // deleted in any order.
                 let _ = writeln!(rules, "flush chain {t} {}", c.name);

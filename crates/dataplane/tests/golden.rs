@@ -102,3 +102,52 @@ fn vxlan_only_from_other_nodes() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+#[test]
+fn outgoing_nat_translates_pool_traffic_leaving_the_pools_only() {
+    let state = DesiredState::default();
+    let plain = calico_dataplane::render(&state);
+    assert!(
+        !plain.contains("nat"),
+        "no natOutgoing pool, no NAT:\n{plain}"
+    );
+    let nets = |v: &[&str]| v.iter().map(|n| n.parse().expect("net")).collect();
+    let rules = calico_dataplane::NodeRules {
+        nat: calico_dataplane::NatOutgoing {
+            masquerade: nets(&["10.65.0.0/16", "fd00::/64"]),
+            pools: nets(&["10.65.0.0/16", "10.66.0.0/16", "fd00::/64"]),
+            to: Some("192.0.2.10".parse().expect("ip")),
+        },
+        ..Default::default()
+    };
+    let t = calico_dataplane::build_with(&state, &rules);
+    let chain = t
+        .chains
+        .iter()
+        .find(|c| c.name == "nat-postrouting")
+        .expect("a NAT chain");
+    assert_eq!(
+        chain.hook.as_deref(),
+        Some("type nat hook postrouting priority srcnat; policy accept;")
+    );
+    assert_eq!(
+        chain.rules,
+        vec![
+            "ip saddr @nat-masq-v4 ip daddr != @nat-pools-v4 snat ip to 192.0.2.10 fully-random",
+            "ip6 saddr @nat-masq-v6 ip6 daddr != @nat-pools-v6 masquerade fully-random",
+        ]
+    );
+    let elements = |name: &str| {
+        t.collections
+            .iter()
+            .find(|c| c.name == name)
+            .map(|c| c.elements.clone())
+            .unwrap_or_default()
+    };
+    assert_eq!(elements("nat-masq-v4"), vec!["10.65.0.0/16"]);
+    assert_eq!(
+        elements("nat-pools-v4"),
+        vec!["10.65.0.0/16", "10.66.0.0/16"]
+    );
+    assert_eq!(elements("nat-pools-v6"), vec!["fd00::/64"]);
+}

@@ -49,7 +49,7 @@ fn state_of(docs: &[calico_api::Resource], pick: u64) -> DesiredState {
 }
 
 /// Node-wide variants: the defaults; VXLAN peers of both families, flow
-/// logs, spoofing allowed.
+/// logs, spoofing allowed, outgoing NAT of both families (SNAT for IPv4).
 fn variants() -> Vec<NodeRules> {
     let busy = NodeRules {
         vxlan: VxlanSources {
@@ -69,6 +69,17 @@ fn variants() -> Vec<NodeRules> {
         },
         flow_logs: true,
         source_spoofing: true,
+        nat: calico_dataplane::NatOutgoing {
+            masquerade: ["10.65.0.0/16", "fd00::/64"]
+                .iter()
+                .map(|n| n.parse().expect("net"))
+                .collect(),
+            pools: ["10.65.0.0/16", "10.66.0.0/16", "fd00::/64"]
+                .iter()
+                .map(|n| n.parse().expect("net"))
+                .collect(),
+            to: Some("192.0.2.10".parse().expect("ip")),
+        },
         ..NodeRules::default()
     };
     vec![NodeRules::default(), busy]
@@ -249,7 +260,7 @@ fn a_table_edited_behind_our_back_is_repaired_by_the_difference() {
 }
 
 #[test]
-fn what_cannot_be_a_difference_is_loaded_whole() {
+fn what_cannot_be_a_difference_is_loaded_whole_and_foreign_objects_go() {
     let ns = Netns::new("nft-rb-full");
     let nft = Nft::in_netns(&ns.name);
     let docs = docs("service-accounts.yaml");
@@ -260,7 +271,18 @@ fn what_cannot_be_a_difference_is_loaded_whole() {
     // No table at all.
     assert_eq!(nft.update(None, &table).expect("first"), Applied::Full);
     let want = listing(&ns);
-    // A base chain someone hooked into our table.
+    // Our base chain's policy changed: not a difference a delta can make.
+    ns.ok(&[
+        "nft",
+        "chain",
+        "inet",
+        "calico",
+        "input",
+        "{ policy drop; }",
+    ]);
+    assert_eq!(nft.update(None, &table).expect("refresh"), Applied::Full);
+    assert_eq!(listing(&ns), want);
+    // A base chain someone hooked into our table: removed.
     ns.ok(&[
         "nft",
         "add",
@@ -270,7 +292,10 @@ fn what_cannot_be_a_difference_is_loaded_whole() {
         "sneaky",
         "{ type filter hook input priority 10; policy drop; }",
     ]);
-    assert_eq!(nft.update(None, &table).expect("refresh"), Applied::Full);
+    assert_eq!(
+        nft.update(None, &table).expect("refresh"),
+        Applied::Reconciled
+    );
     assert_eq!(listing(&ns), want);
     // A set of someone else's, with a flag we never write: removed.
     ns.ok(&[

@@ -32,6 +32,10 @@ pub struct Overrides {
     /// Seconds between full route resyncs.
     #[arg(long, env = "FELIX_ROUTEREFRESHINTERVAL")]
     pub route_refresh_interval: Option<u64>,
+    /// The source address for traffic of `natOutgoing` pools leaving
+    /// the pools (default: the outgoing interface's, masquerade).
+    #[arg(long, env = "FELIX_NATOUTGOINGADDRESS")]
+    pub nat_outgoing_address: Option<std::net::IpAddr>,
     #[arg(long, env = "FELIX_ROUTESYNCDISABLED")]
     pub route_sync_disabled: Option<bool>,
     /// Build the VXLAN overlay where pools ask for it (default true).
@@ -126,6 +130,8 @@ pub struct Config {
     pub source_spoofing: bool,
     /// Flow records (`flowLogsFileEnabled`): where and how often.
     pub flow_logs: Option<FlowLogs>,
+    /// `natOutgoingAddress`: SNAT to it instead of masquerading.
+    pub nat_outgoing_address: Option<std::net::IpAddr>,
 }
 
 /// Where flow records go and how often they are flushed.
@@ -172,6 +178,7 @@ const HONOURED: &[&str] = &[
     "flowLogsFileDirectory",
     "flowLogsFlushInterval",
     "flowLogsGoldmaneServer",
+    "natOutgoingAddress",
     // Accepted and matching what this agent does anyway.
     "nftablesMode",
     "bpfEnabled",
@@ -202,7 +209,14 @@ impl Config {
         };
         let d = |f: &str| layers.iter().find_map(|s| s.get_duration(f));
         let secs = |v: Option<u64>| v.map(Duration::from_secs);
+        let addr = |f: &str| {
+            layers.iter().find_map(|s| {
+                s.get_str(f)
+                    .and_then(|v| v.parse::<std::net::IpAddr>().ok())
+            })
+        };
         let config = Config {
+            nat_outgoing_address: o.nat_outgoing_address.or(addr("natOutgoingAddress")),
             health_enabled: o.health_enabled.or(b("healthEnabled")).unwrap_or(true),
             health_host: o
                 .health_host
@@ -328,9 +342,15 @@ impl Config {
 
     /// The node's part of the nft table: tunnels from workloads, source
     /// spoofing, workload-to-host traffic, and who may send VXLAN.
-    pub fn node_rules(&self, vxlan: calico_dataplane::VxlanSources) -> calico_dataplane::NodeRules {
+    pub fn node_rules(
+        &self,
+        vxlan: calico_dataplane::VxlanSources,
+        mut nat: calico_dataplane::NatOutgoing,
+    ) -> calico_dataplane::NodeRules {
+        nat.to = self.nat_outgoing_address;
         calico_dataplane::NodeRules {
             vxlan,
+            nat,
             workload_vxlan_drop: (!self.allow_vxlan_from_workloads).then_some(self.vxlan_port),
             workload_ipip_drop: !self.allow_ipip_from_workloads,
             source_spoofing: self.source_spoofing,

@@ -16,6 +16,8 @@ enum Ty {
     Int(i64, i64),
     Duration,
     Str,
+    /// An IPv4 or IPv6 address.
+    Addr,
     OneOf(&'static [&'static str]),
     Strings,
     /// `[{protocol, port, net?}]`
@@ -74,7 +76,7 @@ const FIELDS: &[(&str, Ty)] = &[
     ("metadataAddr", Ty::Str),
     ("metadataPort", Ty::Int(1, 65535)),
     ("mtuIfacePattern", Ty::Str),
-    ("natOutgoingAddress", Ty::Str),
+    ("natOutgoingAddress", Ty::Addr),
     ("natPortRange", Ty::Str),
     ("netlinkTimeout", Ty::Duration),
     ("nftablesFilterAllowAction", Ty::OneOf(ACTIONS)),
@@ -170,6 +172,13 @@ fn check_value(e: &mut Errors, path: &str, ty: Ty, value: &Value) {
             None => e.add(path, "must be a duration string (like 90s)"),
         },
         Ty::Str if !value.is_string() => e.add(path, "must be a string"),
+        Ty::Addr
+            if !value
+                .as_str()
+                .is_some_and(|v| v.parse::<std::net::IpAddr>().is_ok()) =>
+        {
+            e.add(path, "must be an IPv4 or IPv6 address");
+        }
         Ty::OneOf(allowed) => match value.as_str() {
             Some(text) => e.one_of(path, text, allowed),
             None => e.add(path, format!("must be one of {}", allowed.join(", "))),

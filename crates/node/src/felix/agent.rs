@@ -369,7 +369,13 @@ impl Agent {
             .overlay
             .plan(&self.node, cfg, mtu_file, self.kernel.tunnels.as_deref());
         let sources = crate::overlay::vxlan_sources(&overlay, cfg.vxlan_port);
-        let table = calico_dataplane::build_with(&self.state, &cfg.node_rules(sources));
+        let (masquerade, pools) = calico_calc::overlay::nat_outgoing(&self.overlay.inputs.pools);
+        let nat = calico_dataplane::NatOutgoing {
+            masquerade,
+            pools,
+            to: None,
+        };
+        let table = calico_dataplane::build_with(&self.state, &cfg.node_rules(sources, nat));
         // A refresh: the kernel's table is read back and compared (see
         // `Firewall::update`). Nothing changed on our side since the last
         // apply: any difference found is drift.

@@ -1,0 +1,195 @@
+//! Outgoing NAT on real packets: pods wired by the CNI plugin in a
+//! `natOutgoing` pool reach an external host (a namespace beyond the
+//! node's second interface) as the node's address; replies come back
+//! through conntrack; traffic between pods keeps its addresses; with
+//! `natOutgoing: false` the external host sees the pod's own address (it
+//! has a route back, so "not translated" is told from "dropped"); with
+//! `natOutgoingAddress` it sees that address. The external host answers
+//! every connection with the source address it saw.
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
+
+use calico_test_support::{add_pod, KillOnDrop, Netns};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn bin(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_calico-node")).with_file_name(name)
+}
+
+fn apply(db: &str, dir: &Path, yaml: &str) {
+    let file = dir.join(format!("{}.yaml", calico_test_support::unique("m")));
+    std::fs::write(&file, yaml).expect("write");
+    let out = Command::new(bin("calicoctl"))
+        .args(["--config", "/nonexistent", "apply", "-f"])
+        .arg(&file)
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("calicoctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Answers every connection on 8080 with the source address it came from.
+const ECHO_PEER: &str = "
+import socket
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('0.0.0.0', 8080)); s.listen(64)
+while True:
+    c, a = s.accept(); c.sendall(a[0].encode()); c.close()
+";
+
+/// The address `ip`:8080 saw this connection come from; None if it was
+/// dropped (timed out). A refusal (nothing listening) fails the test.
+fn seen_as(from: &Netns, ip: &str) -> Option<String> {
+    let code = format!(
+        "import socket, sys\ntry:\n    s=socket.create_connection(('{ip}', 8080), timeout=1); print(s.recv(64).decode())\n\
+except (ConnectionRefusedError, ConnectionResetError):\n    sys.exit(2)\nexcept OSError:\n    sys.exit(1)"
+    );
+    let out = from.exec(&["python3", "-c", &code]);
+    match out.status.code() {
+        Some(0) => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
+        Some(2) => panic!("{ip}:8080 refused: a server is down"),
+        _ => None,
+    }
+}
+
+/// Waits until `from` reaches `ip` and is seen as `want`.
+fn until_seen_as(from: &Netns, ip: &str, want: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut last = None;
+    while Instant::now() < deadline {
+        last = seen_as(from, ip);
+        if last.as_deref() == Some(want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: {ip} saw {last:?}, not {want}");
+}
+
+fn echo(ns: &Netns) -> KillOnDrop {
+    let server = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", ECHO_PEER])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server");
+    calico_test_support::wait_listening(&ns.name, "tcp", 8080);
+    KillOnDrop(server)
+}
+
+const POOL: &str = "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.89.0.0/16, natOutgoing: NAT}\n";
+
+#[test]
+fn pods_reach_the_outside_as_the_node_and_each_other_as_themselves() {
+    let node = Netns::new("nat-node");
+    node.make_node("10.250.9.1/24");
+    // The external host, beyond the node's second interface.
+    let ext = Netns::new("nat-ext");
+    node.ok(&[
+        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
+    ]);
+    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
+    node.ok(&["ip", "addr", "add", "203.0.113.1/24", "dev", "ext0"]);
+    node.ok(&["ip", "addr", "add", "203.0.113.10/24", "dev", "ext0"]);
+    node.ok(&["ip", "link", "set", "ext0", "up"]);
+    ext.ok(&["ip", "addr", "add", "203.0.113.2/24", "dev", "ext1"]);
+    ext.ok(&["ip", "link", "set", "ext1", "up"]);
+    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    let _ext_server = echo(&ext);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    apply(
+        &db,
+        dir.path(),
+        &(POOL.replace("NAT", "true")
+            + "---\napiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n"),
+    );
+    let pod = |name: &str| {
+        let ns = Netns::new(&format!("nat-{name}"));
+        let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
+            "datastore_path": db, "ipam": {"type": "calico-ipam"}});
+        let ip = add_pod(
+            &bin("calico"),
+            &node.name,
+            &ns,
+            &conf.to_string(),
+            "x",
+            name,
+        );
+        (ns, ip)
+    };
+    let (a, ip_a) = pod("a");
+    let (b, ip_b) = pod("b");
+    let _b_server = echo(&b);
+    let _agent = KillOnDrop(
+        Command::new("nsenter")
+            .arg(format!("--net={}", node.path()))
+            .arg(bin("calico-node"))
+            .args(["felix", "--node", "node-1"])
+            .env("CALICO_DATASTORE_PATH", &db)
+            .env_remove("DATASTORE_TYPE")
+            .env("FELIX_HEALTHENABLED", "false")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("calico-node felix"),
+    );
+
+    // Out of the pools: as the node's address on the way out.
+    until_seen_as(&a, "203.0.113.2", "203.0.113.1", "natOutgoing");
+    // Between pods: untouched.
+    until_seen_as(&a, &ip_b, &ip_a, "pod to pod");
+    assert_eq!(seen_as(&b, "203.0.113.2").as_deref(), Some("203.0.113.1"));
+
+    // natOutgoing off: the pod's own address (the external host routes
+    // the pool back through the node, so it can answer).
+    ext.ok(&["ip", "route", "add", "10.89.0.0/16", "via", "203.0.113.1"]);
+    apply(&db, dir.path(), &POOL.replace("NAT", "false"));
+    until_seen_as(&a, "203.0.113.2", &ip_a, "natOutgoing false");
+    let listed = node.ok(&["nft", "list", "table", "inet", "calico"]);
+    assert!(!listed.contains("nat-postrouting"), "{listed}");
+
+    // natOutgoingAddress: that address instead of the interface's.
+    apply(&db, dir.path(), &POOL.replace("NAT", "true"));
+    until_seen_as(&a, "203.0.113.2", "203.0.113.1", "natOutgoing back on");
+    apply(
+        &db,
+        dir.path(),
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {natOutgoingAddress: 203.0.113.10}\n",
+    );
+    until_seen_as(&a, "203.0.113.2", "203.0.113.10", "natOutgoingAddress");
+    until_seen_as(&a, &ip_b, &ip_a, "pod to pod with natOutgoingAddress");
+}
+
+#[test]
+fn a_nat_outgoing_address_that_is_not_one_is_refused() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("fc.yaml");
+    std::fs::write(
+        &file,
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {natOutgoingAddress: 'eth0; drop'}\n",
+    )
+    .expect("write");
+    let out = Command::new(bin("calicoctl"))
+        .args(["--config", "/nonexistent", "apply", "-f"])
+        .arg(&file)
+        .env("CALICO_DATASTORE_PATH", dir.path().join("c.db"))
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("calicoctl");
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("natOutgoingAddress"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
