@@ -173,9 +173,9 @@ fn check_value(e: &mut Errors, path: &str, ty: Ty, value: &Value) {
         },
         Ty::Str if !value.is_string() => e.add(path, "must be a string"),
         Ty::Addr
-            if !value
+            if value
                 .as_str()
-                .is_some_and(|v| v.parse::<std::net::IpAddr>().is_ok()) =>
+                .is_none_or(|v| v.parse::<std::net::IpAddr>().is_err()) =>
         {
             e.add(path, "must be an IPv4 or IPv6 address");
         }
