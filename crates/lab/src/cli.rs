@@ -53,9 +53,11 @@ pub(crate) enum Cmd {
     /// Pods, wired by the CNI plugin.
     #[command(subcommand)]
     Pod(PodCmd),
-    /// Whether pod A reaches pod B: prints `allowed`, `refused` (nothing
-    /// listens: a reset or port unreachable came back) or `denied`
-    /// (dropped: nothing came back).
+    /// Whether A reaches B (pods as NAMESPACE/NAME, or `external`, the
+    /// lab's host outside the cluster): prints `allowed`, `refused`
+    /// (nothing listens: a reset or port unreachable came back) or
+    /// `denied` (dropped: nothing came back); to `external`, also the
+    /// address it saw the connection come from (NAT shows there).
     Probe {
         from: String,
         to: String,
@@ -122,6 +124,9 @@ pub(crate) enum Cmd {
         tcp: Vec<u16>,
         #[arg(long, value_delimiter = ',')]
         udp: Vec<u16>,
+        /// Answer `ok <the address the connection came from>`.
+        #[arg(long)]
+        tell_peer: bool,
     },
     /// (internal) forward connections into a namespace.
     #[command(hide = true)]

@@ -76,6 +76,7 @@ pub(crate) fn up(
         encap: encap.into(),
         flows: None,
         felix_env: flowsvc::felix_env(flow_flush),
+        external: None,
     };
     lab.node_datastore_env = lab.datastore_env.clone();
     // Saved before anything is made, so `down` can undo a partial `up`.
@@ -99,10 +100,13 @@ pub(crate) fn up(
         start_etcd_server(ctx, &mut lab, subnets)?;
     }
     start_flow_service(ctx, &mut lab, subnets)?;
+    start_external(ctx, &mut lab, subnets)?;
     let client = ctx.client(&lab)?;
+    // As calico-node makes the default pool: pods reach beyond the pools
+    // as their node (natOutgoing).
     client
         .apply(decode(&format!(
-            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: default-ipv4-ippool}}\nspec: {{cidr: 10.244.0.0/16, blockSize: 26, vxlanMode: {}}}\n",
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: default-ipv4-ippool}}\nspec: {{cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: true, vxlanMode: {}}}\n",
             vxlan_mode(encap)
         ))?)
         .context("creating the IP pool")?;
@@ -178,6 +182,44 @@ pub(crate) fn up(
             "flow records: `calico-lab flows` (calicoctl flows), web UI at {}/",
             f.url
         );
+    }
+    println!(
+        "external host {EXTERNAL_ADDR} (outside the cluster): `calico-lab probe NS/POD external --port 80`"
+    );
+    Ok(())
+}
+
+/// The external host's address on the fabric: neither a node's nor in a
+/// pool (the pods' addresses are not routed to it: it answers them only
+/// through NAT).
+pub(crate) const EXTERNAL_ADDR: &str = "10.250.0.250";
+
+/// The external host (`probe ... external`): its namespace on the fabric
+/// and its server (TCP and UDP 80, answering with the address it saw).
+fn start_external(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
+    let netns = service_netns(ctx, lab, "ext", "px", EXTERNAL_ADDR, subnets)?;
+    let mut serve = Command::new("ip");
+    serve
+        .args(["netns", "exec", &netns])
+        .arg(std::env::current_exe()?)
+        .args(["serve", "--tcp", "80", "--udp", "80", "--tell-peer"]);
+    let pid = daemon(&mut serve, &ctx.dir.join("external.log"))?;
+    lab.external = Some(state::External {
+        netns: netns.clone(),
+        addr: EXTERNAL_ADDR.into(),
+        pid,
+    });
+    lab.save(&ctx.dir)?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let me = state::Endpoint {
+        netns,
+        ip: "127.0.0.1".into(),
+    };
+    while probe(&me, &me, 80, "TCP", 200)?.0 != echo::Outcome::Allowed {
+        if Instant::now() > deadline {
+            bail!("the external host's server did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
 }

@@ -7,14 +7,22 @@ use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::time::Duration;
 
+/// The answer: `ok`, or with `tell_peer` `ok <the address it came from>`.
+fn answer(tell_peer: bool, from: Option<SocketAddr>) -> Vec<u8> {
+    match (tell_peer, from) {
+        (true, Some(a)) => format!("ok {}", a.ip()).into_bytes(),
+        _ => b"ok".to_vec(),
+    }
+}
+
 /// Serves the ports until killed; one thread per port.
-pub fn serve(tcp: &[u16], udp: &[u16]) -> Result<()> {
+pub fn serve(tcp: &[u16], udp: &[u16], tell_peer: bool) -> Result<()> {
     let mut threads = Vec::new();
     for &p in tcp {
         let l = TcpListener::bind(("0.0.0.0", p)).with_context(|| format!("TCP port {p}"))?;
         threads.push(std::thread::spawn(move || {
             for mut c in l.incoming().flatten() {
-                let _ = c.write_all(b"ok");
+                let _ = c.write_all(&answer(tell_peer, c.peer_addr().ok()));
             }
         }));
     }
@@ -23,7 +31,7 @@ pub fn serve(tcp: &[u16], udp: &[u16]) -> Result<()> {
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 64];
             while let Ok((_, from)) = s.recv_from(&mut buf) {
-                let _ = s.send_to(b"ok", from);
+                let _ = s.send_to(&answer(tell_peer, Some(from)), from);
             }
         }));
     }
@@ -77,25 +85,46 @@ fn refused(e: &std::io::Error) -> bool {
     e.kind() == std::io::ErrorKind::ConnectionRefused
 }
 
+/// An answer read: allowed if it is `ok`, with the address the server
+/// says it saw (`ok <address>`) if it says one.
+fn read_answer(buf: &[u8]) -> Option<Option<String>> {
+    let rest = buf.strip_prefix(b"ok")?;
+    let seen = std::str::from_utf8(rest).ok()?.trim();
+    if seen.is_empty() {
+        return Some(None);
+    }
+    seen.parse::<std::net::IpAddr>()
+        .ok()
+        .map(|a| Some(a.to_string()))
+}
+
 /// Whether `addr` answers `ok` over `protocol` within the timeout, refuses
 /// (reset, port unreachable), or says nothing (twice tried for UDP, whose
-/// datagrams may be lost).
-pub fn connect(addr: SocketAddr, protocol: &str, timeout: Duration) -> Result<Outcome> {
+/// datagrams may be lost); and the address the server saw, when it says.
+pub fn connect(
+    addr: SocketAddr,
+    protocol: &str,
+    timeout: Duration,
+) -> Result<(Outcome, Option<String>)> {
     match protocol {
         "TCP" => {
             let mut s = match TcpStream::connect_timeout(&addr, timeout) {
                 Ok(s) => s,
-                Err(e) if refused(&e) => return Ok(Outcome::Refused),
-                Err(_) => return Ok(Outcome::Denied),
+                Err(e) if refused(&e) => return Ok((Outcome::Refused, None)),
+                Err(_) => return Ok((Outcome::Denied, None)),
             };
             s.set_read_timeout(Some(timeout))?;
-            let mut buf = [0u8; 2];
-            Ok(match s.read_exact(&mut buf) {
-                Ok(()) if &buf == b"ok" => Outcome::Allowed,
+            let mut buf = Vec::new();
+            let read = (&mut s).take(64).read_to_end(&mut buf);
+            Ok(match read {
+                Ok(_) => match read_answer(&buf) {
+                    Some(seen) => (Outcome::Allowed, seen),
+                    None => (Outcome::Denied, None),
+                },
                 Err(e) if refused(&e) || e.kind() == std::io::ErrorKind::ConnectionReset => {
-                    Outcome::Refused
+                    (Outcome::Refused, None)
                 }
-                _ => Outcome::Denied,
+                _ => (Outcome::Denied, None),
             })
         }
         "UDP" => {
@@ -105,17 +134,21 @@ pub fn connect(addr: SocketAddr, protocol: &str, timeout: Duration) -> Result<Ou
             s.set_read_timeout(Some(timeout / 2))?;
             for _ in 0..2 {
                 match s.send(b"x") {
-                    Err(e) if refused(&e) => return Ok(Outcome::Refused),
+                    Err(e) if refused(&e) => return Ok((Outcome::Refused, None)),
                     _ => {}
                 }
-                let mut buf = [0u8; 2];
+                let mut buf = [0u8; 64];
                 match s.recv(&mut buf) {
-                    Ok(n) if &buf[..n] == b"ok" => return Ok(Outcome::Allowed),
-                    Err(e) if refused(&e) => return Ok(Outcome::Refused),
+                    Ok(n) => {
+                        if let Some(seen) = read_answer(&buf[..n]) {
+                            return Ok((Outcome::Allowed, seen));
+                        }
+                    }
+                    Err(e) if refused(&e) => return Ok((Outcome::Refused, None)),
                     _ => {}
                 }
             }
-            Ok(Outcome::Denied)
+            Ok((Outcome::Denied, None))
         }
         other => bail!("protocol {other:?}: TCP or UDP"),
     }

@@ -80,15 +80,17 @@ fn main() -> ExitCode {
             timeout_ms,
         } => {
             let lab = Lab::load(&ctx.dir)?;
-            let outcome = probe(
-                &lab,
-                lab.pod(from)?,
-                lab.pod(to)?,
+            let (outcome, seen) = probe(
+                &lab.endpoint(from)?,
+                &lab.endpoint(to)?,
                 *port,
                 protocol,
                 *timeout_ms,
             )?;
-            println!("{}", outcome.word());
+            match seen {
+                Some(seen) => println!("{} (seen as {seen})", outcome.word()),
+                None => println!("{}", outcome.word()),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Cmd::Matrix {
@@ -153,8 +155,8 @@ fn main() -> ExitCode {
                     if let Resource::IPPool(p) = r {
                         let mode = p.spec.vxlan_mode.unwrap_or_default();
                         println!(
-                            "pool {} {} vxlanMode {mode:?}",
-                            p.metadata.name, p.spec.cidr
+                            "pool {} {} vxlanMode {mode:?} natOutgoing {}",
+                            p.metadata.name, p.spec.cidr, p.spec.nat_outgoing
                         );
                     }
                 }
@@ -172,13 +174,20 @@ fn main() -> ExitCode {
                         None => println!("node {} {}", n.name, n.addr),
                     }
                 }
+                if let Some(e) = &lab.external {
+                    println!("external {} (probe ... external: TCP and UDP 80)", e.addr);
+                }
                 for (k, p) in &lab.pods {
                     println!("pod {k} on {} at {}", p.node, p.ip);
                 }
             }
             Ok(ExitCode::SUCCESS)
         }
-        Cmd::Serve { tcp, udp } => echo::serve(tcp, udp).map(|()| ExitCode::SUCCESS),
+        Cmd::Serve {
+            tcp,
+            udp,
+            tell_peer,
+        } => echo::serve(tcp, udp, *tell_peer).map(|()| ExitCode::SUCCESS),
         Cmd::Connect {
             addr,
             protocol,
@@ -187,7 +196,10 @@ fn main() -> ExitCode {
             let a = addr
                 .parse()
                 .map_err(|_| anyhow!("address {addr:?}: expected IP:PORT"))?;
-            let outcome = echo::connect(a, protocol, Duration::from_millis(*timeout_ms))?;
+            let (outcome, seen) = echo::connect(a, protocol, Duration::from_millis(*timeout_ms))?;
+            if let Some(seen) = seen {
+                println!("{seen}");
+            }
             Ok(ExitCode::from(outcome.code()))
         }
     })();

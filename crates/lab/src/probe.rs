@@ -3,15 +3,15 @@
 
 use super::*;
 
-/// Probes `to` from inside `from`'s namespace.
+/// Probes `to` from inside `from`'s namespace; also the address the
+/// server saw, when it says (the external host does).
 pub(crate) fn probe(
-    lab: &Lab,
-    from: &Pod,
-    to: &Pod,
+    from: &state::Endpoint,
+    to: &state::Endpoint,
     port: u16,
     protocol: &str,
     timeout_ms: u64,
-) -> Result<echo::Outcome> {
+) -> Result<(echo::Outcome, Option<String>)> {
     let out = Command::new("ip")
         .args(["netns", "exec", &from.netns])
         .arg(std::env::current_exe()?)
@@ -19,9 +19,9 @@ pub(crate) fn probe(
         .args(["--timeout-ms", &timeout_ms.to_string()])
         .output()
         .context("running the probe")?;
-    let _ = lab;
+    let seen = String::from_utf8_lossy(&out.stdout).trim().to_string();
     match out.status.code().and_then(echo::Outcome::from_code) {
-        Some(o) => Ok(o),
+        Some(o) => Ok((o, (!seen.is_empty()).then_some(seen))),
         None => bail!("probe failed: {}", String::from_utf8_lossy(&out.stderr)),
     }
 }
@@ -36,11 +36,13 @@ pub(crate) fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Res
                 if a == b {
                     continue;
                 }
-                let (pa, pb) = (&lab.pods[*a], &lab.pods[*b]);
+                let (pa, pb) = (lab.endpoint(a)?, lab.endpoint(b)?);
                 handles.push((
                     (*a).clone(),
                     (*b).clone(),
-                    s.spawn(move || probe(lab, pa, pb, port, protocol, 1000)),
+                    s.spawn(move || {
+                        probe(&pa, &pb, port, protocol, 1000).map(|(outcome, _)| outcome)
+                    }),
                 ));
             }
         }

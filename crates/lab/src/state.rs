@@ -68,6 +68,26 @@ pub struct Lab {
     /// Environment for every node's felix (flow records).
     #[serde(default)]
     pub felix_env: BTreeMap<String, String>,
+    /// The external host: outside every pool, not a node.
+    #[serde(default)]
+    pub external: Option<External>,
+}
+
+/// "The internet" for the lab: a host on the fabric that is neither a
+/// node nor in a pool, serving TCP and UDP 80 and answering with the
+/// address it saw each connection come from.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct External {
+    pub netns: String,
+    pub addr: String,
+    pub pid: u32,
+}
+
+/// Where a probe starts or ends: a pod, or the external host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Endpoint {
+    pub netns: String,
+    pub ip: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -121,5 +141,26 @@ impl Lab {
         self.pods
             .get(key)
             .with_context(|| format!("no pod {key:?} (pods are named NAMESPACE/NAME)"))
+    }
+
+    /// A pod (`NAMESPACE/NAME`) or `external`.
+    pub fn endpoint(&self, key: &str) -> Result<Endpoint> {
+        if key == "external" {
+            let e = self
+                .external
+                .as_ref()
+                .context("this lab has no external host (made by an older calico-lab)")?;
+            return Ok(Endpoint {
+                netns: e.netns.clone(),
+                ip: e.addr.clone(),
+            });
+        }
+        let p = self
+            .pod(key)
+            .with_context(|| format!("{key:?} is neither a pod (NAMESPACE/NAME) nor `external`"))?;
+        Ok(Endpoint {
+            netns: p.netns.clone(),
+            ip: p.ip.clone(),
+        })
     }
 }

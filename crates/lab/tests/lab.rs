@@ -120,6 +120,44 @@ fn a_three_node_lab_end_to_end() {
     // No policy: everything reaches everything, across nodes.
     check(&lab, all_pairs(|_, _| false));
 
+    // The external host (outside every pool, not a node): each pod
+    // reaches it as its own node (the lab's pool has natOutgoing, as
+    // Calico's default pool).
+    let state: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["show", "--json"])).expect("lab state");
+    for p in PODS {
+        let node = state["pods"][p]["node"].as_str().expect("the pod's node");
+        let addr = state["nodes"]
+            .as_array()
+            .expect("nodes")
+            .iter()
+            .find(|n| n["name"] == node)
+            .and_then(|n| n["addr"].as_str())
+            .expect("the node's address");
+        assert_eq!(
+            lab.ok(&["probe", p, "external", "--port", "80"]).trim(),
+            format!("allowed (seen as {addr})"),
+            "{p} on {node}"
+        );
+    }
+    // natOutgoing off: the pods' addresses are not routed to the external
+    // host, so its answers never come back: denied (dropped), not refused.
+    let pool = |nat: bool| {
+        format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: default-ipv4-ippool}}\n\
+                 spec: {{cidr: 10.244.0.0/16, blockSize: 26, natOutgoing: {nat}, vxlanMode: Never}}\n")
+    };
+    lab.apply(&pool(false));
+    lab.ok(&["sync"]);
+    assert_eq!(
+        lab.ok(&["probe", "x/a", "external", "--port", "80"]).trim(),
+        "denied"
+    );
+    lab.apply(&pool(true));
+    lab.ok(&["sync"]);
+    assert!(lab
+        .ok(&["probe", "x/a", "external", "--port", "80"])
+        .starts_with("allowed (seen as 10.250.0."));
+
     // Kubernetes default deny in x.
     lab.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n");
     check(&lab, all_pairs(|_, b| b.starts_with("x/")));

@@ -16,20 +16,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn apply(db: &str, dir: &Path, yaml: &str) {
-    let file = dir.join(format!("{}.yaml", calico_test_support::unique("m")));
-    std::fs::write(&file, yaml).expect("write");
-    let out = Command::new(bin("calicoctl"))
-        .args(["--config", "/nonexistent", "apply", "-f"])
-        .arg(&file)
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .output()
-        .expect("calicoctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    calico_test_support::ctl_apply(&bin("calicoctl"), db, dir, yaml);
 }
 
 const SERVER: &str = "
@@ -113,23 +100,17 @@ fn allowed_and_denied_connections_become_flow_records() {
          spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{podSelector: {matchLabels: {app: b}}}], ports: [{port: 80}]}]}\n",
     );
     let logs = dir.path().join("flowlogs");
-    let _agent = KillOnDrop(
-        Command::new("nsenter")
-            .arg(format!("--net={}", node.path()))
-            .arg(bin("calico-node"))
-            .args(["felix", "--node", "node-1"])
-            .env("CALICO_DATASTORE_PATH", &db)
-            .env_remove("DATASTORE_TYPE")
-            .env("FELIX_FLOWLOGSFILEENABLED", "true")
-            .env("FELIX_FLOWLOGSFILEDIRECTORY", &logs)
-            .env("FELIX_FLOWLOGSFLUSHINTERVAL", "1")
-            .env("FELIX_HEALTHENABLED", "false")
-            .env("FELIX_PROMETHEUSMETRICSENABLED", "true")
-            .env("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("calico-node felix"),
+    let _agent = calico_test_support::felix_daemon(
+        &bin("calico-node"),
+        &node.path(),
+        &db,
+        &[
+            ("FELIX_FLOWLOGSFILEENABLED", "true"),
+            ("FELIX_FLOWLOGSFILEDIRECTORY", &logs.display().to_string()),
+            ("FELIX_FLOWLOGSFLUSHINTERVAL", "1"),
+            ("FELIX_PROMETHEUSMETRICSENABLED", "true"),
+            ("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1"),
+        ],
     );
     // In force once b reaches a on 80.
     let deadline = Instant::now() + Duration::from_secs(20);

@@ -20,20 +20,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn apply(db: &str, dir: &Path, yaml: &str) {
-    let file = dir.join(format!("{}.yaml", calico_test_support::unique("m")));
-    std::fs::write(&file, yaml).expect("write");
-    let out = Command::new(bin("calicoctl"))
-        .args(["--config", "/nonexistent", "apply", "-f"])
-        .arg(&file)
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .output()
-        .expect("calicoctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    calico_test_support::ctl_apply(&bin("calicoctl"), db, dir, yaml);
 }
 
 /// Answers every connection on 8080 with the source address it came from.
@@ -130,19 +117,7 @@ fn pods_reach_the_outside_as_the_node_and_each_other_as_themselves() {
     let (a, ip_a) = pod("a");
     let (b, ip_b) = pod("b");
     let _b_server = echo(&b);
-    let _agent = KillOnDrop(
-        Command::new("nsenter")
-            .arg(format!("--net={}", node.path()))
-            .arg(bin("calico-node"))
-            .args(["felix", "--node", "node-1"])
-            .env("CALICO_DATASTORE_PATH", &db)
-            .env_remove("DATASTORE_TYPE")
-            .env("FELIX_HEALTHENABLED", "false")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("calico-node felix"),
-    );
+    let _agent = calico_test_support::felix_daemon(&bin("calico-node"), &node.path(), &db, &[]);
 
     // Out of the pools: as the node's address on the way out.
     until_seen_as(&a, "203.0.113.2", "203.0.113.1", "natOutgoing");

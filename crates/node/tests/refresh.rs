@@ -21,20 +21,7 @@ fn bin(name: &str) -> PathBuf {
 }
 
 fn apply(db: &str, dir: &Path, yaml: &str) {
-    let file = dir.join(format!("{}.yaml", calico_test_support::unique("m")));
-    std::fs::write(&file, yaml).expect("write");
-    let out = Command::new(bin("calicoctl"))
-        .args(["--config", "/nonexistent", "apply", "-f"])
-        .arg(&file)
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .output()
-        .expect("calicoctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    calico_test_support::ctl_apply(&bin("calicoctl"), db, dir, yaml);
 }
 
 const SERVER: &str = "
@@ -162,21 +149,15 @@ fn refreshes_of_a_large_table_lose_no_connection() {
              spec: {{selector: app == 'a', types: [Ingress], ingress: [{{action: Allow, protocol: TCP, source: {{selector: feed == 'big'}}, destination: {{ports: [80]}}}}]}}\n"
         ),
     );
-    let _agent = KillOnDrop(
-        Command::new("nsenter")
-            .arg(format!("--net={}", node.path()))
-            .arg(bin("calico-node"))
-            .args(["felix", "--node", "node-1"])
-            .env("CALICO_DATASTORE_PATH", &db)
-            .env_remove("DATASTORE_TYPE")
-            .env("FELIX_NFTABLESREFRESHINTERVAL", "1")
-            .env("FELIX_HEALTHENABLED", "false")
-            .env("FELIX_PROMETHEUSMETRICSENABLED", "true")
-            .env("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("calico-node felix"),
+    let _agent = calico_test_support::felix_daemon(
+        &bin("calico-node"),
+        &node.path(),
+        &db,
+        &[
+            ("FELIX_NFTABLESREFRESHINTERVAL", "1"),
+            ("FELIX_PROMETHEUSMETRICSENABLED", "true"),
+            ("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1"),
+        ],
     );
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {

@@ -131,3 +131,48 @@ pub fn felix_once(program: &std::path::Path, netns: &str, node: &str, db: &str) 
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `calicoctl apply -f` of `yaml` (written to a file in `dir`) against the
+/// embedded datastore at `db`; panics with calicoctl's stderr if refused.
+/// `calicoctl` is the binary.
+pub fn ctl_apply(calicoctl: &std::path::Path, db: &str, dir: &std::path::Path, yaml: &str) {
+    let file = dir.join(format!("{}.yaml", unique("m")));
+    std::fs::write(&file, yaml).expect("write the manifest");
+    let out = std::process::Command::new(calicoctl)
+        .args(["--config", "/nonexistent", "apply", "-f"])
+        .arg(&file)
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("run calicoctl");
+    assert!(
+        out.status.success(),
+        "calicoctl apply: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `calico-node felix --node node-1` following the embedded datastore at
+/// `db`, inside the namespace at `netns` (a path), with `env` on top
+/// (health off unless `env` says otherwise); killed when dropped.
+/// `program` is the calico-node binary.
+pub fn felix_daemon(
+    program: &std::path::Path,
+    netns: &str,
+    db: &str,
+    env: &[(&str, &str)],
+) -> KillOnDrop {
+    let mut cmd = std::process::Command::new("nsenter");
+    cmd.arg(format!("--net={netns}"))
+        .arg(program)
+        .args(["felix", "--node", "node-1"])
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .env("FELIX_HEALTHENABLED", "false")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    KillOnDrop(cmd.spawn().expect("run calico-node felix"))
+}
