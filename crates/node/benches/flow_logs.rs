@@ -12,58 +12,14 @@
 
 mod common;
 use calico_test_support::KillOnDrop;
-use common::{bin, seeded_datastore, TwoPods};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use common::{bin, connection_rate, in_netns, seeded_datastore, TwoPods};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 7070;
 /// Seconds between flushes with flow logs on (Calico's default is 15).
 const FLUSH: u32 = 5;
-
-/// Runs `f` on a thread inside network namespace `path`.
-fn in_netns<T: Send + 'static>(
-    path: String,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> std::thread::JoinHandle<T> {
-    std::thread::spawn(move || {
-        let ns = std::fs::File::open(&path).expect("netns");
-        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        f()
-    })
-}
-
-/// New connections per second: connect, then reset (the server accepts
-/// and closes), one after another, on two client threads.
-fn connection_rate(pods: &TwoPods, secs: u32) -> f64 {
-    let to: SocketAddr = format!("{}:{PORT}", pods.server_ip).parse().expect("addr");
-    let until = Instant::now() + Duration::from_secs(secs.into());
-    let clients: Vec<_> = (0..2)
-        .map(|_| {
-            in_netns(pods.client.path(), move || {
-                let mut n = 0u64;
-                while Instant::now() < until {
-                    if let Ok(s) = TcpStream::connect_timeout(&to, Duration::from_secs(1)) {
-                        // Closed with a reset: no TIME_WAIT, so the client's
-                        // ports never run out (what would be measured then).
-                        let _ = nix::sys::socket::setsockopt(
-                            &s,
-                            nix::sys::socket::sockopt::Linger,
-                            &nix::libc::linger {
-                                l_onoff: 1,
-                                l_linger: 0,
-                            },
-                        );
-                        n += 1;
-                    }
-                }
-                n
-            })
-        })
-        .collect();
-    let total: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
-    total as f64 / f64::from(secs)
-}
 
 /// The agent as a daemon in the node, until dropped; waits until it is ready.
 fn felix(pods: &TwoPods, db: &str, flow_dir: Option<&std::path::Path>) -> KillOnDrop {
@@ -154,7 +110,7 @@ fn main() {
         for on in order {
             let flow_dir = dir.path().join("flows");
             let agent = felix(&pods, &db, on.then_some(flow_dir.as_path()));
-            let conns = connection_rate(&pods, secs);
+            let conns = connection_rate(&pods.client, &format!("{}:{PORT}", pods.server_ip), secs);
             let pps = pods.iperf(secs, true);
             let rss = rss_kib(agent.0.id());
             drop(agent);

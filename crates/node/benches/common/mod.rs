@@ -48,6 +48,7 @@ pub struct TwoPods {
     pub client: Netns,
     #[allow(dead_code)] // not every benchmark serves from it
     pub server: Netns,
+    #[allow(dead_code)] // not every benchmark talks to the server pod
     pub server_ip: String,
     _iperf: KillOnDrop,
 }
@@ -106,7 +107,58 @@ impl TwoPods {
     }
 
     /// TCP bits/s, or (`udp`) 64-byte UDP packets/s, client to server.
+    #[allow(dead_code)] // not every benchmark measures pod to pod
     pub fn iperf(&self, secs: u32, udp: bool) -> f64 {
         calico_test_support::iperf3(&self.client.name, &self.server_ip, secs, udp)
     }
+}
+
+/// Runs `f` on a thread inside network namespace `path`.
+#[allow(dead_code)] // not every benchmark runs code in a namespace
+pub fn in_netns<T: Send + 'static>(
+    path: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> std::thread::JoinHandle<T> {
+    std::thread::spawn(move || {
+        let ns = std::fs::File::open(&path).expect("netns");
+        nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
+        f()
+    })
+}
+
+/// New TCP connections per second from namespace `from` to `to`
+/// (`IP:PORT`): connect, then reset (the server accepts and closes), one
+/// after another, on two client threads.
+#[allow(dead_code)] // not every benchmark counts connections
+#[allow(clippy::disallowed_methods)] // a benchmark owns the clock
+pub fn connection_rate(from: &Netns, to: &str, secs: u32) -> f64 {
+    use std::time::{Duration, Instant};
+    let to: std::net::SocketAddr = to.parse().expect("addr");
+    let until = Instant::now() + Duration::from_secs(secs.into());
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            in_netns(from.path(), move || {
+                let mut n = 0u64;
+                while Instant::now() < until {
+                    if let Ok(s) = std::net::TcpStream::connect_timeout(&to, Duration::from_secs(1))
+                    {
+                        // Closed with a reset: no TIME_WAIT, so the client's
+                        // ports never run out (what would be measured then).
+                        let _ = nix::sys::socket::setsockopt(
+                            &s,
+                            nix::sys::socket::sockopt::Linger,
+                            &nix::libc::linger {
+                                l_onoff: 1,
+                                l_linger: 0,
+                            },
+                        );
+                        n += 1;
+                    }
+                }
+                n
+            })
+        })
+        .collect();
+    let total: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
+    total as f64 / f64::from(secs)
 }
