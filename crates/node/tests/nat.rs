@@ -4,8 +4,8 @@
 //! through conntrack; traffic between pods keeps its addresses; with
 //! `natOutgoing: false` the external host sees the pod's own address (it
 //! has a route back, so "not translated" is told from "dropped"); with
-//! `natOutgoingAddress` it sees that address. The external host answers
-//! every connection with the source address it saw.
+//! `natOutgoingAddress` it sees that address; IPv6 pods likewise. The
+//! external host answers every connection with the source address it saw.
 // A test against real processes: it waits on the clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -28,6 +28,15 @@ const ECHO_PEER: &str = "
 import socket
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(('0.0.0.0', 8080)); s.listen(64)
+while True:
+    c, a = s.accept(); c.sendall(a[0].encode()); c.close()
+";
+
+/// The same over IPv6.
+const ECHO_PEER6: &str = "
+import socket
+s = socket.socket(socket.AF_INET6); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(('::', 8080)); s.listen(64)
 while True:
     c, a = s.accept(); c.sendall(a[0].encode()); c.close()
 ";
@@ -62,8 +71,12 @@ fn until_seen_as(from: &Netns, ip: &str, want: &str, what: &str) {
 }
 
 fn echo(ns: &Netns) -> KillOnDrop {
+    serve(ns, ECHO_PEER)
+}
+
+fn serve(ns: &Netns, script: &str) -> KillOnDrop {
     let server = Command::new("ip")
-        .args(["netns", "exec", &ns.name, "python3", "-c", ECHO_PEER])
+        .args(["netns", "exec", &ns.name, "python3", "-c", script])
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -143,6 +156,74 @@ fn pods_reach_the_outside_as_the_node_and_each_other_as_themselves() {
     );
     until_seen_as(&a, "203.0.113.2", "203.0.113.10", "natOutgoingAddress");
     until_seen_as(&a, &ip_b, &ip_a, "pod to pod with natOutgoingAddress");
+}
+
+#[test]
+fn ipv6_pods_reach_the_outside_as_the_node() {
+    let node = Netns::new("nat6-node");
+    node.make_node("10.250.10.1/24");
+    node.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let ext = Netns::new("nat6-ext");
+    node.ok(&[
+        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
+    ]);
+    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
+    node.ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:e::1/64",
+        "dev",
+        "ext0",
+        "nodad",
+    ]);
+    node.ok(&["ip", "link", "set", "ext0", "up"]);
+    ext.ok(&[
+        "ip",
+        "-6",
+        "addr",
+        "add",
+        "2001:db8:e::2/64",
+        "dev",
+        "ext1",
+        "nodad",
+    ]);
+    ext.ok(&["ip", "link", "set", "ext1", "up"]);
+    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    let _ext_server = serve(&ext, ECHO_PEER6);
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    let pool = |nat: bool| {
+        format!("apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: v6}}\nspec: {{cidr: 'fd00:89::/48', natOutgoing: {nat}}}\n")
+    };
+    apply(
+        &db,
+        dir.path(),
+        &(pool(true)
+            + "---\napiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n"),
+    );
+    let a = Netns::new("nat6-a");
+    let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
+        "datastore_path": db, "ipam": {"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"}});
+    let ip_a = add_pod(&bin("calico"), &node.name, &a, &conf.to_string(), "x", "a");
+    assert!(ip_a.starts_with("fd00:89:"), "{ip_a}");
+    let _agent = calico_test_support::felix_daemon(&bin("calico-node"), &node.path(), &db, &[]);
+
+    until_seen_as(&a, "2001:db8:e::2", "2001:db8:e::1", "IPv6 natOutgoing");
+    // Off: the pod's own address (the external host routes the pool back).
+    ext.ok(&[
+        "ip",
+        "-6",
+        "route",
+        "add",
+        "fd00:89::/48",
+        "via",
+        "2001:db8:e::1",
+    ]);
+    apply(&db, dir.path(), &pool(false));
+    until_seen_as(&a, "2001:db8:e::2", &ip_a, "IPv6 natOutgoing false");
 }
 
 #[test]
