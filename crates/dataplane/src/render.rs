@@ -12,6 +12,7 @@ use calico_net::IpNet;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 
+mod merge;
 mod rules;
 
 use rules::*;

@@ -284,6 +284,16 @@ pub(super) fn rule_lines(r: &CompiledRule, flow: Option<&Flow<'_>>, out: &mut Ve
 /// A policy's or profile's rules as one chain; `group`: log deciding
 /// verdicts there for flow records.
 pub(super) fn rules_chain(name: &str, rules: &[CompiledRule], group: Option<u16>) -> Chain {
+    // Without flow logs nothing names a rule by its index: runs that
+    // decide alike are joined (`merge`).
+    let joined;
+    let rules = match group {
+        Some(_) => rules,
+        None => {
+            joined = super::merge::merge_runs(rules);
+            &joined
+        }
+    };
     let mut lines = Vec::new();
     for (index, r) in rules.iter().enumerate() {
         let flow = group.map(|group| Flow {

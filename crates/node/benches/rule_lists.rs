@@ -1,0 +1,157 @@
+//! Rule lists that cost O(1): the rate of new TCP connections to a pod
+//! whose policy allows it only at its 1,000th rule, against the same pod
+//! with no policy (its profile allows everything), in one run. The 999
+//! rules before it allow other ports: joined into one set lookup (the
+//! dataplane joins runs of rules that decide alike). For comparison the
+//! same with the rules' actions alternating (Allow, Deny, ...), which
+//! cannot be joined: the kernel walks 1,000 rules. Also the time to apply
+//! such a policy (the agent run once). The joined policy is checked for
+//! real: a port it does not list is dropped (its server listens, so a drop
+//! is told from a refusal).
+//!
+//! `cargo bench -p calico-node --bench rule_lists` (SECS, default 5;
+//! ROUNDS, default 3; 1 and 1 when run as a test).
+
+#![allow(clippy::print_stdout)]
+#![allow(clippy::disallowed_methods)] // a benchmark owns the clock
+
+mod common;
+use calico_api::decode_manifest;
+use common::{connection_rate, in_netns, seeded_datastore, TwoPods};
+use std::net::{SocketAddr, TcpListener};
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 7070;
+const UNLISTED: u16 = 7071;
+const RULES: u16 = 1000;
+
+/// A policy on the server pod: RULES ingress rules, the last allowing PORT;
+/// the others allow (or, `alternate`, alternately deny) 10000 + i.
+fn policy(alternate: bool) -> String {
+    let mut rules = Vec::new();
+    for i in 0..RULES - 1 {
+        let action = if alternate && i % 2 == 1 {
+            "Deny"
+        } else {
+            "Allow"
+        };
+        rules.push(format!(
+            "{{action: {action}, protocol: TCP, destination: {{ports: [{}]}}}}",
+            10_000 + i
+        ));
+    }
+    rules.push(format!(
+        "{{action: Allow, protocol: TCP, destination: {{ports: [{PORT}]}}}}"
+    ));
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: long}}\n\
+         spec: {{selector: app == 'server', types: [Ingress], ingress: [{}]}}\n",
+        rules.join(", ")
+    )
+}
+
+fn serve(pods: &TwoPods, port: u16) {
+    let _ = in_netns(pods.server.path(), move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_reuse_address(true).expect("reuse");
+        s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
+            .expect("bind");
+        s.listen(4096).expect("listen");
+        let l: TcpListener = s.into();
+        for c in l.incoming() {
+            drop(c);
+        }
+    });
+}
+
+/// Whether a connection to `port` is answered (accepted) within 0.5 s.
+fn answered(pods: &TwoPods, port: u16) -> bool {
+    let to: SocketAddr = format!("{}:{port}", pods.server_ip).parse().expect("addr");
+    in_netns(pods.client.path(), move || {
+        std::net::TcpStream::connect_timeout(&to, Duration::from_millis(500)).is_ok()
+    })
+    .join()
+    .expect("probe")
+}
+
+fn main() {
+    let quick = !std::env::args().any(|a| a == "--bench");
+    let env = |k: &str, quick_v: u32, v: u32| {
+        std::env::var(k)
+            .ok()
+            .and_then(|x| x.parse().ok())
+            .unwrap_or(if quick { quick_v } else { v })
+    };
+    let (secs, rounds) = (env("SECS", 1, 5), env("ROUNDS", 1, 3));
+    let (_dir, db, client) = seeded_datastore("10.93.0.0/16");
+    let pods = TwoPods::new("rlbench", "10.250.11.1/24", &db);
+    serve(&pods, PORT);
+    serve(&pods, UNLISTED);
+    std::thread::sleep(Duration::from_millis(200));
+    let to = format!("{}:{PORT}", pods.server_ip);
+    let rules_in_kernel = || {
+        pods.node
+            .ok(&["nft", "list", "table", "inet", "calico"])
+            .matches("dport")
+            .count()
+    };
+    // (setting, policy): none, joined, alternating.
+    let set = |which: usize| -> Duration {
+        match which {
+            0 => {
+                let _ = client.delete(calico_api::Kind::GlobalNetworkPolicy, None, "long", None);
+            }
+            _ => {
+                let r = decode_manifest(&policy(which == 2))
+                    .expect("policy")
+                    .remove(0);
+                client.apply(r).expect("policy");
+            }
+        }
+        let start = Instant::now();
+        pods.felix(&db);
+        start.elapsed()
+    };
+    let mut rates: [Vec<f64>; 3] = Default::default();
+    let mut apply = Duration::ZERO;
+    for round in 0..rounds {
+        let order: [usize; 3] = if round % 2 == 0 { [0, 1, 2] } else { [2, 1, 0] };
+        for which in order {
+            let took = set(which);
+            match which {
+                1 => {
+                    apply = took;
+                    assert!(rules_in_kernel() < 5, "the 1,000 rules were not joined");
+                    assert!(answered(&pods, PORT), "the listed port is allowed");
+                    assert!(!answered(&pods, UNLISTED), "an unlisted port is dropped");
+                }
+                2 => assert!(rules_in_kernel() >= usize::from(RULES)),
+                _ => assert!(answered(&pods, UNLISTED)),
+            }
+            rates[which].push(connection_rate(&pods.client, &to, secs));
+        }
+    }
+    let median = |v: &[f64]| {
+        let mut x = v.to_vec();
+        x.sort_by(f64::total_cmp);
+        x[x.len() / 2]
+    };
+    let (none, joined, walked) = (median(&rates[0]), median(&rates[1]), median(&rates[2]));
+    println!(
+        "rule_lists (SECS={secs}, ROUNDS={rounds}, medians; the allowing rule is the 1,000th)"
+    );
+    println!("  new TCP connections/s, no policy                 {none:>10.0}");
+    println!(
+        "  1,000 rules joined (one set lookup)              {joined:>10.0}   ratio {:.3} (goal >= 0.9)",
+        joined / none
+    );
+    println!(
+        "  1,000 rules alternating Allow/Deny (walked)      {walked:>10.0}   ratio {:.3}",
+        walked / none
+    );
+    println!(
+        "  applying the joined policy (the agent run once)  {:>10.0} ms",
+        apply.as_secs_f64() * 1e3
+    );
+}
