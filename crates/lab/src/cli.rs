@@ -53,11 +53,12 @@ pub(crate) enum Cmd {
     /// Pods, wired by the CNI plugin.
     #[command(subcommand)]
     Pod(PodCmd),
-    /// Whether A reaches B (pods as NAMESPACE/NAME, or `external`, the
-    /// lab's host outside the cluster): prints `allowed`, `refused`
+    /// Whether A reaches B (pods as NAMESPACE/NAME, nodes as node-N, or
+    /// `external`, the lab's host outside the cluster; nodes and the
+    /// external host serve TCP and UDP 80): prints `allowed`, `refused`
     /// (nothing listens: a reset or port unreachable came back) or
-    /// `denied` (dropped: nothing came back); to `external`, also the
-    /// address it saw the connection come from (NAT shows there).
+    /// `denied` (dropped: nothing came back); to a node or `external`,
+    /// also the address it saw the connection come from (NAT shows there).
     Probe {
         from: String,
         to: String,
@@ -157,6 +158,9 @@ pub(crate) enum NsCmd {
     },
     /// Replace the namespace's labels.
     Label { name: String, labels: String },
+    /// Delete the namespace with its pods (their addresses released, their
+    /// endpoints and interfaces gone) and its profile, as Kubernetes does.
+    Delete { name: String },
 }
 
 #[derive(Subcommand, Debug)]

@@ -122,6 +122,7 @@ pub(crate) fn up(
             netns: netns.clone(),
             addr: addr.clone(),
             pids: Vec::new(),
+            server_pid: None,
         });
         lab.save(&ctx.dir)?;
         let port = format!("p{i}");
@@ -160,8 +161,10 @@ pub(crate) fn up(
         }
         in_ns(&netns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
         let pids = start_agents(ctx, &lab, &name, &netns, &addr)?;
+        let server = serve_echo(ctx, &netns, &format!("{name}-server.log"))?;
         if let Some(n) = lab.nodes.last_mut() {
             n.pids = pids;
+            n.server_pid = Some(server);
         }
         lab.save(&ctx.dir)?;
     }
@@ -198,12 +201,7 @@ pub(crate) const EXTERNAL_ADDR: &str = "10.250.0.250";
 /// and its server (TCP and UDP 80, answering with the address it saw).
 fn start_external(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
     let netns = service_netns(ctx, lab, "ext", "px", EXTERNAL_ADDR, subnets)?;
-    let mut serve = Command::new("ip");
-    serve
-        .args(["netns", "exec", &netns])
-        .arg(std::env::current_exe()?)
-        .args(["serve", "--tcp", "80", "--udp", "80", "--tell-peer"]);
-    let pid = daemon(&mut serve, &ctx.dir.join("external.log"))?;
+    let pid = serve_echo(ctx, &netns, "external.log")?;
     lab.external = Some(state::External {
         netns: netns.clone(),
         addr: EXTERNAL_ADDR.into(),
@@ -222,6 +220,17 @@ fn start_external(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok(())
+}
+
+/// `calico-lab serve` on TCP and UDP 80 in `netns`, answering with the
+/// address it saw (the external host's and the nodes' own servers).
+fn serve_echo(ctx: &Ctx, netns: &str, log: &str) -> Result<u32> {
+    let mut serve = Command::new("ip");
+    serve
+        .args(["netns", "exec", netns])
+        .arg(std::env::current_exe()?)
+        .args(["serve", "--tcp", "80", "--udp", "80", "--tell-peer"]);
+    daemon(&mut serve, &ctx.dir.join(log))
 }
 
 /// A namespace `cl-<lab>-<what>` for a service on the fabric: its `eth0`

@@ -62,6 +62,29 @@ pub(crate) fn ns_cmd(ctx: &Ctx, cmd: &NsCmd) -> Result<()> {
             client.apply(namespace_profile(name, &l)?)?;
             lab.namespaces.insert(name.clone(), l);
         }
+        NsCmd::Delete { name } => {
+            if !lab.namespaces.contains_key(name) {
+                bail!("no namespace {name:?}");
+            }
+            let pods: Vec<String> = lab
+                .pods
+                .values()
+                .filter(|p| &p.namespace == name)
+                .map(|p| format!("{}/{}", p.namespace, p.name))
+                .collect();
+            for pod in &pods {
+                pod_cmd(ctx, &PodCmd::Delete { pod: pod.clone() })?;
+            }
+            let profile = format!("kns.{name}");
+            match client.delete(Kind::Profile, None, &profile, None) {
+                Ok(_) | Err(calico_client::ClientError::NotFound { .. }) => {}
+                Err(e) => return Err(e).context(format!("deleting profile {profile}")),
+            }
+            // Reloaded: the pods' deletions saved it meanwhile.
+            lab = Lab::load(&ctx.dir)?;
+            lab.namespaces.remove(name);
+            println!("namespace {name} deleted with {} pod(s)", pods.len());
+        }
     }
     lab.save(&ctx.dir)
 }

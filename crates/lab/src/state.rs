@@ -14,6 +14,10 @@ pub struct Node {
     pub addr: String,
     /// calico-node processes (felix, bgp).
     pub pids: Vec<u32>,
+    /// The node's own server (TCP and UDP 80, answering with the address
+    /// it saw), for probes to the host.
+    #[serde(default)]
+    pub server_pid: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -143,8 +147,14 @@ impl Lab {
             .with_context(|| format!("no pod {key:?} (pods are named NAMESPACE/NAME)"))
     }
 
-    /// A pod (`NAMESPACE/NAME`) or `external`.
+    /// A pod (`NAMESPACE/NAME`), a node (`node-N`) or `external`.
     pub fn endpoint(&self, key: &str) -> Result<Endpoint> {
+        if let Some(n) = self.nodes.iter().find(|n| n.name == key) {
+            return Ok(Endpoint {
+                netns: n.netns.clone(),
+                ip: n.addr.clone(),
+            });
+        }
         if key == "external" {
             let e = self
                 .external
@@ -155,9 +165,9 @@ impl Lab {
                 ip: e.addr.clone(),
             });
         }
-        let p = self
-            .pod(key)
-            .with_context(|| format!("{key:?} is neither a pod (NAMESPACE/NAME) nor `external`"))?;
+        let p = self.pod(key).with_context(|| {
+            format!("{key:?} is neither a pod (NAMESPACE/NAME), a node (node-N) nor `external`")
+        })?;
         Ok(Endpoint {
             netns: p.netns.clone(),
             ip: p.ip.clone(),

@@ -140,6 +140,40 @@ fn a_three_node_lab_end_to_end() {
             "{p} on {node}"
         );
     }
+    // Nodes as ends: a node reaches the external host as itself, and the
+    // external host the node; a node reaches its pods (host to workload
+    // is allowed, as Calico); a pod does not reach its own host
+    // (defaultEndpointToHostAction Drop) but reaches another node, as its
+    // own node (the other node's address is outside every pool).
+    assert_eq!(
+        lab.ok(&["probe", "node-2", "external", "--port", "80"])
+            .trim(),
+        "allowed (seen as 10.250.0.2)"
+    );
+    assert_eq!(
+        lab.ok(&["probe", "external", "node-1", "--port", "80"])
+            .trim(),
+        "allowed (seen as 10.250.0.250)"
+    );
+    let x_a_node = state["pods"]["x/a"]["node"].as_str().expect("x/a's node");
+    assert_eq!(
+        lab.ok(&["probe", x_a_node, "x/a", "--port", "80"]).trim(),
+        "allowed"
+    );
+    assert_eq!(
+        lab.ok(&["probe", "x/a", x_a_node, "--port", "80"]).trim(),
+        "denied"
+    );
+    let other = if x_a_node == "node-1" {
+        "node-2"
+    } else {
+        "node-1"
+    };
+    let x_a_addr = format!("10.250.0.{}", &x_a_node["node-".len()..]);
+    assert_eq!(
+        lab.ok(&["probe", "x/a", other, "--port", "80"]).trim(),
+        format!("allowed (seen as {x_a_addr})")
+    );
     // natOutgoing off: the pods' addresses are not routed to the external
     // host, so its answers never come back: denied (dropped), not refused.
     let pool = |nat: bool| {
@@ -238,6 +272,28 @@ fn a_three_node_lab_end_to_end() {
         );
         lab.ok(&["pod", "delete", &name]);
     }
+    // A namespace deleted takes its pods (addresses, endpoints,
+    // interfaces) and its profile with it.
+    lab.ok(&["ns", "create", "gone"]);
+    for p in ["gone/p1", "gone/p2"] {
+        lab.ok(&["pod", "create", p]);
+    }
+    let netns_before = netns_with(&format!("cl-{}-", lab.name)).len();
+    lab.ok(&["ns", "delete", "gone"]);
+    assert_eq!(
+        netns_with(&format!("cl-{}-", lab.name)).len(),
+        netns_before - 2
+    );
+    let show = lab.ok(&["show"]);
+    assert!(!show.contains("gone/"), "{show}");
+    let profile = lab.calicoctl(&["get", "profile", "kns.gone"], "");
+    assert!(!profile.status.success(), "the namespace's profile is gone");
+    let weps = lab.calicoctl(&["get", "workloadendpoints", "-n", "gone"], "");
+    assert!(
+        !String::from_utf8_lossy(&weps.stdout).contains("gone"),
+        "{}",
+        String::from_utf8_lossy(&weps.stdout)
+    );
     let check = lab.calicoctl(&["ipam", "check"], "");
     assert!(
         check.status.success(),
