@@ -7,8 +7,9 @@
 //! or processes serialise on the file lock and compare-and-swap is exact.
 //! WAL mode lets readers proceed during a write. Watches read the log when
 //! `PRAGMA data_version` says something was committed: writers in the same
-//! process wake them at once; writes from other processes are seen within
-//! one poll interval.
+//! process wake them at once; writes from other processes as soon as
+//! inotify reports the file or its write-ahead log written (or within 2 ms
+//! where inotify is not available; `notify.rs`).
 
 mod notify;
 
@@ -24,8 +25,6 @@ use std::time::Duration;
 
 /// Log rows kept for watches by default; older revisions report `Compacted`.
 pub const DEFAULT_HISTORY: i64 = 100_000;
-/// How often a watch looks for commits made by other processes.
-const POLL: Duration = Duration::from_millis(2);
 /// How long a writer waits for the file lock before reporting `Unavailable`.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Pause between attempts to take the lock: short, because transactions are.
@@ -376,7 +375,7 @@ fn poll(
                 }
             }
         }
-        seen_local = notifier.wait_past(seen_local, POLL);
+        seen_local = notifier.wait_past(seen_local, notifier.poll_interval());
     }
 }
 

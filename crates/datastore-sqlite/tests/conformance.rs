@@ -90,3 +90,37 @@ fn trimmed_history_reports_compacted() {
     // Current values are never trimmed.
     assert_eq!(store.list("/k/").expect("list").items.len(), 200);
 }
+
+/// A write by another process (this test binary run again, as a writer)
+/// reaches a watch in this one: the kernel reports the file written
+/// (inotify), and a watch polls by itself as well.
+#[test]
+fn a_write_by_another_process_reaches_a_watch() {
+    const CHILD: &str = "CALICO_SQLITE_TEST_WRITER";
+    if let Ok(path) = std::env::var(CHILD) {
+        let store = SqliteStore::open(&path).expect("open as the writer");
+        store.create("/from/child", b"hello").expect("write");
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("shared.db");
+    let store = SqliteStore::open(&path).expect("open");
+    let from = store.create("/from/parent", b"x").expect("create") + 1;
+    let w = store.watch("/from/", from).expect("watch");
+    let status = std::process::Command::new(std::env::current_exe().expect("exe"))
+        .args(["--exact", "a_write_by_another_process_reaches_a_watch"])
+        .env(CHILD, &path)
+        .stdout(std::process::Stdio::null())
+        .status()
+        .expect("run the writer");
+    assert!(status.success());
+    match w.recv_timeout(std::time::Duration::from_secs(5)) {
+        Ok(calico_datastore::Event::Put(kv)) => {
+            assert_eq!(
+                (kv.key.as_str(), kv.value.as_slice()),
+                ("/from/child", &b"hello"[..])
+            );
+        }
+        other => panic!("{other:?}"),
+    }
+}
