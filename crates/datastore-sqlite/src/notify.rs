@@ -18,12 +18,14 @@ use std::time::Duration;
 const POLL_NOTIFIED: Duration = Duration::from_millis(100);
 const POLL_BLIND: Duration = Duration::from_millis(2);
 
-/// One inotify instance and thread for the process: directories watched,
-/// and per directory the files (database and `-wal`) whose writes wake
-/// whose notifier.
+/// Per watched directory, the files (database and `-wal`) whose writes
+/// wake which notifier.
+type Followed = HashMap<WatchDescriptor, Vec<(OsString, Weak<Notifier>)>>;
+
+/// One inotify instance and thread for the process.
 struct Watcher {
     inotify: Inotify,
-    files: Mutex<HashMap<WatchDescriptor, Vec<(OsString, Weak<Notifier>)>>>,
+    files: Mutex<Followed>,
 }
 
 impl Watcher {
