@@ -421,6 +421,19 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
             format!("iifname \"{WORKLOAD_INTERFACE_PREFIX}*\" counter drop"),
         ],
     });
+    // The chains port maps go to, where a policy uses one.
+    for (name, mark) in [(VERDICT_ALLOW, MARK_ACCEPT), (VERDICT_PASS, MARK_PASS)] {
+        let target = format!("goto {name}");
+        if t.chains
+            .iter()
+            .any(|c| c.rules.iter().any(|r| r.contains(&target)))
+        {
+            t.chains.push(chain(
+                name.to_string(),
+                vec![format!("meta mark set meta mark | {mark:#x} return")],
+            ));
+        }
+    }
     nat_outgoing(&node.nat, &mut t);
     t
 }

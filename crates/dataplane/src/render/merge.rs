@@ -10,7 +10,118 @@
 //! a flow record names the rule that decided by its index.
 
 use calico_api::Action;
-use calico_calc::CompiledRule;
+use calico_calc::{CompiledRule, PortRange};
+
+/// What a policy's rule list is rendered from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Compiled {
+    Rule(CompiledRule),
+    /// Consecutive rules alike but for their actions and destination
+    /// ports: one lookup in a verdict map, port → action. A port two of
+    /// them list belongs to the earlier (first match); `base` is the rule
+    /// without action and ports.
+    PortMap {
+        base: CompiledRule,
+        map: Vec<(PortRange, Action)>,
+    },
+}
+
+/// Rules a run needs at least to become a verdict map.
+const MIN_MAP: usize = 3;
+
+/// The rules joined (`merge_runs`), then each run alike but for actions
+/// and destination ports as a verdict map.
+pub(crate) fn compile(rules: &[CompiledRule]) -> Vec<Compiled> {
+    let joined = merge_runs(rules);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < joined.len() {
+        let base = map_base(&joined[i]);
+        let mut end = i + 1;
+        if let Some(b) = &base {
+            while end < joined.len() && map_base(&joined[end]).as_ref() == Some(b) {
+                end += 1;
+            }
+        }
+        match base {
+            Some(base) if end - i >= MIN_MAP => {
+                out.push(Compiled::PortMap {
+                    base,
+                    map: port_map(&joined[i..end]),
+                });
+                i = end;
+            }
+            _ => {
+                out.push(Compiled::Rule(joined[i].clone()));
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The rule without its action and destination ports, if it can be an
+/// entry of a port map: it decides (not Log), lists destination port
+/// numbers (not named ports) and a protocol with ports.
+fn map_base(r: &CompiledRule) -> Option<CompiledRule> {
+    if r.action == Action::Log
+        || r.dst.ports.is_empty()
+        || !r.dst.named_port_sets.is_empty()
+        || !matches!(r.protocol, Some(6 | 17 | 132 | 136))
+    {
+        return None;
+    }
+    let mut b = r.clone();
+    b.action = Action::Allow;
+    b.dst.ports.clear();
+    Some(b)
+}
+
+/// Disjoint port intervals and their actions, each port to the first rule
+/// that lists it; neighbours with one action joined.
+fn port_map(run: &[CompiledRule]) -> Vec<(PortRange, Action)> {
+    let mut taken: Vec<(u16, u16, Action)> = Vec::new();
+    for r in run {
+        for p in &r.dst.ports {
+            for (lo, hi) in subtract((p.min, p.max), &taken) {
+                taken.push((lo, hi, r.action));
+            }
+        }
+    }
+    taken.sort_by_key(|t| t.0);
+    let mut out: Vec<(PortRange, Action)> = Vec::new();
+    for (lo, hi, a) in taken {
+        match out.last_mut() {
+            Some((last, action)) if *action == a && u32::from(last.max) + 1 == u32::from(lo) => {
+                last.max = hi;
+            }
+            _ => out.push((PortRange { min: lo, max: hi }, a)),
+        }
+    }
+    out
+}
+
+/// What of `range` no interval of `taken` covers.
+fn subtract(range: (u16, u16), taken: &[(u16, u16, Action)]) -> Vec<(u16, u16)> {
+    let mut pieces = vec![range];
+    for &(lo, hi, _) in taken {
+        let mut rest = Vec::new();
+        for (a, b) in pieces {
+            if hi < a || lo > b {
+                rest.push((a, b));
+                continue;
+            }
+            if lo > a {
+                rest.push((a, lo - 1));
+            }
+            if hi < b {
+                rest.push((hi + 1, b));
+            }
+        }
+        pieces = rest;
+    }
+    pieces
+}
 
 /// The rules with each joinable run joined.
 pub(crate) fn merge_runs(rules: &[CompiledRule]) -> Vec<CompiledRule> {
@@ -86,7 +197,7 @@ fn extend_list(into: &mut CompiledRule, from: &CompiledRule, which: usize) -> bo
 #[cfg(test)]
 mod tests {
     use super::*;
-    use calico_calc::{PortRange, SideMatch};
+    use calico_calc::SideMatch;
     use calico_net::IpNet;
     use proptest::prelude::*;
 
@@ -117,6 +228,29 @@ mod tests {
                     continue;
                 }
                 return (Some(r.action), logged);
+            }
+        }
+        (None, logged)
+    }
+
+    /// The same over what the rules compile to.
+    fn decide_compiled(rules: &[Compiled], p: Packet) -> (Option<Action>, usize) {
+        let mut logged = 0;
+        for c in rules {
+            match c {
+                Compiled::Rule(r) => match decide(std::slice::from_ref(r), p) {
+                    (Some(a), n) => return (Some(a), logged + n),
+                    (None, n) => logged += n,
+                },
+                Compiled::PortMap { base, map } => {
+                    if decide(std::slice::from_ref(base), p).0.is_some() {
+                        if let Some((_, a)) =
+                            map.iter().find(|(r, _)| (r.min..=r.max).contains(&p.3))
+                        {
+                            return (Some(*a), logged);
+                        }
+                    }
+                }
             }
         }
         (None, logged)
@@ -183,6 +317,8 @@ mod tests {
         ) {
             let merged = merge_runs(&rules);
             prop_assert!(merged.len() <= rules.len());
+            let compiled = compile(&rules);
+            prop_assert!(compiled.len() <= rules.len());
             for (sb, sh, db, proto, port) in packets {
                 let p = (
                     std::net::Ipv4Addr::new(10, 0, sb, sh),
@@ -191,6 +327,57 @@ mod tests {
                     port,
                 );
                 prop_assert_eq!(decide(&merged, p), decide(&rules, p), "{:?}", p);
+                prop_assert_eq!(decide_compiled(&compiled, p), decide(&rules, p), "{:?} {:?}", p, compiled);
+            }
+        }
+    }
+
+    proptest! {
+        /// Runs alike but for actions and ports (which become verdict
+        /// maps, overlapping ports included) decide as the rules did.
+        #[test]
+        fn port_maps_decide_as_the_rules_did(
+            run in proptest::collection::vec(
+                (
+                    prop_oneof![Just(Action::Allow), Just(Action::Deny), Just(Action::Pass), Just(Action::Log)],
+                    0usize..2,
+                    proptest::collection::vec((75u16..90, 0u16..3), 1..3),
+                ),
+                0..16,
+            ),
+            packets in proptest::collection::vec((0u8..2, prop_oneof![Just(6u8), Just(17u8)], 73u16..94), 64),
+        ) {
+            let rules: Vec<CompiledRule> = run
+                .into_iter()
+                .map(|(action, base, ports)| CompiledRule {
+                    action,
+                    ip_version: None,
+                    protocol: Some(6),
+                    not_protocol: None,
+                    icmp: None,
+                    not_icmp: None,
+                    src: SideMatch {
+                        nets: vec![format!("10.0.{base}.0/24").parse().expect("net")],
+                        ..SideMatch::default()
+                    },
+                    dst: SideMatch {
+                        ports: ports
+                            .into_iter()
+                            .map(|(min, span)| PortRange { min, max: min + span })
+                            .collect(),
+                        ..SideMatch::default()
+                    },
+                })
+                .collect();
+            let compiled = compile(&rules);
+            for (sb, proto, port) in packets {
+                let p = (
+                    std::net::Ipv4Addr::new(10, 0, sb, 9),
+                    std::net::Ipv4Addr::new(10, 0, 0, 7),
+                    proto,
+                    port,
+                );
+                prop_assert_eq!(decide_compiled(&compiled, p), decide(&rules, p), "{:?} {:?}", p, compiled);
             }
         }
     }
@@ -237,6 +424,29 @@ mod tests {
             10_001,
         );
         assert_eq!(decide(&logs, p), (None, 2));
+        // Alternating actions: one verdict map, each port its own rule's.
+        let mut alternating = rules.clone();
+        for (i, r) in alternating.iter_mut().enumerate() {
+            if i % 2 == 1 {
+                r.action = Action::Deny;
+            }
+        }
+        match compile(&alternating).as_slice() {
+            [Compiled::PortMap { map, .. }] => {
+                assert_eq!(map.len(), 1000);
+                assert_eq!(
+                    map[1],
+                    (
+                        PortRange {
+                            min: 10_001,
+                            max: 10_001
+                        },
+                        Action::Deny
+                    )
+                );
+            }
+            other => panic!("{other:?}"),
+        }
         // An empty list matches anything: not joined with a list.
         let mut any = rules[..2].to_vec();
         any[1].dst.ports.clear();

@@ -222,6 +222,44 @@ impl Flow<'_> {
 }
 
 pub(super) fn rule_lines(r: &CompiledRule, flow: Option<&Flow<'_>>, out: &mut Vec<String>) {
+    rule_lines_ending(r, flow, None, out);
+}
+
+/// The chains a port map's Allow and Pass go to: they set the verdict's
+/// mark and return to whoever jumped to the policy (a `goto` keeps no
+/// place to come back to in the policy's chain).
+pub const VERDICT_ALLOW: &str = "verdict-allow";
+pub const VERDICT_PASS: &str = "verdict-pass";
+
+/// A port map as one verdict-map match: `th dport vmap { 80 : goto
+/// verdict-allow, 81-89 : drop }`.
+fn port_vmap(map: &[(calico_calc::PortRange, Action)]) -> String {
+    let entries: Vec<String> = map
+        .iter()
+        .map(|(p, a)| {
+            let key = if p.min == p.max {
+                p.min.to_string()
+            } else {
+                format!("{}-{}", p.min, p.max)
+            };
+            let verdict = match a {
+                Action::Allow => format!("goto {VERDICT_ALLOW}"),
+                Action::Pass => format!("goto {VERDICT_PASS}"),
+                _ => "drop".to_string(),
+            };
+            format!("{key} : {verdict}")
+        })
+        .collect();
+    format!("th dport vmap {{ {} }}", entries.join(", "))
+}
+
+/// `rule_lines` with `ending` (a verdict-map match) in place of the verdict.
+fn rule_lines_ending(
+    r: &CompiledRule,
+    flow: Option<&Flow<'_>>,
+    ending: Option<&str>,
+    out: &mut Vec<String>,
+) {
     let fams = families(r);
     for f in fams.iter().copied() {
         let mut common = Vec::new();
@@ -270,7 +308,7 @@ pub(super) fn rule_lines(r: &CompiledRule, flow: Option<&Flow<'_>>, out: &mut Ve
                     .filter(|p| !p.is_empty())
                     .collect();
                 let matches = parts.join(" ");
-                let v = verdict(r.action, flow);
+                let v = ending.map_or_else(|| verdict(r.action, flow), str::to_string);
                 out.push(if matches.is_empty() {
                     v
                 } else {
@@ -285,15 +323,20 @@ pub(super) fn rule_lines(r: &CompiledRule, flow: Option<&Flow<'_>>, out: &mut Ve
 /// verdicts there for flow records.
 pub(super) fn rules_chain(name: &str, rules: &[CompiledRule], group: Option<u16>) -> Chain {
     // Without flow logs nothing names a rule by its index: runs that
-    // decide alike are joined (`merge`).
-    let joined;
-    let rules = match group {
-        Some(_) => rules,
-        None => {
-            joined = super::merge::merge_runs(rules);
-            &joined
+    // decide alike are joined, runs alike but for actions and ports become
+    // verdict maps (`merge`).
+    if group.is_none() {
+        let mut lines = Vec::new();
+        for c in super::merge::compile(rules) {
+            match c {
+                super::merge::Compiled::Rule(r) => rule_lines(&r, None, &mut lines),
+                super::merge::Compiled::PortMap { base, map } => {
+                    rule_lines_ending(&base, None, Some(&port_vmap(&map)), &mut lines);
+                }
+            }
         }
-    };
+        return chain(name.to_string(), lines);
+    }
     let mut lines = Vec::new();
     for (index, r) in rules.iter().enumerate() {
         let flow = group.map(|group| Flow {
