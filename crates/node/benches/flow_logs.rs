@@ -12,8 +12,7 @@
 
 mod common;
 use calico_test_support::KillOnDrop;
-use common::{bin, connection_rate, in_netns, seeded_datastore, TwoPods};
-use std::net::{SocketAddr, TcpListener};
+use common::{bin, connection_rate, knob, listener, seeded_datastore, TwoPods};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -72,22 +71,11 @@ fn rss_kib(pid: u32) -> u64 {
 
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
-    let secs: u32 = std::env::var("SECS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(if quick { 1 } else { 5 });
+    let secs = knob("SECS", 1, 5);
     let (dir, db, _client) = seeded_datastore("10.91.0.0/16");
     let pods = TwoPods::new("flbench", "10.250.5.1/24", &db);
-    let _server = in_netns(pods.server.path(), || {
-        // A deep accept queue: a full one drops SYNs, and a dropped SYN
-        // costs the client a second, which would be measured instead.
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        s.set_reuse_address(true).expect("reuse");
-        s.bind(&SocketAddr::from(([0, 0, 0, 0], PORT)).into())
-            .expect("bind");
-        s.listen(4096).expect("listen");
-        let l: TcpListener = s.into();
+    let l = listener(pods.server.path(), PORT);
+    let _server = std::thread::spawn(move || {
         for c in l.incoming() {
             drop(c);
         }

@@ -13,8 +13,8 @@
 mod common;
 use calico_api::decode_manifest;
 use calico_test_support::{KillOnDrop, Netns};
-use common::{connection_rate, in_netns, seeded_datastore, TwoPods};
-use std::net::{IpAddr, SocketAddr, TcpListener};
+use common::{connection_rate, knob, listener, seeded_datastore, TwoPods};
+use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -23,14 +23,7 @@ const EXTERNAL: &str = "203.0.113.2";
 const PORT: u16 = 7070;
 
 fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let env = |k: &str, quick_v: u32, v: u32| {
-        std::env::var(k)
-            .ok()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(if quick { quick_v } else { v })
-    };
-    let (secs, rounds) = (env("SECS", 1, 5), env("ROUNDS", 1, 3));
+    let (secs, rounds) = (knob("SECS", 1, 5), knob("ROUNDS", 1, 3));
     let (_dir, db, client) = seeded_datastore(POOL);
     let pods = TwoPods::new("natbench", "10.250.6.1/24", &db);
     // The external host, with a route back to the pool (for the runs
@@ -65,14 +58,8 @@ fn main() {
     // Accepts and closes; remembers who the last connection came from.
     let peer: Arc<Mutex<Option<IpAddr>>> = Arc::default();
     let seen = peer.clone();
-    let _server = in_netns(ext.path(), move || {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        s.set_reuse_address(true).expect("reuse");
-        s.bind(&SocketAddr::from(([0, 0, 0, 0], PORT)).into())
-            .expect("bind");
-        s.listen(4096).expect("listen");
-        let l: TcpListener = s.into();
+    let l = listener(ext.path(), PORT);
+    let _server = std::thread::spawn(move || {
         for c in l.incoming().flatten() {
             if let Ok(from) = c.peer_addr() {
                 *seen

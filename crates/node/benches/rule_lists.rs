@@ -19,8 +19,8 @@
 
 mod common;
 use calico_api::decode_manifest;
-use common::{connection_rate, in_netns, seeded_datastore, TwoPods};
-use std::net::{SocketAddr, TcpListener};
+use common::{connection_rate, in_netns, knob, listener, seeded_datastore, TwoPods};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 const PORT: u16 = 7070;
@@ -66,14 +66,8 @@ fn policy(alternate: bool, sources: bool, client: &str) -> String {
 }
 
 fn serve(pods: &TwoPods, port: u16) {
-    let _ = in_netns(pods.server.path(), move || {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
-            .expect("socket");
-        s.set_reuse_address(true).expect("reuse");
-        s.bind(&SocketAddr::from(([0, 0, 0, 0], port)).into())
-            .expect("bind");
-        s.listen(4096).expect("listen");
-        let l: TcpListener = s.into();
+    let l = listener(pods.server.path(), port);
+    std::thread::spawn(move || {
         for c in l.incoming() {
             drop(c);
         }
@@ -91,14 +85,7 @@ fn answered(pods: &TwoPods, port: u16) -> bool {
 }
 
 fn main() {
-    let quick = !std::env::args().any(|a| a == "--bench");
-    let env = |k: &str, quick_v: u32, v: u32| {
-        std::env::var(k)
-            .ok()
-            .and_then(|x| x.parse().ok())
-            .unwrap_or(if quick { quick_v } else { v })
-    };
-    let (secs, rounds) = (env("SECS", 1, 5), env("ROUNDS", 1, 3));
+    let (secs, rounds) = (knob("SECS", 1, 5), knob("ROUNDS", 1, 3));
     let (_dir, db, client) = seeded_datastore("10.93.0.0/16");
     let pods = TwoPods::new("rlbench", "10.250.11.1/24", &db);
     for port in [PORT, UNLISTED, FIRST, SECOND] {

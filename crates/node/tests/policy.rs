@@ -204,6 +204,56 @@ fn kubernetes_policies_enforced_on_real_packets() {
         tcp(&c, &ip_a) && tcp(&a, &ip_b) && ping(&a, &ip_c),
         "all allowed again"
     );
+
+    // Rules alike but for action and port become one verdict map; a rule
+    // of another protocol stays a rule of its own.
+    let gnp = |rules: &str| {
+        format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: ports}}\n\
+                 spec: {{selector: app == 'a', types: [Ingress], ingress: [{rules}]}}\n")
+    };
+    node.ctl_apply(&gnp(
+        "{action: Deny, protocol: TCP, destination: {ports: [81]}}, \
+         {action: Allow, protocol: TCP, destination: {ports: [80, 81]}}, \
+         {action: Deny, protocol: TCP, destination: {ports: [79]}}, \
+         {action: Allow, protocol: UDP, destination: {ports: [80]}}",
+    ));
+    node.felix();
+    let listed = node.ns.ok(&["nft", "list", "table", "inet", "calico"]);
+    assert!(
+        listed.contains("vmap") && listed.contains("verdict-allow"),
+        "{listed}"
+    );
+    assert!(tcp(&b, &ip_a), "TCP 80: allowed by the second rule");
+    assert!(
+        !probe(&b, &ip_a, 81, "tcp"),
+        "TCP 81: the first rule denies it"
+    );
+    assert!(
+        probe(&b, &ip_a, 80, "udp"),
+        "UDP 80: its own rule allows it"
+    );
+    // Rules that decide alike and differ only in ports are one rule.
+    node.ctl_apply(&gnp(
+        "{action: Allow, protocol: TCP, destination: {ports: [80]}}, \
+         {action: Allow, protocol: TCP, destination: {ports: [81]}}",
+    ));
+    node.felix();
+    let listed = node.ns.ok(&["nft", "list", "table", "inet", "calico"]);
+    assert!(listed.contains("dport { 80, 81 }"), "{listed}");
+    assert!(
+        !listed.contains("verdict-allow"),
+        "no map, no verdict chains: {listed}"
+    );
+    assert!(
+        tcp(&b, &ip_a) && probe(&b, &ip_a, 81, "tcp"),
+        "both ports allowed"
+    );
+    assert!(
+        !probe(&b, &ip_a, 80, "udp"),
+        "UDP 80: no rule allows it now"
+    );
+    node.ctl_delete("globalnetworkpolicy", "ports", "");
+    node.felix();
     assert!(
         node.ns
             .ok(&["nft", "list", "tables"])

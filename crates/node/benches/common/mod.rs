@@ -162,3 +162,32 @@ pub fn connection_rate(from: &Netns, to: &str, secs: u32) -> f64 {
     let total: u64 = clients.into_iter().map(|c| c.join().expect("client")).sum();
     total as f64 / f64::from(secs)
 }
+
+/// A benchmark's setting from the environment (`SECS`, `ROUNDS`): `full`
+/// under `cargo bench`, `quick` when run as a test.
+#[allow(dead_code)] // not every benchmark has settings
+pub fn knob(name: &str, quick: u32, full: u32) -> u32 {
+    let benching = std::env::args().any(|a| a == "--bench");
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(if benching { full } else { quick })
+}
+
+/// A TCP listener on `port` inside the namespace at `netns` (a path), with
+/// a deep accept queue: a full one drops SYNs, and a dropped SYN costs the
+/// client a second, which would be measured instead.
+#[allow(dead_code)] // not every benchmark serves TCP itself
+pub fn listener(netns: String, port: u16) -> std::net::TcpListener {
+    in_netns(netns, move || {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
+        s.set_reuse_address(true).expect("reuse");
+        s.bind(&std::net::SocketAddr::from(([0, 0, 0, 0], port)).into())
+            .expect("bind");
+        s.listen(4096).expect("listen");
+        std::net::TcpListener::from(s)
+    })
+    .join()
+    .expect("listener")
+}
