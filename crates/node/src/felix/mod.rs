@@ -1,5 +1,6 @@
 //! The policy and route agent: list, compute, apply; then watch and apply
-//! changes, with a periodic full rewrite that repairs any drift.
+//! changes, with a periodic refresh (the kernel's table read back, the
+//! difference sent; routes resynced) that repairs any drift.
 
 mod agent;
 #[cfg(test)]
