@@ -1,7 +1,7 @@
 //! Logged packets and the connection tracker's counters, aggregated into
 //! an interval's flow records.
 
-use super::packet::{conn_tuple, entry, ip_len, tuple, verdict, Tuple};
+use super::packet::{entry, ip_len, tuple, verdict, Tuple};
 use super::{FlowRecord, Names};
 use calico_kernel::LoggedRef;
 use std::collections::BTreeMap;
@@ -71,25 +71,15 @@ struct Followed {
 struct Counts {
     /// Packets logged (every denied one; the first of each allowed connection).
     packets: u64,
-    /// Connections this interval: allowed ones once each (a retransmitted
-    /// first packet, still "new" to conntrack, meets policy again but is
-    /// the connection already followed), those the connection tracker
-    /// counted traffic for, and denied ones by distinct source.
-    flows: u64,
     /// Distinct (source, source port) of denied packets.
     sports: Set<(IpAddr, Option<u16>)>,
-    first: u64,
-    last: u64,
-    /// Into and out of the reporting endpoint (see `FlowRecord`).
-    packets_in: u64,
-    packets_out: u64,
-    bytes_in: u64,
-    bytes_out: u64,
-    started: u64,
-    completed: u64,
-    live: u64,
     /// Sources past `MAX_SOURCES`, each counted as new.
     beyond: u64,
+    /// Times and counters; `sum.flows` counts allowed connections once
+    /// each (a retransmitted first packet, still "new" to conntrack, meets
+    /// policy again but is the connection already followed) and those the
+    /// connection tracker counted traffic for.
+    sum: Sum,
 }
 
 impl Counts {
@@ -102,18 +92,21 @@ impl Counts {
         self.sports.insert((ip, port))
     }
 
-    /// The record's connections this interval.
+    /// The record's connections this interval: allowed and tracked ones,
+    /// and denied ones by distinct source.
     fn connections(&self) -> u64 {
-        self.flows + self.sports.len() as u64 + self.beyond
+        self.sum.flows + self.sports.len() as u64 + self.beyond
     }
 }
 
-/// A named record's sums while endpoints are merged.
-#[derive(Debug, Clone, Copy)]
+/// A record's times and counters; a named record's sums while endpoints
+/// are merged.
+#[derive(Debug, Clone, Copy, Default)]
 struct Sum {
     flows: u64,
     first: u64,
     last: u64,
+    /// Into and out of the reporting endpoint (see `FlowRecord`).
     packets_in: u64,
     packets_out: u64,
     bytes_in: u64,
@@ -121,6 +114,22 @@ struct Sum {
     started: u64,
     completed: u64,
     live: u64,
+}
+
+impl Sum {
+    /// Adds `c`'s counters (its `flows` connections) to these.
+    fn absorb(&mut self, c: &Sum, flows: u64) {
+        self.flows += flows;
+        self.first = self.first.min(c.first);
+        self.last = self.last.max(c.last);
+        self.packets_in += c.packets_in;
+        self.packets_out += c.packets_out;
+        self.bytes_in += c.bytes_in;
+        self.bytes_out += c.bytes_out;
+        self.started += c.started;
+        self.completed += c.completed;
+        self.live += c.live;
+    }
 }
 
 /// A log prefix read back: the trace entry it stands for (interned) and
@@ -156,7 +165,7 @@ pub struct Aggregator {
     hits: Map<(u32, &'static str), u64>,
     /// Allowed connections logged (by group and connection tuple), and the
     /// record they count under, while the connection tracker holds them.
-    conns: Map<(u16, calico_kernel::conntrack::ConnTuple), Followed>,
+    conns: Map<(u16, Tuple), Followed>,
     /// Each tracked connection's counters at the last accounting (by id):
     /// source to destination packets and bytes, then back.
     counted: Map<u64, [u64; 4]>,
@@ -267,14 +276,14 @@ impl Aggregator {
         };
         let c = self.flows.entry(k).or_default();
         if c.packets == 0 {
-            c.first = now;
+            c.sum.first = now;
         }
         c.packets += 1;
-        c.last = now;
+        c.sum.last = now;
         if action == "allow" {
             // A connection already followed: its first packet again. One
             // probe of the table either way.
-            let conn = (p.group, conn_tuple(&t));
+            let conn = (p.group, t);
             let full = self.conns.len() >= MAX_FOLLOWED;
             let interval = self.interval;
             let new = match self.conns.entry(conn) {
@@ -289,18 +298,18 @@ impl Aggregator {
                 }
             };
             if new {
-                c.started += 1;
-                c.flows += 1;
+                c.sum.started += 1;
+                c.sum.flows += 1;
             }
         } else {
             c.source(t.src, t.sport);
             let len = ip_len(p.payload);
             if reporter == "dst" {
-                c.packets_in += 1;
-                c.bytes_in += len;
+                c.sum.packets_in += 1;
+                c.sum.bytes_in += len;
             } else {
-                c.packets_out += 1;
-                c.bytes_out += len;
+                c.sum.packets_out += 1;
+                c.sum.bytes_out += len;
             }
         }
         Some((self.entries[id as usize].as_str(), reporter))
@@ -337,26 +346,26 @@ impl Aggregator {
                     .map(|(n, b)| n.saturating_sub(b))
                     .collect();
                 let c = self.flows.entry(followed.key).or_default();
-                if c.first == 0 {
-                    c.first = now;
+                if c.sum.first == 0 {
+                    c.sum.first = now;
                 }
-                c.last = now;
+                c.sum.last = now;
                 if followed.interval != self.interval {
                     followed.interval = self.interval;
-                    c.flows += 1;
+                    c.sum.flows += 1;
                 }
-                c.live += 1;
+                c.sum.live += 1;
                 // In and out as the reporter sees them.
                 if group == groups[0] {
-                    c.packets_in += d[0];
-                    c.bytes_in += d[1];
-                    c.packets_out += d[2];
-                    c.bytes_out += d[3];
+                    c.sum.packets_in += d[0];
+                    c.sum.bytes_in += d[1];
+                    c.sum.packets_out += d[2];
+                    c.sum.bytes_out += d[3];
                 } else {
-                    c.packets_out += d[0];
-                    c.bytes_out += d[1];
-                    c.packets_in += d[2];
-                    c.bytes_in += d[3];
+                    c.sum.packets_out += d[0];
+                    c.sum.bytes_out += d[1];
+                    c.sum.packets_in += d[2];
+                    c.sum.bytes_in += d[3];
                 }
             }
         }
@@ -371,14 +380,14 @@ impl Aggregator {
         for k in gone {
             if let Some(followed) = self.conns.remove(&k) {
                 let c = self.flows.entry(followed.key).or_default();
-                if c.first == 0 {
-                    c.first = now;
+                if c.sum.first == 0 {
+                    c.sum.first = now;
                 }
-                c.last = c.last.max(now);
+                c.sum.last = c.sum.last.max(now);
                 if followed.interval != self.interval {
-                    c.flows += 1;
+                    c.sum.flows += 1;
                 }
-                c.completed += 1;
+                c.sum.completed += 1;
             }
         }
     }
@@ -440,27 +449,10 @@ impl Aggregator {
                     pending,
                 ))
                 .or_insert(Sum {
-                    flows: 0,
                     first: u64::MAX,
-                    last: 0,
-                    packets_in: 0,
-                    packets_out: 0,
-                    bytes_in: 0,
-                    bytes_out: 0,
-                    started: 0,
-                    completed: 0,
-                    live: 0,
+                    ..Sum::default()
                 });
-            m.flows += flows;
-            m.first = m.first.min(c.first);
-            m.last = m.last.max(c.last);
-            m.packets_in += c.packets_in;
-            m.packets_out += c.packets_out;
-            m.bytes_in += c.bytes_in;
-            m.bytes_out += c.bytes_out;
-            m.started += c.started;
-            m.completed += c.completed;
-            m.live += c.live;
+            m.absorb(&c.sum, flows);
         }
         // Interned entries are kept while the names stay the same (and
         // with them the connections that refer to them).

@@ -4,15 +4,9 @@
 use super::Names;
 use std::net::IpAddr;
 
-/// A packet's addresses and ports, read from its first bytes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Tuple {
-    pub src: IpAddr,
-    pub dst: IpAddr,
-    pub proto: u8,
-    pub sport: Option<u16>,
-    pub dport: Option<u16>,
-}
+/// A packet's addresses and ports, read from its first bytes: the same
+/// tuple the connection tracker keys its connections by.
+pub use calico_kernel::conntrack::ConnTuple as Tuple;
 
 /// The IP and transport headers of a logged packet (IPv4, or IPv6 without
 /// extension headers); None if it is neither.
@@ -137,15 +131,5 @@ pub fn ip_len(payload: &[u8]) -> u64 {
             .get(4..6)
             .map_or(0, |b| 40 + u64::from(u16::from_be_bytes([b[0], b[1]]))),
         _ => 0,
-    }
-}
-
-pub(super) fn conn_tuple(t: &Tuple) -> calico_kernel::conntrack::ConnTuple {
-    calico_kernel::conntrack::ConnTuple {
-        src: t.src,
-        dst: t.dst,
-        proto: t.proto,
-        sport: t.sport,
-        dport: t.dport,
     }
 }
