@@ -125,31 +125,7 @@ pub(crate) fn up(
             server_pid: None,
         });
         lab.save(&ctx.dir)?;
-        let port = format!("p{i}");
-        in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
-        in_ns(
-            &lab.fabric,
-            &[
-                "ip", "link", "add", &port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-            ],
-        )?;
-        in_ns(
-            &lab.fabric,
-            &[
-                "ip",
-                "link",
-                "set",
-                &port,
-                "master",
-                &format!("br{subnet}"),
-                "up",
-            ],
-        )?;
-        in_ns(
-            &netns,
-            &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
-        )?;
-        in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
+        plug(&lab, &netns, &format!("p{i}"), subnet, &addr)?;
         // Proxy ARP for the pods' gateway needs a route; nodes have one.
         if subnets > 1 {
             in_ns(
@@ -233,6 +209,36 @@ fn serve_echo(ctx: &Ctx, netns: &str, log: &str) -> Result<u32> {
     daemon(&mut serve, &ctx.dir.join(log))
 }
 
+/// Plugs namespace `netns` into the fabric's bridge `br<subnet>`: its
+/// `eth0` at `addr`/24, the fabric's end named `port`; loopback up.
+fn plug(lab: &Lab, netns: &str, port: &str, subnet: usize, addr: &str) -> Result<()> {
+    in_ns(netns, &["ip", "link", "set", "lo", "up"])?;
+    in_ns(
+        &lab.fabric,
+        &[
+            "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", netns,
+        ],
+    )?;
+    in_ns(
+        &lab.fabric,
+        &[
+            "ip",
+            "link",
+            "set",
+            port,
+            "master",
+            &format!("br{subnet}"),
+            "up",
+        ],
+    )?;
+    in_ns(
+        netns,
+        &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
+    )?;
+    in_ns(netns, &["ip", "link", "set", "eth0", "up"])?;
+    Ok(())
+}
+
 /// A namespace `cl-<lab>-<what>` for a service on the fabric: its `eth0`
 /// at `addr`/24 on br0 (the fabric's end named `port`); with several
 /// subnets, a default route through the fabric's router. Returns its name.
@@ -246,22 +252,7 @@ pub(crate) fn service_netns(
 ) -> Result<String> {
     let netns = format!("{}{what}", ctx.prefix());
     ip(&["netns", "add", &netns])?;
-    in_ns(&netns, &["ip", "link", "set", "lo", "up"])?;
-    in_ns(
-        &lab.fabric,
-        &[
-            "ip", "link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", &netns,
-        ],
-    )?;
-    in_ns(
-        &lab.fabric,
-        &["ip", "link", "set", port, "master", "br0", "up"],
-    )?;
-    in_ns(
-        &netns,
-        &["ip", "addr", "add", &format!("{addr}/24"), "dev", "eth0"],
-    )?;
-    in_ns(&netns, &["ip", "link", "set", "eth0", "up"])?;
+    plug(lab, &netns, port, 0, addr)?;
     if subnets > 1 {
         // Nodes on the other subnets are reached through the fabric's router.
         in_ns(

@@ -20,21 +20,8 @@ pub(crate) fn start_etcd_server(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Res
     });
     lab.save(&ctx.dir)?;
     wait_etcd(&netns)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let mut proxy = Command::new(std::env::current_exe()?);
-    proxy.args([
-        "proxy",
-        "--netns",
-        &netns,
-        "--to",
-        "127.0.0.1:2379",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    lab.extra_pids
-        .push(daemon(&mut proxy, &ctx.dir.join("proxy.log"))?);
+    let port = free_local_port()?;
+    start_proxy(ctx, lab, &netns, "127.0.0.1:2379", port, "proxy.log")?;
     lab.datastore_env = BTreeMap::from([
         ("DATASTORE_TYPE".to_string(), "etcdv3".to_string()),
         (

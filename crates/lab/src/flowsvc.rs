@@ -23,9 +23,7 @@ pub(crate) fn felix_env(flush: u64) -> BTreeMap<String, String> {
 /// Makes the namespace, starts the service and the proxy; records them.
 pub(crate) fn start_flow_service(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
     let netns = service_netns(ctx, lab, "flows", "pf", FLOWS_ADDR, subnets)?;
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
+    let port = free_local_port()?;
     lab.flows = Some(state::FlowService {
         netns: netns.clone(),
         pid: 0,
@@ -33,18 +31,7 @@ pub(crate) fn start_flow_service(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Re
     });
     lab.save(&ctx.dir)?;
     spawn_service(ctx, lab)?;
-    let mut proxy = Command::new(std::env::current_exe()?);
-    proxy.args([
-        "proxy",
-        "--netns",
-        &netns,
-        "--to",
-        "127.0.0.1:8081",
-        "--listen",
-        &format!("127.0.0.1:{port}"),
-    ]);
-    lab.extra_pids
-        .push(daemon(&mut proxy, &ctx.dir.join("flows-proxy.log"))?);
+    start_proxy(ctx, lab, &netns, "127.0.0.1:8081", port, "flows-proxy.log")?;
     lab.save(&ctx.dir)?;
     wait_service(ctx, lab)
 }

@@ -74,3 +74,35 @@ pub(crate) fn signal_and_wait(pid: u32, first: nix::sys::signal::Signal) {
         let _ = kill(p, Signal::SIGKILL);
     }
 }
+
+/// A loopback port free now (for a proxy to listen on).
+pub(crate) fn free_local_port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// `calico-lab proxy`: connections to 127.0.0.1:`port` on this host are
+/// forwarded to `to` inside namespace `netns`; recorded in the lab's
+/// processes, logging to `log` in its state directory.
+pub(crate) fn start_proxy(
+    ctx: &Ctx,
+    lab: &mut Lab,
+    netns: &str,
+    to: &str,
+    port: u16,
+    log: &str,
+) -> Result<()> {
+    let mut proxy = Command::new(std::env::current_exe()?);
+    proxy.args([
+        "proxy",
+        "--netns",
+        netns,
+        "--to",
+        to,
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+    ]);
+    lab.extra_pids.push(daemon(&mut proxy, &ctx.dir.join(log))?);
+    Ok(())
+}
