@@ -51,6 +51,17 @@ pub fn from_kernel(json: &str, desired: &Table) -> Result<Table, ReadBackError> 
         .iter()
         .map(|c| (c.name.as_str(), c))
         .collect();
+    // Each desired rule by its chain and tag, hashed once (not once per
+    // rule the kernel lists).
+    let tagged: BTreeMap<(&str, String), &String> = desired
+        .chains
+        .iter()
+        .flat_map(|c| {
+            c.rules
+                .iter()
+                .map(move |r| ((c.name.as_str(), rule_tag(r)), r))
+        })
+        .collect();
     let ours = |o: &Value| {
         o.get("family").and_then(Value::as_str) == Some("inet")
             && o.get("table").and_then(Value::as_str) == Some(TABLE)
@@ -90,15 +101,9 @@ pub fn from_kernel(json: &str, desired: &Table) -> Result<Table, ReadBackError> 
                 continue;
             };
             let tag = r.get("comment").and_then(Value::as_str);
-            let known = tag.and_then(|tag| {
-                want_chains
-                    .get(chain.as_str())?
-                    .rules
-                    .iter()
-                    .find(|rule| rule_tag(rule) == tag)
-            });
+            let known = tag.and_then(|tag| tagged.get(&(chain.as_str(), tag.to_string())));
             t.chains[at].rules.push(match known {
-                Some(rule) => rule.clone(),
+                Some(rule) => (*rule).clone(),
                 // Never equal to a rule of ours: the chain is rewritten.
                 None => format!(
                     "# foreign rule, handle {}",
