@@ -135,15 +135,6 @@ fn route_count(ns: &Netns) -> usize {
         .unwrap_or(0)
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
-        .unwrap_or(0)
-}
-
 struct Run {
     total: Duration,
     spread: Duration,
@@ -186,7 +177,7 @@ fn run(feeder: &Netns, rx: &Netns, n: u32, ours: bool) -> (Run, u64) {
     let start = Instant::now();
     let f = spawn_child(feeder, "feeder", n);
     let r = watch(rx, base, n as usize, start);
-    let mem = rss_kib(receiver.0.id());
+    let mem = calico_test_support::rss_kib(receiver.0.id());
     drop(f);
     drop(receiver);
     // Killed receivers leave their routes: flush them for the next run.

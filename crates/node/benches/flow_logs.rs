@@ -60,15 +60,6 @@ fn felix(pods: &TwoPods, db: &str, flow_dir: Option<&std::path::Path>) -> KillOn
     }
 }
 
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let secs = knob("SECS", 1, 5);
@@ -100,7 +91,7 @@ fn main() {
             let agent = felix(&pods, &db, on.then_some(flow_dir.as_path()));
             let conns = connection_rate(&pods.client, &format!("{}:{PORT}", pods.server_ip), secs);
             let pps = pods.iperf(secs, true);
-            let rss = rss_kib(agent.0.id());
+            let rss = calico_test_support::rss_kib(agent.0.id());
             drop(agent);
             runs[usize::from(on)].push((conns, pps, rss));
             if on && secs * 2 > FLUSH {

@@ -515,16 +515,6 @@ fn felix_status(node: &Node) -> String {
     last
 }
 
-/// VmRSS of a process, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
 const SLOW_CLIENTS: &str = "
 import json, socket, sys, time, urllib.request
 port = int(sys.argv[1])
@@ -582,10 +572,10 @@ fn health_server_survives_idle_slow_and_huge_clients() {
                 .success()
         },
     );
-    let before = rss_kib(pid);
+    let before = calico_test_support::rss_kib(pid);
     let out = node.ns.ok(&["python3", "-c", SLOW_CLIENTS, &port]);
     let v: serde_json::Value = serde_json::from_str(out.trim()).expect("json");
-    let after = rss_kib(pid);
+    let after = calico_test_support::rss_kib(pid);
     assert_eq!(v["ok_idle"], true, "liveness behind idle clients: {v}");
     assert_eq!(
         v["cut"], true,

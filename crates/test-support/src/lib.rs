@@ -176,3 +176,13 @@ pub fn felix_daemon(
     }
     KillOnDrop(cmd.spawn().expect("run calico-node felix"))
 }
+
+/// A process's resident memory (VmRSS) in KiB; 0 when it cannot be read.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
