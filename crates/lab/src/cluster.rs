@@ -423,8 +423,12 @@ pub(crate) fn down(ctx: &Ctx) -> Result<()> {
         }
     }
     // Every namespace of this lab, recorded or not; processes still in one
-    // (a crash left them) are killed first.
+    // (a crash left them) are killed first, and so are the loopback
+    // proxies into them (they run in this host's namespace).
     let prefix = ctx.prefix();
+    for p in proxies_into(&prefix) {
+        kill(p);
+    }
     let listed = ip(&["netns", "list"]).unwrap_or_default();
     let mut removed = 0;
     for line in listed.lines() {

@@ -106,3 +106,22 @@ pub(crate) fn start_proxy(
     lab.extra_pids.push(daemon(&mut proxy, &ctx.dir.join(log))?);
     Ok(())
 }
+
+/// `calico-lab proxy` processes forwarding into namespaces named
+/// `prefix…` (found by their command line, for a lab whose state is gone).
+pub(crate) fn proxies_into(prefix: &str) -> Vec<u32> {
+    let Ok(procs) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    procs
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            args.get(1) == Some(&&b"proxy"[..])
+                && args
+                    .windows(2)
+                    .any(|w| w[0] == b"--netns" && w[1].starts_with(prefix.as_bytes()))
+        })
+        .collect()
+}

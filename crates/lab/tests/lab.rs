@@ -352,6 +352,17 @@ fn down_after_a_crash() {
         "processes left: {}",
         String::from_utf8_lossy(&left.stdout)
     );
+    // Nor the loopback proxies into its namespaces (the flow service's),
+    // which run in this host's namespace.
+    let proxies = Command::new("pgrep")
+        .args(["-f", &format!("proxy --netns {prefix}")])
+        .output()
+        .expect("pgrep");
+    assert!(
+        proxies.stdout.is_empty(),
+        "proxies left: {}",
+        String::from_utf8_lossy(&proxies.stdout)
+    );
 }
 
 /// With `--datastore etcd` the nodes reach a real etcd over the fabric and
