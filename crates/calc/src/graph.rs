@@ -38,6 +38,8 @@ enum SelKey {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum ItemKey {
     Endpoint(EndpointId),
+    /// A host endpoint, by name.
+    Host(String),
     NetSet(Option<String>, String),
 }
 
@@ -57,6 +59,34 @@ struct Endpoint {
     profiles: Vec<String>,
     /// (name, protocol, port)
     ports: Vec<(String, u8, u16)>,
+}
+
+/// A host endpoint (any node's: its addresses join selector sets).
+#[derive(Debug, Clone)]
+struct HostEp {
+    node: String,
+    interface: String,
+    /// expectedIPs, as host networks.
+    ips: Vec<IpNet>,
+    profiles: Vec<String>,
+    /// (name, protocol, port)
+    ports: Vec<(String, u8, u16)>,
+}
+
+/// How a GlobalNetworkPolicy applies to host endpoints.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct HostMode {
+    apply_on_forward: bool,
+    pre_dnat: bool,
+    do_not_track: bool,
+}
+
+impl HostMode {
+    /// Normal (tracked, after DNAT) policy: the only kind that applies to
+    /// workload endpoints too.
+    fn normal(self) -> bool {
+        !self.pre_dnat && !self.do_not_track
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -113,6 +143,20 @@ pub struct CalcGraph {
     local_ifaces: BTreeMap<String, BTreeSet<EndpointId>>,
     /// Local endpoints left out of the dataplane, with the reason.
     rejected: BTreeMap<EndpointId, String>,
+    /// How each GlobalNetworkPolicy applies to host endpoints (absent: normal).
+    host_modes: BTreeMap<PolicyId, HostMode>,
+    /// Every host endpoint, by name.
+    hosts: BTreeMap<String, HostEp>,
+    /// Local host endpoint -> the (global) policies selecting it.
+    host_policies: BTreeMap<String, BTreeSet<PolicyId>>,
+    /// Policy -> the local host endpoints it selects.
+    policy_hosts: BTreeMap<PolicyId, BTreeSet<String>>,
+    /// Profile -> the local host endpoints using it.
+    host_profiles: BTreeMap<String, BTreeSet<String>>,
+    sent_hosts: BTreeMap<String, HostEndpointIntent>,
+    dirty_hosts: BTreeSet<String>,
+    /// Local host endpoints left out of the dataplane, with the reason.
+    rejected_hosts: BTreeMap<String, String>,
 }
 
 /// The prefix every workload interface carries (Felix's `interfacePrefix`
@@ -173,6 +217,62 @@ impl CalcGraph {
             dirty_endpoints: BTreeSet::new(),
             local_ifaces: BTreeMap::new(),
             rejected: BTreeMap::new(),
+            host_modes: BTreeMap::new(),
+            hosts: BTreeMap::new(),
+            host_policies: BTreeMap::new(),
+            policy_hosts: BTreeMap::new(),
+            host_profiles: BTreeMap::new(),
+            sent_hosts: BTreeMap::new(),
+            dirty_hosts: BTreeSet::new(),
+            rejected_hosts: BTreeMap::new(),
+        }
+    }
+
+    /// This node's host endpoints the dataplane does not get, with the
+    /// reason (a workload interface, no interface name, or an interface
+    /// another host endpoint of the node already stands for).
+    pub fn rejected_hosts(&self) -> &BTreeMap<String, String> {
+        &self.rejected_hosts
+    }
+
+    fn is_local_host(&self, name: &str) -> bool {
+        self.hosts.get(name).is_some_and(|h| h.node == self.node)
+    }
+
+    /// Why a local host endpoint cannot be programmed, if it cannot. Two
+    /// naming one interface: the first by name keeps it (as Felix picks
+    /// one), the other is reported; the interface is never left without.
+    fn host_rejection(&self, name: &str, h: &HostEp) -> Option<String> {
+        if h.interface.is_empty() {
+            return Some(
+                "a host endpoint found by expectedIPs alone is not supported: \
+                 name its interface (interfaceName)"
+                    .into(),
+            );
+        }
+        if h.interface != ALL_INTERFACES {
+            if let Err(why) = calico_api::interface_name(&h.interface) {
+                return Some(why.to_string());
+            }
+            if h.interface.starts_with(WORKLOAD_INTERFACE_PREFIX) {
+                return Some(format!(
+                    "interface {:?} is a workload interface ({WORKLOAD_INTERFACE_PREFIX}…), not the host's",
+                    h.interface
+                ));
+            }
+        }
+        let first = self
+            .hosts
+            .iter()
+            .filter(|(_, o)| o.node == self.node && o.interface == h.interface)
+            .map(|(n, _)| n)
+            .next();
+        match first {
+            Some(first) if first != name => Some(format!(
+                "interface {} already has host endpoint {first}",
+                h.interface
+            )),
+            _ => None,
         }
     }
 
@@ -297,6 +397,26 @@ impl CalcGraph {
                         pl.remove(&e);
                     }
                     self.dirty_endpoints.insert(e);
+                    self.dirty_users.insert(User::Policy(p));
+                }
+                // Namespaced policy never applies to host endpoints.
+                (SelKey::Policy(p), ItemKey::Host(_)) if p.namespace.is_some() => {}
+                (SelKey::Policy(p), ItemKey::Host(h)) => {
+                    if !self.is_local_host(&h) && started {
+                        continue;
+                    }
+                    let (hp, ph) = (
+                        self.host_policies.entry(h.clone()).or_default(),
+                        self.policy_hosts.entry(p.clone()).or_default(),
+                    );
+                    if started {
+                        hp.insert(p.clone());
+                        ph.insert(h.clone());
+                    } else {
+                        hp.remove(&p);
+                        ph.remove(&h);
+                    }
+                    self.dirty_hosts.insert(h);
                     self.dirty_users.insert(User::Policy(p));
                 }
                 (SelKey::Policy(_), ItemKey::NetSet(..)) => {}

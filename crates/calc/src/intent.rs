@@ -110,6 +110,51 @@ pub struct EndpointIntent {
     pub profiles: Vec<String>,
 }
 
+/// The interface name a host endpoint gives for all of the host's
+/// interfaces.
+pub const ALL_INTERFACES: &str = "*";
+
+/// A host endpoint of this node and what applies to it, by kind of
+/// policy (Calico's host endpoint policy). Each list is empty where no
+/// policy of that kind selects the endpoint in that direction.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostEndpointIntent {
+    /// The interface it stands for, or `*` (every interface of the host
+    /// but workload ones and `lo`; a named host endpoint wins on its own).
+    pub interface: String,
+    /// Normal policy (neither preDNAT nor doNotTrack), on traffic to the
+    /// host's own processes. No policy: the profiles decide.
+    pub ingress: Vec<TierPolicies>,
+    /// ... and on traffic from them.
+    pub egress: Vec<TierPolicies>,
+    /// applyOnForward normal policy on traffic forwarded in through the
+    /// interface. None at all: forwarded traffic is allowed.
+    pub forward_ingress: Vec<TierPolicies>,
+    /// ... and forwarded out through it.
+    pub forward_egress: Vec<TierPolicies>,
+    /// preDNAT policy (ingress only), before any DNAT; no default deny.
+    pub pre_dnat: Vec<TierPolicies>,
+    /// doNotTrack policy, before conntrack; no default deny.
+    pub untracked_ingress: Vec<TierPolicies>,
+    pub untracked_egress: Vec<TierPolicies>,
+    pub profiles: Vec<String>,
+}
+
+impl HostEndpointIntent {
+    /// Every (tiers, ingress?) list, for walking all the policies it uses.
+    pub fn all_tiers(&self) -> [(&[TierPolicies], bool); 7] {
+        [
+            (&self.ingress, true),
+            (&self.egress, false),
+            (&self.forward_ingress, true),
+            (&self.forward_egress, false),
+            (&self.pre_dnat, true),
+            (&self.untracked_ingress, true),
+            (&self.untracked_egress, false),
+        ]
+    }
+}
+
 /// One member of an address+port set.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct AddrPort {
@@ -156,5 +201,12 @@ pub enum Intent {
     },
     EndpointRemove {
         id: EndpointId,
+    },
+    HostEndpointUpdate {
+        name: String,
+        endpoint: HostEndpointIntent,
+    },
+    HostEndpointRemove {
+        name: String,
     },
 }

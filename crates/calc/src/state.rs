@@ -17,11 +17,10 @@ pub enum OrderError {
     UnknownProfile(String),
     #[error("removed unknown endpoint {0:?}")]
     UnknownEndpoint(EndpointId),
-    #[error("endpoint {endpoint:?} uses policy {policy:?} before it exists")]
-    PolicyBeforeItExists {
-        endpoint: EndpointId,
-        policy: PolicyId,
-    },
+    #[error("removed unknown host endpoint {0}")]
+    UnknownHostEndpoint(String),
+    #[error("endpoint {endpoint} uses policy {policy:?} before it exists")]
+    PolicyBeforeItExists { endpoint: String, policy: PolicyId },
     #[error("rule uses set {0} before it exists")]
     SetBeforeItExists(SetId),
 }
@@ -32,6 +31,8 @@ pub struct DesiredState {
     pub policies: BTreeMap<String, CompiledRules>,
     pub profiles: BTreeMap<String, CompiledRules>,
     pub endpoints: BTreeMap<String, EndpointIntent>,
+    /// This node's host endpoints, by name.
+    pub host_endpoints: BTreeMap<String, HostEndpointIntent>,
 }
 
 pub fn policy_key(id: &PolicyId) -> String {
@@ -74,23 +75,44 @@ impl DesiredState {
                         .ok_or_else(|| OrderError::UnknownProfile(name.clone()))?;
                 }
                 Intent::EndpointUpdate { id, endpoint } => {
-                    for t in endpoint.ingress.iter().chain(&endpoint.egress) {
-                        for p in &t.policies {
-                            if !self.policies.contains_key(&policy_key(p)) {
-                                return Err(OrderError::PolicyBeforeItExists {
-                                    endpoint: id.clone(),
-                                    policy: p.clone(),
-                                });
-                            }
-                        }
-                    }
-                    self.endpoints
-                        .insert(format!("{}/{}", id.namespace, id.name), endpoint.clone());
+                    let key = format!("{}/{}", id.namespace, id.name);
+                    self.check_policies(&key, endpoint.ingress.iter().chain(&endpoint.egress))?;
+                    self.endpoints.insert(key, endpoint.clone());
+                }
+                Intent::HostEndpointUpdate { name, endpoint } => {
+                    self.check_policies(
+                        name,
+                        endpoint.all_tiers().into_iter().flat_map(|(t, _)| t),
+                    )?;
+                    self.host_endpoints.insert(name.clone(), endpoint.clone());
+                }
+                Intent::HostEndpointRemove { name } => {
+                    self.host_endpoints
+                        .remove(name)
+                        .ok_or_else(|| OrderError::UnknownHostEndpoint(name.clone()))?;
                 }
                 Intent::EndpointRemove { id } => {
                     self.endpoints
                         .remove(&format!("{}/{}", id.namespace, id.name))
                         .ok_or_else(|| OrderError::UnknownEndpoint(id.clone()))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn check_policies<'a>(
+        &self,
+        endpoint: &str,
+        tiers: impl Iterator<Item = &'a TierPolicies>,
+    ) -> Result<(), OrderError> {
+        for t in tiers {
+            for p in &t.policies {
+                if !self.policies.contains_key(&policy_key(p)) {
+                    return Err(OrderError::PolicyBeforeItExists {
+                        endpoint: endpoint.to_string(),
+                        policy: p.clone(),
+                    });
                 }
             }
         }

@@ -42,3 +42,8 @@ pub const TABLE: &str = "calico";
 /// Marks used between chains (bits 16 and 17, clear of kube-proxy's).
 pub const MARK_ACCEPT: u32 = 0x1_0000;
 pub const MARK_PASS: u32 = 0x2_0000;
+/// Set by an untracked (doNotTrack) policy's allow in the raw hooks: the
+/// rest of host endpoint policy is skipped (never a workload's).
+pub const MARK_UNTRACKED: u32 = 0x4_0000;
+/// Set by a preDNAT policy's allow: normal host endpoint policy is skipped.
+pub const MARK_PREDNAT: u32 = 0x8_0000;

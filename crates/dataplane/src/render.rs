@@ -6,12 +6,13 @@ use crate::{MARK_ACCEPT, MARK_PASS};
 use calico_api::Action;
 use calico_calc::{
     policy_key, CompiledRule, CompiledRules, DesiredState, EndpointIntent, PortRange, SetMembers,
-    SideMatch, TierEnd, WORKLOAD_INTERFACE_PREFIX,
+    SideMatch, TierEnd, TierPolicies, WORKLOAD_INTERFACE_PREFIX,
 };
 use calico_net::IpNet;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 
+mod host;
 mod merge;
 mod rules;
 
@@ -55,47 +56,88 @@ pub fn flow_group(ingress: bool) -> u16 {
     }
 }
 
-fn endpoint_chains(ep: &EndpointIntent, flow_logs: bool, chains: &mut Vec<Chain>) {
-    for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
-        let name = format!("{prefix}-{}", ep.interface);
-        let flow = flow_logs.then(|| Flow {
-            chain: &name,
-            index: 0,
-            group: flow_group(ingress),
-        });
-        // A drop nobody's rule decided: the end of tier `n` ("DT<n>") or
-        // no profile allowing ("DN").
-        let drop = |what: String| match &flow {
-            Some(f) => format!("{} drop", f.log('D', what)),
-            None => "drop".to_string(),
-        };
-        let mut body = Vec::new();
-        for (n, tier) in tiers.iter().enumerate() {
-            let tier_chain = format!("{name}-t{n}");
-            let mut tl = Vec::new();
-            for p in &tier.policies {
-                tl.push(format!("jump {}", policy_chain(&policy_key(p), ingress)));
-                tl.push(format!(
-                    "meta mark & {:#x} != 0 return",
-                    MARK_ACCEPT | MARK_PASS
-                ));
-            }
-            tl.push(match tier.end {
-                TierEnd::Deny => drop(format!("T{n}")),
-                TierEnd::Pass => format!("meta mark set meta mark | {MARK_PASS:#x} return"),
-            });
-            body.push(format!("jump {tier_chain}"));
-            chains.push(chain(tier_chain, tl));
-            body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
-            body.push(format!("meta mark set meta mark & {CLEAR:#x}"));
+/// What ends a walk through the tiers that no policy decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unmatched {
+    /// Normal policy: each tier's end (drop or pass), then the profiles,
+    /// then drop.
+    Deny,
+    /// preDNAT and doNotTrack policy: no default deny anywhere (a tier's
+    /// end goes on to the next tier; the last one's returns undecided),
+    /// so later policy decides.
+    Continue,
+}
+
+/// The chain `name` that walks `tiers` (then, for `Unmatched::Deny`, the
+/// profiles): it returns with the accept mark set when allowed and drops
+/// when denied; with `Unmatched::Continue` it may also return undecided.
+/// Each tier is a chain of its own, `<name>/t<n>` (`/` is in no interface
+/// name, so no endpoint's chain can take a tier chain's name).
+fn walk(
+    name: &str,
+    tiers: &[TierPolicies],
+    profiles: &[String],
+    ingress: bool,
+    flow: Option<u16>,
+    unmatched: Unmatched,
+    chains: &mut Vec<Chain>,
+) {
+    let flow = flow.map(|group| Flow {
+        chain: name,
+        index: 0,
+        group,
+    });
+    // A drop nobody's rule decided: the end of tier `n` ("DT<n>") or
+    // no profile allowing ("DN").
+    let drop = |what: String| match &flow {
+        Some(f) => format!("{} drop", f.log('D', what)),
+        None => "drop".to_string(),
+    };
+    let mut body = Vec::new();
+    for (n, tier) in tiers.iter().enumerate() {
+        let tier_chain = format!("{name}/t{n}");
+        let mut tl = Vec::new();
+        for p in &tier.policies {
+            tl.push(format!("jump {}", policy_chain(&policy_key(p), ingress)));
+            tl.push(format!(
+                "meta mark & {:#x} != 0 return",
+                MARK_ACCEPT | MARK_PASS
+            ));
         }
+        tl.push(match (unmatched, tier.end) {
+            (Unmatched::Deny, TierEnd::Deny) => drop(format!("T{n}")),
+            (Unmatched::Deny, TierEnd::Pass) => {
+                format!("meta mark set meta mark | {MARK_PASS:#x} return")
+            }
+            (Unmatched::Continue, _) => "return".into(),
+        });
+        body.push(format!("jump {tier_chain}"));
+        chains.push(chain(tier_chain, tl));
+        body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
+        body.push(format!("meta mark set meta mark & {CLEAR:#x}"));
+    }
+    if unmatched == Unmatched::Deny {
         // Reached only if every tier passed (or there were none): the profiles decide.
-        for p in &ep.profiles {
+        for p in profiles {
             body.push(format!("jump {}", profile_chain(p, ingress)));
             body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
         }
         body.push(drop("N".into()));
-        chains.push(chain(name.clone(), body));
+    }
+    chains.push(chain(name.to_string(), body));
+}
+
+fn endpoint_chains(ep: &EndpointIntent, flow_logs: bool, chains: &mut Vec<Chain>) {
+    for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
+        walk(
+            &format!("{prefix}-{}", ep.interface),
+            tiers,
+            &ep.profiles,
+            ingress,
+            flow_logs.then(|| flow_group(ingress)),
+            Unmatched::Deny,
+            chains,
+        );
     }
 }
 
@@ -215,6 +257,11 @@ pub struct NodeRules {
     /// Log each deciding verdict of a new connection to NFLOG (groups 1
     /// and 2) for flow records (FelixConfiguration `flowLogsFileEnabled`).
     pub flow_logs: bool,
+    /// Traffic to the host through a host endpoint that policy never
+    /// blocks (`failsafeInboundHostPorts`: destination port, source net).
+    pub failsafe_in: Vec<calico_api::ProtoPort>,
+    /// ... and from it (`failsafeOutboundHostPorts`: destination port and net).
+    pub failsafe_out: Vec<calico_api::ProtoPort>,
 }
 
 impl Default for NodeRules {
@@ -229,6 +276,8 @@ impl Default for NodeRules {
             source_spoofing: false,
             endpoint_to_host: EndpointToHost::Drop,
             flow_logs: false,
+            failsafe_in: calico_api::failsafe_defaults(true),
+            failsafe_out: calico_api::failsafe_defaults(false),
         }
     }
 }
@@ -347,6 +396,12 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
     let mut missing: Vec<&String> = endpoints
         .iter()
         .flat_map(|e| e.profiles.iter())
+        .chain(
+            state
+                .host_endpoints
+                .values()
+                .flat_map(|h| h.profiles.iter()),
+        )
         .filter(|p| !state.profiles.contains_key(*p))
         .collect();
     missing.sort();
@@ -377,13 +432,16 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
         "oifname vmap @to-wl".to_string(),
         format!("oifname \"cali*\" {undecided} drop"),
     ];
+    let hosts = host::host_endpoints(state, node, &mut t).unwrap_or_default();
     t.chains.push(Chain {
         name: "forward".into(),
         hook: Some("type filter hook forward priority filter; policy accept;".into()),
         rules: fast_path
             .iter()
+            .chain(&hosts.forward_in)
             .chain(&from_wl)
             .chain(&to_wl)
+            .chain(&hosts.forward_out)
             .cloned()
             .collect(),
     });
@@ -409,6 +467,7 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
             .chain(&from_wl)
             .cloned()
             .chain(to_host.map(String::from))
+            .chain(hosts.input)
             .collect(),
     });
     // Before conntrack: a workload sends only from its own addresses, and
@@ -416,10 +475,13 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
     t.chains.push(Chain {
         name: "prerouting".into(),
         hook: Some("type filter hook prerouting priority raw; policy accept;".into()),
-        rules: vec![
+        rules: [
             "iifname vmap @wl-src".into(),
             format!("iifname \"{WORKLOAD_INTERFACE_PREFIX}*\" counter drop"),
-        ],
+        ]
+        .into_iter()
+        .chain(hosts.prerouting_raw)
+        .collect(),
     });
     // The chains port maps go to, where a policy uses one.
     for (name, mark) in [(VERDICT_ALLOW, MARK_ACCEPT), (VERDICT_PASS, MARK_PASS)] {

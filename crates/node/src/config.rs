@@ -57,6 +57,13 @@ pub struct Overrides {
     pub mtu_iface_pattern: Option<String>,
     /// Drop, Return or Accept: traffic from a workload to this host after
     /// its egress policy (default Drop).
+    /// `failsafeInboundHostPorts`: `none`, or `proto:port` / `proto:net:port`
+    /// items separated by commas (`tcp:22,udp:68,tcp:10.0.0.0/8:2379`).
+    #[arg(long, env = "FELIX_FAILSAFEINBOUNDHOSTPORTS", value_parser = parse_failsafe)]
+    pub failsafe_inbound_host_ports: Option<Failsafe>,
+    /// `failsafeOutboundHostPorts`, as above.
+    #[arg(long, env = "FELIX_FAILSAFEOUTBOUNDHOSTPORTS", value_parser = parse_failsafe)]
+    pub failsafe_outbound_host_ports: Option<Failsafe>,
     #[arg(long, env = "FELIX_DEFAULTENDPOINTTOHOSTACTION")]
     pub default_endpoint_to_host_action: Option<String>,
     #[arg(long, env = "FELIX_ALLOWVXLANPACKETSFROMWORKLOADS")]
@@ -100,6 +107,59 @@ pub struct Overrides {
     pub flow_logs_goldmane_buffer: usize,
 }
 
+/// A failsafe port list given on the command line or in the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failsafe(pub Vec<calico_api::ProtoPort>);
+
+/// Felix's environment spelling of failsafe ports: `none`, or a comma
+/// list of `port` (TCP), `proto:port` or `proto:net:port` (an IPv6 net in
+/// brackets or not: the port is after the last colon). Anything else is
+/// refused at start-up, never half-read.
+pub fn parse_failsafe(text: &str) -> Result<Failsafe, String> {
+    let text = text.trim();
+    if text.eq_ignore_ascii_case("none") {
+        return Ok(Failsafe(Vec::new()));
+    }
+    let mut out = Vec::new();
+    for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+        let bad = |why: &str| format!("failsafe port {item:?}: {why}");
+        let (head, port) = match item.rsplit_once(':') {
+            Some((head, port)) => (Some(head), port),
+            None => (None, item),
+        };
+        let port: u16 = port
+            .parse()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| bad("the port must be 1-65535"))?;
+        let (proto, net) = match head {
+            None => ("tcp", None),
+            Some(head) => match head.split_once(':') {
+                Some((proto, net)) => (
+                    proto,
+                    Some(net.trim_start_matches('[').trim_end_matches(']')),
+                ),
+                None => (head, None),
+            },
+        };
+        let protocol = match proto.to_ascii_lowercase().as_str() {
+            "tcp" => 6,
+            "udp" => 17,
+            "sctp" => 132,
+            _ => return Err(bad("the protocol must be tcp, udp or sctp")),
+        };
+        let net = net
+            .map(|n| calico_net::parse_cidr_or_ip(n).map_err(|e| bad(&e.to_string())))
+            .transpose()?;
+        out.push(calico_api::ProtoPort {
+            protocol,
+            port,
+            net,
+        });
+    }
+    Ok(Failsafe(out))
+}
+
 /// Calico's default for `mtuIfacePattern`.
 pub const DEFAULT_MTU_IFACE_PATTERN: &str = "^((en|wl|ww|sl|ib)[Pcopsvx].*|(eth|wlan|wwan).*)";
 
@@ -132,6 +192,9 @@ pub struct Config {
     pub flow_logs: Option<FlowLogs>,
     /// `natOutgoingAddress`: SNAT to it instead of masquerading.
     pub nat_outgoing_address: Option<std::net::IpAddr>,
+    /// `failsafeInboundHostPorts` / `failsafeOutboundHostPorts`.
+    pub failsafe_in: Vec<calico_api::ProtoPort>,
+    pub failsafe_out: Vec<calico_api::ProtoPort>,
 }
 
 /// Where flow records go and how often they are flushed.
@@ -179,6 +242,8 @@ const HONOURED: &[&str] = &[
     "flowLogsFlushInterval",
     "flowLogsGoldmaneServer",
     "natOutgoingAddress",
+    "failsafeInboundHostPorts",
+    "failsafeOutboundHostPorts",
     // Accepted and matching what this agent does anyway.
     "nftablesMode",
     "bpfEnabled",
@@ -215,7 +280,23 @@ impl Config {
                     .and_then(|v| v.parse::<std::net::IpAddr>().ok())
             })
         };
+        let failsafe = |o: &Option<Failsafe>, f: &str, inbound: bool| {
+            o.as_ref()
+                .map(|f| f.0.clone())
+                .or_else(|| layers.iter().find_map(|s| s.get_proto_ports(f)))
+                .unwrap_or_else(|| calico_api::failsafe_defaults(inbound))
+        };
         let config = Config {
+            failsafe_in: failsafe(
+                &o.failsafe_inbound_host_ports,
+                "failsafeInboundHostPorts",
+                true,
+            ),
+            failsafe_out: failsafe(
+                &o.failsafe_outbound_host_ports,
+                "failsafeOutboundHostPorts",
+                false,
+            ),
             nat_outgoing_address: o.nat_outgoing_address.or(addr("natOutgoingAddress")),
             health_enabled: o.health_enabled.or(b("healthEnabled")).unwrap_or(true),
             health_host: o
@@ -356,6 +437,8 @@ impl Config {
             source_spoofing: self.source_spoofing,
             endpoint_to_host: self.endpoint_to_host,
             flow_logs: self.flow_logs.is_some(),
+            failsafe_in: self.failsafe_in.clone(),
+            failsafe_out: self.failsafe_out.clone(),
         }
     }
 

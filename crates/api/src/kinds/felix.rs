@@ -140,6 +140,13 @@ impl FelixConfigurationSpec {
         self.fields.get(name).and_then(Value::as_str)
     }
 
+    /// A `[{protocol, port, net?}]` field (failsafe ports), read with the
+    /// rules that validated it; None when unset.
+    pub fn get_proto_ports(&self, name: &str) -> Option<Vec<ProtoPort>> {
+        let list = self.fields.get(name)?.as_array()?;
+        Some(list.iter().filter_map(ProtoPort::from_value).collect())
+    }
+
     /// A duration field, read with the parser that validated it (so a
     /// stored value that passed validation is never dropped here).
     pub fn get_duration(&self, name: &str) -> Option<std::time::Duration> {
@@ -196,6 +203,82 @@ fn check_value(e: &mut Errors, path: &str, ty: Ty, value: &Value) {
     }
 }
 
+/// One failsafe port: traffic of this protocol to this port (and, with
+/// `net`, from or to that network) that host endpoint policy never blocks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct ProtoPort {
+    /// IANA number: 6 (TCP), 17 (UDP) or 132 (SCTP).
+    pub protocol: u8,
+    pub port: u16,
+    pub net: Option<calico_net::IpNet>,
+}
+
+impl ProtoPort {
+    fn from_value(v: &Value) -> Option<ProtoPort> {
+        let protocol = protocol_number(v.get("protocol")?.as_str()?)?;
+        let port = u16::try_from(v.get("port")?.as_u64()?)
+            .ok()
+            .filter(|p| *p > 0)?;
+        let net = match v.get("net") {
+            None | Some(Value::Null) => None,
+            Some(n) => Some(calico_net::parse_cidr_or_ip(n.as_str()?).ok()?),
+        };
+        Some(ProtoPort {
+            protocol,
+            port,
+            net,
+        })
+    }
+}
+
+/// Felix's failsafe ports: inbound SSH, DHCP, BGP, etcd, Typha, the
+/// Kubernetes API and etcd's self-hosted ports; outbound DNS, DHCP and
+/// the same services.
+pub fn failsafe_defaults(inbound: bool) -> Vec<ProtoPort> {
+    let list: &[(u8, u16)] = if inbound {
+        &[
+            (6, 22),
+            (17, 68),
+            (6, 179),
+            (6, 2379),
+            (6, 2380),
+            (6, 5473),
+            (6, 6443),
+            (6, 6666),
+            (6, 6667),
+        ]
+    } else {
+        &[
+            (17, 53),
+            (17, 67),
+            (6, 179),
+            (6, 2379),
+            (6, 2380),
+            (6, 5473),
+            (6, 6443),
+            (6, 6666),
+            (6, 6667),
+        ]
+    };
+    list.iter()
+        .map(|&(protocol, port)| ProtoPort {
+            protocol,
+            port,
+            net: None,
+        })
+        .collect()
+}
+
+/// Calico spells the protocol either way round (`TCP`, `tcp`).
+fn protocol_number(name: &str) -> Option<u8> {
+    match name.to_ascii_uppercase().as_str() {
+        "TCP" => Some(6),
+        "UDP" => Some(17),
+        "SCTP" => Some(132),
+        _ => None,
+    }
+}
+
 fn check_proto_ports(e: &mut Errors, path: &str, value: &Value) {
     let Some(list) = value.as_array() else {
         e.add(path, "must be a list of {protocol, port}");
@@ -213,7 +296,11 @@ fn check_proto_ports(e: &mut Errors, path: &str, value: &Value) {
             }
         }
         match obj.get("protocol").and_then(Value::as_str) {
-            Some(proto) => e.one_of(&format!("{p}.protocol"), proto, &["TCP", "UDP", "SCTP"]),
+            Some(proto) if protocol_number(proto).is_some() => {}
+            Some(proto) => e.add(
+                format!("{p}.protocol"),
+                format!("{proto:?} is not one of TCP, UDP, SCTP"),
+            ),
             None => e.add(format!("{p}.protocol"), "is required"),
         }
         if !obj
@@ -223,8 +310,12 @@ fn check_proto_ports(e: &mut Errors, path: &str, value: &Value) {
         {
             e.add(format!("{p}.port"), "must be 1-65535");
         }
-        if let Some(net) = obj.get("net").and_then(Value::as_str) {
-            e.net(&format!("{p}.net"), net);
+        match obj.get("net") {
+            None | Some(Value::Null) => {}
+            Some(Value::String(net)) => {
+                e.net(&format!("{p}.net"), net);
+            }
+            Some(_) => e.add(format!("{p}.net"), "must be a CIDR string"),
         }
     }
 }

@@ -21,6 +21,12 @@ impl CalcGraph {
                                 .into_iter()
                                 .flat_map(|e| e.ips.iter().copied()),
                         ),
+                        ItemKey::Host(h) => nets.extend(
+                            self.hosts
+                                .get(h)
+                                .into_iter()
+                                .flat_map(|h| h.ips.iter().copied()),
+                        ),
                         ItemKey::NetSet(ns, n) => nets.extend(
                             self.netsets
                                 .get(&(ns.clone(), n.clone()))
@@ -35,13 +41,20 @@ impl CalcGraph {
             SetSpec::NamedPort { protocol, port, .. } => {
                 let mut out = BTreeSet::new();
                 for item in items {
-                    let ItemKey::Endpoint(e) = item else { continue };
-                    let Some(ep) = self.endpoints.get(e) else {
-                        continue;
+                    let (ports, ips) = match item {
+                        ItemKey::Endpoint(e) => match self.endpoints.get(e) {
+                            Some(ep) => (&ep.ports, &ep.ips),
+                            None => continue,
+                        },
+                        ItemKey::Host(h) => match self.hosts.get(h) {
+                            Some(h) => (&h.ports, &h.ips),
+                            None => continue,
+                        },
+                        ItemKey::NetSet(..) => continue,
                     };
-                    for (name, proto, number) in &ep.ports {
+                    for (name, proto, number) in ports {
                         if name == port && proto == protocol {
-                            out.extend(ep.ips.iter().map(|net| AddrPort {
+                            out.extend(ips.iter().map(|net| AddrPort {
                                 net: *net,
                                 protocol: *proto,
                                 port: *number,
@@ -57,14 +70,16 @@ impl CalcGraph {
     pub(super) fn user_active(&self, user: &User) -> Option<(CompiledRules, BTreeSet<SetSpec>)> {
         match user {
             User::Policy(p) => {
-                let active = self.policy_locals.get(p).is_some_and(|s| !s.is_empty());
+                let active = self.policy_locals.get(p).is_some_and(|s| !s.is_empty())
+                    || self.policy_hosts.get(p).is_some_and(|s| !s.is_empty());
                 self.policies
                     .get(p)
                     .filter(|_| active)
                     .map(|pol| (pol.rules.clone(), pol.sets.clone()))
             }
             User::Profile(name) => {
-                let used = self.local_profiles.get(name).is_some_and(|s| !s.is_empty());
+                let used = self.local_profiles.get(name).is_some_and(|s| !s.is_empty())
+                    || self.host_profiles.get(name).is_some_and(|s| !s.is_empty());
                 self.profiles
                     .get(name)
                     .filter(|_| used)
@@ -73,59 +88,103 @@ impl CalcGraph {
         }
     }
 
+    fn host_mode(&self, p: &PolicyId) -> HostMode {
+        self.host_modes.get(p).copied().unwrap_or_default()
+    }
+
+    /// The tiers of the given policies that apply in one direction, in
+    /// Calico's order: tiers by order, then policies by order and name.
+    fn tiers<'a>(
+        &self,
+        pols: impl Iterator<Item = &'a PolicyId>,
+        want_ingress: bool,
+    ) -> Vec<TierPolicies> {
+        let mut applicable: Vec<&PolicyId> = pols
+            .filter(|p| {
+                self.policies.get(*p).is_some_and(|pol| {
+                    if want_ingress {
+                        pol.ingress
+                    } else {
+                        pol.egress
+                    }
+                })
+            })
+            .collect();
+        applicable.sort_by_key(|p| {
+            let tier = self.tiers.get(&p.tier);
+            let tier_order = if p.tier == "default" && tier.is_none() {
+                Some(1_000_000.0)
+            } else {
+                tier.and_then(|t| t.order)
+            };
+            (
+                order_key(tier_order),
+                p.tier.clone(),
+                order_key(self.policies.get(*p).and_then(|pol| pol.order)),
+                p.name.clone(),
+                p.namespace.clone(),
+            )
+        });
+        let mut out: Vec<TierPolicies> = Vec::new();
+        for p in applicable {
+            match out.last_mut() {
+                Some(t) if t.tier == p.tier => t.policies.push(p.clone()),
+                _ => out.push(TierPolicies {
+                    tier: p.tier.clone(),
+                    end: self.tiers.get(&p.tier).map_or(TierEnd::Deny, |t| t.end),
+                    policies: vec![p.clone()],
+                }),
+            }
+        }
+        out
+    }
+
     /// What the dataplane gets for a local endpoint (the caller has checked
-    /// that it is not rejected).
+    /// that it is not rejected). preDNAT and doNotTrack policies apply to
+    /// host endpoints only.
     pub(super) fn endpoint_intent(&self, id: &EndpointId) -> Option<EndpointIntent> {
         let ep = self.endpoints.get(id).filter(|e| e.node == self.node)?;
-        let pols = self.local_policies.get(id).cloned().unwrap_or_default();
-        let tiers = |want_ingress: bool| -> Vec<TierPolicies> {
-            let mut applicable: Vec<&PolicyId> = pols
-                .iter()
-                .filter(|p| {
-                    self.policies.get(*p).is_some_and(|pol| {
-                        if want_ingress {
-                            pol.ingress
-                        } else {
-                            pol.egress
-                        }
-                    })
-                })
-                .collect();
-            applicable.sort_by_key(|p| {
-                let tier = self.tiers.get(&p.tier);
-                let tier_order = if p.tier == "default" && tier.is_none() {
-                    Some(1_000_000.0)
-                } else {
-                    tier.and_then(|t| t.order)
-                };
-                (
-                    order_key(tier_order),
-                    p.tier.clone(),
-                    order_key(self.policies.get(*p).and_then(|pol| pol.order)),
-                    p.name.clone(),
-                    p.namespace.clone(),
-                )
-            });
-            let mut out: Vec<TierPolicies> = Vec::new();
-            for p in applicable {
-                match out.last_mut() {
-                    Some(t) if t.tier == p.tier => t.policies.push(p.clone()),
-                    _ => out.push(TierPolicies {
-                        tier: p.tier.clone(),
-                        end: self.tiers.get(&p.tier).map_or(TierEnd::Deny, |t| t.end),
-                        policies: vec![p.clone()],
-                    }),
-                }
-            }
-            out
-        };
+        let pols: Vec<&PolicyId> = self
+            .local_policies
+            .get(id)
+            .into_iter()
+            .flatten()
+            .filter(|p| self.host_mode(p).normal())
+            .collect();
         Some(EndpointIntent {
             interface: ep.interface.clone(),
             ips: ep.ips.clone(),
             spoof: ep.spoof.clone(),
-            ingress: tiers(true),
-            egress: tiers(false),
+            ingress: self.tiers(pols.iter().copied(), true),
+            egress: self.tiers(pols.iter().copied(), false),
             profiles: ep.profiles.clone(),
+        })
+    }
+
+    /// What the dataplane gets for a local host endpoint, by kind of policy.
+    pub(super) fn host_intent(&self, name: &str) -> Option<HostEndpointIntent> {
+        let h = self.hosts.get(name).filter(|h| h.node == self.node)?;
+        let pols: Vec<&PolicyId> = self.host_policies.get(name).into_iter().flatten().collect();
+        let kind = |f: &dyn Fn(HostMode) -> bool| -> Vec<&PolicyId> {
+            pols.iter()
+                .copied()
+                .filter(|p| f(self.host_mode(p)))
+                .collect()
+        };
+        let normal = kind(&|m| m.normal());
+        let forward = kind(&|m| m.normal() && m.apply_on_forward);
+        let pre_dnat = kind(&|m| m.pre_dnat);
+        let untracked = kind(&|m| m.do_not_track);
+        Some(HostEndpointIntent {
+            interface: h.interface.clone(),
+            ingress: self.tiers(normal.iter().copied(), true),
+            egress: self.tiers(normal.iter().copied(), false),
+            forward_ingress: self.tiers(forward.iter().copied(), true),
+            forward_egress: self.tiers(forward.iter().copied(), false),
+            pre_dnat: self.tiers(pre_dnat.iter().copied(), true),
+            untracked_ingress: self.tiers(untracked.iter().copied(), true),
+            untracked_egress: self.tiers(untracked.iter().copied(), false),
+            profiles: h.profiles.clone(),
         })
     }
 
@@ -243,6 +302,39 @@ impl CalcGraph {
                 None => {
                     if self.sent_endpoints.remove(&id).is_some() {
                         ep_rm.push(Intent::EndpointRemove { id });
+                    }
+                }
+            }
+        }
+        for name in std::mem::take(&mut self.dirty_hosts) {
+            let why = self
+                .hosts
+                .get(&name)
+                .filter(|h| h.node == self.node)
+                .and_then(|h| self.host_rejection(&name, h));
+            let intent = match why {
+                Some(why) => {
+                    self.rejected_hosts.insert(name.clone(), why);
+                    None
+                }
+                None => {
+                    self.rejected_hosts.remove(&name);
+                    self.host_intent(&name)
+                }
+            };
+            match intent {
+                Some(intent) => {
+                    if self.sent_hosts.get(&name) != Some(&intent) {
+                        self.sent_hosts.insert(name.clone(), intent.clone());
+                        ep_up.push(Intent::HostEndpointUpdate {
+                            name,
+                            endpoint: intent,
+                        });
+                    }
+                }
+                None => {
+                    if self.sent_hosts.remove(&name).is_some() {
+                        ep_rm.push(Intent::HostEndpointRemove { name });
                     }
                 }
             }

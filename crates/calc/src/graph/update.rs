@@ -6,6 +6,30 @@ use super::*;
 impl CalcGraph {
     pub(super) fn put(&mut self, r: Resource) {
         match r {
+            Resource::HostEndpoint(h) => {
+                let name = h.metadata.name.clone();
+                let mut labels = h.metadata.labels.clone();
+                // A host endpoint is in no namespace, whatever it claims.
+                labels.remove(NAMESPACE_LABEL);
+                let ep = HostEp {
+                    node: h.spec.node.clone(),
+                    interface: h.spec.interface_name.clone(),
+                    ips: h
+                        .spec
+                        .expected_ips
+                        .iter()
+                        .map(|ip| IpNet::from(*ip))
+                        .collect(),
+                    profiles: h.spec.profiles.clone(),
+                    ports: h
+                        .spec
+                        .ports
+                        .iter()
+                        .map(|p| (p.name.clone(), p.protocol.number(), p.port))
+                        .collect(),
+                };
+                self.put_host(name, labels, ep);
+            }
             Resource::WorkloadEndpoint(w) => {
                 let ns = w
                     .metadata
@@ -156,20 +180,20 @@ impl CalcGraph {
                     namespace: None,
                     name: p.metadata.name.clone(),
                 };
-                // doNotTrack and preDNAT policies apply to host endpoints
-                // only (as in Calico), never to workloads.
-                let sel = if p.spec.do_not_track || p.spec.pre_dnat {
-                    Selector::from_expr(calico_selector::Expr::Not(Box::new(
-                        calico_selector::Expr::All,
-                    )))
-                } else {
-                    compile::policy_selector(
-                        &p.spec.selector,
-                        None,
-                        Some(&p.spec.namespace_selector),
-                        &p.spec.service_account_selector,
-                    )
-                };
+                let sel = compile::policy_selector(
+                    &p.spec.selector,
+                    None,
+                    Some(&p.spec.namespace_selector),
+                    &p.spec.service_account_selector,
+                );
+                self.host_modes.insert(
+                    id.clone(),
+                    HostMode {
+                        apply_on_forward: p.spec.apply_on_forward,
+                        pre_dnat: p.spec.pre_dnat,
+                        do_not_track: p.spec.do_not_track,
+                    },
+                );
                 let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, None);
                 self.put_policy(id, sel, p.spec.order, &p.spec.types, rules, sets);
             }
@@ -193,6 +217,7 @@ impl CalcGraph {
 
     pub(super) fn delete(&mut self, kind: Kind, namespace: Option<String>, name: String) {
         match kind {
+            Kind::HostEndpoint => self.delete_host(&name),
             Kind::WorkloadEndpoint => {
                 let id = EndpointId {
                     namespace: namespace.unwrap_or_else(|| "default".into()),
@@ -251,6 +276,7 @@ impl CalcGraph {
                     .collect();
                 for id in ids {
                     self.policies.remove(&id);
+                    self.host_modes.remove(&id);
                     let events = self.index.delete_selector(&SelKey::Policy(id.clone()));
                     self.events(events);
                     self.dirty_users.insert(User::Policy(id));
@@ -298,6 +324,127 @@ impl CalcGraph {
             .flat_map(|(_, eps)| eps.iter().cloned())
             .collect();
         self.dirty_endpoints.extend(eps);
+        let hosts: Vec<String> = self
+            .policy_hosts
+            .iter()
+            .filter(|(p, _)| p.tier == tier)
+            .flat_map(|(_, hs)| hs.iter().cloned())
+            .collect();
+        self.dirty_hosts.extend(hosts);
+    }
+
+    /// Marks dirty every local host endpoint on `iface` (which of them
+    /// holds the interface may change).
+    fn touch_host_interface(&mut self, iface: &str) {
+        let names: Vec<String> = self
+            .hosts
+            .iter()
+            .filter(|(_, h)| h.node == self.node && h.interface == iface)
+            .map(|(n, _)| n.clone())
+            .collect();
+        self.dirty_hosts.extend(names);
+    }
+
+    fn set_host_profiles(&mut self, name: &str, old: &[String], new: &[String]) {
+        for p in old {
+            if let Some(set) = self.host_profiles.get_mut(p) {
+                set.remove(name);
+                if set.is_empty() {
+                    self.host_profiles.remove(p);
+                }
+            }
+            self.dirty_users.insert(User::Profile(p.clone()));
+        }
+        for p in new {
+            self.host_profiles
+                .entry(p.clone())
+                .or_default()
+                .insert(name.to_string());
+            self.dirty_users.insert(User::Profile(p.clone()));
+        }
+    }
+
+    fn forget_local_host(&mut self, name: &str) {
+        for p in self.host_policies.remove(name).unwrap_or_default() {
+            if let Some(set) = self.policy_hosts.get_mut(&p) {
+                set.remove(name);
+            }
+            self.dirty_users.insert(User::Policy(p));
+        }
+    }
+
+    pub(super) fn put_host(&mut self, name: String, labels: BTreeMap<String, String>, ep: HostEp) {
+        let item = ItemKey::Host(name.clone());
+        let old = self.hosts.get(&name).cloned();
+        let was_local = old.as_ref().is_some_and(|o| o.node == self.node);
+        let now_local = ep.node == self.node;
+        let old_profiles = old
+            .as_ref()
+            .filter(|_| was_local)
+            .map(|o| o.profiles.clone())
+            .unwrap_or_default();
+        let new_profiles = if now_local {
+            ep.profiles.clone()
+        } else {
+            Vec::new()
+        };
+        self.set_host_profiles(&name, &old_profiles, &new_profiles);
+        if let Some(o) = old.as_ref().filter(|_| was_local) {
+            self.touch_host_interface(&o.interface.clone());
+        }
+        self.touch_item_sets(&item);
+        let iface = ep.interface.clone();
+        let profiles = ep.profiles.clone();
+        self.hosts.insert(name.clone(), ep);
+        if was_local && !now_local {
+            self.forget_local_host(&name);
+        }
+        let events = self.index.update_item(item.clone(), labels, profiles);
+        self.events(events);
+        if now_local && !was_local {
+            let pols: Vec<PolicyId> = self
+                .index
+                .selectors_of(&item)
+                .filter_map(|s| match s {
+                    SelKey::Policy(p) if p.namespace.is_none() => Some(p.clone()),
+                    _ => None,
+                })
+                .collect();
+            for p in pols {
+                self.host_policies
+                    .entry(name.clone())
+                    .or_default()
+                    .insert(p.clone());
+                self.policy_hosts
+                    .entry(p.clone())
+                    .or_default()
+                    .insert(name.clone());
+                self.dirty_users.insert(User::Policy(p));
+            }
+        }
+        self.touch_item_sets(&item);
+        if now_local {
+            self.touch_host_interface(&iface);
+        }
+        if now_local || was_local {
+            self.dirty_hosts.insert(name);
+        }
+    }
+
+    pub(super) fn delete_host(&mut self, name: &str) {
+        let item = ItemKey::Host(name.to_string());
+        self.touch_item_sets(&item);
+        let was_local = self.is_local_host(name);
+        let events = self.index.delete_item(&item);
+        self.events(events);
+        if let Some(old) = self.hosts.remove(name) {
+            if was_local {
+                self.set_host_profiles(name, &old.profiles, &[]);
+                self.forget_local_host(name);
+                self.touch_host_interface(&old.interface);
+                self.dirty_hosts.insert(name.to_string());
+            }
+        }
     }
 
     pub(super) fn put_netset(
@@ -333,6 +480,7 @@ impl CalcGraph {
             .collect();
         for old in stale {
             self.policies.remove(&old);
+            self.host_modes.remove(&old);
             let events = self.index.delete_selector(&SelKey::Policy(old.clone()));
             self.events(events);
             self.dirty_users.insert(User::Policy(old));
@@ -354,6 +502,8 @@ impl CalcGraph {
         // Order, types or rules may have changed for every endpoint it selects.
         self.dirty_endpoints
             .extend(self.policy_locals.get(&id).into_iter().flatten().cloned());
+        self.dirty_hosts
+            .extend(self.policy_hosts.get(&id).into_iter().flatten().cloned());
         self.dirty_users.insert(User::Policy(id));
     }
 }

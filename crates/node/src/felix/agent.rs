@@ -79,6 +79,8 @@ pub(super) struct Agent {
     pub(super) skipped: BTreeMap<String, String>,
     /// The rejected endpoints last reported.
     pub(super) reported: BTreeMap<calico_calc::EndpointId, String>,
+    /// The rejected host endpoints last reported.
+    pub(super) reported_hosts: BTreeMap<String, String>,
     /// rp_filter last written per workload interface.
     pub(super) rp_filter: BTreeMap<String, String>,
     /// The kernel, through its traits.
@@ -118,6 +120,7 @@ impl Agent {
             revision: 0,
             skipped: BTreeMap::new(),
             reported: BTreeMap::new(),
+            reported_hosts: BTreeMap::new(),
             rp_filter: BTreeMap::new(),
             kernel,
             flow_names: None,
@@ -188,10 +191,22 @@ impl Agent {
             info!("endpoint {}/{} programmed again", id.namespace, id.name);
         }
         self.reported = now.clone();
+        let hosts = self.graph.rejected_hosts();
+        for (name, why) in hosts {
+            if self.reported_hosts.get(name) != Some(why) {
+                warn!("host endpoint {name} not programmed: {why}");
+            }
+        }
+        self.reported_hosts = hosts.clone();
         let rejected: BTreeMap<String, String> = self
             .reported
             .iter()
             .map(|(id, why)| (format!("{}/{}", id.namespace, id.name), why.clone()))
+            .chain(
+                self.reported_hosts
+                    .iter()
+                    .map(|(name, why)| (format!("hostendpoint/{name}"), why.clone())),
+            )
             .chain(self.skipped.iter().map(|(k, why)| (k.clone(), why.clone())))
             .collect();
         self.metrics
@@ -288,20 +303,6 @@ impl Agent {
             (calico_api::Kind::FelixConfiguration, _) => {
                 self.felix_configs.remove(&name);
             }
-            // Host endpoints have no dataplane yet: one for this node is
-            // reported (never silently taken as protecting the host).
-            (calico_api::Kind::HostEndpoint, r) => match r {
-                Some(Resource::HostEndpoint(h)) if h.spec.node == self.node => {
-                    warn!("{key}: host endpoints are not enforced yet");
-                    self.skipped.insert(
-                            key.to_string(),
-                            "host endpoints are not enforced yet: this host's own traffic is not policed".into(),
-                        );
-                }
-                _ => {
-                    self.skipped.remove(key);
-                }
-            },
             (kind, r) => {
                 if kind == calico_api::Kind::WorkloadEndpoint {
                     match r {
