@@ -84,6 +84,41 @@ apiVersion: projectcalico.org/v3
 kind: GlobalNetworkSet
 metadata: {name: bad, labels: {feed: bad}}
 spec: {nets: [198.51.100.0/24]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h1, labels: {app: web}}
+spec: {node: node-1, interfaceName: eth0, expectedIPs: [10.0.9.1], profiles: [kns.a]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h1, labels: {app: web}}
+spec: {node: node-2, interfaceName: eth0, expectedIPs: [10.0.9.2]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h2, labels: {role: gw, projectcalico.org/namespace: a}}
+spec: {node: node-1, interfaceName: eth0, expectedIPs: [10.0.9.3]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: h2, labels: {app: db}}
+spec: {node: node-1, interfaceName: "*"}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: g2}
+spec: {selector: has(app), applyOnForward: true, preDNAT: true, ingress: [{action: Deny, source: {selector: has(role)}}]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: g2}
+spec: {selector: all(), applyOnForward: true, doNotTrack: true, types: [Ingress, Egress], ingress: [{action: Allow}], egress: [{action: Allow}]}
+---
+apiVersion: projectcalico.org/v3
+kind: GlobalNetworkPolicy
+metadata: {name: g3}
+spec: {selector: all(), applyOnForward: true, ingress: [{action: Allow, source: {selector: app == 'web'}}]}
 "#;
     decode_manifest(text).expect("universe")
 }
@@ -100,7 +135,7 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
     #[test]
-    fn incremental_equals_fresh(ops in prop::collection::vec((any::<bool>(), 0usize..15), 1..40)) {
+    fn incremental_equals_fresh(ops in prop::collection::vec((any::<bool>(), 0usize..22), 1..40)) {
         let all = universe();
         let mut g = CalcGraph::new("node-1");
         let mut state = DesiredState::default();
@@ -122,6 +157,7 @@ proptest! {
         for r in live.values() {
             expected.apply(&fresh.apply(Update::Put(r.clone()))).map_err(|e| TestCaseError::fail(e.to_string()))?;
         }
+        prop_assert_eq!(g.rejected_hosts(), fresh.rejected_hosts());
         prop_assert_eq!(state, expected);
     }
 
@@ -130,7 +166,7 @@ proptest! {
     /// intents keep the ordering contract.
     #[test]
     fn batches_equal_single_updates(
-        ops in prop::collection::vec((any::<bool>(), 0usize..15, any::<bool>()), 1..40),
+        ops in prop::collection::vec((any::<bool>(), 0usize..22, any::<bool>()), 1..40),
     ) {
         let all = universe();
         let (mut one, mut batched) = (CalcGraph::new("node-1"), CalcGraph::new("node-1"));

@@ -480,6 +480,41 @@ fn listen_addr(host: &str, port: u16) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn failsafe_ports_read_as_felix_writes_them() {
+        let p = |protocol, port, net: Option<&str>| calico_api::ProtoPort {
+            protocol,
+            port,
+            net: net.map(|n| n.parse().expect("net")),
+        };
+        assert_eq!(parse_failsafe("none"), Ok(Failsafe(vec![])));
+        assert_eq!(
+            parse_failsafe("22, udp:68,TCP:10.0.0.0/8:2379,tcp:[fd00::/8]:179,tcp:fd00::/8:6443"),
+            Ok(Failsafe(vec![
+                p(6, 22, None),
+                p(17, 68, None),
+                p(6, 2379, Some("10.0.0.0/8")),
+                p(6, 179, Some("fd00::/8")),
+                p(6, 6443, Some("fd00::/8")),
+            ]))
+        );
+        for bad in ["tcp:0", "icmp:22", "tcp:65536", "tcp:nonsense:22", "tcp:"] {
+            assert!(parse_failsafe(bad).is_err(), "{bad}");
+        }
+        // Unset: Felix's defaults; a resource's list (even empty) wins.
+        let (c, _) = Config::resolve(&Overrides::default(), None, None);
+        assert_eq!(c.failsafe_in, calico_api::failsafe_defaults(true));
+        let (c, _) = Config::resolve(
+            &Overrides::default(),
+            None,
+            Some(&spec(
+                serde_json::json!({"failsafeInboundHostPorts": [], "failsafeOutboundHostPorts": [{"protocol": "udp", "port": 53, "net": "10.0.0.0/8"}]}),
+            )),
+        );
+        assert!(c.failsafe_in.is_empty());
+        assert_eq!(c.failsafe_out, vec![p(17, 53, Some("10.0.0.0/8"))]);
+    }
+
     fn spec(json: serde_json::Value) -> FelixConfigurationSpec {
         serde_json::from_value(json).expect("spec")
     }
