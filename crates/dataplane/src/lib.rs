@@ -17,12 +17,15 @@
 //!          clear marks; oifname vmap @to-wl        (ingress of the receiver)
 //!          unknown/denied cali* to here: drop; accept
 //! fw-<if>/tw-<if>: per endpoint and direction: each tier in order
-//!          (fw-<if>-t<n> jumps to each policy chain; a policy's Allow sets
+//!          (fw-<if>/t<n> jumps to each policy chain; a policy's Allow sets
 //!          the accept mark and returns, Pass the pass mark, Deny drops),
 //!          then the tier's end (drop, or pass); no tier decided: drop;
 //!          passed past the last tier, or no policy at all: the profiles.
 //! p-<hash>-in/-out, r-<hash>-in/-out: compiled policy and profile rules.
 //! sets: one v4 and one v6 set per selector; named ports as addr . proto . port.
+//! host endpoints (render/host.rs, only on a node with any): hi-/ho-<if>
+//!          in input/output, hfi-/hfo-<if> in forward, hp-<if> in prerouting
+//!          (mangle), hui-/huo-<if> in prerouting/output (raw); failsafe-*.
 //! ```
 
 mod readback;
