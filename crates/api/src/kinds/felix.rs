@@ -235,33 +235,17 @@ impl ProtoPort {
 /// Kubernetes API and etcd's self-hosted ports; outbound DNS, DHCP and
 /// the same services.
 pub fn failsafe_defaults(inbound: bool) -> Vec<ProtoPort> {
-    let list: &[(u8, u16)] = if inbound {
-        &[
-            (6, 22),
-            (17, 68),
-            (6, 179),
-            (6, 2379),
-            (6, 2380),
-            (6, 5473),
-            (6, 6443),
-            (6, 6666),
-            (6, 6667),
-        ]
+    // BGP, etcd (and its self-hosted ports), Typha, the Kubernetes API.
+    const SERVICES: [u16; 7] = [179, 2379, 2380, 5473, 6443, 6666, 6667];
+    let own: &[(u8, u16)] = if inbound {
+        &[(6, 22), (17, 68)]
     } else {
-        &[
-            (17, 53),
-            (17, 67),
-            (6, 179),
-            (6, 2379),
-            (6, 2380),
-            (6, 5473),
-            (6, 6443),
-            (6, 6666),
-            (6, 6667),
-        ]
+        &[(17, 53), (17, 67)]
     };
-    list.iter()
-        .map(|&(protocol, port)| ProtoPort {
+    own.iter()
+        .copied()
+        .chain(SERVICES.iter().map(|&port| (6, port)))
+        .map(|(protocol, port)| ProtoPort {
             protocol,
             port,
             net: None,
