@@ -20,6 +20,7 @@ pub use decode::{
 pub use kinds::endpoint::{EndpointPort, HostEndpointSpec, IpNat, WorkloadEndpointSpec};
 pub use kinds::felix::{failsafe_defaults, FelixConfigurationSpec, ProtoPort};
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
+pub use kinds::kubecontrollers::KubeControllersConfigurationSpec;
 pub use kinds::netset::NetworkSetSpec;
 pub use kinds::node::{
     AsNumber, BgpConfigurationSpec, BgpPassword, BgpPeerSpec, BindMode, ClusterInformationSpec,
@@ -31,7 +32,7 @@ pub use kinds::policy::{
 };
 pub use kinds::staged::{pending, StagedAction};
 pub use meta::ObjectMeta;
-pub use resource::{Kind, Object, Resource, API_VERSION};
+pub use resource::{Kind, Object, Resource, API_VERSION, DEFAULT_ALLOW_PROFILE};
 pub use types::{Cidr, GoDuration, InterfaceAddress, Mac, Network, PeerAddress, Selector};
 pub use validate::{
     dns_label, dns_subdomain, interface_name, label_key, label_value, truncated, FieldError,

@@ -1,7 +1,9 @@
 //! The closed set of resource kinds, and the `Resource` value that holds any one of them.
 
 use crate::k8s::K8sNetworkPolicySpec;
-use crate::kinds::{endpoint::*, felix::*, ippool::*, netset::*, node::*, policy::*, staged::*};
+use crate::kinds::{
+    endpoint::*, felix::*, ippool::*, kubecontrollers::*, netset::*, node::*, policy::*, staged::*,
+};
 use crate::meta::ObjectMeta;
 use crate::validate::{dns_label, dns_subdomain, Errors, ValidationError};
 use serde::{Deserialize, Serialize};
@@ -151,10 +153,15 @@ kinds! {
     BGPConfiguration: BgpConfigurationSpec, "bgpconfigurations", namespaced = false, naming = DefaultOrNode, aliases = ["bgpconfiguration", "bgpconfig", "bgpconfigs", "bgpc"];
     FelixConfiguration: FelixConfigurationSpec, "felixconfigurations", namespaced = false, naming = DefaultOrNode, aliases = ["felixconfiguration", "felixconfig", "felixconfigs", "fc"];
     ClusterInformation: ClusterInformationSpec, "clusterinformations", namespaced = false, naming = DefaultOnly, aliases = ["clusterinformation", "clusterinfo", "clusterinfos", "ci"];
+    KubeControllersConfiguration: KubeControllersConfigurationSpec, "kubecontrollersconfigurations", namespaced = false, naming = DefaultOnly, aliases = ["kubecontrollersconfiguration", "kubecontrollersconfig", "kcc"];
     StagedNetworkPolicy: Staged<NetworkPolicySpec>, "stagednetworkpolicies", namespaced = true, naming = Subdomain, aliases = ["stagednetworkpolicy", "snp", "snps"];
     StagedGlobalNetworkPolicy: Staged<GlobalNetworkPolicySpec>, "stagedglobalnetworkpolicies", namespaced = false, naming = Subdomain, aliases = ["stagedglobalnetworkpolicy", "sgnp", "sgnps"];
     StagedKubernetesNetworkPolicy: Staged<K8sNetworkPolicySpec>, "stagedkubernetesnetworkpolicies", namespaced = true, naming = Subdomain, aliases = ["stagedkubernetesnetworkpolicy", "sknp", "sknps"];
 }
+
+/// Calico's built-in profile that allows everything both ways (host
+/// endpoints name it to be allow-all rather than deny-all without policy).
+pub const DEFAULT_ALLOW_PROFILE: &str = "projectcalico-default-allow";
 
 /// The wire shape of every resource.
 #[derive(Serialize, Deserialize)]
@@ -318,7 +325,8 @@ checked_in_module!(
     NodeSpec,
     BgpPeerSpec,
     BgpConfigurationSpec,
-    FelixConfigurationSpec
+    FelixConfigurationSpec,
+    KubeControllersConfigurationSpec
 );
 
 impl Spec for ProfileSpec {
@@ -381,6 +389,12 @@ impl Resource {
                 }
                 Naming::DefaultOnly => {}
             }
+        }
+        if kind == Kind::Profile && m.name == DEFAULT_ALLOW_PROFILE {
+            e.add(
+                "metadata.name",
+                format!("{DEFAULT_ALLOW_PROFILE} is built in (allow all, both ways) and cannot be written"),
+            );
         }
         match (&m.namespace, kind.namespaced()) {
             (Some(ns), true) => {

@@ -194,12 +194,34 @@ impl Ord for OrdF64 {
 
 impl CalcGraph {
     pub fn new(node: &str) -> Self {
+        let allow = || CompiledRule {
+            action: calico_api::Action::Allow,
+            ip_version: None,
+            protocol: None,
+            not_protocol: None,
+            icmp: None,
+            not_icmp: None,
+            src: SideMatch::default(),
+            dst: SideMatch::default(),
+        };
+        // Calico's built-in allow-all profile (never stored; the API
+        // refuses to write one by that name).
+        let profiles = BTreeMap::from([(
+            calico_api::DEFAULT_ALLOW_PROFILE.to_string(),
+            Profile {
+                rules: CompiledRules {
+                    ingress: vec![allow()],
+                    egress: vec![allow()],
+                },
+                sets: BTreeSet::new(),
+            },
+        )]);
         CalcGraph {
             node: node.to_string(),
             endpoints: BTreeMap::new(),
             netsets: BTreeMap::new(),
             policies: BTreeMap::new(),
-            profiles: BTreeMap::new(),
+            profiles,
             tiers: BTreeMap::new(),
             index: LabelIndex::new(),
             local_policies: BTreeMap::new(),

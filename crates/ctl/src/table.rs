@@ -182,6 +182,10 @@ fn columns(kind: calico_api::Kind, wide: bool) -> Vec<Column> {
             col!("ASNUMBER", "spec.asNumber"),
         ],
         (K::FelixConfiguration, _) => vec![name_col],
+        (K::KubeControllersConfiguration, _) => vec![
+            name_col,
+            col!("AUTOHEPS", "spec.controllers.node.hostEndpoint.autoCreate"),
+        ],
         (K::ClusterInformation, _) => vec![
             name_col,
             col!("VERSION", "spec.calicoVersion"),

@@ -8,6 +8,8 @@
 //!                    └──► workload /32s, blackholes for affine blocks (proto 80)
 //! ```
 //!
+//! `controllers`: cluster-wide controllers (automatic host endpoints).
+//!
 //! `bgp`: the node's BGP speaker (mesh, BGPPeers, route reflection), with
 //! the plan it follows computed from the datastore in `bgp_plan`.
 
@@ -18,6 +20,7 @@
 mod bgp;
 mod bgp_plan;
 mod config;
+mod controllers;
 mod events;
 mod felix;
 mod flows;
@@ -44,6 +47,8 @@ enum Command {
     Felix(Box<felix::Args>),
     /// Distribute routes with BGP: register this node's address, peer as the datastore says, announce its blocks and install what peers announce.
     Bgp(bgp::Args),
+    /// Cluster-wide controllers (run one per cluster): automatic host endpoints for every Node, as KubeControllersConfiguration says.
+    Controllers(controllers::Args),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,7 @@ fn main() -> ExitCode {
     let outcome = match cli.command {
         Command::Felix(a) => felix::run(&a),
         Command::Bgp(a) => bgp::run(&a),
+        Command::Controllers(a) => controllers::run(&a),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

@@ -97,6 +97,20 @@ impl Lab {
     fn apply(&self, yaml: &str) {
         calico_test_support::ctl_apply(&bin("calicoctl"), &self.db, self.dir.path(), yaml);
     }
+    /// calicoctl with `args`; its stdout, or None when it failed.
+    fn ctl(&self, args: &[&str]) -> Option<String> {
+        let out = Command::new(bin("calicoctl"))
+            .args(["--config", "/nonexistent"])
+            .args(args)
+            .env("CALICO_DATASTORE_PATH", &self.db)
+            .env_remove("DATASTORE_TYPE")
+            .current_dir(self.dir.path())
+            .output()
+            .expect("calicoctl");
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
     fn delete(&self, kind: &str, name: &str) {
         let out = Command::new(bin("calicoctl"))
             .args(["--config", "/nonexistent", "delete", kind, name])
@@ -349,4 +363,108 @@ fn host_endpoint_policy_on_real_packets() {
 
     let table = node.ok(&["nft", "list", "table", "inet", "calico"]);
     assert!(table.contains("chain hi_all"), "{table}");
+}
+
+/// Waits until `f` holds (30 s is a failure).
+fn until_true(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    panic!("{what}: never");
+}
+
+/// Automatic host endpoints (`calico-node controllers` with
+/// KubeControllersConfiguration autoCreate): one `*` endpoint per Node,
+/// with the Node's labels and addresses and the allow-all profile; a
+/// policy selecting a Node label starts and stops applying to the node's
+/// own traffic as the label comes and goes; turning the setting off
+/// removes the endpoint.
+#[test]
+fn automatic_host_endpoints_follow_node_labels() {
+    const NODE: &str = "198.18.0.1";
+    const EXT: &str = "198.18.0.2";
+    let node = Netns::new("ahep-node");
+    node.make_node("10.250.13.1/24");
+    let ext = Netns::new("ahep-ext");
+    node.ok(&[
+        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
+    ]);
+    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
+    node.ok(&["ip", "addr", "add", &format!("{NODE}/24"), "dev", "ext0"]);
+    node.ok(&["ip", "link", "set", "ext0", "up"]);
+    node.ok(&["ip", "link", "set", "lo", "up"]);
+    ext.ok(&["ip", "addr", "add", &format!("{EXT}/24"), "dev", "ext1"]);
+    ext.ok(&["ip", "link", "set", "ext1", "up"]);
+    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let lab = Lab {
+        db: dir.path().join("calico.db").display().to_string(),
+        dir,
+    };
+    lab.apply(&format!(
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: node-1}}\nspec: {{bgp: {{ipv4Address: {NODE}/24}}}}\n---\n\
+apiVersion: projectcalico.org/v3\nkind: KubeControllersConfiguration\nmetadata: {{name: default}}\nspec: {{controllers: {{node: {{hostEndpoint: {{autoCreate: Enabled}}}}}}}}\n---\n{}",
+        gnp(
+            "edge-nodes",
+            "{selector: role == 'edge', ingress: [{action: Deny, protocol: TCP, destination: {ports: [8080]}}, {action: Allow}]}",
+        )
+    ));
+    let _server = serve(&node, 8080);
+    let _agent = calico_test_support::felix_daemon(&bin("calico-node"), &node.path(), &lab.db, &[]);
+    let _controllers = KillOnDrop(
+        Command::new(bin("calico-node"))
+            .arg("controllers")
+            .env("CALICO_DATASTORE_PATH", &lab.db)
+            .env_remove("DATASTORE_TYPE")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("calico-node controllers"),
+    );
+    let hep = || lab.ctl(&["get", "hostendpoint", "node-1-auto-hep", "-o", "yaml"]);
+    until_true("node-1-auto-hep created", || {
+        hep().is_some_and(|h| h.contains(NODE))
+    });
+    let h = hep().expect("auto hep");
+    assert!(
+        h.contains("projectcalico-default-allow") && h.contains("calico-kube-controllers"),
+        "{h}"
+    );
+    // Allow-all profile, no policy selects it yet: the node's traffic flows.
+    until(
+        &ext,
+        NODE,
+        8080,
+        Probe::Allowed,
+        "auto endpoint, default allow",
+    );
+    assert!(node
+        .ok(&["nft", "list", "table", "inet", "calico"])
+        .contains("chain hi_all"));
+
+    lab.ctl(&["label", "nodes", "node-1", "role=edge"])
+        .expect("label");
+    until(
+        &ext,
+        NODE,
+        8080,
+        Probe::Denied,
+        "Node labelled: the policy applies",
+    );
+    assert!(hep().expect("auto hep").contains("role: edge"));
+    lab.ctl(&["label", "nodes", "node-1", "role", "--remove"])
+        .expect("unlabel");
+    until(&ext, NODE, 8080, Probe::Allowed, "label removed");
+
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: KubeControllersConfiguration\nmetadata: {name: default}\nspec: {controllers: {node: {hostEndpoint: {autoCreate: Disabled}}}}\n");
+    until_true("node-1-auto-hep removed", || hep().is_none());
+    until_true("the table without host endpoints", || {
+        !node
+            .ok(&["nft", "list", "table", "inet", "calico"])
+            .contains("hi_all")
+    });
 }

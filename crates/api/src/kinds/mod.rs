@@ -3,6 +3,7 @@
 pub mod endpoint;
 pub mod felix;
 pub mod ippool;
+pub mod kubecontrollers;
 pub mod netset;
 pub mod node;
 pub mod policy;

@@ -144,6 +144,7 @@ impl CalcGraph {
                     host_nets(&s.spec.nets),
                 );
             }
+            Resource::Profile(p) if p.metadata.name == calico_api::DEFAULT_ALLOW_PROFILE => {}
             Resource::Profile(p) => {
                 let name = p.metadata.name.clone();
                 let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, None);
@@ -256,6 +257,7 @@ impl CalcGraph {
                 self.events(events);
                 self.netsets.remove(&(ns, name));
             }
+            Kind::Profile if name == calico_api::DEFAULT_ALLOW_PROFILE => {}
             Kind::Profile => {
                 self.profiles.remove(&name);
                 let events = self.index.delete_parent(&name);

@@ -57,7 +57,10 @@ pub enum Mode {
 fn rank(kind: Kind) -> u8 {
     match kind {
         Kind::Tier => 0,
-        Kind::ClusterInformation | Kind::FelixConfiguration | Kind::BGPConfiguration => 1,
+        Kind::ClusterInformation
+        | Kind::FelixConfiguration
+        | Kind::BGPConfiguration
+        | Kind::KubeControllersConfiguration => 1,
         _ => 2,
     }
 }

@@ -54,6 +54,7 @@ pub struct TwoPods {
 }
 
 impl TwoPods {
+    #[allow(dead_code)] // not every benchmark has pods
     pub fn new(tag: &str, addr: &str, db: &str) -> TwoPods {
         let node = Netns::new(&format!("{tag}-node"));
         node.make_node(addr);
