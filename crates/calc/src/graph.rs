@@ -251,8 +251,8 @@ impl CalcGraph {
     }
 
     /// This node's host endpoints the dataplane does not get, with the
-    /// reason (a workload interface, no interface name, or an interface
-    /// another host endpoint of the node already stands for).
+    /// reason (a workload interface, or an interface another host
+    /// endpoint of the node already stands for).
     pub fn rejected_hosts(&self) -> &BTreeMap<String, String> {
         &self.rejected_hosts
     }
@@ -266,11 +266,8 @@ impl CalcGraph {
     /// one), the other is reported; the interface is never left without.
     fn host_rejection(&self, name: &str, h: &HostEp) -> Option<String> {
         if h.interface.is_empty() {
-            return Some(
-                "a host endpoint found by expectedIPs alone is not supported: \
-                 name its interface (interfaceName)"
-                    .into(),
-            );
+            // Bound to the interfaces holding its addresses when rendered.
+            return None;
         }
         if h.interface != ALL_INTERFACES {
             if let Err(why) = calico_api::interface_name(&h.interface) {

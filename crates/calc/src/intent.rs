@@ -120,8 +120,11 @@ pub const ALL_INTERFACES: &str = "*";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HostEndpointIntent {
     /// The interface it stands for, or `*` (every interface of the host
-    /// but workload ones and `lo`; a named host endpoint wins on its own).
+    /// but workload ones and `lo`; a named host endpoint wins on its own),
+    /// or empty: the interfaces holding one of `expected_ips`.
     pub interface: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expected_ips: Vec<std::net::IpAddr>,
     /// Normal policy (neither preDNAT nor doNotTrack), on traffic to the
     /// host's own processes. No policy: the profiles decide.
     pub ingress: Vec<TierPolicies>,

@@ -262,6 +262,9 @@ pub struct NodeRules {
     pub failsafe_in: Vec<calico_api::ProtoPort>,
     /// ... and from it (`failsafeOutboundHostPorts`: destination port and net).
     pub failsafe_out: Vec<calico_api::ProtoPort>,
+    /// The host's interface addresses, for host endpoints known by their
+    /// expectedIPs alone (empty unless one is).
+    pub interface_addresses: Vec<(String, std::net::IpAddr)>,
 }
 
 impl Default for NodeRules {
@@ -278,6 +281,7 @@ impl Default for NodeRules {
             flow_logs: false,
             failsafe_in: calico_api::failsafe_defaults(true),
             failsafe_out: calico_api::failsafe_defaults(false),
+            interface_addresses: Vec::new(),
         }
     }
 }

@@ -63,6 +63,10 @@ pub trait TunnelDevices: Send {
     /// Every link: name, MTU, and whether it is up.
     fn links(&self) -> Result<Vec<(String, u32, bool)>, TunnelError>;
 
+    /// Every address on every interface, with the interface's name (for
+    /// finding the interface a host endpoint's expectedIPs stand for).
+    fn addresses(&self) -> Result<Vec<(String, std::net::IpAddr)>, TunnelError>;
+
     /// What the kernel holds for device `name`, if it exists.
     fn observe(&self, name: &str) -> Result<Option<Observed>, TunnelError>;
 }

@@ -209,6 +209,40 @@ impl Tunnels {
         })
     }
 
+    /// Every interface address, by interface name.
+    pub fn addresses(&self) -> Result<Vec<(String, IpAddr)>, TunnelError> {
+        let names: std::collections::BTreeMap<u32, String> = self.rt.block_on(async {
+            let mut out = std::collections::BTreeMap::new();
+            let mut links = self.handle.link().get().execute();
+            while let Some(msg) = links
+                .try_next()
+                .await
+                .map_err(nl("links", "listing interfaces"))?
+            {
+                for a in &msg.attributes {
+                    if let LinkAttribute::IfName(n) = a {
+                        out.insert(msg.header.index, n.clone());
+                    }
+                }
+            }
+            Ok::<_, TunnelError>(out)
+        })?;
+        self.rt.block_on(async {
+            let mut out = Vec::new();
+            let mut addrs = self.handle.address().get().execute();
+            while let Some(msg) = addrs
+                .try_next()
+                .await
+                .map_err(nl("addresses", "listing addresses"))?
+            {
+                if let (Some(name), Some(ip)) = (names.get(&msg.header.index), addr_of(&msg)) {
+                    out.push((name.clone(), ip));
+                }
+            }
+            Ok(out)
+        })
+    }
+
     /// The device named `name`, if there is one.
     pub fn observe(&self, name: &str) -> Result<Option<Observed>, TunnelError> {
         self.rt.block_on(self.find(name))
@@ -483,6 +517,10 @@ impl crate::TunnelDevices for Tunnels {
 
     fn links(&self) -> Result<Vec<(String, u32, bool)>, TunnelError> {
         Tunnels::links(self)
+    }
+
+    fn addresses(&self) -> Result<Vec<(String, IpAddr)>, TunnelError> {
+        Tunnels::addresses(self)
     }
 
     fn observe(&self, name: &str) -> Result<Option<Observed>, TunnelError> {

@@ -439,6 +439,7 @@ impl Config {
             flow_logs: self.flow_logs.is_some(),
             failsafe_in: self.failsafe_in.clone(),
             failsafe_out: self.failsafe_out.clone(),
+            interface_addresses: Vec::new(),
         }
     }
 

@@ -11,7 +11,8 @@
 //! closes it); applyOnForward; preDNAT (matching the port before DNAT,
 //! skipping normal policy); doNotTrack (both directions must be allowed;
 //! no conntrack entry); the `*` endpoint (every interface but `lo` and the
-//! workloads'); workload-to-host traffic under defaultEndpointToHostAction.
+//! workloads'); workload-to-host traffic under defaultEndpointToHostAction;
+//! an endpoint known by its expectedIPs alone.
 // A test against real processes: it waits on the clock.
 #![allow(clippy::disallowed_methods)]
 
@@ -363,6 +364,15 @@ fn host_endpoint_policy_on_real_packets() {
 
     let table = node.ok(&["nft", "list", "table", "inet", "calico"]);
     assert!(table.contains("chain hi_all"), "{table}");
+
+    // Known by its address alone: bound to the interface holding it.
+    lab.delete("hostendpoint", "node-1-all");
+    until(&ext, NODE_IP, 8080, Probe::Allowed, "* endpoint gone");
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-1-by-ip, labels: {role: edge}}\nspec: {node: node-1, expectedIPs: [203.0.113.1]}\n");
+    until(&ext, NODE_IP, 8080, Probe::Denied, "expectedIPs endpoint, deny all");
+    expect(&ext, NODE_IP, 22, Probe::Allowed, "expectedIPs endpoint, failsafe");
+    let table = node.ok(&["nft", "list", "table", "inet", "calico"]);
+    assert!(table.contains("chain hi-ext0"), "{table}");
 }
 
 /// Waits until `f` holds (30 s is a failure).

@@ -189,14 +189,25 @@ impl RouteTable for FakeRoutes {
 pub struct FakeTunnels {
     synced: Arc<Mutex<Vec<Vec<Tunnel>>>>,
     links: Arc<Mutex<Vec<(String, u32, bool)>>>,
+    /// Interface addresses (set with `set_addresses`).
+    addresses: Arc<Mutex<Vec<(String, std::net::IpAddr)>>>,
     journal: Journal,
 }
 
 impl FakeTunnels {
+    /// The host's interface addresses from now on.
+    pub fn set_addresses(&self, addresses: &[(&str, &str)]) {
+        *lock(&self.addresses) = addresses
+            .iter()
+            .map(|(n, a)| (n.to_string(), a.parse().expect("address")))
+            .collect();
+    }
+
     /// With the host's links (name, MTU, up) for MTU detection.
     pub fn new(journal: &Journal, links: &[(&str, u32)]) -> Self {
         FakeTunnels {
             synced: Arc::default(),
+            addresses: Arc::default(),
             links: Arc::new(Mutex::new(
                 links
                     .iter()
@@ -222,6 +233,10 @@ impl TunnelDevices for FakeTunnels {
 
     fn links(&self) -> Result<Vec<(String, u32, bool)>, TunnelError> {
         Ok(lock(&self.links).clone())
+    }
+
+    fn addresses(&self) -> Result<Vec<(String, std::net::IpAddr)>, TunnelError> {
+        Ok(lock(&self.addresses).clone())
     }
 
     fn observe(&self, name: &str) -> Result<Option<Observed>, TunnelError> {

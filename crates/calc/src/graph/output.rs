@@ -177,6 +177,7 @@ impl CalcGraph {
         let untracked = kind(&|m| m.do_not_track);
         Some(HostEndpointIntent {
             interface: h.interface.clone(),
+            expected_ips: h.ips.iter().map(IpNet::addr).collect(),
             ingress: self.tiers(normal.iter().copied(), true),
             egress: self.tiers(normal.iter().copied(), false),
             forward_ingress: self.tiers(forward.iter().copied(), true),

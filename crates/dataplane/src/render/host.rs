@@ -37,21 +37,49 @@ pub(super) struct HostHooks {
     pub prerouting_raw: Vec<String>,
 }
 
-/// Whether an endpoint can go to the kernel (the calculation graph has
-/// already refused the others; this is the last check before it).
-fn programmable(h: &HostEndpointIntent) -> bool {
-    h.interface == ALL_INTERFACES
-        || (calico_api::interface_name(&h.interface).is_ok()
-            && !h.interface.starts_with(WORKLOAD_INTERFACE_PREFIX))
+/// Whether an interface can be a host endpoint's (the calculation graph
+/// has already refused the others; this is the last check before the
+/// kernel).
+fn host_interface(iface: &str) -> bool {
+    calico_api::interface_name(iface).is_ok() && !iface.starts_with(WORKLOAD_INTERFACE_PREFIX)
 }
 
-/// A chain name for one kind of chain of an endpoint: `<kind>-<if>`, or
+/// The interfaces each host endpoint stands for: `*`, its named one, or
+/// (no name) each interface holding one of its expectedIPs that no named
+/// endpoint has (the first endpoint by name takes an interface two match).
+fn bind<'a>(state: &'a DesiredState, node: &NodeRules) -> Vec<(String, &'a HostEndpointIntent)> {
+    let mut bound: Vec<(String, &HostEndpointIntent)> = state
+        .host_endpoints
+        .values()
+        .filter(|h| h.interface == ALL_INTERFACES || host_interface(&h.interface))
+        .map(|h| (h.interface.clone(), h))
+        .collect();
+    let mut addresses = node.interface_addresses.clone();
+    addresses.sort();
+    for h in state
+        .host_endpoints
+        .values()
+        .filter(|h| h.interface.is_empty())
+    {
+        for (iface, ip) in &addresses {
+            if h.expected_ips.contains(ip)
+                && host_interface(iface)
+                && !bound.iter().any(|(b, _)| b == iface)
+            {
+                bound.push((iface.clone(), h));
+            }
+        }
+    }
+    bound
+}
+
+/// A chain name for one kind of chain of an interface: `<kind>-<if>`, or
 /// `<kind>_all` for `*` (`_` right after the kind: no interface's chain).
-fn name(kind: &str, h: &HostEndpointIntent) -> String {
-    if h.interface == ALL_INTERFACES {
+fn name(kind: &str, iface: &str) -> String {
+    if iface == ALL_INTERFACES {
         format!("{kind}_all")
     } else {
-        format!("{kind}-{}", h.interface)
+        format!("{kind}-{iface}")
     }
 }
 
@@ -198,28 +226,19 @@ pub(super) fn host_endpoints(
     node: &NodeRules,
     t: &mut Table,
 ) -> Option<HostHooks> {
-    let heps: Vec<&HostEndpointIntent> = state
-        .host_endpoints
-        .values()
-        .filter(|h| programmable(h))
-        .collect();
+    let heps = bind(state, node);
     if heps.is_empty() {
         return None;
     }
     failsafe_chains(node, &mut t.chains);
-    let named: Vec<&HostEndpointIntent> = heps
-        .iter()
-        .copied()
-        .filter(|h| h.interface != ALL_INTERFACES)
-        .collect();
-    let all = heps.iter().copied().find(|h| h.interface == ALL_INTERFACES);
     t.collections.push(Collection {
         kind: "set",
         name: "hep-ifaces".into(),
         decl: "type ifname; ".into(),
-        elements: named
+        elements: heps
             .iter()
-            .map(|h| format!("\"{}\"", h.interface))
+            .filter(|(iface, _)| iface != ALL_INTERFACES)
+            .map(|(iface, _)| format!("\"{iface}\""))
             .collect(),
     });
     let untracked_allowed = format!("meta mark set meta mark | {MARK_UNTRACKED:#x} notrack accept");
@@ -250,12 +269,12 @@ pub(super) fn host_endpoints(
     let mut any = std::collections::BTreeSet::new();
     for k in kinds {
         let mut elements = Vec::new();
-        for h in &heps {
+        for (iface, h) in &heps {
             let tiers = (k.tiers)(h);
             if tiers.is_empty() && !k.always {
                 continue;
             }
-            let chain_name = name(k.prefix, h);
+            let chain_name = name(k.prefix, iface);
             wrapped(
                 chain_name.clone(),
                 k.failsafe,
@@ -266,10 +285,10 @@ pub(super) fn host_endpoints(
                 k.allowed.clone(),
                 &mut t.chains,
             );
-            if h.interface == ALL_INTERFACES {
+            if iface == ALL_INTERFACES {
                 any.insert(k.prefix);
             } else {
-                elements.push(format!("\"{}\" : jump {chain_name}", h.interface));
+                elements.push(format!("\"{iface}\" : jump {chain_name}"));
             }
         }
         t.collections.push(Collection {
@@ -284,7 +303,7 @@ pub(super) fn host_endpoints(
         any.contains(kind).then(|| {
             format!(
                 "{lead}{dir}name != @hep-ifaces {dir}name != \"lo\" {dir}name != \"{WORKLOAD_INTERFACE_PREFIX}*\" jump {}",
-                name(kind, all.expect("a * endpoint"))
+                name(kind, ALL_INTERFACES)
             )
         })
     };

@@ -376,7 +376,22 @@ impl Agent {
             pools,
             to: None,
         };
-        let table = calico_dataplane::build_with(&self.state, &cfg.node_rules(sources, nat));
+        let mut rules = cfg.node_rules(sources, nat);
+        if self
+            .state
+            .host_endpoints
+            .values()
+            .any(|h| h.interface.is_empty())
+        {
+            // Host endpoints known by their addresses alone: bound to the
+            // interfaces holding them now (looked at again every sync).
+            match self.kernel.tunnels.as_deref().map(|t| t.addresses()) {
+                Some(Ok(a)) => rules.interface_addresses = a,
+                Some(Err(e)) => warn!("listing interface addresses: {e}"),
+                None => {}
+            }
+        }
+        let table = calico_dataplane::build_with(&self.state, &rules);
         // A refresh: the kernel's table is read back and compared (see
         // `Firewall::update`). Nothing changed on our side since the last
         // apply: any difference found is drift.
