@@ -44,6 +44,10 @@ pub(crate) enum Cmd {
         /// flow service (Calico's `flowLogsFlushInterval`).
         #[arg(long, default_value_t = 15)]
         flow_flush: u64,
+        /// `dual`: IPv6 beside IPv4 (node addresses, an IPv6 pool, pods
+        /// with both, BGP for both families). One subnet, `--encap none`.
+        #[arg(long, default_value = "ipv4", value_parser = ["ipv4", "dual"])]
+        ip_family: String,
     },
     /// Remove every namespace, link, process and file the lab made.
     Down,
@@ -69,6 +73,9 @@ pub(crate) enum Cmd {
         /// How long to wait for an answer before calling it denied.
         #[arg(long, default_value_t = 1000)]
         timeout_ms: u64,
+        /// Over IPv6 (a dual-stack lab).
+        #[arg(long)]
+        ipv6: bool,
     },
     /// Nodes: restart their agents.
     #[command(subcommand)]
@@ -81,6 +88,9 @@ pub(crate) enum Cmd {
         protocol: String,
         #[arg(long)]
         json: bool,
+        /// Over IPv6 (a dual-stack lab).
+        #[arg(long)]
+        ipv6: bool,
     },
     /// The datastore: `restart` stops and starts the lab's etcd.
     #[command(subcommand)]

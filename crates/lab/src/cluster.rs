@@ -40,7 +40,11 @@ pub(crate) fn up(
     encap: &str,
     subnets: usize,
     flow_flush: u64,
+    dual: bool,
 ) -> Result<()> {
+    if dual && (subnets > 1 || encap != "none") {
+        bail!("--ip-family dual: one subnet and --encap none for now (IPv6 is BGP-routed on one fabric)");
+    }
     if !(1..=3600).contains(&flow_flush) {
         bail!("--flow-flush {flow_flush}: between 1 and 3600 seconds");
     }
@@ -77,6 +81,7 @@ pub(crate) fn up(
         flows: None,
         felix_env: flowsvc::felix_env(flow_flush),
         external: None,
+        ipv6: dual,
     };
     lab.node_datastore_env = lab.datastore_env.clone();
     // Saved before anything is made, so `down` can undo a partial `up`.
@@ -110,6 +115,13 @@ pub(crate) fn up(
             vxlan_mode(encap)
         ))?)
         .context("creating the IP pool")?;
+    if dual {
+        client
+            .apply(decode(&format!(
+                "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: default-ipv6-ippool}}\nspec: {{cidr: '{POOL6}', blockSize: 122, natOutgoing: true, vxlanMode: Never}}\n"
+            ))?)
+            .context("creating the IPv6 pool")?;
+    }
     for i in 1..=nodes {
         let name = format!("node-{i}");
         let netns = format!("{}{name}", ctx.prefix());
@@ -117,10 +129,12 @@ pub(crate) fn up(
         let subnet = (i - 1) * subnets / nodes;
         let addr = format!("10.250.{subnet}.{i}");
         ip(&["netns", "add", &netns])?;
+        let addr6 = if dual { fabric6(i) } else { String::new() };
         lab.nodes.push(Node {
             name: name.clone(),
             netns: netns.clone(),
             addr: addr.clone(),
+            addr6: addr6.clone(),
             pids: Vec::new(),
             server_pid: None,
         });
@@ -136,7 +150,15 @@ pub(crate) fn up(
             in_ns(&netns, &["ip", "route", "add", "default", "dev", "eth0"])?;
         }
         in_ns(&netns, &["sysctl", "-qw", "net.ipv4.ip_forward=1"])?;
-        let pids = start_agents(ctx, &lab, &name, &netns, &addr)?;
+        if dual {
+            plug6(&netns, &addr6)?;
+            in_ns(
+                &netns,
+                &["ip", "-6", "route", "add", "default", "dev", "eth0"],
+            )?;
+            in_ns(&netns, &["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"])?;
+        }
+        let pids = start_agents(ctx, &lab, &name, &netns, &addr, &addr6)?;
         let server = serve_echo(ctx, &netns, &format!("{name}-server.log"))?;
         if let Some(n) = lab.nodes.last_mut() {
             n.pids = pids;
@@ -148,9 +170,14 @@ pub(crate) fn up(
     if encap != "none" {
         wait_tunnels(ctx, &lab, Duration::from_secs(60))?;
     }
-    let nets: Vec<String> = (0..subnets).map(|s| format!("10.250.{s}.0/24")).collect();
+    let mut nets: Vec<String> = (0..subnets).map(|s| format!("10.250.{s}.0/24")).collect();
+    let mut pools = "10.244.0.0/16".to_string();
+    if dual {
+        nets.push(format!("{FABRIC6}/64"));
+        pools.push_str(&format!(" and {POOL6}"));
+    }
     println!(
-        "lab {:?} is up: {} nodes on {}, pods from 10.244.0.0/16 (vxlanMode {}), BGP mesh established",
+        "lab {:?} is up: {} nodes on {}, pods from {pools} (vxlanMode {}), BGP mesh established",
         lab.name,
         lab.nodes.len(),
         nets.join(" and "),
@@ -168,6 +195,35 @@ pub(crate) fn up(
     Ok(())
 }
 
+/// A dual-stack lab's IPv6 pool and fabric (nodes at `::N`, the external
+/// host at `::fa`).
+pub(crate) const POOL6: &str = "fd00:244::/48";
+pub(crate) const FABRIC6: &str = "fd00:250::";
+
+/// Node `i`'s IPv6 address on the fabric.
+pub(crate) fn fabric6(i: usize) -> String {
+    format!("{FABRIC6}{i:x}")
+}
+
+/// Gives `netns`'s `eth0` its IPv6 fabric address (no duplicate address
+/// detection: the lab hands out unique ones).
+fn plug6(netns: &str, addr6: &str) -> Result<()> {
+    in_ns(
+        netns,
+        &[
+            "ip",
+            "-6",
+            "addr",
+            "add",
+            &format!("{addr6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ],
+    )?;
+    Ok(())
+}
+
 /// The external host's address on the fabric: neither a node's nor in a
 /// pool (the pods' addresses are not routed to it: it answers them only
 /// through NAT).
@@ -177,10 +233,18 @@ pub(crate) const EXTERNAL_ADDR: &str = "10.250.0.250";
 /// and its server (TCP and UDP 80, answering with the address it saw).
 fn start_external(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
     let netns = service_netns(ctx, lab, "ext", "px", EXTERNAL_ADDR, subnets)?;
+    let addr6 = if lab.ipv6 {
+        let a = format!("{FABRIC6}fa");
+        plug6(&netns, &a)?;
+        a
+    } else {
+        String::new()
+    };
     let pid = serve_echo(ctx, &netns, "external.log")?;
     lab.external = Some(state::External {
         netns: netns.clone(),
         addr: EXTERNAL_ADDR.into(),
+        addr6,
         pid,
     });
     lab.save(&ctx.dir)?;
@@ -315,6 +379,7 @@ pub(crate) fn start_agents(
     name: &str,
     netns: &str,
     addr: &str,
+    addr6: &str,
 ) -> Result<Vec<u32>> {
     let node_bin = exe("calico-node")?;
     let mut pids = Vec::new();
@@ -324,21 +389,20 @@ pub(crate) fn start_agents(
         .display()
         .to_string();
     let ip_arg = format!("{addr}/24");
-    let agents: [(&str, Vec<&str>); 2] = [
-        ("felix", vec!["felix"]),
-        (
-            "bgp",
-            vec![
-                "bgp",
-                "--ip",
-                &ip_arg,
-                "--status-socket",
-                &sock,
-                "--connect-retry",
-                "1",
-            ],
-        ),
+    let ip6_arg = format!("{addr6}/64");
+    let mut bgp = vec![
+        "bgp",
+        "--ip",
+        &ip_arg,
+        "--status-socket",
+        &sock,
+        "--connect-retry",
+        "1",
     ];
+    if !addr6.is_empty() {
+        bgp.extend(["--ip6", &ip6_arg]);
+    }
+    let agents: [(&str, Vec<&str>); 2] = [("felix", vec!["felix"]), ("bgp", bgp)];
     let mtu = mtu_file(ctx, name);
     for (what, args) in agents {
         let mut cmd = Command::new("ip");
@@ -372,7 +436,7 @@ pub(crate) fn node_cmd(ctx: &Ctx, cmd: &NodeCmd) -> Result<()> {
     if let Some(bgp) = n.pids.get(1) {
         signal_and_wait(*bgp, nix::sys::signal::Signal::SIGKILL);
     }
-    let pids = start_agents(ctx, &lab, &n.name, &n.netns, &n.addr)?;
+    let pids = start_agents(ctx, &lab, &n.name, &n.netns, &n.addr, &n.addr6)?;
     for m in lab.nodes.iter_mut().filter(|m| m.name == n.name) {
         m.pids.clone_from(&pids);
     }
@@ -391,7 +455,8 @@ pub(crate) fn bgp_status(ctx: &Ctx, node: &str) -> Option<serde_json::Value> {
 }
 
 pub(crate) fn wait_mesh(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
-    let want = lab.nodes.len() - 1;
+    // Dual stack: a session per family with each other node.
+    let want = (lab.nodes.len() - 1) * if lab.ipv6 { 2 } else { 1 };
     wait_nodes(ctx, lab, "the BGP mesh", timeout, |n| {
         bgp_status(ctx, &n.name).is_some_and(|v| {
             let peers = v["status"]["peers"].as_array().cloned().unwrap_or_default();

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// The answer: `ok`, or with `tell_peer` `ok <the address it came from>`.
 fn answer(tell_peer: bool, from: Option<SocketAddr>) -> Vec<u8> {
     match (tell_peer, from) {
-        (true, Some(a)) => format!("ok {}", a.ip()).into_bytes(),
+        (true, Some(a)) => format!("ok {}", a.ip().to_canonical()).into_bytes(),
         _ => b"ok".to_vec(),
     }
 }
@@ -19,7 +19,8 @@ fn answer(tell_peer: bool, from: Option<SocketAddr>) -> Vec<u8> {
 pub fn serve(tcp: &[u16], udp: &[u16], tell_peer: bool) -> Result<()> {
     let mut threads = Vec::new();
     for &p in tcp {
-        let l = TcpListener::bind(("0.0.0.0", p)).with_context(|| format!("TCP port {p}"))?;
+        // Both families on one socket (a v4 peer reads back as itself).
+        let l = TcpListener::bind(("::", p)).with_context(|| format!("TCP port {p}"))?;
         threads.push(std::thread::spawn(move || {
             for mut c in l.incoming().flatten() {
                 let _ = c.write_all(&answer(tell_peer, c.peer_addr().ok()));
@@ -27,7 +28,7 @@ pub fn serve(tcp: &[u16], udp: &[u16], tell_peer: bool) -> Result<()> {
         }));
     }
     for &p in udp {
-        let s = UdpSocket::bind(("0.0.0.0", p)).with_context(|| format!("UDP port {p}"))?;
+        let s = UdpSocket::bind(("::", p)).with_context(|| format!("UDP port {p}"))?;
         threads.push(std::thread::spawn(move || {
             let mut buf = [0u8; 64];
             while let Ok((_, from)) = s.recv_from(&mut buf) {
@@ -128,7 +129,11 @@ pub fn connect(
             })
         }
         "UDP" => {
-            let s = UdpSocket::bind(("0.0.0.0", 0))?;
+            let s = if addr.is_ipv4() {
+                UdpSocket::bind(("0.0.0.0", 0))?
+            } else {
+                UdpSocket::bind(("::", 0))?
+            };
             // Connected, so that an ICMP port unreachable comes back as an error.
             s.connect(addr)?;
             s.set_read_timeout(Some(timeout / 2))?;

@@ -61,7 +61,17 @@ fn main() -> ExitCode {
             encap,
             subnets,
             flow_flush,
-        } => up(&ctx, *nodes, datastore, encap, *subnets, *flow_flush).map(|()| ExitCode::SUCCESS),
+            ip_family,
+        } => up(
+            &ctx,
+            *nodes,
+            datastore,
+            encap,
+            *subnets,
+            *flow_flush,
+            ip_family == "dual",
+        )
+        .map(|()| ExitCode::SUCCESS),
         Cmd::Flows { url, args } => flows(&ctx, *url, args),
         Cmd::FlowService(c) => flow_service_cmd(&ctx, c).map(|()| ExitCode::SUCCESS),
         Cmd::Down => down(&ctx).map(|()| ExitCode::SUCCESS),
@@ -78,11 +88,12 @@ fn main() -> ExitCode {
             port,
             protocol,
             timeout_ms,
+            ipv6,
         } => {
             let lab = Lab::load(&ctx.dir)?;
             let (outcome, seen) = probe(
-                &lab.endpoint(from)?,
-                &lab.endpoint(to)?,
+                &lab.endpoint_in(from, *ipv6)?,
+                &lab.endpoint_in(to, *ipv6)?,
                 *port,
                 protocol,
                 *timeout_ms,
@@ -97,9 +108,10 @@ fn main() -> ExitCode {
             port,
             protocol,
             json,
+            ipv6,
         } => {
             let lab = Lab::load(&ctx.dir)?;
-            matrix(&lab, *port, protocol, *json).map(|()| ExitCode::SUCCESS)
+            matrix(&lab, *port, protocol, *json, *ipv6).map(|()| ExitCode::SUCCESS)
         }
         Cmd::Sync { timeout } => {
             let lab = Lab::load(&ctx.dir)?;

@@ -134,7 +134,8 @@ pub(crate) fn cni(
         "datastore_type": lab.node_datastore_env.get("DATASTORE_TYPE"),
         "etcd_endpoints": lab.node_datastore_env.get("ETCD_ENDPOINTS"),
         "mtu_file": mtu_file(ctx, &node.name),
-        "ipam": {"type": "calico-ipam"}, "args": {"cni": {"labels": labels, "ports": ports}}});
+        "ipam": {"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": if lab.ipv6 { "true" } else { "false" }},
+        "args": {"cni": {"labels": labels, "ports": ports}}});
     let mut child = Command::new("ip")
         .args(["netns", "exec", &node.netns])
         .arg(exe("calico")?)
@@ -210,6 +211,7 @@ pub(crate) fn pod_cmd(ctx: &Ctx, cmd: &PodCmd) -> Result<()> {
                 netns: format!("{}pod-{}", ctx.prefix(), &digest[..10]),
                 container: digest.clone(),
                 ip: String::new(),
+                ip6: String::new(),
                 ports,
                 server_pid: None,
             };
@@ -219,8 +221,15 @@ pub(crate) fn pod_cmd(ctx: &Ctx, cmd: &PodCmd) -> Result<()> {
             in_ns(&p.netns, &["ip", "link", "set", "lo", "up"])?;
             let result = cni(ctx, &lab, &node, &p, "ADD", &labels)?;
             let v: serde_json::Value = serde_json::from_str(&result).context("the CNI result")?;
-            let addr = v["ips"][0]["address"].as_str().unwrap_or_default();
-            p.ip = addr.split('/').next().unwrap_or_default().to_string();
+            for a in v["ips"].as_array().into_iter().flatten() {
+                let addr = a["address"].as_str().unwrap_or_default();
+                let bare = addr.split('/').next().unwrap_or_default().to_string();
+                if bare.contains(':') {
+                    p.ip6 = bare;
+                } else if p.ip.is_empty() {
+                    p.ip = bare;
+                }
+            }
             let list = |proto: &str| -> String {
                 p.ports
                     .iter()

@@ -15,7 +15,7 @@ pub(crate) fn probe(
     let out = Command::new("ip")
         .args(["netns", "exec", &from.netns])
         .arg(std::env::current_exe()?)
-        .args(["connect", &format!("{}:{port}", to.ip), protocol])
+        .args(["connect", &sock_addr(&to.ip, port), protocol])
         .args(["--timeout-ms", &timeout_ms.to_string()])
         .output()
         .context("running the probe")?;
@@ -26,7 +26,16 @@ pub(crate) fn probe(
     }
 }
 
-pub(crate) fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Result<()> {
+/// `ip:port`, with brackets around an IPv6 address.
+pub(crate) fn sock_addr(ip: &str, port: u16) -> String {
+    if ip.contains(':') {
+        format!("[{ip}]:{port}")
+    } else {
+        format!("{ip}:{port}")
+    }
+}
+
+pub(crate) fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool, v6: bool) -> Result<()> {
     let keys: Vec<&String> = lab.pods.keys().collect();
     let mut results: BTreeMap<(String, String), echo::Outcome> = BTreeMap::new();
     std::thread::scope(|s| -> Result<()> {
@@ -36,7 +45,7 @@ pub(crate) fn matrix(lab: &Lab, port: u16, protocol: &str, as_json: bool) -> Res
                 if a == b {
                     continue;
                 }
-                let (pa, pb) = (lab.endpoint(a)?, lab.endpoint(b)?);
+                let (pa, pb) = (lab.endpoint_in(a, v6)?, lab.endpoint_in(b, v6)?);
                 handles.push((
                     (*a).clone(),
                     (*b).clone(),
@@ -131,22 +140,49 @@ pub(crate) fn wait_ready(ctx: &Ctx, lab: &Lab, node: &Node, pod: &Pod) -> Result
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+    // IPv6: the pod's addresses, and its node's (the host side of its
+    // veth answers for the gateway), through duplicate address detection:
+    // a tentative link-local neither resolves nor answers for the gateway.
+    let tentative = |netns: &str| {
+        Command::new("ip")
+            .args(["-n", netns, "-6", "addr", "show", "tentative"])
+            .output()
+            .map(|o| !String::from_utf8_lossy(&o.stdout).trim().is_empty())
+            .unwrap_or(false)
+    };
+    while !pod.ip6.is_empty() {
+        if !tentative(&pod.netns) && !tentative(&node.netns) {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!(
+                "pod {}/{}: IPv6 addresses still tentative",
+                pod.namespace,
+                pod.name
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let target = ctx.client(lab)?.store().revision()?;
     loop {
         let synced = felix_status(node).is_some_and(|v| {
             v["in_sync"] == true && v["applied_revision"].as_i64().unwrap_or(0) >= target
         });
-        let routed = lab.nodes.iter().filter(|n| n.name != node.name).all(|n| {
-            Command::new("ip")
-                .args(["-n", &n.netns, "route", "get", &pod.ip])
-                .output()
-                .is_ok_and(|o| {
-                    let route = String::from_utf8_lossy(&o.stdout);
-                    o.status.success()
-                        && (route.contains(&format!("via {} ", node.addr))
-                            || route.contains("dev vxlan.calico"))
+        let routed_to = |ip: &str, via: &str| {
+            ip.is_empty()
+                || lab.nodes.iter().filter(|n| n.name != node.name).all(|n| {
+                    Command::new("ip")
+                        .args(["-n", &n.netns, "route", "get", ip])
+                        .output()
+                        .is_ok_and(|o| {
+                            let route = String::from_utf8_lossy(&o.stdout);
+                            o.status.success()
+                                && (route.contains(&format!("via {via} "))
+                                    || route.contains("dev vxlan.calico"))
+                        })
                 })
-        });
+        };
+        let routed = routed_to(&pod.ip, &node.addr) && routed_to(&pod.ip6, &node.addr6);
         if synced && routed {
             return Ok(());
         }

@@ -12,6 +12,9 @@ pub struct Node {
     pub netns: String,
     /// Address on the fabric, without prefix length.
     pub addr: String,
+    /// IPv6 address on the fabric (dual-stack labs), without prefix length.
+    #[serde(default)]
+    pub addr6: String,
     /// calico-node processes (felix, bgp).
     pub pids: Vec<u32>,
     /// The node's own server (TCP and UDP 80, answering with the address
@@ -36,6 +39,9 @@ pub struct Pod {
     pub netns: String,
     pub container: String,
     pub ip: String,
+    /// The pod's IPv6 address (dual-stack labs).
+    #[serde(default)]
+    pub ip6: String,
     pub ports: Vec<Port>,
     /// The echo server inside the pod.
     pub server_pid: Option<u32>,
@@ -75,6 +81,9 @@ pub struct Lab {
     /// The external host: outside every pool, not a node.
     #[serde(default)]
     pub external: Option<External>,
+    /// `--ip-family dual`: IPv6 beside IPv4 (nodes, pool, pods, BGP).
+    #[serde(default)]
+    pub ipv6: bool,
 }
 
 /// "The internet" for the lab: a host on the fabric that is neither a
@@ -84,6 +93,8 @@ pub struct Lab {
 pub struct External {
     pub netns: String,
     pub addr: String,
+    #[serde(default)]
+    pub addr6: String,
     pub pid: u32,
 }
 
@@ -147,12 +158,17 @@ impl Lab {
             .with_context(|| format!("no pod {key:?} (pods are named NAMESPACE/NAME)"))
     }
 
-    /// A pod (`NAMESPACE/NAME`), a node (`node-N`) or `external`.
-    pub fn endpoint(&self, key: &str) -> Result<Endpoint> {
+    /// A pod (`NAMESPACE/NAME`), a node (`node-N`) or `external`; by
+    /// its IPv6 address with `v6` (a dual-stack lab).
+    pub fn endpoint_in(&self, key: &str, v6: bool) -> Result<Endpoint> {
+        if v6 && !self.ipv6 {
+            anyhow::bail!("this lab has no IPv6 (calico-lab up --ip-family dual)");
+        }
+        let pick = |v4: &String, v6addr: &String| if v6 { v6addr.clone() } else { v4.clone() };
         if let Some(n) = self.nodes.iter().find(|n| n.name == key) {
             return Ok(Endpoint {
                 netns: n.netns.clone(),
-                ip: n.addr.clone(),
+                ip: pick(&n.addr, &n.addr6),
             });
         }
         if key == "external" {
@@ -162,7 +178,7 @@ impl Lab {
                 .context("this lab has no external host (made by an older calico-lab)")?;
             return Ok(Endpoint {
                 netns: e.netns.clone(),
-                ip: e.addr.clone(),
+                ip: pick(&e.addr, &e.addr6),
             });
         }
         let p = self.pod(key).with_context(|| {
@@ -170,7 +186,7 @@ impl Lab {
         })?;
         Ok(Endpoint {
             netns: p.netns.clone(),
-            ip: p.ip.clone(),
+            ip: pick(&p.ip, &p.ip6),
         })
     }
 }

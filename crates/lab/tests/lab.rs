@@ -323,6 +323,68 @@ fn a_three_node_lab_end_to_end() {
     assert!(!Path::new(&lab.dir.path().join("lab.json")).exists());
 }
 
+/// Dual stack: the same Kubernetes NetworkPolicy conformance steps hold
+/// over IPv6 as over IPv4 (BGP carries both families' blocks across the
+/// nodes), an `ipBlock` of one family matches that family only, and pods
+/// reach beyond the pools over IPv6 as their node (natOutgoing).
+#[test]
+fn a_dual_stack_lab_enforces_policy_over_both_families() {
+    let lab = new_lab("dual");
+    lab.ok(&["up", "--nodes", "3", "--ip-family", "dual"]);
+    for ns in ["x", "y", "z"] {
+        lab.ok(&["ns", "create", ns, "--labels", &format!("ns={ns}")]);
+    }
+    for p in PODS {
+        let app = p.split('/').nth(1).unwrap_or("a");
+        lab.ok(&["pod", "create", p, "--labels", &format!("app={app}")]);
+    }
+    let both = |expected: BTreeSet<(String, String)>, what: &str| {
+        assert_eq!(lab.allowed_over(false), expected, "{what}: IPv4");
+        assert_eq!(lab.allowed_over(true), expected, "{what}: IPv6");
+    };
+    both(all_pairs(|_, _| false), "no policy");
+    let state: serde_json::Value =
+        serde_json::from_str(&lab.ok(&["show", "--json"])).expect("lab state");
+    let ip6 = |p: &str| state["pods"][p]["ip6"].as_str().expect("ip6").to_string();
+    assert!(ip6("x/a").starts_with("fd00:244:"), "{state}");
+    let node = state["pods"]["x/a"]["node"].as_str().expect("node");
+    let n = &node["node-".len()..];
+    assert_eq!(
+        lab.ok(&["probe", "x/a", "external", "--port", "80", "--ipv6"])
+            .trim(),
+        format!("allowed (seen as fd00:250::{n})")
+    );
+
+    lab.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: deny, namespace: x}\nspec: {podSelector: {}, policyTypes: [Ingress]}\n");
+    both(all_pairs(|_, b| b.starts_with("x/")), "default deny in x");
+    lab.apply("apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-from-y, namespace: x}\n\
+               spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: 80}]}]}\n");
+    let into_x = |a: &str, b: &str| b.starts_with("x/") && !(b == "x/a" && a.starts_with("y/"));
+    both(all_pairs(into_x), "x/a from namespace y");
+
+    // z takes only y/a's IPv6 address (an ipBlock): over IPv6 y/a gets
+    // in; over IPv4 nobody does.
+    lab.apply(&format!(
+        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {{name: z-from-block, namespace: z}}\n\
+         spec: {{podSelector: {{}}, ingress: [{{from: [{{ipBlock: {{cidr: '{}/128'}}}}]}}]}}\n",
+        ip6("y/a")
+    ));
+    let into_z = |a: &str, b: &str| into_x(a, b) || b.starts_with("z/");
+    assert_eq!(
+        lab.allowed_over(false),
+        all_pairs(into_z),
+        "ipBlock v6: IPv4"
+    );
+    assert_eq!(
+        lab.allowed_over(true),
+        all_pairs(|a, b| into_x(a, b) || (b.starts_with("z/") && a != "y/a")),
+        "ipBlock v6: IPv6"
+    );
+    let prefix = format!("cl-{}-", lab.name);
+    lab.ok(&["down"]);
+    assert!(netns_with(&prefix).is_empty(), "{:?}", netns_with(&prefix));
+}
+
 fn lab_ip(lab: &Lab, pod: &str) -> String {
     let v: serde_json::Value = serde_json::from_str(&lab.ok(&["show", "--json"])).expect("json");
     v["pods"][pod]["ip"].as_str().expect("ip").to_string()

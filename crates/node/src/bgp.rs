@@ -34,6 +34,10 @@ pub struct Args {
     /// Without it the Node resource must already carry an address.
     #[arg(long, env = "IP")]
     pub ip: Option<String>,
+    /// The node's IPv6 address with prefix length (`fd00::5/64`), for IPv6
+    /// BGP sessions and routes (Calico's `IP6`). Written to the Node resource.
+    #[arg(long, env = "IP6")]
+    pub ip6: Option<String>,
     /// The node's AS number, written to the Node resource.
     #[arg(long = "as", env = "AS")]
     pub asn: Option<u32>,
@@ -275,6 +279,10 @@ pub fn run(args: &Args) -> Result<()> {
     let client = Client::new(Arc::clone(&store), Arc::new(SystemClock));
     if let Some(ip) = &args.ip {
         let address = crate::register::address(ip)?;
+        crate::register::register(&client, &args.node, address, args.asn)?;
+    }
+    if let Some(ip) = args.ip6.as_deref().filter(|i| *i != "none") {
+        let address = crate::register::address6(ip)?;
         crate::register::register(&client, &args.node, address, args.asn)?;
     }
     let shown: Arc<Mutex<Option<Arc<Mutex<Status>>>>> = Arc::new(Mutex::new(None));

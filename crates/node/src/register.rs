@@ -70,8 +70,21 @@ pub fn address(ip: &str) -> Result<InterfaceAddress> {
     Ok(InterfaceAddress::from(net))
 }
 
-/// Writes `address` (and `asn`) to `node`'s Node resource, creating it if
-/// needed.
+/// The node's IPv6 address as `IP6` gives it (`addr/len` or a bare
+/// address).
+pub fn address6(ip: &str) -> Result<InterfaceAddress> {
+    let net: IpNet = match ip.parse::<IpNet>() {
+        Ok(n) => n,
+        Err(_) => calico_net::parse_cidr_or_ip(ip).map_err(|e| anyhow!("IP6={ip:?}: {e}"))?,
+    };
+    if !net.addr().is_ipv6() {
+        return Err(anyhow!("IP6={ip:?}: an IPv6 address is needed"));
+    }
+    Ok(InterfaceAddress::from(net))
+}
+
+/// Writes `address` (to `ipv4Address` or `ipv6Address`, by its family;
+/// and `asn`) to `node`'s Node resource, creating it if needed.
 pub fn register(
     client: &Client,
     node: &str,
@@ -96,7 +109,11 @@ pub fn register(
         };
         let before = n.spec.clone();
         let bgp = n.spec.bgp.get_or_insert_with(NodeBgpSpec::default);
-        bgp.ipv4_address = Some(address);
+        if address.addr().is_ipv4() {
+            bgp.ipv4_address = Some(address);
+        } else {
+            bgp.ipv6_address = Some(address);
+        }
         if let Some(a) = asn {
             bgp.as_number = Some(calico_api::AsNumber(a));
         }
@@ -141,6 +158,11 @@ mod tests {
             "10.0.0.5/32"
         );
         assert!(address("fd00::1/64").is_err());
+        assert_eq!(
+            address6("fd00::1/64").expect("addr").to_string(),
+            "fd00::1/64"
+        );
+        assert!(address6("10.0.0.5/24").is_err());
         assert!(address("not-an-ip").is_err());
 
         register(
@@ -170,6 +192,20 @@ mod tests {
             Some("10.0.0.6/24")
         );
         assert_eq!(bgp.as_number.map(|a| a.0), Some(64513));
+        // The IPv6 address goes beside it.
+        register(&client, "n1", address6("fd00::6/64").expect("addr"), None).expect("v6");
+        let Ok(Resource::Node(n6)) = client.get(Kind::Node, None, "n1") else {
+            panic!("node");
+        };
+        let bgp6 = n6.spec.bgp.expect("bgp");
+        assert_eq!(
+            bgp6.ipv6_address.map(|a| a.to_string()).as_deref(),
+            Some("fd00::6/64")
+        );
+        assert_eq!(
+            bgp6.ipv4_address.map(|a| a.to_string()).as_deref(),
+            Some("10.0.0.6/24")
+        );
         assert_eq!(
             n.spec.ipv4_vxlan_tunnel_addr,
             Some("10.244.0.1".parse().expect("ip"))

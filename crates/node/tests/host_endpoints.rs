@@ -369,8 +369,20 @@ fn host_endpoint_policy_on_real_packets() {
     lab.delete("hostendpoint", "node-1-all");
     until(&ext, NODE_IP, 8080, Probe::Allowed, "* endpoint gone");
     lab.apply("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-1-by-ip, labels: {role: edge}}\nspec: {node: node-1, expectedIPs: [203.0.113.1]}\n");
-    until(&ext, NODE_IP, 8080, Probe::Denied, "expectedIPs endpoint, deny all");
-    expect(&ext, NODE_IP, 22, Probe::Allowed, "expectedIPs endpoint, failsafe");
+    until(
+        &ext,
+        NODE_IP,
+        8080,
+        Probe::Denied,
+        "expectedIPs endpoint, deny all",
+    );
+    expect(
+        &ext,
+        NODE_IP,
+        22,
+        Probe::Allowed,
+        "expectedIPs endpoint, failsafe",
+    );
     let table = node.ok(&["nft", "list", "table", "inet", "calico"]);
     assert!(table.contains("chain hi-ext0"), "{table}");
 }

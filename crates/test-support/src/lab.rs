@@ -105,7 +105,16 @@ impl LabCli {
 
     /// The (from, to) pod pairs the connectivity matrix allows on TCP/80.
     pub fn allowed(&self) -> BTreeSet<(String, String)> {
-        let text = self.ok(&["matrix", "--port", "80", "--protocol", "TCP", "--json"]);
+        self.allowed_over(false)
+    }
+
+    /// The same, over IPv6 with `v6` (a dual-stack lab).
+    pub fn allowed_over(&self, v6: bool) -> BTreeSet<(String, String)> {
+        let mut args = vec!["matrix", "--port", "80", "--protocol", "TCP", "--json"];
+        if v6 {
+            args.push("--ipv6");
+        }
+        let text = self.ok(&args);
         let v: serde_json::Value = serde_json::from_str(&text).expect("json");
         v.as_array()
             .expect("array")
