@@ -361,6 +361,33 @@ fn a_dual_stack_lab_enforces_policy_over_both_families() {
                spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{namespaceSelector: {matchLabels: {ns: y}}}], ports: [{port: 80}]}]}\n");
     let into_x = |a: &str, b: &str| b.starts_with("x/") && !(b == "x/a" && a.starts_with("y/"));
     both(all_pairs(into_x), "x/a from namespace y");
+    // A Calico GlobalNetworkPolicy (nothing leaves z), a pod label and a
+    // namespace label change, as in the IPv4 walk-through.
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: z-no-egress}\n\
+               spec: {selector: \"projectcalico.org/namespace == 'z'\", types: [Egress], egress: [{action: Deny}]}\n");
+    both(
+        all_pairs(|a, b| into_x(a, b) || a.starts_with("z/")),
+        "nothing leaves z",
+    );
+    lab.ok(&["pod", "label", "x/b", "app=a"]);
+    lab.ok(&["sync"]);
+    let into_x2 = |a: &str, b: &str| b.starts_with("x/") && !a.starts_with("y/");
+    both(
+        all_pairs(|a, b| into_x2(a, b) || a.starts_with("z/")),
+        "x/b relabelled",
+    );
+    lab.ok(&["ns", "label", "y", "ns=w"]);
+    lab.ok(&["sync"]);
+    both(
+        all_pairs(|a, b| b.starts_with("x/") || a.starts_with("z/")),
+        "y relabelled",
+    );
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: z-no-egress}\n\
+               spec: {selector: \"projectcalico.org/namespace == 'z'\", types: [Egress], egress: [{action: Allow}]}\n");
+    lab.ok(&["ns", "label", "y", "ns=y"]);
+    lab.ok(&["pod", "label", "x/b", "app=b"]);
+    lab.ok(&["sync"]);
+    both(all_pairs(into_x), "back to x/a from namespace y");
 
     // z takes only y/a's IPv6 address (an ipBlock): over IPv6 y/a gets
     // in; over IPv4 nobody does.
