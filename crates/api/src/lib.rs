@@ -18,7 +18,7 @@ pub use decode::{
     decode_manifest, decode_resource, documents, to_yaml, DecodeError, ManifestError, Problem,
 };
 pub use kinds::endpoint::{EndpointPort, HostEndpointSpec, IpNat, WorkloadEndpointSpec};
-pub use kinds::felix::{failsafe_defaults, FelixConfigurationSpec, ProtoPort};
+pub use kinds::felix::{failsafe_defaults, port_range, FelixConfigurationSpec, ProtoPort};
 pub use kinds::ippool::{AssignmentMode, EncapMode, IpPoolSpec, IpPoolUse, IpReservationSpec};
 pub use kinds::kubecontrollers::KubeControllersConfigurationSpec;
 pub use kinds::netset::NetworkSetSpec;

@@ -238,6 +238,8 @@ pub struct NatOutgoing {
     /// The CIDRs of every pool.
     pub pools: BTreeSet<IpNet>,
     pub to: Option<std::net::IpAddr>,
+    /// `natPortRange`: the source ports translated connections get.
+    pub ports: Option<(u16, u16)>,
 }
 
 /// The node's settings that shape the table beside the workloads' policy.
@@ -537,16 +539,33 @@ fn nat_outgoing(nat: &NatOutgoing, t: &mut Table) {
             decl: format!("type {ty}; flags interval; "),
             elements: outermost(&nat.pools, f),
         });
-        let action = match nat.to {
-            Some(to) if to.is_ipv4() == (f == Family::V4) => {
-                format!("snat {} to {to} fully-random", f.addr())
+        let translate = |ports: Option<(u16, u16)>| {
+            let ports = ports.map(|(lo, hi)| format!(":{lo}-{hi}"));
+            match nat.to {
+                Some(to) if to.is_ipv4() == (f == Family::V4) => {
+                    let to = match (&ports, to) {
+                        (None, _) => to.to_string(),
+                        (Some(p), std::net::IpAddr::V4(a)) => format!("{a}{p}"),
+                        (Some(p), std::net::IpAddr::V6(a)) => format!("[{a}]{p}"),
+                    };
+                    format!("snat {} to {to} fully-random", f.addr())
+                }
+                _ => match &ports {
+                    Some(p) => format!("masquerade to {p} fully-random"),
+                    None => "masquerade fully-random".to_string(),
+                },
             }
-            _ => "masquerade fully-random".to_string(),
         };
-        rules.push(format!(
-            "{a} saddr @{from} {a} daddr != @{pools} {action}",
-            a = f.addr()
-        ));
+        let matched = format!("{a} saddr @{from} {a} daddr != @{pools}", a = f.addr());
+        // natPortRange: ports exist for TCP, UDP and SCTP only (as Felix
+        // maps them); anything else is translated without.
+        if nat.ports.is_some() {
+            rules.push(format!(
+                "{matched} meta l4proto {{ tcp, udp, sctp }} {}",
+                translate(nat.ports)
+            ));
+        }
+        rules.push(format!("{matched} {}", translate(None)));
     }
     t.chains.push(Chain {
         name: "nat-postrouting".into(),

@@ -117,6 +117,7 @@ fn outgoing_nat_translates_pool_traffic_leaving_the_pools_only() {
             masquerade: nets(&["10.65.0.0/16", "fd00::/64"]),
             pools: nets(&["10.65.0.0/16", "10.66.0.0/16", "fd00::/64"]),
             to: Some("192.0.2.10".parse().expect("ip")),
+            ports: None,
         },
         ..Default::default()
     };
@@ -150,4 +151,23 @@ fn outgoing_nat_translates_pool_traffic_leaving_the_pools_only() {
         vec!["10.65.0.0/16", "10.66.0.0/16"]
     );
     assert_eq!(elements("nat-pools-v6"), vec!["fd00::/64"]);
+    // natPortRange: the translated source ports.
+    let mut ranged = rules.clone();
+    ranged.nat.ports = Some((40000, 40999));
+    ranged.nat.to = Some("fd00::10".parse().expect("ip"));
+    let t = calico_dataplane::build_with(&state, &ranged);
+    let chain = t
+        .chains
+        .iter()
+        .find(|c| c.name == "nat-postrouting")
+        .expect("a NAT chain");
+    assert_eq!(
+        chain.rules,
+        vec![
+            "ip saddr @nat-masq-v4 ip daddr != @nat-pools-v4 meta l4proto { tcp, udp, sctp } masquerade to :40000-40999 fully-random",
+            "ip saddr @nat-masq-v4 ip daddr != @nat-pools-v4 masquerade fully-random",
+            "ip6 saddr @nat-masq-v6 ip6 daddr != @nat-pools-v6 meta l4proto { tcp, udp, sctp } snat ip6 to [fd00::10]:40000-40999 fully-random",
+            "ip6 saddr @nat-masq-v6 ip6 daddr != @nat-pools-v6 snat ip6 to fd00::10 fully-random",
+        ]
+    );
 }

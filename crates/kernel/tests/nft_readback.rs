@@ -79,6 +79,7 @@ fn variants() -> Vec<NodeRules> {
                 .map(|n| n.parse().expect("net"))
                 .collect(),
             to: Some("192.0.2.10".parse().expect("ip")),
+            ports: Some((40000, 40999)),
         },
         ..NodeRules::default()
     };

@@ -34,6 +34,9 @@ pub struct Overrides {
     pub route_refresh_interval: Option<u64>,
     /// The source address for traffic of `natOutgoing` pools leaving
     /// the pools (default: the outgoing interface's, masquerade).
+    /// `natPortRange`: `32768:65535` (or one port).
+    #[arg(long, env = "FELIX_NATPORTRANGE", value_parser = parse_port_range)]
+    pub nat_port_range: Option<(u16, u16)>,
     #[arg(long, env = "FELIX_NATOUTGOINGADDRESS")]
     pub nat_outgoing_address: Option<std::net::IpAddr>,
     #[arg(long, env = "FELIX_ROUTESYNCDISABLED")]
@@ -105,6 +108,12 @@ pub struct Overrides {
     /// slow or away; older ones are dropped (and counted) beyond it.
     #[arg(long, env = "FELIX_FLOWLOGSGOLDMANEBUFFER", default_value_t = 100_000)]
     pub flow_logs_goldmane_buffer: usize,
+}
+
+/// `natPortRange` from the environment, as FelixConfiguration spells it.
+pub fn parse_port_range(text: &str) -> Result<(u16, u16), String> {
+    calico_api::port_range(&serde_json::Value::String(text.to_string()))
+        .ok_or_else(|| format!("natPortRange {text:?}: a port or low:high, 1-65535"))
 }
 
 /// A failsafe port list given on the command line or in the environment.
@@ -192,6 +201,8 @@ pub struct Config {
     pub flow_logs: Option<FlowLogs>,
     /// `natOutgoingAddress`: SNAT to it instead of masquerading.
     pub nat_outgoing_address: Option<std::net::IpAddr>,
+    /// `natPortRange`: the source ports outgoing NAT uses.
+    pub nat_port_range: Option<(u16, u16)>,
     /// `failsafeInboundHostPorts` / `failsafeOutboundHostPorts`.
     pub failsafe_in: Vec<calico_api::ProtoPort>,
     pub failsafe_out: Vec<calico_api::ProtoPort>,
@@ -242,6 +253,7 @@ const HONOURED: &[&str] = &[
     "flowLogsFlushInterval",
     "flowLogsGoldmaneServer",
     "natOutgoingAddress",
+    "natPortRange",
     "failsafeInboundHostPorts",
     "failsafeOutboundHostPorts",
     // Accepted and matching what this agent does anyway.
@@ -298,6 +310,9 @@ impl Config {
                 false,
             ),
             nat_outgoing_address: o.nat_outgoing_address.or(addr("natOutgoingAddress")),
+            nat_port_range: o
+                .nat_port_range
+                .or_else(|| layers.iter().find_map(|s| s.get_port_range("natPortRange"))),
             health_enabled: o.health_enabled.or(b("healthEnabled")).unwrap_or(true),
             health_host: o
                 .health_host
@@ -429,6 +444,7 @@ impl Config {
         mut nat: calico_dataplane::NatOutgoing,
     ) -> calico_dataplane::NodeRules {
         nat.to = self.nat_outgoing_address;
+        nat.ports = self.nat_port_range;
         calico_dataplane::NodeRules {
             vxlan,
             nat,
@@ -480,6 +496,28 @@ fn listen_addr(host: &str, port: u16) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn nat_port_range_reads_both_spellings_and_refuses_the_rest() {
+        assert_eq!(parse_port_range("32768:65535"), Ok((32768, 65535)));
+        assert_eq!(parse_port_range("40000"), Ok((40000, 40000)));
+        for bad in ["0:10", "10:5", "1:65536", "a:b", "", "1-2"] {
+            assert!(parse_port_range(bad).is_err(), "{bad}");
+        }
+        let (c, ignored) = Config::resolve(
+            &Overrides::default(),
+            None,
+            Some(&spec(serde_json::json!({"natPortRange": "40000:40009"}))),
+        );
+        assert_eq!(c.nat_port_range, Some((40000, 40009)));
+        assert!(ignored.is_empty(), "{ignored:?}");
+        let (c, _) = Config::resolve(
+            &Overrides::default(),
+            None,
+            Some(&spec(serde_json::json!({"natPortRange": 40000}))),
+        );
+        assert_eq!(c.nat_port_range, Some((40000, 40000)));
+    }
 
     #[test]
     fn failsafe_ports_read_as_felix_writes_them() {

@@ -156,6 +156,45 @@ fn pods_reach_the_outside_as_the_node_and_each_other_as_themselves() {
     );
     until_seen_as(&a, "203.0.113.2", "203.0.113.10", "natOutgoingAddress");
     until_seen_as(&a, &ip_b, &ip_a, "pod to pod with natOutgoingAddress");
+
+    // natPortRange: translated connections leave from those ports only.
+    apply(
+        &db,
+        dir.path(),
+        "apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {natOutgoingAddress: 203.0.113.10, natPortRange: '40000:40009'}\n",
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !node
+        .ok(&["nft", "list", "table", "inet", "calico"])
+        .contains("40000-40009")
+    {
+        assert!(Instant::now() < deadline, "natPortRange never applied");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = node.exec(&["conntrack", "-F"]);
+    for _ in 0..5 {
+        assert_eq!(seen_as(&a, "203.0.113.2").as_deref(), Some("203.0.113.10"));
+    }
+    let tracked = node.ok(&[
+        "conntrack",
+        "-L",
+        "-p",
+        "tcp",
+        "--dport",
+        "8080",
+        "-d",
+        "203.0.113.2",
+    ]);
+    let ports: Vec<u16> = tracked
+        .lines()
+        .filter_map(|l| l.rsplit("dport=").next())
+        .filter_map(|p| p.split_whitespace().next()?.parse().ok())
+        .collect();
+    assert!(ports.len() >= 5, "{tracked}");
+    assert!(
+        ports.iter().all(|p| (40000..=40009).contains(p)),
+        "reply ports outside natPortRange: {ports:?}\n{tracked}"
+    );
 }
 
 #[test]

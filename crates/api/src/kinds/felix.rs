@@ -22,6 +22,8 @@ enum Ty {
     Strings,
     /// `[{protocol, port, net?}]`
     ProtoPorts,
+    /// A port or a port range: `32768`, `"32768"` or `"32768:65535"`.
+    PortRange,
     Object,
 }
 
@@ -77,7 +79,7 @@ const FIELDS: &[(&str, Ty)] = &[
     ("metadataPort", Ty::Int(1, 65535)),
     ("mtuIfacePattern", Ty::Str),
     ("natOutgoingAddress", Ty::Addr),
-    ("natPortRange", Ty::Str),
+    ("natPortRange", Ty::PortRange),
     ("netlinkTimeout", Ty::Duration),
     ("nftablesFilterAllowAction", Ty::OneOf(ACTIONS)),
     ("nftablesFilterDenyAction", Ty::OneOf(&["Drop", "Reject"])),
@@ -147,6 +149,12 @@ impl FelixConfigurationSpec {
         Some(list.iter().filter_map(ProtoPort::from_value).collect())
     }
 
+    /// A port-range field (`natPortRange`), read with the rules that
+    /// validated it.
+    pub fn get_port_range(&self, name: &str) -> Option<(u16, u16)> {
+        port_range(self.fields.get(name)?)
+    }
+
     /// A duration field, read with the parser that validated it (so a
     /// stored value that passed validation is never dropped here).
     pub fn get_duration(&self, name: &str) -> Option<std::time::Duration> {
@@ -198,6 +206,10 @@ fn check_value(e: &mut Errors, path: &str, ty: Ty, value: &Value) {
             e.add(path, "must be a list of strings");
         }
         Ty::ProtoPorts => check_proto_ports(e, path, value),
+        Ty::PortRange if port_range(value).is_none() => e.add(
+            path,
+            "must be a port or a range of ports (1-65535, low:high)",
+        ),
         Ty::Object if !value.is_object() && !value.is_array() => e.add(path, "must be an object"),
         _ => {}
     }
@@ -229,6 +241,24 @@ impl ProtoPort {
             net,
         })
     }
+}
+
+/// A port (`32768`, `"32768"`) or range (`"32768:65535"`), 1-65535, low
+/// end first.
+pub fn port_range(v: &Value) -> Option<(u16, u16)> {
+    let one = |t: &str| t.trim().parse::<u16>().ok().filter(|p| *p > 0);
+    let (lo, hi) = match v {
+        Value::Number(n) => {
+            let p = u16::try_from(n.as_u64()?).ok().filter(|p| *p > 0)?;
+            (p, p)
+        }
+        Value::String(t) => match t.split_once(':') {
+            Some((a, b)) => (one(a)?, one(b)?),
+            None => (one(t)?, one(t)?),
+        },
+        _ => return None,
+    };
+    (lo <= hi).then_some((lo, hi))
 }
 
 /// Felix's failsafe ports: inbound SSH, DHCP, BGP, etcd, Typha, the

@@ -375,6 +375,7 @@ impl Agent {
             masquerade,
             pools,
             to: None,
+            ports: None,
         };
         let mut rules = cfg.node_rules(sources, nat);
         if self
