@@ -166,6 +166,16 @@ pub(crate) fn up(
         }
         lab.save(&ctx.dir)?;
     }
+    // The cluster's controllers (one per cluster, as calico-kube-controllers):
+    // automatic host endpoints once KubeControllersConfiguration asks.
+    let mut controllers = Command::new(exe("calico-node")?);
+    controllers
+        .arg("controllers")
+        .env_remove("DATASTORE_TYPE")
+        .envs(&lab.datastore_env);
+    lab.extra_pids
+        .push(daemon(&mut controllers, &ctx.dir.join("controllers.log"))?);
+    lab.save(&ctx.dir)?;
     wait_mesh(ctx, &lab, Duration::from_secs(60))?;
     if encap != "none" {
         wait_tunnels(ctx, &lab, Duration::from_secs(60))?;

@@ -315,6 +315,38 @@ fn a_three_node_lab_end_to_end() {
     let text = String::from_utf8_lossy(&status.stdout);
     assert_eq!(text.matches("| up ").count(), 2, "{text}");
 
+    // Automatic host endpoints (the lab runs `calico-node controllers`):
+    // one `*` endpoint per node, allow-all until a policy selects them.
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: KubeControllersConfiguration\nmetadata: {name: default}\n\
+               spec: {controllers: {node: {hostEndpoint: {autoCreate: Enabled}}}}\n");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let heps = lab.ctl_ok(&["get", "hostendpoints"]);
+        if (1..=3).all(|i| heps.contains(&format!("node-{i}-auto-hep"))) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{heps}");
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    lab.ok(&["sync"]);
+    assert_eq!(
+        lab.ok(&["probe", "external", "node-1", "--port", "80"])
+            .trim(),
+        "allowed (seen as 10.250.0.250)"
+    );
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {name: nodes}\n\
+               spec: {selector: \"projectcalico.org/created-by == 'calico-kube-controllers'\", types: [Ingress, Egress],\
+               ingress: [{action: Deny, source: {nets: [10.250.0.250/32]}}, {action: Allow}], egress: [{action: Allow}]}\n");
+    lab.ok(&["sync"]);
+    assert_eq!(
+        lab.ok(&["probe", "external", "node-1", "--port", "80"])
+            .trim(),
+        "denied"
+    );
+    assert!(lab
+        .ok(&["probe", "node-2", "node-1", "--port", "80"])
+        .starts_with("allowed"));
+
     // Down leaves nothing.
     let prefix = format!("cl-{}-", lab.name);
     assert!(!netns_with(&prefix).is_empty());
