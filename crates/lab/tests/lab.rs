@@ -5,6 +5,9 @@
 //! without losing established connectivity, pod churn without leaks, and a
 //! `down` that leaves nothing behind.
 
+// A test against real processes: it waits on the clock.
+#![allow(clippy::disallowed_methods)]
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
