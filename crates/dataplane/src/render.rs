@@ -56,6 +56,9 @@ pub fn flow_group(ingress: bool) -> u16 {
     }
 }
 
+/// The suffix of a policy or profile chain's copy that logs nothing.
+const QUIET: &str = "-q";
+
 /// What ends a walk through the tiers that no policy decided.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Unmatched {
@@ -73,6 +76,7 @@ enum Unmatched {
 /// when denied; with `Unmatched::Continue` it may also return undecided.
 /// Each tier is a chain of its own, `<name>/t<n>` (`/` is in no interface
 /// name, so no endpoint's chain can take a tier chain's name).
+#[allow(clippy::too_many_arguments)]
 fn walk(
     name: &str,
     tiers: &[TierPolicies],
@@ -80,8 +84,13 @@ fn walk(
     ingress: bool,
     flow: Option<u16>,
     unmatched: Unmatched,
+    quiet: bool,
     chains: &mut Vec<Chain>,
 ) {
+    // The policy and profile chains to jump to: with `quiet`, their copies
+    // that log nothing (host endpoints' walks with flow logs on: their
+    // verdicts must not reach the workloads' flow records).
+    let q = if quiet { QUIET } else { "" };
     let flow = flow.map(|group| Flow {
         chain: name,
         index: 0,
@@ -98,7 +107,7 @@ fn walk(
         let tier_chain = format!("{name}/t{n}");
         let mut tl = Vec::new();
         for p in &tier.policies {
-            tl.push(format!("jump {}", policy_chain(&policy_key(p), ingress)));
+            tl.push(format!("jump {}{q}", policy_chain(&policy_key(p), ingress)));
             tl.push(format!(
                 "meta mark & {:#x} != 0 return",
                 MARK_ACCEPT | MARK_PASS
@@ -119,7 +128,7 @@ fn walk(
     if unmatched == Unmatched::Deny {
         // Reached only if every tier passed (or there were none): the profiles decide.
         for p in profiles {
-            body.push(format!("jump {}", profile_chain(p, ingress)));
+            body.push(format!("jump {}{q}", profile_chain(p, ingress)));
             body.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 return"));
         }
         body.push(drop("N".into()));
@@ -136,6 +145,7 @@ fn endpoint_chains(ep: &EndpointIntent, flow_logs: bool, chains: &mut Vec<Chain>
             ingress,
             flow_logs.then(|| flow_group(ingress)),
             Unmatched::Deny,
+            false,
             chains,
         );
     }
@@ -396,6 +406,41 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
                 rules_of(rules, ingress),
                 group(ingress),
             ));
+        }
+    }
+    // With flow logs, host endpoints walk copies of their policies and
+    // profiles that log nothing (only workloads' verdicts are flow records).
+    if node.flow_logs {
+        let mut pols = BTreeSet::new();
+        let mut profs = BTreeSet::new();
+        for h in state.host_endpoints.values() {
+            for (tiers, _) in h.all_tiers() {
+                for t in tiers {
+                    pols.extend(t.policies.iter().map(policy_key));
+                }
+            }
+            profs.extend(h.profiles.iter().cloned());
+        }
+        let none = CompiledRules::default();
+        for key in &pols {
+            let rules = state.policies.get(key).unwrap_or(&none);
+            for ingress in [true, false] {
+                t.chains.push(rules_chain(
+                    &format!("{}{QUIET}", policy_chain(key, ingress)),
+                    rules_of(rules, ingress),
+                    None,
+                ));
+            }
+        }
+        for name in &profs {
+            let rules = state.profiles.get(name).unwrap_or(&none);
+            for ingress in [true, false] {
+                t.chains.push(rules_chain(
+                    &format!("{}{QUIET}", profile_chain(name, ingress)),
+                    rules_of(rules, ingress),
+                    None,
+                ));
+            }
         }
     }
     // Profiles an endpoint names but nobody defined: nothing allowed.

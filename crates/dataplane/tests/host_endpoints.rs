@@ -84,3 +84,69 @@ fn expected_ips_bind_to_the_interfaces_holding_them() {
         String::from_utf8_lossy(&check.stderr)
     );
 }
+
+/// With flow logs on, host endpoints walk copies of their policies and
+/// profiles that log nothing: their verdicts never reach NFLOG (and so
+/// never a workload's flow record), while the workloads' walks still log.
+#[test]
+fn host_endpoint_walks_never_log_flow_verdicts() {
+    let s = state(&format!(
+        "{}apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: both}}\n\
+         spec: {{selector: all(), types: [Ingress, Egress], ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}], egress: [{{action: Allow}}]}}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: w, namespace: a}}\n\
+         spec: {{node: node-1, interfaceName: cali1, ipNetworks: [10.0.0.1/32]}}\n",
+        hep("h", "interfaceName: eth0, profiles: [projectcalico-default-allow, undefined-profile]"),
+    ));
+    let node = NodeRules {
+        flow_logs: true,
+        ..NodeRules::default()
+    };
+    let table = build_with(&s, &node);
+    let by_name: std::collections::BTreeMap<&str, &calico_dataplane::Chain> =
+        table.chains.iter().map(|c| (c.name.as_str(), c)).collect();
+    // Everything reachable from the host endpoint's chains.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo: Vec<&str> = by_name
+        .keys()
+        .copied()
+        .filter(|n| {
+            ["hi-", "ho-", "hfi-", "hfo-", "hp-", "hui-", "huo-"]
+                .iter()
+                .any(|p| n.starts_with(p))
+        })
+        .collect();
+    assert!(!todo.is_empty());
+    while let Some(name) = todo.pop() {
+        if !seen.insert(name) {
+            continue;
+        }
+        let chain = by_name
+            .get(name)
+            .unwrap_or_else(|| panic!("no chain {name}"));
+        for rule in &chain.rules {
+            assert!(!rule.contains(" log "), "{name} logs: {rule}");
+            for word in rule
+                .split_whitespace()
+                .skip_while(|w| *w != "jump" && *w != "goto")
+                .skip(1)
+                .take(1)
+            {
+                todo.push(word);
+            }
+        }
+    }
+    assert!(seen.iter().any(|n| n.ends_with("-q")), "{seen:?}");
+    // The workload's own walk still logs.
+    let text = table.to_text();
+    assert!(text.contains("log prefix"), "{text}");
+    let ns = Netns::new("hep-quiet");
+    let file = std::env::temp_dir().join(format!("{}.nft", calico_test_support::unique("hepq")));
+    std::fs::write(&file, &text).expect("write");
+    let check = ns.exec(&["nft", "-c", "-f", file.to_str().expect("path")]);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}

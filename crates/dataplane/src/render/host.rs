@@ -146,6 +146,7 @@ const NDP: &str = "icmpv6 type { mld-listener-query, mld-listener-report, mld-li
 /// `<wrapper>/p`, then `allowed` when it allowed.
 #[allow(clippy::too_many_arguments)]
 fn wrapped(
+    quiet: bool,
     wrapper: String,
     first: Option<&str>,
     tiers: &[TierPolicies],
@@ -156,7 +157,9 @@ fn wrapped(
     chains: &mut Vec<Chain>,
 ) {
     let inner = format!("{wrapper}/p");
-    walk(&inner, tiers, profiles, ingress, None, unmatched, chains);
+    walk(
+        &inner, tiers, profiles, ingress, None, unmatched, quiet, chains,
+    );
     let mut rules = vec![format!("meta mark set meta mark & {CLEAR:#x}")];
     rules.extend(first.map(|f| format!("jump {f}")));
     rules.push(format!("jump {inner}"));
@@ -276,6 +279,7 @@ pub(super) fn host_endpoints(
             }
             let chain_name = name(k.prefix, iface);
             wrapped(
+                node.flow_logs,
                 chain_name.clone(),
                 k.failsafe,
                 tiers,
