@@ -121,12 +121,15 @@ fn outgoing_nat_translates_pool_traffic_leaving_the_pools_only() {
         },
         ..Default::default()
     };
+    let nat_chain = |t: &calico_dataplane::Table| {
+        t.chains
+            .iter()
+            .find(|c| c.name == "nat-postrouting")
+            .cloned()
+            .expect("a NAT chain")
+    };
     let t = calico_dataplane::build_with(&state, &rules);
-    let chain = t
-        .chains
-        .iter()
-        .find(|c| c.name == "nat-postrouting")
-        .expect("a NAT chain");
+    let chain = nat_chain(&t);
     assert_eq!(
         chain.hook.as_deref(),
         Some("type nat hook postrouting priority srcnat; policy accept;")
@@ -155,12 +158,7 @@ fn outgoing_nat_translates_pool_traffic_leaving_the_pools_only() {
     let mut ranged = rules.clone();
     ranged.nat.ports = Some((40000, 40999));
     ranged.nat.to = Some("fd00::10".parse().expect("ip"));
-    let t = calico_dataplane::build_with(&state, &ranged);
-    let chain = t
-        .chains
-        .iter()
-        .find(|c| c.name == "nat-postrouting")
-        .expect("a NAT chain");
+    let chain = nat_chain(&calico_dataplane::build_with(&state, &ranged));
     assert_eq!(
         chain.rules,
         vec![

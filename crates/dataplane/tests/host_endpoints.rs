@@ -17,6 +17,20 @@ fn state(yaml: &str) -> DesiredState {
     s
 }
 
+/// nft checks `text` (not committed) in a namespace of its own.
+fn nft_accepts(tag: &str, text: &str) {
+    let ns = Netns::new(tag);
+    let file = std::env::temp_dir().join(format!("{}.nft", calico_test_support::unique(tag)));
+    std::fs::write(&file, text).expect("write");
+    let check = ns.exec(&["nft", "-c", "-f", file.to_str().expect("path")]);
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+}
+
 fn hep(name: &str, spec: &str) -> String {
     format!("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {{name: {name}}}\nspec: {{node: node-1, {spec}}}\n---\n")
 }
@@ -72,17 +86,7 @@ fn expected_ips_bind_to_the_interfaces_holding_them() {
         bare.contains("hi-eth2") && !bare.contains("hi-eth0"),
         "{bare}"
     );
-    // nft takes it.
-    let ns = Netns::new("hep-bind");
-    let file = std::env::temp_dir().join(format!("{}.nft", calico_test_support::unique("hep")));
-    std::fs::write(&file, &text).expect("write");
-    let check = ns.exec(&["nft", "-c", "-f", file.to_str().expect("path")]);
-    let _ = std::fs::remove_file(&file);
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    nft_accepts("hep-bind", &text);
 }
 
 /// With flow logs on, host endpoints walk copies of their policies and
@@ -139,14 +143,5 @@ fn host_endpoint_walks_never_log_flow_verdicts() {
     // The workload's own walk still logs.
     let text = table.to_text();
     assert!(text.contains("log prefix"), "{text}");
-    let ns = Netns::new("hep-quiet");
-    let file = std::env::temp_dir().join(format!("{}.nft", calico_test_support::unique("hepq")));
-    std::fs::write(&file, &text).expect("write");
-    let check = ns.exec(&["nft", "-c", "-f", file.to_str().expect("path")]);
-    let _ = std::fs::remove_file(&file);
-    assert!(
-        check.status.success(),
-        "{}",
-        String::from_utf8_lossy(&check.stderr)
-    );
+    nft_accepts("hep-quiet", &text);
 }

@@ -16,7 +16,7 @@
 mod common;
 use calico_api::decode_manifest;
 use calico_test_support::{KillOnDrop, Netns};
-use common::{bin, connection_rate, knob, listener, seeded_datastore};
+use common::{bin, connection_rate, external_host, knob, listener, seeded_datastore};
 use std::process::{Command, Stdio};
 
 const NODE: &str = "203.0.113.1";
@@ -60,23 +60,7 @@ fn main() {
     let node = Netns::new("hepbench-node");
     node.make_node("10.250.12.1/24");
     node.ok(&["ip", "link", "set", "lo", "up"]);
-    let ext = Netns::new("hepbench-ext");
-    node.ok(&[
-        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
-    ]);
-    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
-    node.ok(&["ip", "addr", "add", &format!("{NODE}/24"), "dev", "ext0"]);
-    node.ok(&["ip", "link", "set", "ext0", "up"]);
-    ext.ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{EXTERNAL}/24"),
-        "dev",
-        "ext1",
-    ]);
-    ext.ok(&["ip", "link", "set", "ext1", "up"]);
-    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    let ext = external_host(&node, "hepbench", NODE, EXTERNAL);
     let _iperf = KillOnDrop(
         Command::new("ip")
             .args(["netns", "exec", &node.name, "iperf3", "-s"])

@@ -12,8 +12,8 @@
 
 mod common;
 use calico_api::decode_manifest;
-use calico_test_support::{KillOnDrop, Netns};
-use common::{connection_rate, knob, listener, seeded_datastore, TwoPods};
+use calico_test_support::KillOnDrop;
+use common::{connection_rate, external_host, knob, listener, seeded_datastore, TwoPods};
 use std::net::IpAddr;
 use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -28,24 +28,8 @@ fn main() {
     let pods = TwoPods::new("natbench", "10.250.6.1/24", &db);
     // The external host, with a route back to the pool (for the runs
     // without NAT).
-    let ext = Netns::new("natbench-ext");
     let node = &pods.node;
-    node.ok(&[
-        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
-    ]);
-    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
-    node.ok(&["ip", "addr", "add", "203.0.113.1/24", "dev", "ext0"]);
-    node.ok(&["ip", "link", "set", "ext0", "up"]);
-    ext.ok(&[
-        "ip",
-        "addr",
-        "add",
-        &format!("{EXTERNAL}/24"),
-        "dev",
-        "ext1",
-    ]);
-    ext.ok(&["ip", "link", "set", "ext1", "up"]);
-    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    let ext = external_host(node, "natbench", "203.0.113.1", EXTERNAL);
     ext.ok(&["ip", "route", "add", POOL, "via", "203.0.113.1"]);
     let _iperf = KillOnDrop(
         Command::new("ip")

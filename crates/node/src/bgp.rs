@@ -8,10 +8,8 @@ use crate::bgp_plan::{plan_with, secret_refs, Extras, Inputs, Plan};
 use crate::events::{decode, own_block};
 use anyhow::{Context, Result};
 use calico_api::{Kind, Resource};
-use calico_backend::{open_store, DatastoreConfig};
 use calico_bgp::{KernelFib, Speaker, SpeakerConfig, Status};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
-use calico_client::{Client, SystemClock};
 use calico_datastore::{Event, Store, WatchError};
 use calico_net::IpNet;
 use std::collections::{BTreeMap, BTreeSet};
@@ -270,13 +268,8 @@ fn stop_signal() -> Result<Arc<std::sync::atomic::AtomicBool>> {
 
 pub fn run(args: &Args) -> Result<()> {
     let stopping = stop_signal()?;
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-    let ds = DatastoreConfig::from_env()?;
-    let store = open_store(&ds).with_context(|| format!("opening the {}", ds.describe()))?;
-    let client = Client::new(Arc::clone(&store), Arc::new(SystemClock));
+    crate::stderr_logging();
+    let (store, client) = crate::datastore()?;
     if let Some(ip) = &args.ip {
         let address = crate::register::address(ip)?;
         crate::register::register(&client, &args.node, address, args.asn)?;

@@ -14,12 +14,10 @@
 
 use anyhow::{Context, Result};
 use calico_api::{HostEndpointSpec, Kind, NodeSpec, Object, ObjectMeta, Resource};
-use calico_backend::{open_store, DatastoreConfig};
-use calico_client::{Client, SystemClock};
+use calico_client::Client;
 use calico_datastore::WatchError;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tracing::{info, warn};
 
@@ -205,13 +203,8 @@ fn relevant(key: &str) -> bool {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let _ = tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .try_init();
-    let ds = DatastoreConfig::from_env()?;
-    let store = open_store(&ds).with_context(|| format!("opening the {}", ds.describe()))?;
-    let client = Client::new(Arc::clone(&store), Arc::new(SystemClock));
+    crate::stderr_logging();
+    let (store, client) = crate::datastore()?;
     if args.once {
         return reconcile(&client);
     }

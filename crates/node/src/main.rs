@@ -51,6 +51,30 @@ enum Command {
     Controllers(controllers::Args),
 }
 
+/// Logs to stderr (the agents' and controllers' one sink).
+pub(crate) fn stderr_logging() {
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+/// The datastore the environment names, and a client over it.
+pub(crate) fn datastore() -> anyhow::Result<(
+    std::sync::Arc<dyn calico_datastore::Store>,
+    calico_client::Client,
+)> {
+    use anyhow::Context;
+    let ds = calico_backend::DatastoreConfig::from_env()?;
+    let store = calico_backend::open_store(&ds)
+        .with_context(|| format!("opening the {}", ds.describe()))?;
+    let client = calico_client::Client::new(
+        std::sync::Arc::clone(&store),
+        std::sync::Arc::new(calico_client::SystemClock),
+    );
+    Ok((store, client))
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {

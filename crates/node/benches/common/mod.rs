@@ -192,3 +192,34 @@ pub fn listener(netns: String, port: u16) -> std::net::TcpListener {
     .join()
     .expect("listener")
 }
+
+/// An external host: namespace `<tag>-ext` beyond the node's second
+/// interface (`ext0` at `node_addr`/24; its `ext1` at `ext_addr`/24).
+#[allow(dead_code)] // not every benchmark reaches beyond the node
+pub fn external_host(node: &Netns, tag: &str, node_addr: &str, ext_addr: &str) -> Netns {
+    let ext = Netns::new(&format!("{tag}-ext"));
+    node.ok(&[
+        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
+    ]);
+    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
+    node.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{node_addr}/24"),
+        "dev",
+        "ext0",
+    ]);
+    node.ok(&["ip", "link", "set", "ext0", "up"]);
+    ext.ok(&[
+        "ip",
+        "addr",
+        "add",
+        &format!("{ext_addr}/24"),
+        "dev",
+        "ext1",
+    ]);
+    ext.ok(&["ip", "link", "set", "ext1", "up"]);
+    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    ext
+}
