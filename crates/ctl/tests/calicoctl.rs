@@ -71,7 +71,7 @@ fn manifest_round_trip(b: &Backend) {
     let path = repo().join("examples/manifests/cluster.yaml");
     let file = path.to_str().expect("utf-8 path");
     let out = b.ok(&["apply", "-f", file]);
-    assert!(out.contains("Successfully applied 24 resource(s)"), "{out}");
+    assert!(out.contains("Successfully applied 25 resource(s)"), "{out}");
 
     let text = std::fs::read_to_string(&path).expect("manifest");
     let docs = calico_api::documents(&text).expect("yaml");
@@ -111,7 +111,7 @@ fn manifest_round_trip(b: &Backend) {
     assert_eq!(all_ns["items"].as_array().map(Vec::len), Some(2));
 
     let out = b.ok(&["delete", "-f", file]);
-    assert!(out.contains("Successfully deleted 24 resource(s)"), "{out}");
+    assert!(out.contains("Successfully deleted 25 resource(s)"), "{out}");
     for doc in &docs {
         let kind = doc["kind"].as_str().expect("kind");
         let name = doc["metadata"]["name"].as_str().expect("name");
