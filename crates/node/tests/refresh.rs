@@ -167,11 +167,20 @@ fn refreshes_of_a_large_table_lose_no_connection() {
         }
         assert!(Instant::now() < deadline, "the agent never let b reach a");
     }
-    let elements = node
-        .ok(&["nft", "list", "table", "inet", "calico"])
-        .matches("100.6")
-        .count();
-    assert!(elements >= 86_000, "only {elements} elements listed");
+    // The whole set is in the kernel (read until a listing shows it: a
+    // dump that crosses the agent's own read-back can come out short).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let elements = node
+            .ok(&["nft", "list", "table", "inet", "calico"])
+            .matches("100.6")
+            .count();
+        if elements >= 86_000 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "only {elements} elements listed");
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // The agent's refreshes (one a second) during the loop.
     let applies = "felix_dataplane_apply_seconds_count";
