@@ -38,6 +38,14 @@ impl MemoryStore {
         Self::default()
     }
 
+    /// Ends every open watch with `Unavailable`, as a datastore that
+    /// restarts or loses its connection does (for consumers' tests).
+    pub fn break_watches(&self) {
+        for (_, tx) in self.lock().watchers.drain(..) {
+            let _ = tx.send(Err(StoreError::unavailable("the store broke its watches")));
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, State> {
         self.state
             .lock()
