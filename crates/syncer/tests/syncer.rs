@@ -1,6 +1,9 @@
 //! The syncer over a store, and the fan-out between a store and clients:
 //! what arrives, what a break costs, slow and strange clients.
 
+// Tests own the clock.
+#![allow(clippy::disallowed_methods)]
+
 use calico_api::Kind;
 use calico_client::keys::{ipam, resource_key};
 use calico_datastore::{Event, MemoryStore, Store};

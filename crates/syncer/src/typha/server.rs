@@ -8,6 +8,9 @@
 //! (counted as `slow`); it reconnects and takes a fresh snapshot. So the
 //! service's memory is the state plus the ring, whatever the clients do.
 
+// The shell: real time for send timeouts.
+#![allow(clippy::disallowed_methods)]
+
 use super::proto::typha_server::{Typha, TyphaServer};
 use super::proto::{Hello, Kv, Status as WireStatus, SyncMessage};
 use crate::{direct, SyncEvent, SyncStatus, SyncerType};
@@ -475,14 +478,12 @@ impl Typha for Service {
                 queue,
                 stats,
             };
-            if let Err(why) = client.serve(snapshot, status).await {
-                if let Slow::Behind(why) = why {
-                    warn!("client {} ({ty}) {why}; disconnecting it", client.node);
-                    client.stats.slow.fetch_add(1, Ordering::Relaxed);
-                    let _ = client.tx.try_send(Err(Status::resource_exhausted(format!(
-                        "{why}: reconnect for a fresh snapshot"
-                    ))));
-                }
+            if let Err(Slow::Behind(why)) = client.serve(snapshot, status).await {
+                warn!("client {} ({ty}) {why}; disconnecting it", client.node);
+                client.stats.slow.fetch_add(1, Ordering::Relaxed);
+                let _ = client.tx.try_send(Err(Status::resource_exhausted(format!(
+                    "{why}: reconnect for a fresh snapshot"
+                ))));
             }
         });
         Ok(Response::new(Box::pin(
