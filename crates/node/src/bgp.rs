@@ -10,8 +10,9 @@ use anyhow::{Context, Result};
 use calico_api::{Kind, Resource};
 use calico_bgp::{KernelFib, Speaker, SpeakerConfig, Status};
 use calico_client::keys::{parse_resource_key, RESOURCE_PREFIX};
-use calico_datastore::{Event, Store, WatchError};
+use calico_datastore::Event;
 use calico_net::IpNet;
+use calico_syncer::{RecvError, SyncEvent, SyncStatus, SyncerType};
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -63,6 +64,8 @@ pub struct Args {
     /// session ends with Cease "maximum number of prefixes reached".
     #[arg(long, env = "CALICO_BGP_MAX_PREFIXES", default_value_t = 1_000_000)]
     pub max_prefixes: usize,
+    #[command(flatten)]
+    pub typha: crate::sync::TyphaArgs,
 }
 
 /// The secrets the passwords name, read from `dir`. A name or key that is
@@ -234,18 +237,6 @@ fn serve_status(
     Ok(())
 }
 
-fn list_all(store: &dyn Store, node: &str) -> Result<(Tracker, i64)> {
-    let listing = store.list("/calico/").context("listing the datastore")?;
-    let mut t = Tracker {
-        node: node.to_string(),
-        ..Tracker::default()
-    };
-    for kv in listing.items {
-        t.take(&Event::Put(kv));
-    }
-    Ok((t, listing.revision))
-}
-
 /// Blocks SIGTERM and SIGINT in every thread started from here on, and
 /// returns a flag a waiting thread raises when one arrives.
 fn stop_signal() -> Result<Arc<std::sync::atomic::AtomicBool>> {
@@ -281,58 +272,53 @@ pub fn run(args: &Args) -> Result<()> {
     let shown: Arc<Mutex<Option<Arc<Mutex<Status>>>>> = Arc::new(Mutex::new(None));
     serve_status(&args.status_socket, args.node.clone(), Arc::clone(&shown))?;
 
+    let syncer = crate::sync::source(&args.node, SyncerType::Bgp, &store, &args.typha)?;
+    let mut tracker = Tracker {
+        node: args.node.clone(),
+        ..Tracker::default()
+    };
+    // The speaker starts once the syncer is first in sync, and follows
+    // every change after (a break in the syncer's watches only delays
+    // changes: it delivers the differences when it is back).
+    let mut in_sync = false;
     let mut running: Option<Running> = None;
-    let mut backoff = Duration::from_millis(200);
     loop {
-        let (mut tracker, revision) = match list_all(store.as_ref(), &args.node) {
-            Ok(x) => x,
-            Err(e) => {
-                warn!("{e:#}; retrying in {backoff:?}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
+        if stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            // Stopping for good: peers are told (Cease) and drop our
+            // routes; the routes we learned leave the kernel.
+            info!("stopping: closing BGP sessions");
+            if let Some(r) = running.take() {
+                r.speaker.stop();
             }
+            let _ = std::fs::remove_file(&args.status_socket);
+            return Ok(());
+        }
+        let first = match syncer.recv_timeout(Duration::from_millis(500)) {
+            Ok(ev) => ev,
+            Err(RecvError::Timeout) => continue,
+            Err(RecvError::Closed) => anyhow::bail!("the syncer stopped"),
         };
-        backoff = Duration::from_millis(200);
-        running = reconcile(args, &tracker, running, &shown)?;
-        let watch = match store.watch("/calico/", revision + 1) {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(
-                    "watching the datastore: {}; resyncing",
-                    calico_datastore::Chain(&e)
-                );
-                continue;
-            }
-        };
-        loop {
-            if stopping.load(std::sync::atomic::Ordering::SeqCst) {
-                // Stopping for good: peers are told (Cease) and drop our
-                // routes; the routes we learned leave the kernel.
-                info!("stopping: closing BGP sessions");
-                if let Some(r) = running.take() {
-                    r.speaker.stop();
-                }
-                let _ = std::fs::remove_file(&args.status_socket);
-                return Ok(());
-            }
-            match watch.recv_timeout(Duration::from_millis(500)) {
-                Ok(ev) => {
-                    tracker.take(&ev);
-                    while let Some(Ok(ev)) = watch.try_recv() {
-                        tracker.take(&ev);
+        let mut changed = false;
+        let mut next = Some(first);
+        while let Some(ev) = next {
+            match ev {
+                SyncEvent::Updates(evs) => {
+                    changed = true;
+                    for ev in &evs {
+                        tracker.take(ev);
                     }
-                    running = reconcile(args, &tracker, running, &shown)?;
                 }
-                Err(WatchError::Timeout) => {}
-                Err(e) => {
-                    warn!(
-                        "watching the datastore: {}; resyncing",
-                        calico_datastore::Chain(&e)
-                    );
-                    break;
+                SyncEvent::Status(SyncStatus::InSync) => {
+                    changed |= !in_sync;
+                    in_sync = true;
                 }
+                SyncEvent::Status(_) => {}
+                SyncEvent::Error(e) => warn!("{e}"),
             }
+            next = syncer.try_recv();
+        }
+        if in_sync && changed {
+            running = reconcile(args, &tracker, running, &shown)?;
         }
     }
 }

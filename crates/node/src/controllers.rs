@@ -9,13 +9,13 @@
 //!
 //! ```text
 //! datastore ──list (Nodes, HostEndpoints, the configuration)──► plan ──► create / update / delete
-//!     └──watch: any change to those kinds, or the reconciler period──┘
+//!     └──syncer: any change to those kinds, or the reconciler period──┘
 //! ```
 
 use anyhow::{Context, Result};
 use calico_api::{HostEndpointSpec, Kind, NodeSpec, Object, ObjectMeta, Resource};
 use calico_client::Client;
-use calico_datastore::WatchError;
+use calico_syncer::{RecvError, SyncEvent, SyncStatus, SyncerType};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::{Duration, Instant};
@@ -138,12 +138,16 @@ pub fn plan(
 }
 
 /// Lists what the plan needs and makes its changes; a change that loses a
-/// race is left to the next pass.
-fn reconcile(client: &Client) -> Result<()> {
+/// race is left to the next pass. Returns the reconciler period the
+/// configuration asks for.
+fn reconcile(client: &Client) -> Result<Duration> {
     let config = match client.get(Kind::KubeControllersConfiguration, None, "default") {
         Ok(Resource::KubeControllersConfiguration(c)) => Some(c.spec),
         _ => None,
     };
+    let period = config
+        .as_ref()
+        .map_or(Duration::from_secs(300), |c| c.node_reconciler_period());
     let enabled = config.as_ref().is_some_and(|c| c.auto_host_endpoints());
     let nodes: Vec<Object<NodeSpec>> = client
         .list(Kind::Node, None)
@@ -188,97 +192,59 @@ fn reconcile(client: &Client) -> Result<()> {
             );
         }
     }
-    Ok(())
-}
-
-/// Whether a datastore key is one of the kinds the plan reads.
-fn relevant(key: &str) -> bool {
-    [
-        "/nodes/",
-        "/hostendpoints/",
-        "/kubecontrollersconfigurations/",
-    ]
-    .iter()
-    .any(|k| key.contains(k))
+    Ok(period)
 }
 
 pub fn run(args: &Args) -> Result<()> {
     crate::stderr_logging();
     let (store, client) = crate::datastore()?;
     if args.once {
-        return reconcile(&client);
+        return reconcile(&client).map(|_| ());
     }
-    let prefix = calico_client::keys::RESOURCE_PREFIX;
+    // The syncer delivers changes to the kinds the plan reads (Nodes,
+    // HostEndpoints, the configuration); any of them means a pass.
+    let syncer = calico_syncer::direct::start(store, SyncerType::Controllers);
+    let mut in_sync = false;
+    let mut period = Duration::from_secs(300);
+    let mut next = Instant::now() + period;
     let mut backoff = Duration::from_millis(200);
     loop {
-        let revision = match store.list(prefix) {
-            Ok(l) => l.revision,
-            Err(e) => {
-                warn!(
-                    "listing the datastore: {}; retrying in {backoff:?}",
-                    calico_datastore::Chain(&e)
-                );
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-                continue;
-            }
-        };
-        if let Err(e) = reconcile(&client) {
-            warn!("{e:#}; retrying in {backoff:?}");
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(Duration::from_secs(10));
-            continue;
-        }
-        backoff = Duration::from_millis(200);
-        let watch = match store.watch(prefix, revision + 1) {
-            Ok(w) => w,
-            Err(e) => {
-                warn!(
-                    "watching the datastore: {}; resyncing",
-                    calico_datastore::Chain(&e)
-                );
-                continue;
-            }
-        };
-        let mut next = Instant::now() + period(&client);
-        loop {
-            match watch.recv_timeout(Duration::from_millis(500)) {
-                Ok(ev) => {
-                    let mut dirty = relevant(ev.key());
-                    while let Some(Ok(ev)) = watch.try_recv() {
-                        dirty |= relevant(ev.key());
-                    }
-                    if dirty {
-                        if let Err(e) = reconcile(&client) {
-                            warn!("{e:#}");
+        let mut dirty = false;
+        match syncer.recv_timeout(Duration::from_millis(500)) {
+            Ok(ev) => {
+                let mut ev = Some(ev);
+                while let Some(e) = ev {
+                    match e {
+                        SyncEvent::Updates(_) => dirty = true,
+                        SyncEvent::Status(SyncStatus::InSync) => {
+                            dirty |= !in_sync;
+                            in_sync = true;
                         }
+                        SyncEvent::Status(_) => {}
+                        SyncEvent::Error(e) => warn!("{e}"),
                     }
-                }
-                Err(WatchError::Timeout) => {}
-                Err(e) => {
-                    warn!(
-                        "watching the datastore: {}; resyncing",
-                        calico_datastore::Chain(&e)
-                    );
-                    break;
+                    ev = syncer.try_recv();
                 }
             }
-            if Instant::now() >= next {
-                // The reconciler period: repairs what a lost race or an
-                // outside edit left behind.
-                if let Err(e) = reconcile(&client) {
-                    warn!("{e:#}");
+            Err(RecvError::Timeout) => {}
+            Err(RecvError::Closed) => anyhow::bail!("the syncer stopped"),
+        }
+        // The reconciler period repairs what a lost race or an outside
+        // edit left behind.
+        if in_sync && (dirty || Instant::now() >= next) {
+            match reconcile(&client) {
+                Ok(p) => {
+                    period = p;
+                    backoff = Duration::from_millis(200);
+                    next = Instant::now() + period;
                 }
-                next = Instant::now() + period(&client);
+                Err(e) => {
+                    warn!("{e:#}; retrying in {backoff:?}");
+                    next = Instant::now() + backoff;
+                    backoff = (backoff * 2).min(Duration::from_secs(10));
+                }
             }
         }
-    }
-}
-
-fn period(client: &Client) -> Duration {
-    match client.get(Kind::KubeControllersConfiguration, None, "default") {
-        Ok(Resource::KubeControllersConfiguration(c)) => c.spec.node_reconciler_period(),
-        _ => Duration::from_secs(300),
     }
 }
 

@@ -10,6 +10,8 @@
 //!
 //! `controllers`: cluster-wide controllers (automatic host endpoints).
 //!
+//! `typha`: the fan-out between the datastore and many agents (calico-syncer).
+//!
 //! `bgp`: the node's BGP speaker (mesh, BGPPeers, route reflection), with
 //! the plan it follows computed from the datastore in `bgp_plan`.
 
@@ -29,6 +31,7 @@ mod overlay;
 mod pending;
 mod register;
 mod status;
+mod sync;
 mod tunnel_addr;
 
 use clap::{Parser, Subcommand};
@@ -49,6 +52,8 @@ enum Command {
     Bgp(bgp::Args),
     /// Cluster-wide controllers (run one per cluster): automatic host endpoints for every Node, as KubeControllersConfiguration says.
     Controllers(controllers::Args),
+    /// The fan-out (Calico's Typha): one connection to the datastore, served to many node agents.
+    Typha(sync::Args),
 }
 
 /// Logs to stderr (the agents' and controllers' one sink).
@@ -81,6 +86,7 @@ fn main() -> ExitCode {
         Command::Felix(a) => felix::run(&a),
         Command::Bgp(a) => bgp::run(&a),
         Command::Controllers(a) => controllers::run(&a),
+        Command::Typha(a) => sync::run_typha(&a),
     };
     match outcome {
         Ok(()) => ExitCode::SUCCESS,

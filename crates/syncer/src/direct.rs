@@ -65,7 +65,7 @@ pub fn start(store: Arc<dyn Store>, ty: SyncerType) -> Syncer {
     let _ = std::thread::Builder::new()
         .name(format!("sync-{}", ty.name()))
         .spawn(move || {
-            run(ty, &msg_rx, &out_tx, &run_flags);
+            run(ty, store.as_ref(), &msg_rx, &out_tx, &run_flags);
             run_flags.stop.store(true, Ordering::SeqCst);
         });
     let stop = Arc::clone(&flags);
@@ -77,7 +77,13 @@ pub fn start(store: Arc<dyn Store>, ty: SyncerType) -> Syncer {
 }
 
 /// The syncer thread: until the consumer goes away.
-fn run(ty: SyncerType, rx: &mpsc::Receiver<Msg>, out: &mpsc::Sender<SyncEvent>, flags: &Flags) {
+fn run(
+    ty: SyncerType,
+    store: &dyn Store,
+    rx: &mpsc::Receiver<Msg>,
+    out: &mpsc::Sender<SyncEvent>,
+    flags: &Flags,
+) {
     let mut cache = Cache::new(ty.prefixes().len());
     let mut status = SyncStatus::WaitForDatastore;
     if out.send(SyncEvent::Status(status)).is_err() {
@@ -122,11 +128,25 @@ fn run(ty: SyncerType, rx: &mpsc::Receiver<Msg>, out: &mpsc::Sender<SyncEvent>, 
                         return;
                     }
                     cache.clear();
-                    flags
-                        .relist
-                        .iter()
-                        .for_each(|f| f.store(true, Ordering::SeqCst));
-                    new_status = SyncStatus::ResyncInProgress;
+                    // Said at once, so the consumer sees the InSync that
+                    // ends the resend even when it comes in this batch.
+                    status = SyncStatus::ResyncInProgress;
+                    new_status = status;
+                    if out.send(SyncEvent::Status(status)).is_err() {
+                        return;
+                    }
+                    // Listed here and now (the watchers' later events
+                    // at or below a listing's revision are skipped); a
+                    // prefix that fails is left to its watcher.
+                    for (i, prefix) in ty.prefixes().iter().enumerate() {
+                        match store.list(prefix) {
+                            Ok(listing) => batch.extend(cache.listing(i, listing, wants)),
+                            Err(_) => flags.relist[i].store(true, Ordering::SeqCst),
+                        }
+                    }
+                    if cache.listed() {
+                        new_status = SyncStatus::InSync;
+                    }
                 }
             }
             next = rx.try_recv().ok();

@@ -74,6 +74,9 @@ pub(super) struct Agent {
     pub(super) overlay: OverlayAgent,
     /// The newest datastore revision fed to the graph.
     pub(super) revision: i64,
+    /// Whether the syncer last said it is in sync (the node reports
+    /// ready only then).
+    pub(super) datastore_in_sync: bool,
     /// Resource keys skipped (a value that does not decode) or not enforced
     /// (this node's host endpoints), with the reason.
     pub(super) skipped: BTreeMap<String, String>,
@@ -118,6 +121,7 @@ impl Agent {
             felix_configs: BTreeMap::new(),
             overlay: OverlayAgent::new(),
             revision: 0,
+            datastore_in_sync: false,
             skipped: BTreeMap::new(),
             reported: BTreeMap::new(),
             reported_hosts: BTreeMap::new(),
@@ -157,6 +161,7 @@ impl Agent {
             .status
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let in_sync = in_sync && self.datastore_in_sync;
         s.in_sync = in_sync;
         if in_sync {
             s.applied_revision = self.revision;

@@ -14,14 +14,10 @@ use anyhow::{Context, Result};
 use calico_backend::{open_store, DatastoreConfig};
 use calico_calc::Update;
 use calico_client::{Client, SystemClock};
-use calico_datastore::{Event, Store, WatchError};
+use calico_syncer::{RecvError, SyncEvent, SyncStatus, Syncer, SyncerType};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tracing::{info, warn};
-
-/// Everything the agent reads lives under this prefix: resources and the
-/// node's IPAM block affinities.
-const WATCH_PREFIX: &str = "/calico/";
 
 #[derive(clap::Args, Debug)]
 pub struct Args {
@@ -41,22 +37,41 @@ pub struct Args {
     pub mtu_file: std::path::PathBuf,
     #[command(flatten)]
     pub overrides: Overrides,
+    #[command(flatten)]
+    pub typha: crate::sync::TyphaArgs,
 }
 
-/// Lists everything and rebuilds the agent's view of the datastore from
-/// it; the kernel side stays (and the table it holds is the base of the
-/// next delta). When listing fails the agent is left as it was.
-fn resync(store: &dyn Store, agent: &mut Agent, metrics: &Metrics) -> Result<()> {
-    metrics.resyncs.inc();
-    let listing = store.list(WATCH_PREFIX).context("listing the datastore")?;
-    agent.reset();
-    agent.revision = listing.revision;
-    let updates: Vec<Update> = listing
-        .items
-        .into_iter()
-        .filter_map(|kv| agent.take(&Event::Put(kv)))
-        .collect();
-    agent.feed(updates)
+/// Feeds one batch of changes to the agent.
+fn take_all(agent: &mut Agent, events: &[calico_datastore::Event]) -> Vec<Update> {
+    events
+        .iter()
+        .filter_map(|ev| {
+            agent.revision = agent.revision.max(ev.revision());
+            agent.take(ev)
+        })
+        .collect()
+}
+
+/// Takes what the syncer delivers until it is in sync. `once`: a
+/// datastore that cannot be read is an error, not a retry.
+fn until_in_sync(syncer: &Syncer, agent: &mut Agent, once: bool, logging: bool) -> Result<()> {
+    loop {
+        match syncer.recv_timeout(Duration::from_secs(1)) {
+            Ok(SyncEvent::Updates(evs)) => {
+                let updates = take_all(agent, &evs);
+                agent.feed(updates)?;
+            }
+            Ok(SyncEvent::Status(SyncStatus::InSync)) => {
+                agent.datastore_in_sync = true;
+                return Ok(());
+            }
+            Ok(SyncEvent::Status(_)) | Err(RecvError::Timeout) => {}
+            Ok(SyncEvent::Error(e)) if once => anyhow::bail!("{e}"),
+            Ok(SyncEvent::Error(e)) if logging => warn!("{e}"),
+            Ok(SyncEvent::Error(e)) => eprintln!("calico-node: {e}"),
+            Err(RecvError::Closed) => anyhow::bail!("the syncer stopped"),
+        }
+    }
 }
 
 /// Starts over in a fresh process image with the same arguments, as Felix
@@ -107,7 +122,7 @@ pub fn run(args: &Args) -> Result<()> {
 
     // The settings come partly from the datastore, so read it first; a
     // datastore that cannot be read yet is retried, not fatal.
-    let mut backoff = Duration::from_millis(200);
+    let syncer = crate::sync::source(&args.node, SyncerType::Felix, &store, &args.typha)?;
     let route_sync_env = args.overrides.route_sync_disabled != Some(true);
     let mut agent = Agent::new(
         &args.node,
@@ -115,17 +130,7 @@ pub fn run(args: &Args) -> Result<()> {
         Arc::clone(&status),
         Arc::clone(&metrics),
     );
-    loop {
-        match resync(store.as_ref(), &mut agent, &metrics) {
-            Ok(()) => break,
-            Err(e) if !args.once => {
-                eprintln!("calico-node: {e:#}; retrying in {backoff:?}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            Err(e) => return Err(e),
-        }
-    }
+    until_in_sync(&syncer, &mut agent, args.once, false)?;
     let (cfg, ignored) = agent.config(&args.overrides);
     init_logging(cfg.level());
     if !ignored.is_empty() {
@@ -148,9 +153,12 @@ pub fn run(args: &Args) -> Result<()> {
         )
         .context("starting flow logs")?;
         agent.flow_names = Some(names);
-        // Listed again now that the resources are kept (the pending,
+        // Delivered again now that the resources are kept (the pending,
         // staged model is built from them).
-        resync(store.as_ref(), &mut agent, &metrics).context("listing the datastore again")?;
+        agent.reset();
+        syncer.resend();
+        until_in_sync(&syncer, &mut agent, args.once, true)
+            .context("reading the datastore again")?;
         info!(
             "flow logs every {:?}: file {}, flow service {}",
             f.flush,
@@ -173,7 +181,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     // The first apply: retried with back-off while the node stays unready.
-    backoff = Duration::from_millis(200);
+    let mut backoff = Duration::from_millis(200);
     while let Err(e) = agent.sync(&cfg, &args.mtu_file) {
         if args.once {
             return Err(e);
@@ -191,73 +199,61 @@ pub fn run(args: &Args) -> Result<()> {
     if args.once {
         return Ok(());
     }
-    // Follow the datastore. Any break in the watch (compaction, the
-    // datastore restarting, a lost connection) means listing again and
-    // rebuilding from scratch, retried with back-off; the dataplane keeps
-    // what it has meanwhile.
-    loop {
-        if let Err(e) = follow(store.as_ref(), &mut agent, &mut addrs, args, &cfg) {
-            warn!("{e:#}; resyncing");
-            agent.report(false);
-            let mut backoff = Duration::from_millis(200);
-            while let Err(e) = resync(store.as_ref(), &mut agent, &metrics) {
-                warn!("{e:#}; retrying in {backoff:?}");
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(10));
-            }
-            if agent.config(&args.overrides).0 != cfg {
-                restart();
-            }
-            if let Err(e) = agent.sync(&cfg, &args.mtu_file) {
-                warn!("{e:#}; will retry");
-            }
-        }
-    }
+    // Follow the datastore. A break in the syncer's watches (compaction,
+    // the datastore or the fan-out restarting, a lost connection) is its
+    // business: it lists again and delivers only the differences, while
+    // the dataplane keeps what it has.
+    follow(&syncer, &mut agent, &mut addrs, args, &cfg)
 }
 
-/// Watches from the agent's revision and applies what arrives, until the
-/// watch breaks (the error says why). Returns only with an error.
+/// Applies what the syncer delivers, and syncs the kernel periodically;
+/// returns only when the syncer stops.
 fn follow(
-    store: &dyn Store,
+    syncer: &Syncer,
     agent: &mut Agent,
     addrs: &mut TunnelAddrs,
     args: &Args,
     cfg: &Config,
 ) -> Result<()> {
-    let watch = store
-        .watch(WATCH_PREFIX, agent.revision + 1)
-        .context("watching the datastore")?;
     let tick = cfg
         .nftables_refresh
         .min(cfg.route_refresh)
         .min(Duration::from_secs(10));
     loop {
-        let first = match watch.recv_timeout(tick) {
+        let first = match syncer.recv_timeout(tick) {
             Ok(ev) => ev,
-            Err(WatchError::Timeout) => {
+            Err(RecvError::Timeout) => {
                 addrs.check(&agent.node, &agent.overlay);
                 if let Err(e) = agent.sync(cfg, &args.mtu_file) {
                     warn!("{e:#}; will retry");
                 }
                 continue;
             }
-            Err(e) => return Err(anyhow::Error::new(e).context("watching the datastore")),
+            Err(RecvError::Closed) => anyhow::bail!("the syncer stopped"),
         };
         // Take whatever else already arrived too, then compute and apply once.
         let mut updates = Vec::new();
-        let mut broken = None;
         let mut next = Some(first);
         while let Some(ev) = next {
-            agent.revision = ev.revision();
-            updates.extend(agent.take(&ev));
-            next = match watch.try_recv() {
-                Some(Ok(ev)) => Some(ev),
-                Some(Err(e)) => {
-                    broken = Some(e);
-                    None
+            match ev {
+                SyncEvent::Updates(evs) => updates.extend(take_all(agent, &evs)),
+                SyncEvent::Status(SyncStatus::InSync) => {
+                    if !agent.datastore_in_sync {
+                        info!("datastore in sync again");
+                    }
+                    agent.datastore_in_sync = true;
                 }
-                None => None,
-            };
+                SyncEvent::Status(s) => {
+                    if agent.datastore_in_sync {
+                        warn!("datastore: {s:?}; enforcing what is known meanwhile");
+                        agent.metrics.resyncs.inc();
+                    }
+                    agent.datastore_in_sync = false;
+                    agent.report(false);
+                }
+                SyncEvent::Error(e) => warn!("{e}"),
+            }
+            next = syncer.try_recv();
         }
         agent.feed(updates)?;
         addrs.check(&agent.node, &agent.overlay);
@@ -266,9 +262,6 @@ fn follow(
         }
         if let Err(e) = agent.sync(cfg, &args.mtu_file) {
             warn!("{e:#}; will retry");
-        }
-        if let Some(e) = broken {
-            return Err(anyhow::Error::new(e).context("watching the datastore"));
         }
     }
 }

@@ -4,7 +4,6 @@
 //! calico-kernel; the agent end to end, in tests/.)
 
 use super::agent::{Agent, KernelAccess};
-use super::resync;
 use crate::config::{Config, Overrides};
 use crate::status::{Metrics, Status};
 use calico_api::decode_manifest;
@@ -112,9 +111,19 @@ impl Harness {
         }
     }
 
-    /// Lists the store into the agent (as at start and after a broken watch).
+    /// Lists the store into a fresh view of the agent, as a resend of
+    /// the syncer does (every key again).
     fn resync(&mut self) {
-        resync(self.store.as_ref(), &mut self.agent, &self.metrics).expect("resync");
+        let listing = self.store.list("/calico/").expect("list");
+        self.agent.reset();
+        self.agent.datastore_in_sync = true;
+        self.agent.revision = listing.revision;
+        let updates: Vec<calico_calc::Update> = listing
+            .items
+            .into_iter()
+            .filter_map(|kv| self.agent.take(&calico_datastore::Event::Put(kv)))
+            .collect();
+        self.agent.feed(updates).expect("feed");
     }
 
     /// One sync with `cfg`.

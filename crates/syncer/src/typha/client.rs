@@ -135,6 +135,10 @@ async fn run(
             End::Stop => return,
             End::Resend => {
                 cache.clear();
+                status = SyncStatus::ResyncInProgress;
+                if out.send(SyncEvent::Status(status)).is_err() {
+                    return;
+                }
                 continue;
             }
             End::Broken(why) => {
