@@ -48,6 +48,10 @@ pub(crate) enum Cmd {
         /// with both, BGP for both families). One subnet, `--encap none`.
         #[arg(long, default_value = "ipv4", value_parser = ["ipv4", "dual"])]
         ip_family: String,
+        /// Run a fan-out (`calico-node typha`, 10.250.0.251:5473) and have
+        /// every node's agents read the datastore through it.
+        #[arg(long)]
+        typha: bool,
     },
     /// Remove every namespace, link, process and file the lab made.
     Down,

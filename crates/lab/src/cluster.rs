@@ -33,15 +33,32 @@ pub(crate) fn router(s: usize) -> String {
     format!("10.250.{s}.253")
 }
 
-pub(crate) fn up(
-    ctx: &Ctx,
-    nodes: usize,
-    datastore: &str,
-    encap: &str,
-    subnets: usize,
-    flow_flush: u64,
-    dual: bool,
-) -> Result<()> {
+/// What `calico-lab up` is asked for.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Shape<'a> {
+    pub nodes: usize,
+    pub datastore: &'a str,
+    pub encap: &'a str,
+    pub subnets: usize,
+    pub flow_flush: u64,
+    pub dual: bool,
+    /// The agents read through a fan-out (`calico-node typha`).
+    pub typha: bool,
+}
+
+/// The fan-out's address on the fabric (`--typha`).
+pub(crate) const TYPHA_ADDR: &str = "10.250.0.251";
+
+pub(crate) fn up(ctx: &Ctx, shape: Shape<'_>) -> Result<()> {
+    let Shape {
+        nodes,
+        datastore,
+        encap,
+        subnets,
+        flow_flush,
+        dual,
+        typha,
+    } = shape;
     if dual && (subnets > 1 || encap != "none") {
         bail!("--ip-family dual: one subnet and --encap none for now (IPv6 is BGP-routed on one fabric)");
     }
@@ -106,6 +123,9 @@ pub(crate) fn up(
     }
     start_flow_service(ctx, &mut lab, subnets)?;
     start_external(ctx, &mut lab, subnets)?;
+    if typha {
+        start_typha(ctx, &mut lab, subnets)?;
+    }
     let client = ctx.client(&lab)?;
     // As calico-node makes the default pool: pods reach beyond the pools
     // as their node (natOutgoing).
@@ -335,6 +355,37 @@ pub(crate) fn service_netns(
         )?;
     }
     Ok(netns)
+}
+
+/// The fan-out in a namespace of its own on the fabric, reading the
+/// datastore as the nodes do; every node's agents are told to read
+/// through it (`FELIX_TYPHAADDR`).
+fn start_typha(ctx: &Ctx, lab: &mut Lab, subnets: usize) -> Result<()> {
+    let netns = service_netns(ctx, lab, "typha", "pt", TYPHA_ADDR, subnets)?;
+    let listen = format!("{TYPHA_ADDR}:5473");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &netns])
+        .arg(exe("calico-node")?)
+        .args(["typha", "--listen", &listen])
+        .env_remove("DATASTORE_TYPE")
+        .envs(&lab.node_datastore_env);
+    lab.extra_pids
+        .push(daemon(&mut cmd, &ctx.dir.join("typha.log"))?);
+    lab.node_datastore_env
+        .insert("FELIX_TYPHAADDR".into(), listen);
+    lab.save(&ctx.dir)?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !in_ns(&netns, &["ss", "-Htln", "sport = :5473"]).is_ok_and(|out| !out.trim().is_empty())
+    {
+        if Instant::now() > deadline {
+            bail!(
+                "the fan-out did not start (log in {})",
+                ctx.dir.join("typha.log").display()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(())
 }
 
 /// Where a node's policy agent writes the workloads' MTU (per node: the
