@@ -78,37 +78,11 @@ impl CalcGraph {
                 self.claim_interface(&id, old_iface.as_deref(), new_iface.as_deref());
                 let item = ItemKey::Endpoint(id.clone());
                 self.touch_item_sets(&item);
+                // A newly local endpoint joins the policy index (its
+                // policies start matching); one no longer local leaves it.
+                self.index_item(&item, labels, w.spec.profiles.clone(), now_local);
                 if was_local && !now_local {
                     self.forget_local(&id);
-                }
-                let events = self
-                    .index
-                    .update_item(item.clone(), labels, w.spec.profiles.clone());
-                self.events(events);
-                if now_local && !was_local {
-                    // Policies already matching a (formerly remote) endpoint now count.
-                    let pols: Vec<PolicyId> = self
-                        .index
-                        .selectors_of(&item)
-                        .filter_map(|s| {
-                            if let SelKey::Policy(p) = s {
-                                Some(p.clone())
-                            } else {
-                                None
-                            }
-                        })
-                        .collect();
-                    for p in pols {
-                        self.local_policies
-                            .entry(id.clone())
-                            .or_default()
-                            .insert(p.clone());
-                        self.policy_locals
-                            .entry(p.clone())
-                            .or_default()
-                            .insert(id.clone());
-                        self.dirty_users.insert(User::Policy(p));
-                    }
                 }
                 self.touch_item_sets(&item);
                 if now_local || was_local {
@@ -149,10 +123,7 @@ impl CalcGraph {
                 let name = p.metadata.name.clone();
                 let (rules, sets) = compile::rules(&p.spec.ingress, &p.spec.egress, None);
                 self.profiles.insert(name.clone(), Profile { rules, sets });
-                let events = self
-                    .index
-                    .update_parent(&name, p.spec.labels_to_apply.clone());
-                self.events(events);
+                self.index_parent(&name, Some(p.spec.labels_to_apply.clone()));
                 self.dirty_users.insert(User::Profile(name));
             }
             Resource::NetworkPolicy(p) => {
@@ -232,8 +203,7 @@ impl CalcGraph {
                     .get(&id)
                     .map(|e| e.profiles.clone())
                     .unwrap_or_default();
-                let events = self.index.delete_item(&item);
-                self.events(events);
+                self.unindex_item(&item);
                 if let Some(old) = self.endpoints.remove(&id).filter(|_| was_local) {
                     self.claim_interface(&id, Some(&old.interface), None);
                 }
@@ -260,8 +230,7 @@ impl CalcGraph {
             Kind::Profile if name == calico_api::DEFAULT_ALLOW_PROFILE => {}
             Kind::Profile => {
                 self.profiles.remove(&name);
-                let events = self.index.delete_parent(&name);
-                self.events(events);
+                self.index_parent(&name, None);
                 self.dirty_users.insert(User::Profile(name));
             }
             Kind::NetworkPolicy | Kind::GlobalNetworkPolicy => {
@@ -279,7 +248,7 @@ impl CalcGraph {
                 for id in ids {
                     self.policies.remove(&id);
                     self.host_modes.remove(&id);
-                    let events = self.index.delete_selector(&SelKey::Policy(id.clone()));
+                    let events = self.pindex.delete_selector(&SelKey::Policy(id.clone()));
                     self.events(events);
                     self.dirty_users.insert(User::Policy(id));
                 }
@@ -398,31 +367,9 @@ impl CalcGraph {
         let iface = ep.interface.clone();
         let profiles = ep.profiles.clone();
         self.hosts.insert(name.clone(), ep);
+        self.index_item(&item, labels, profiles, now_local);
         if was_local && !now_local {
             self.forget_local_host(&name);
-        }
-        let events = self.index.update_item(item.clone(), labels, profiles);
-        self.events(events);
-        if now_local && !was_local {
-            let pols: Vec<PolicyId> = self
-                .index
-                .selectors_of(&item)
-                .filter_map(|s| match s {
-                    SelKey::Policy(p) if p.namespace.is_none() => Some(p.clone()),
-                    _ => None,
-                })
-                .collect();
-            for p in pols {
-                self.host_policies
-                    .entry(name.clone())
-                    .or_default()
-                    .insert(p.clone());
-                self.policy_hosts
-                    .entry(p.clone())
-                    .or_default()
-                    .insert(name.clone());
-                self.dirty_users.insert(User::Policy(p));
-            }
         }
         self.touch_item_sets(&item);
         if now_local {
@@ -437,8 +384,7 @@ impl CalcGraph {
         let item = ItemKey::Host(name.to_string());
         self.touch_item_sets(&item);
         let was_local = self.is_local_host(name);
-        let events = self.index.delete_item(&item);
-        self.events(events);
+        self.unindex_item(&item);
         if let Some(old) = self.hosts.remove(name) {
             if was_local {
                 self.set_host_profiles(name, &old.profiles, &[]);
@@ -483,7 +429,7 @@ impl CalcGraph {
         for old in stale {
             self.policies.remove(&old);
             self.host_modes.remove(&old);
-            let events = self.index.delete_selector(&SelKey::Policy(old.clone()));
+            let events = self.pindex.delete_selector(&SelKey::Policy(old.clone()));
             self.events(events);
             self.dirty_users.insert(User::Policy(old));
         }
@@ -499,7 +445,7 @@ impl CalcGraph {
                 sets,
             },
         );
-        let events = self.index.update_selector(SelKey::Policy(id.clone()), sel);
+        let events = self.pindex.update_selector(SelKey::Policy(id.clone()), sel);
         self.events(events);
         // Order, types or rules may have changed for every endpoint it selects.
         self.dirty_endpoints
