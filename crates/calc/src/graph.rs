@@ -117,6 +117,8 @@ pub struct CalcGraph {
     endpoints: BTreeMap<EndpointId, Endpoint>,
     netsets: BTreeMap<(Option<String>, String), Vec<IpNet>>,
     policies: BTreeMap<PolicyId, Policy>,
+    /// (namespace, name) -> the tier its policy is in now (one at a time).
+    policy_tiers: BTreeMap<(Option<String>, String), String>,
     profiles: BTreeMap<String, Profile>,
     tiers: BTreeMap<String, Tier>,
     /// Set (rule) selectors over every endpoint, host endpoint and
@@ -228,6 +230,7 @@ impl CalcGraph {
             endpoints: BTreeMap::new(),
             netsets: BTreeMap::new(),
             policies: BTreeMap::new(),
+            policy_tiers: BTreeMap::new(),
             profiles,
             tiers: BTreeMap::new(),
             index: LabelIndex::new(),

@@ -88,7 +88,8 @@ pub struct LabelIndex<S: Ord + Clone, I: Ord + Clone> {
     anchored_key: BTreeMap<String, BTreeSet<S>>,
     unanchored: BTreeSet<S>,
     items: BTreeMap<I, Item>,
-    items_kv: BTreeMap<(String, String), BTreeSet<I>>,
+    /// key -> value -> items (nested, so lookups by `&str` clone nothing).
+    items_kv: BTreeMap<String, BTreeMap<String, BTreeSet<I>>>,
     items_key: BTreeMap<String, BTreeSet<I>>,
     parents: BTreeMap<String, BTreeMap<String, String>>,
     children: BTreeMap<String, BTreeSet<I>>,
@@ -145,18 +146,43 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
 
     fn index_labels(&mut self, i: &I, labels: &BTreeMap<String, String>, add: bool) {
         for (k, v) in labels {
-            let kv = (k.clone(), v.clone());
             if add {
-                self.items_kv.entry(kv).or_default().insert(i.clone());
-                self.items_key
-                    .entry(k.clone())
-                    .or_default()
-                    .insert(i.clone());
+                let values = match self.items_kv.get_mut(k.as_str()) {
+                    Some(values) => values,
+                    None => self.items_kv.entry(k.clone()).or_default(),
+                };
+                match values.get_mut(v.as_str()) {
+                    Some(items) => {
+                        items.insert(i.clone());
+                    }
+                    None => {
+                        values.insert(v.clone(), BTreeSet::from([i.clone()]));
+                    }
+                }
+                match self.items_key.get_mut(k.as_str()) {
+                    Some(items) => {
+                        items.insert(i.clone());
+                    }
+                    None => {
+                        self.items_key
+                            .insert(k.clone(), BTreeSet::from([i.clone()]));
+                    }
+                }
             } else {
-                remove_from(&mut self.items_kv, &kv, i);
+                if let Some(values) = self.items_kv.get_mut(k.as_str()) {
+                    remove_from(values, v, i);
+                    if values.is_empty() {
+                        self.items_kv.remove(k.as_str());
+                    }
+                }
                 remove_from(&mut self.items_key, k, i);
             }
         }
+    }
+
+    /// The items carrying label `k` = `v`.
+    fn items_with(&self, k: &str, v: &str) -> Option<&BTreeSet<I>> {
+        self.items_kv.get(k)?.get(v)
     }
 
     fn set_match(&mut self, s: &S, i: &I, matched: bool, events: &mut Vec<MatchEvent<S, I>>) {
@@ -215,12 +241,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
     /// Adds or changes a selector.
     pub fn update_selector(&mut self, id: S, selector: Selector) -> Vec<MatchEvent<S, I>> {
         self.unanchor(&id);
-        let items_kv = &self.items_kv;
-        let count = |k: &str, v: &str| {
-            items_kv
-                .get(&(k.to_string(), v.to_string()))
-                .map_or(0, BTreeSet::len)
-        };
+        let count = |k: &str, v: &str| self.items_with(k, v).map_or(0, BTreeSet::len);
         let a = anchor(selector.expr(), &count);
         let mut candidates: BTreeSet<I> = self.by_selector.get(&id).cloned().unwrap_or_default();
         match &a {
@@ -229,13 +250,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
                     .entry((k.clone(), v.clone()))
                     .or_default()
                     .insert(id.clone());
-                candidates.extend(
-                    self.items_kv
-                        .get(&(k.clone(), v.clone()))
-                        .into_iter()
-                        .flatten()
-                        .cloned(),
-                );
+                candidates.extend(self.items_with(k, v).into_iter().flatten().cloned());
             }
             Anchor::Key(k) => {
                 self.anchored_key

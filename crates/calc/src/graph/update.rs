@@ -240,10 +240,14 @@ impl CalcGraph {
                     None
                 };
                 let ids: Vec<PolicyId> = self
-                    .policies
-                    .keys()
-                    .filter(|p| p.namespace == ns && p.name == name)
-                    .cloned()
+                    .policy_tiers
+                    .remove(&(ns.clone(), name.clone()))
+                    .map(|tier| PolicyId {
+                        tier,
+                        namespace: ns,
+                        name,
+                    })
+                    .into_iter()
                     .collect();
                 for id in ids {
                     self.policies.remove(&id);
@@ -421,10 +425,15 @@ impl CalcGraph {
     ) {
         // A policy renamed into another tier is a different id: drop the old one.
         let stale: Vec<PolicyId> = self
-            .policies
-            .keys()
-            .filter(|p| p.namespace == id.namespace && p.name == id.name && p.tier != id.tier)
-            .cloned()
+            .policy_tiers
+            .insert((id.namespace.clone(), id.name.clone()), id.tier.clone())
+            .filter(|tier| *tier != id.tier)
+            .map(|tier| PolicyId {
+                tier,
+                namespace: id.namespace.clone(),
+                name: id.name.clone(),
+            })
+            .into_iter()
             .collect();
         for old in stale {
             self.policies.remove(&old);
