@@ -1,7 +1,7 @@
 # The one command surface for people and CI.
 CARGO ?= cargo
 
-.PHONY: setup test demo lint build bench fuzz clean
+.PHONY: setup test demo lint build bench scale fuzz clean
 
 setup:
 	@scripts/setup
@@ -25,6 +25,12 @@ demo: setup
 
 bench: setup
 	$(CARGO) bench --workspace
+
+# The scale test (issue 17): etcd, a fan-out, 1,000 simulated nodes, 50,000
+# workloads, 1,000 policies, 500 fan-out clients, 3 real nodes; one table.
+scale: setup
+	$(CARGO) build --release --workspace --bins
+	$(CARGO) bench -p calico-lab --bench scale
 
 # Coverage-guided fuzzing of the parsers (cargo-fuzz; SECS per target).
 SECS ?= 60

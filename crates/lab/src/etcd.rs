@@ -140,6 +140,10 @@ pub(crate) fn proxy(netns: &str, to: &str, listen: &str) -> Result<()> {
             let ns = std::fs::File::open(&path)?;
             nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
             let server = std::net::TcpStream::connect(&to)?;
+            // Small writes go out at once: with Nagle, a request written
+            // in two pieces waits for the peer's delayed ACK (40 ms).
+            client.set_nodelay(true)?;
+            server.set_nodelay(true)?;
             let (mut c2, mut s2) = (client.try_clone()?, server.try_clone()?);
             let up = std::thread::spawn(move || {
                 let _ = std::io::copy(&mut c2, &mut s2);

@@ -163,7 +163,8 @@ pub(crate) fn wait_ready(ctx: &Ctx, lab: &Lab, node: &Node, pod: &Pod) -> Result
         }
         std::thread::sleep(Duration::from_millis(50));
     }
-    let target = ctx.client(lab)?.store().revision()?;
+    let client = ctx.client(lab)?;
+    let target = relevant_revision(client.store().as_ref(), client.store().revision()?)?;
     loop {
         let synced = felix_status(node).is_some_and(|v| {
             v["in_sync"] == true && v["applied_revision"].as_i64().unwrap_or(0) >= target
@@ -198,9 +199,44 @@ pub(crate) fn wait_ready(ctx: &Ctx, lab: &Lab, node: &Node, pod: &Pod) -> Result
     }
 }
 
+/// The newest change at or below `now` that a policy agent is given (its
+/// syncer skips IPAM blocks and handles and kinds it does not read, so a
+/// store revision made by one of those never reaches it): the newest
+/// revision among the keys it reads, or of a deletion of one of them
+/// since (replayed from the store's history).
+fn relevant_revision(store: &dyn calico_datastore::Store, now: i64) -> Result<i64> {
+    use calico_syncer::SyncerType;
+    let ty = SyncerType::Felix;
+    let mut newest = 0;
+    for prefix in ty.prefixes() {
+        for kv in store.list(prefix)?.items {
+            if ty.wants(&kv.key) {
+                newest = newest.max(kv.mod_revision);
+            }
+        }
+    }
+    for prefix in ty.prefixes() {
+        let Ok(watch) = store.watch(prefix, newest + 1) else {
+            // History compacted: only the store's revision is sure.
+            return Ok(now);
+        };
+        // The history up to `now` comes at once; a pause ends it.
+        while let Ok(ev) = watch.recv_timeout(Duration::from_millis(50)) {
+            if ev.revision() > now {
+                break;
+            }
+            if ty.wants(ev.key()) {
+                newest = newest.max(ev.revision());
+            }
+        }
+    }
+    Ok(newest)
+}
+
 pub(crate) fn sync(ctx: &Ctx, lab: &Lab, timeout: Duration) -> Result<()> {
     let client = ctx.client(lab)?;
-    let target = client.store().revision()?;
+    let now = client.store().revision()?;
+    let target = relevant_revision(client.store().as_ref(), now)?;
     let start = Instant::now();
     // Every node is watched at once; the answer comes with the slowest.
     let behind: Vec<&str> = std::thread::scope(|s| {

@@ -130,6 +130,17 @@ pub fn run(args: &Args) -> Result<()> {
         Arc::clone(&status),
         Arc::clone(&metrics),
     );
+    // Flow logs turned on by the environment are known before anything is
+    // read: resources are kept from the first delivery, so nothing has
+    // to be delivered twice (at 50,000 endpoints that is most of a start).
+    if !args.once
+        && Config::resolve(&args.overrides, None, None)
+            .0
+            .flow_logs
+            .is_some()
+    {
+        agent.flow_names = Some(Arc::new(Mutex::new(crate::flows::Names::default())));
+    }
     until_in_sync(&syncer, &mut agent, args.once, false)?;
     let (cfg, ignored) = agent.config(&args.overrides);
     init_logging(cfg.level());
@@ -144,21 +155,22 @@ pub fn run(args: &Args) -> Result<()> {
         agent.kernel.tunnels = None;
     }
     if let (Some(f), false) = (&cfg.flow_logs, args.once) {
-        let names = Arc::new(Mutex::new(crate::flows::Names::default()));
-        crate::flows::start(
-            args.node.clone(),
-            f,
-            Arc::clone(&names),
-            Arc::clone(&metrics),
-        )
-        .context("starting flow logs")?;
-        agent.flow_names = Some(names);
-        // Delivered again now that the resources are kept (the pending,
-        // staged model is built from them).
-        agent.reset();
-        syncer.resend();
-        until_in_sync(&syncer, &mut agent, args.once, true)
-            .context("reading the datastore again")?;
+        let kept = agent.flow_names.is_some();
+        let names = agent
+            .flow_names
+            .get_or_insert_with(|| Arc::new(Mutex::new(crate::flows::Names::default())))
+            .clone();
+        crate::flows::start(args.node.clone(), f, names, Arc::clone(&metrics))
+            .context("starting flow logs")?;
+        if !kept {
+            // Turned on by a FelixConfiguration: delivered again now that
+            // the resources are kept (the pending, staged model is built
+            // from them).
+            agent.reset();
+            syncer.resend();
+            until_in_sync(&syncer, &mut agent, args.once, true)
+                .context("reading the datastore again")?;
+        }
         info!(
             "flow logs every {:?}: file {}, flow service {}",
             f.flush,
