@@ -450,7 +450,7 @@ fn main() {
     }
     // The last sample is in force on real packets.
     let verdict = lab.ok(&["probe", "x/b", "x/a", "--port", "80"]);
-    let want = if (samples - 1) % 2 == 0 {
+    let want = if (samples - 1).is_multiple_of(2) {
         "denied"
     } else {
         "allowed"
