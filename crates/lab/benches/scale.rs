@@ -345,6 +345,7 @@ fn main() {
     let rss0: Vec<u64> = felix.iter().map(|(_, p)| rss_kib(*p)).collect();
     let cpu0: Vec<f64> = felix.iter().map(|(_, p)| cpu_secs(*p)).collect();
 
+    eprintln!("scale: {workloads} workloads on {sim_nodes} simulated nodes…");
     // Paced at the seed's rate: a setup starts every 50 ms, on a pool of
     // writers (as kubelets on many nodes set pods up at once), so the
     // rate is not bounded by one setup's latency.
@@ -398,6 +399,7 @@ fn main() {
     });
     let bulk_rate = (workloads - paced) as f64 / t.elapsed().as_secs_f64().max(1e-9);
 
+    eprintln!("scale: {policies} policies…");
     // Policies over those labels.
     let t = Instant::now();
     let mut rev = 0;
@@ -425,6 +427,7 @@ fn main() {
         .collect();
     let typha_rss_before_clients = rss_kib(typha_pid);
 
+    eprintln!("scale: latency samples…");
     // Creation of a workload → policy on a remote real node referencing it.
     let mut create_to_remote = Vec::new();
     for k in 0..samples {
@@ -457,6 +460,7 @@ fn main() {
     };
     assert_eq!(verdict.trim(), want, "after the last sample");
 
+    eprintln!("scale: {clients} fan-out clients…");
     // The fan-out's light clients.
     let light = Arc::new(Light {
         keys: AtomicUsize::new(0),

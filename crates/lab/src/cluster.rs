@@ -188,11 +188,20 @@ pub(crate) fn up(ctx: &Ctx, shape: Shape<'_>) -> Result<()> {
     }
     // The cluster's controllers (one per cluster, as calico-kube-controllers):
     // automatic host endpoints once KubeControllersConfiguration asks.
-    let mut controllers = Command::new(exe("calico-node")?);
+    // They run on node-1 (as calico-kube-controllers runs as a pod), inside
+    // a lab namespace, so `down` finds them even after a crash.
+    let first = lab
+        .nodes
+        .first()
+        .map(|n| n.netns.clone())
+        .unwrap_or_default();
+    let mut controllers = Command::new("ip");
     controllers
+        .args(["netns", "exec", &first])
+        .arg(exe("calico-node")?)
         .arg("controllers")
         .env_remove("DATASTORE_TYPE")
-        .envs(&lab.datastore_env);
+        .envs(&lab.node_datastore_env);
     lab.extra_pids
         .push(daemon(&mut controllers, &ctx.dir.join("controllers.log"))?);
     lab.save(&ctx.dir)?;

@@ -487,6 +487,23 @@ fn down_after_a_crash() {
         "proxies left: {}",
         String::from_utf8_lossy(&proxies.stdout)
     );
+    // Nor anything else started for it: every lab process carries the
+    // lab's datastore path in its environment (the controllers did not,
+    // in their command line, and outlived such a `down`).
+    let dir = lab.dir.path().display().to_string();
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").expect("/proc").flatten() {
+        let pid = entry.file_name().to_string_lossy().to_string();
+        if pid.parse::<u32>().is_err() || pid == std::process::id().to_string() {
+            continue;
+        }
+        let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
+        let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&env).contains(&format!("CALICO_DATASTORE_PATH={dir}")) {
+            left.push(format!("{pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    assert!(left.is_empty(), "processes of the lab left: {left:?}");
 }
 
 /// With `--datastore etcd` the nodes reach a real etcd over the fabric and

@@ -27,8 +27,11 @@ use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 use tonic::{Request, Response, Status};
 use tracing::{info, warn};
 
-/// Keys per snapshot message.
+/// Keys per message of changes.
 const CHUNK: usize = 1000;
+/// Keys per snapshot message (smaller: hundreds of clients may be taking
+/// a snapshot at once, each with a few messages queued).
+const SNAPSHOT_CHUNK: usize = 100;
 /// A client that takes no message for this long is disconnected as slow.
 const SEND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Longest node name a client may give (a DNS subdomain).
@@ -87,6 +90,9 @@ pub struct ServerStats {
 struct FeedState {
     values: HashMap<String, Kv>,
     status: SyncStatus,
+    /// The values as one shared snapshot, built when a client first asks
+    /// after a change; every client connecting meanwhile shares it.
+    snapshot: Option<Arc<[Kv]>>,
 }
 
 struct Feed {
@@ -148,6 +154,7 @@ fn pump(
         let msgs: Vec<SyncMessage> = match ev {
             SyncEvent::Updates(evs) => {
                 let updates: Vec<Kv> = evs.iter().map(to_kv).collect();
+                state.snapshot = None;
                 for kv in &updates {
                     if kv.deleted {
                         state.values.remove(&kv.key);
@@ -222,6 +229,7 @@ impl Service {
                 state: Mutex::new(FeedState {
                     values: HashMap::new(),
                     status: SyncStatus::WaitForDatastore,
+                    snapshot: None,
                 }),
                 tx,
             });
@@ -358,14 +366,13 @@ struct Client {
 impl Client {
     /// The snapshot, the status, then every change, until the client goes
     /// or falls behind.
-    async fn serve(&mut self, snapshot: Vec<Kv>, status: SyncStatus) -> Result<(), Slow> {
+    async fn serve(&mut self, snapshot: Arc<[Kv]>, status: SyncStatus) -> Result<(), Slow> {
         let n = snapshot.len() as u64;
-        let mut rest = snapshot;
-        while !rest.is_empty() {
-            let tail = rest.split_off(rest.len().min(CHUNK));
-            let chunk = std::mem::replace(&mut rest, tail);
+        // One small chunk at a time is copied out of the shared snapshot,
+        // so a client costs a few chunks of memory however big the state.
+        for chunk in snapshot.chunks(SNAPSHOT_CHUNK) {
             self.send(SyncMessage {
-                updates: chunk,
+                updates: chunk.to_vec(),
                 status: WireStatus::Unspecified.into(),
             })
             .await?;
@@ -460,14 +467,21 @@ impl Typha for Service {
         let connected = Connected(Arc::clone(&self.stats));
         self.stats.connections.fetch_add(1, Ordering::Relaxed);
         let (snapshot, status, changes) = {
-            let state = feed.lock();
-            let snapshot: Vec<Kv> = state.values.values().cloned().collect();
+            let mut state = feed.lock();
+            let snapshot = match &state.snapshot {
+                Some(s) => Arc::clone(s),
+                None => {
+                    let s: Arc<[Kv]> = state.values.values().cloned().collect();
+                    state.snapshot = Some(Arc::clone(&s));
+                    s
+                }
+            };
             (snapshot, state.status, feed.tx.subscribe())
         };
         let node = hello.node;
         info!("client {node} ({ty}): sending {} keys", snapshot.len());
         let stats = Arc::clone(&self.stats);
-        let (tx, rx) = mpsc::channel::<Result<SyncMessage, Status>>(4);
+        let (tx, rx) = mpsc::channel::<Result<SyncMessage, Status>>(2);
         let queue = self.queue;
         tokio::spawn(async move {
             let _connected = connected;
