@@ -500,7 +500,10 @@ fn down_after_a_crash() {
         let env = std::fs::read(entry.path().join("environ")).unwrap_or_default();
         let cmd = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&env).contains(&format!("CALICO_DATASTORE_PATH={dir}")) {
-            left.push(format!("{pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " ")));
+            left.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmd).replace('\0', " ")
+            ));
         }
     }
     assert!(left.is_empty(), "processes of the lab left: {left:?}");

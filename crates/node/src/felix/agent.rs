@@ -94,6 +94,12 @@ pub(super) struct Agent {
     /// Every workload's addresses and identity (namespace, pod, labels),
     /// to name flow records by; by resource key.
     pub(super) workload_ids: BTreeMap<String, (Vec<IpNet>, crate::flows::Workload)>,
+    /// The same by address, kept as changes come (shared with the flow
+    /// collector; copied only when it changes while the collector holds
+    /// the previous one, never rebuilt at a sync).
+    pub(super) workload_names: Arc<BTreeMap<std::net::IpAddr, crate::flows::Workload>>,
+    /// Every NetworkSet's and GlobalNetworkSet's nets, by resource key.
+    pub(super) netset_names: BTreeMap<String, Vec<crate::flows::NetworkSetNet>>,
     /// Every resource read (only with flow logs on), for the pending
     /// (staged) model; and whether it changed since that was built.
     pub(super) resources: BTreeMap<String, Resource>,
@@ -129,6 +135,8 @@ impl Agent {
             kernel,
             flow_names: None,
             workload_ids: BTreeMap::new(),
+            workload_names: Arc::new(BTreeMap::new()),
+            netset_names: BTreeMap::new(),
             resources: BTreeMap::new(),
             resources_changed: false,
             status,
@@ -152,6 +160,8 @@ impl Agent {
         self.reported.clear();
         self.rp_filter.clear();
         self.workload_ids.clear();
+        self.workload_names = Arc::new(BTreeMap::new());
+        self.netset_names.clear();
         self.resources.clear();
         self.resources_changed = true;
     }
@@ -322,15 +332,68 @@ impl Agent {
                                 labels: w.metadata.labels.clone(),
                             };
                             let ips = crate::events::workload_ips(&w.spec);
-                            self.workload_ids.insert(key.to_string(), (ips, id));
+                            self.name_workload(key, Some((ips, id)));
+                        }
+                        _ => self.name_workload(key, None),
+                    }
+                }
+                if matches!(
+                    kind,
+                    calico_api::Kind::NetworkSet | calico_api::Kind::GlobalNetworkSet
+                ) {
+                    match r {
+                        Some(Resource::NetworkSet(set) | Resource::GlobalNetworkSet(set)) => {
+                            let nets = set
+                                .spec
+                                .nets
+                                .iter()
+                                .map(|net| crate::flows::NetworkSetNet {
+                                    net: net.net(),
+                                    namespace: set
+                                        .metadata
+                                        .namespace
+                                        .clone()
+                                        .unwrap_or_else(|| "-".into()),
+                                    name: set.metadata.name.clone(),
+                                    labels: set.metadata.labels.clone(),
+                                })
+                                .collect();
+                            self.netset_names.insert(key.to_string(), nets);
                         }
                         _ => {
-                            self.workload_ids.remove(key);
+                            self.netset_names.remove(key);
                         }
                     }
                 }
                 self.overlay.note(&self.node, kind, name, key, r);
             }
+        }
+    }
+
+    /// Keeps a workload's name by its addresses (None: it is gone).
+    fn name_workload(&mut self, key: &str, now: Option<(Vec<IpNet>, crate::flows::Workload)>) {
+        let old = self.workload_ids.remove(key);
+        if old.as_ref() == now.as_ref() {
+            if let Some(o) = old {
+                self.workload_ids.insert(key.to_string(), o);
+            }
+            return;
+        }
+        let names = Arc::make_mut(&mut self.workload_names);
+        if let Some((ips, id)) = &old {
+            for ip in ips {
+                if names.get(&ip.addr()) == Some(id) {
+                    names.remove(&ip.addr());
+                }
+            }
+        }
+        if let Some((ips, id)) = &now {
+            for ip in ips {
+                names.insert(ip.addr(), id.clone());
+            }
+        }
+        if let Some(n) = now {
+            self.workload_ids.insert(key.to_string(), n);
         }
     }
 
@@ -515,24 +578,8 @@ impl Agent {
                 }
             }
         }
-        for (ips, id) in self.workload_ids.values() {
-            for ip in ips {
-                n.workloads.insert(ip.addr(), id.clone());
-            }
-        }
-        for r in self.resources.values() {
-            let (Resource::NetworkSet(set) | Resource::GlobalNetworkSet(set)) = r else {
-                continue;
-            };
-            for net in &set.spec.nets {
-                n.network_sets.push(crate::flows::NetworkSetNet {
-                    net: net.net(),
-                    namespace: set.metadata.namespace.clone().unwrap_or_else(|| "-".into()),
-                    name: set.metadata.name.clone(),
-                    labels: set.metadata.labels.clone(),
-                });
-            }
-        }
+        n.workloads = Arc::clone(&self.workload_names);
+        n.network_sets = self.netset_names.values().flatten().cloned().collect();
         n.network_sets
             .sort_by_key(|s| std::cmp::Reverse(s.net.prefix_len()));
         n

@@ -35,8 +35,9 @@ pub struct Names {
     pub profiles: BTreeMap<String, String>,
     /// `tw-<iface>` / `fw-<iface>` → the endpoint's tiers in that direction.
     pub tiers: BTreeMap<String, Vec<String>>,
-    /// Every workload's address → who it is.
-    pub workloads: BTreeMap<IpAddr, Workload>,
+    /// Every workload's address → who it is (shared with the agent, which
+    /// keeps it as changes come).
+    pub workloads: std::sync::Arc<BTreeMap<IpAddr, Workload>>,
     /// Every net of every NetworkSet and GlobalNetworkSet, longest prefix first.
     pub network_sets: Vec<NetworkSetNet>,
     /// The policy with the staged policies applied, when there are any.
