@@ -94,16 +94,23 @@ pub(super) struct Agent {
     /// Every workload's addresses and identity (namespace, pod, labels),
     /// to name flow records by; by resource key.
     pub(super) workload_ids: BTreeMap<String, (Vec<IpNet>, crate::flows::Workload)>,
-    /// The same by address, kept as changes come (shared with the flow
-    /// collector; copied only when it changes while the collector holds
-    /// the previous one, never rebuilt at a sync).
-    pub(super) workload_names: Arc<BTreeMap<std::net::IpAddr, crate::flows::Workload>>,
+    /// The same by address, kept as changes come (one map shared with the
+    /// flow collector, changed in place; never rebuilt at a sync).
+    pub(super) workload_names: crate::flows::SharedWorkloads,
     /// Every NetworkSet's and GlobalNetworkSet's nets, by resource key.
     pub(super) netset_names: BTreeMap<String, Vec<crate::flows::NetworkSetNet>>,
     /// Every resource read (only with flow logs on), for the pending
     /// (staged) model; and whether it changed since that was built.
     pub(super) resources: BTreeMap<String, Resource>,
     pub(super) resources_changed: bool,
+    /// The keys of staged policies. Resources are kept only while there
+    /// are any (the pending model needs them all; at 50,000 endpoints
+    /// keeping them always was most of the agent's memory).
+    pub(super) staged: BTreeSet<String>,
+    pub(super) keep_resources: bool,
+    /// Set when resources must be delivered again (the first staged
+    /// policy came): the loop asks the syncer, then clears it.
+    pub(super) want_resend: bool,
     pub(super) status: Arc<Mutex<Status>>,
     pub(super) metrics: Arc<Metrics>,
 }
@@ -135,10 +142,13 @@ impl Agent {
             kernel,
             flow_names: None,
             workload_ids: BTreeMap::new(),
-            workload_names: Arc::new(BTreeMap::new()),
+            workload_names: crate::flows::SharedWorkloads::default(),
             netset_names: BTreeMap::new(),
             resources: BTreeMap::new(),
             resources_changed: false,
+            staged: BTreeSet::new(),
+            keep_resources: false,
+            want_resend: false,
             status,
             metrics,
         }
@@ -148,6 +158,7 @@ impl Agent {
     /// again), and what it believes of the kernel except the nft table
     /// (still there, and the base of the next delta): routes, tunnels and
     /// sysctls are all checked again at the next sync.
+    #[cfg(test)]
     pub(super) fn reset(&mut self) {
         self.graph = CalcGraph::new(&self.node);
         self.state = DesiredState::default();
@@ -160,10 +171,12 @@ impl Agent {
         self.reported.clear();
         self.rp_filter.clear();
         self.workload_ids.clear();
-        self.workload_names = Arc::new(BTreeMap::new());
+        self.workload_names.update(BTreeMap::clear);
         self.netset_names.clear();
         self.resources.clear();
         self.resources_changed = true;
+        self.staged.clear();
+        self.keep_resources = false;
     }
 
     pub(super) fn report(&self, in_sync: bool) {
@@ -246,7 +259,8 @@ impl Agent {
                     Ok(r) => {
                         self.skipped.remove(key);
                         self.note(key, Some(&r));
-                        if self.flow_names.is_some() {
+                        self.note_staged(key, calico_api::kinds::staged::enforced(&r).is_some());
+                        if self.keep_resources {
                             self.resources.insert(key.to_string(), r.clone());
                             self.resources_changed = true;
                         }
@@ -278,6 +292,7 @@ impl Agent {
                 Event::Delete { key, .. } => {
                     self.skipped.remove(key.as_str());
                     self.note(key, None);
+                    self.note_staged(key, false);
                     if self.resources.remove(key.as_str()).is_some() {
                         self.resources_changed = true;
                     }
@@ -370,6 +385,28 @@ impl Agent {
         }
     }
 
+    /// Keeps track of staged policies; with flow logs on, the first one
+    /// asks for every resource again (kept from then on), and the last
+    /// one gone lets them go.
+    fn note_staged(&mut self, key: &str, staged: bool) {
+        if staged {
+            self.staged.insert(key.to_string());
+        } else {
+            self.staged.remove(key);
+        }
+        if self.flow_names.is_none() {
+            return;
+        }
+        if !self.staged.is_empty() && !self.keep_resources {
+            self.keep_resources = true;
+            self.want_resend = true;
+        } else if self.staged.is_empty() && self.keep_resources {
+            self.keep_resources = false;
+            self.resources.clear();
+            self.resources_changed = true;
+        }
+    }
+
     /// Keeps a workload's name by its addresses (None: it is gone).
     fn name_workload(&mut self, key: &str, now: Option<(Vec<IpNet>, crate::flows::Workload)>) {
         let old = self.workload_ids.remove(key);
@@ -379,19 +416,20 @@ impl Agent {
             }
             return;
         }
-        let names = Arc::make_mut(&mut self.workload_names);
-        if let Some((ips, id)) = &old {
-            for ip in ips {
-                if names.get(&ip.addr()) == Some(id) {
-                    names.remove(&ip.addr());
+        self.workload_names.update(|names| {
+            if let Some((ips, id)) = &old {
+                for ip in ips {
+                    if names.get(&ip.addr()) == Some(id) {
+                        names.remove(&ip.addr());
+                    }
                 }
             }
-        }
-        if let Some((ips, id)) = &now {
-            for ip in ips {
-                names.insert(ip.addr(), id.clone());
+            if let Some((ips, id)) = &now {
+                for ip in ips {
+                    names.insert(ip.addr(), id.clone());
+                }
             }
-        }
+        });
         if let Some(n) = now {
             self.workload_ids.insert(key.to_string(), n);
         }
@@ -499,11 +537,7 @@ impl Agent {
             let mut held = names
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let staged = || {
-                self.resources
-                    .values()
-                    .any(|r| calico_api::kinds::staged::enforced(r).is_some())
-            };
+            let staged = || !self.staged.is_empty();
             fresh.pending = if !self.resources_changed {
                 held.pending.clone()
             } else if staged() {
@@ -578,7 +612,7 @@ impl Agent {
                 }
             }
         }
-        n.workloads = Arc::clone(&self.workload_names);
+        n.workloads = self.workload_names.clone();
         n.network_sets = self.netset_names.values().flatten().cloned().collect();
         n.network_sets
             .sort_by_key(|s| std::cmp::Reverse(s.net.prefix_len()));

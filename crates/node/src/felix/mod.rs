@@ -61,6 +61,12 @@ fn until_in_sync(syncer: &Syncer, agent: &mut Agent, once: bool, logging: bool) 
                 let updates = take_all(agent, &evs);
                 agent.feed(updates)?;
             }
+            Ok(SyncEvent::Status(SyncStatus::InSync)) if agent.want_resend => {
+                // Staged policies came with flow logs on: everything
+                // again, kept this time.
+                agent.want_resend = false;
+                syncer.resend();
+            }
             Ok(SyncEvent::Status(SyncStatus::InSync)) => {
                 agent.datastore_in_sync = true;
                 return Ok(());
@@ -131,8 +137,9 @@ pub fn run(args: &Args) -> Result<()> {
         Arc::clone(&metrics),
     );
     // Flow logs turned on by the environment are known before anything is
-    // read: resources are kept from the first delivery, so nothing has
-    // to be delivered twice (at 50,000 endpoints that is most of a start).
+    // read, so staged policies in the first delivery are noticed as it
+    // comes (resources are kept, and delivered again, only if there are
+    // any: at 50,000 endpoints that is most of a start).
     if !args.once
         && Config::resolve(&args.overrides, None, None)
             .0
@@ -162,11 +169,10 @@ pub fn run(args: &Args) -> Result<()> {
             .clone();
         crate::flows::start(args.node.clone(), f, names, Arc::clone(&metrics))
             .context("starting flow logs")?;
-        if !kept {
-            // Turned on by a FelixConfiguration: delivered again now that
-            // the resources are kept (the pending, staged model is built
-            // from them).
-            agent.reset();
+        if !kept && !agent.staged.is_empty() {
+            // Turned on by a FelixConfiguration while policies are staged:
+            // every resource again, kept for the pending model.
+            agent.keep_resources = true;
             syncer.resend();
             until_in_sync(&syncer, &mut agent, args.once, true)
                 .context("reading the datastore again")?;
@@ -231,6 +237,7 @@ fn follow(
         .nftables_refresh
         .min(cfg.route_refresh)
         .min(Duration::from_secs(10));
+    let mut resending = false;
     loop {
         let first = match syncer.recv_timeout(tick) {
             Ok(ev) => ev,
@@ -250,13 +257,14 @@ fn follow(
             match ev {
                 SyncEvent::Updates(evs) => updates.extend(take_all(agent, &evs)),
                 SyncEvent::Status(SyncStatus::InSync) => {
-                    if !agent.datastore_in_sync {
+                    if !agent.datastore_in_sync && !resending {
                         info!("datastore in sync again");
                     }
                     agent.datastore_in_sync = true;
+                    resending = false;
                 }
                 SyncEvent::Status(s) => {
-                    if agent.datastore_in_sync {
+                    if agent.datastore_in_sync && !resending {
                         warn!("datastore: {s:?}; enforcing what is known meanwhile");
                         agent.metrics.resyncs.inc();
                     }
@@ -268,6 +276,14 @@ fn follow(
             next = syncer.try_recv();
         }
         agent.feed(updates)?;
+        if agent.want_resend {
+            // The first staged policy (flow logs on): every resource
+            // again, to be kept for the pending model.
+            info!("staged policies: reading every resource again for pending traces");
+            agent.want_resend = false;
+            resending = true;
+            syncer.resend();
+        }
         addrs.check(&agent.node, &agent.overlay);
         if agent.config(&args.overrides).0 != *cfg {
             restart();

@@ -37,7 +37,7 @@ pub struct Names {
     pub tiers: BTreeMap<String, Vec<String>>,
     /// Every workload's address → who it is (shared with the agent, which
     /// keeps it as changes come).
-    pub workloads: std::sync::Arc<BTreeMap<IpAddr, Workload>>,
+    pub workloads: SharedWorkloads,
     /// Every net of every NetworkSet and GlobalNetworkSet, longest prefix first.
     pub network_sets: Vec<NetworkSetNet>,
     /// The policy with the staged policies applied, when there are any.
@@ -54,6 +54,38 @@ pub struct NetworkSetNet {
     pub namespace: String,
     pub name: String,
     pub labels: BTreeMap<String, String>,
+}
+
+/// Every workload by address, one map the agent updates in place (a
+/// change costs one entry, not a copy of 50,000) and the collector reads.
+/// Two are equal when they are the same map.
+#[derive(Debug, Clone, Default)]
+pub struct SharedWorkloads(Arc<std::sync::RwLock<BTreeMap<IpAddr, Workload>>>);
+
+impl PartialEq for SharedWorkloads {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for SharedWorkloads {}
+
+impl SharedWorkloads {
+    pub fn get(&self, ip: &IpAddr) -> Option<Workload> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(ip)
+            .cloned()
+    }
+
+    /// Changes the map in place.
+    pub fn update<T>(&self, f: impl FnOnce(&mut BTreeMap<IpAddr, Workload>) -> T) -> T {
+        f(&mut self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
 }
 
 /// A workload as flow records name it: its namespace, pod and labels.

@@ -28,8 +28,10 @@ fn names() -> Names {
         name: name.into(),
         labels: BTreeMap::from([("app".to_string(), name.to_string())]),
     };
-    std::sync::Arc::make_mut(&mut n.workloads).insert("10.0.0.1".parse().expect("ip"), w("web"));
-    std::sync::Arc::make_mut(&mut n.workloads).insert("10.0.0.2".parse().expect("ip"), w("db"));
+    n.workloads
+        .update(|m| m.insert("10.0.0.1".parse().expect("ip"), w("web")));
+    n.workloads
+        .update(|m| m.insert("10.0.0.2".parse().expect("ip"), w("db")));
     n
 }
 
