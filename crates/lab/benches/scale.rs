@@ -43,14 +43,19 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[i.min(v.len() - 1)]
 }
 
-/// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: u32) -> f64 {
+/// The fields of `/proc/<pid>/stat` after the command name.
+fn stat_fields(pid: u32) -> Vec<String> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
+    stat.rsplit_once(')')
         .map_or("", |(_, rest)| rest)
         .split_whitespace()
-        .collect();
+        .map(str::to_string)
+        .collect()
+}
+
+/// CPU seconds (user + system) a process has used.
+fn cpu_secs(pid: u32) -> f64 {
+    let fields = stat_fields(pid);
     let ticks = |i: usize| {
         fields
             .get(i)
@@ -71,14 +76,8 @@ fn uptime() -> f64 {
 
 /// When a process started, in seconds since boot (10 ms resolution).
 fn started_at(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
     // starttime is field 22 (19 after the name), in clock ticks.
-    fields
+    stat_fields(pid)
         .get(19)
         .and_then(|f| f.parse::<f64>().ok())
         .unwrap_or(0.0)

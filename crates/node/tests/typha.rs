@@ -7,8 +7,7 @@
 // A test against real processes: it waits on the clock.
 #![allow(clippy::disallowed_methods)]
 
-use calico_test_support::{add_pod, KillOnDrop, Netns};
-use serde_json::json;
+use calico_test_support::{echo_connect as connect, KillOnDrop, Netns};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -41,32 +40,6 @@ fn delete(db: &str, kind: &str, namespace: &str, name: &str) {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-const SERVER: &str = "
-import socket, threading
-def tcp(port):
-    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    s.bind(('0.0.0.0', port)); s.listen(64)
-    while True:
-        c, _ = s.accept(); c.sendall(b'ok'); c.close()
-for p in (80, 81):
-    t = threading.Thread(target=tcp, args=(p,)); t.daemon = True; t.start()
-threading.Event().wait()
-";
-
-/// true: answered; false: dropped (timed out). A refusal (nothing
-/// listening) fails the test.
-fn connect(from: &Netns, ip: &str, port: u16) -> bool {
-    let code = format!(
-        "import socket, sys\ntry:\n    s=socket.create_connection(('{ip}', {port}), timeout=0.5); sys.exit(0 if s.recv(2) == b'ok' else 1)\n\
-except (ConnectionRefusedError, ConnectionResetError):\n    sys.exit(2)\nexcept OSError:\n    sys.exit(1)"
-    );
-    match from.exec(&["python3", "-c", &code]).status.code() {
-        Some(0) => true,
-        Some(2) => panic!("{ip}:{port} refused: a server is down"),
-        _ => false,
-    }
 }
 
 /// Waits until ports 80 and 81 answer as `want` says.
@@ -110,34 +83,11 @@ fn the_agent_follows_the_fan_out_and_survives_its_death() {
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.88.0.0/16}\n---\n\
          apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n",
     );
-    let mut servers = Vec::new();
-    let mut pod = |name: &str| {
-        let ns = Netns::new(&format!("typha-{name}"));
-        let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
-            "datastore_path": db, "ipam": {"type": "calico-ipam"},
-            "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
-        let ip = add_pod(
-            &bin("calico"),
-            &node.name,
-            &ns,
-            &conf.to_string(),
-            "x",
-            name,
-        );
-        let server = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "python3", "-c", SERVER])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("server");
-        servers.push(KillOnDrop(server));
-        for port in [80, 81] {
-            calico_test_support::wait_listening(&ns.name, "tcp", port);
-        }
-        (ns, ip)
+    let pod = |name: &str| {
+        calico_test_support::echo_pod(&bin("calico"), &node.name, &db, "typha", "x", name)
     };
-    let (_a, ip_a) = pod("a");
-    let (b, _) = pod("b");
+    let (_a, ip_a, _sa) = pod("a");
+    let (b, _, _sb) = pod("b");
     apply(&db, dir.path(), ALLOW_80);
 
     let fan_out = typha(&node, &db);

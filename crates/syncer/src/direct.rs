@@ -170,34 +170,31 @@ fn run(
 
 /// One prefix: list, watch, and on any break list again; until stopped.
 fn watcher(store: &dyn Store, prefix: &str, i: usize, tx: &mpsc::Sender<Msg>, flags: &Flags) {
-    let mut backoff = Backoff::new();
-    let pause = |d: Duration| {
-        // Sleeps in ticks so a stop is seen.
+    let backoff = std::cell::Cell::new(Backoff::new());
+    // Reports a failure, then waits out the back-off in ticks (so a stop
+    // is seen); false when the syncer is gone.
+    let broke = |what: &str, e: &(dyn std::error::Error + 'static)| {
+        let mut b = backoff.get();
+        let d = b.next();
+        backoff.set(b);
+        let why = format!("{what} {prefix}: {}; listing again in {d:?}", Chain(e));
+        if tx.send(Msg::Broken(why)).is_err() {
+            return false;
+        }
         let mut left = d;
         while !left.is_zero() && !flags.stop.load(Ordering::SeqCst) {
             let t = left.min(TICK);
             std::thread::sleep(t);
             left -= t;
         }
+        true
     };
     while !flags.stop.load(Ordering::SeqCst) {
         flags.relist[i].store(false, Ordering::SeqCst);
         let listing = match store.list(prefix) {
             Ok(l) => l,
-            Err(e) => {
-                let d = backoff.next();
-                if tx
-                    .send(Msg::Broken(format!(
-                        "listing {prefix}: {}; retrying in {d:?}",
-                        Chain(&e)
-                    )))
-                    .is_err()
-                {
-                    return;
-                }
-                pause(d);
-                continue;
-            }
+            Err(e) if broke("listing", &e) => continue,
+            Err(_) => return,
         };
         let from = listing.revision + 1;
         if tx.send(Msg::Listed(i, listing)).is_err() {
@@ -205,22 +202,10 @@ fn watcher(store: &dyn Store, prefix: &str, i: usize, tx: &mpsc::Sender<Msg>, fl
         }
         let watch = match store.watch(prefix, from) {
             Ok(w) => w,
-            Err(e) => {
-                let d = backoff.next();
-                if tx
-                    .send(Msg::Broken(format!(
-                        "watching {prefix}: {}; listing again in {d:?}",
-                        Chain(&e)
-                    )))
-                    .is_err()
-                {
-                    return;
-                }
-                pause(d);
-                continue;
-            }
+            Err(e) if broke("watching", &e) => continue,
+            Err(_) => return,
         };
-        backoff.reset();
+        backoff.set(Backoff::new());
         loop {
             if flags.stop.load(Ordering::SeqCst) {
                 return;
@@ -235,20 +220,8 @@ fn watcher(store: &dyn Store, prefix: &str, i: usize, tx: &mpsc::Sender<Msg>, fl
                     }
                 }
                 Err(WatchError::Timeout) => {}
-                Err(e) => {
-                    let d = backoff.next();
-                    if tx
-                        .send(Msg::Broken(format!(
-                            "watching {prefix}: {}; listing again in {d:?}",
-                            Chain(&e)
-                        )))
-                        .is_err()
-                    {
-                        return;
-                    }
-                    pause(d);
-                    break;
-                }
+                Err(e) if broke("watching", &e) => break,
+                Err(_) => return,
             }
         }
     }

@@ -81,3 +81,63 @@ pub fn add_pod(
     };
     cni_add(program, &call, conf)
 }
+
+/// A TCP server for pods: on ports 80 and 81 it answers every connection
+/// with `ok` and closes it.
+pub const ECHO_SERVER: &str = "
+import socket, threading
+def tcp(port):
+    s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(('0.0.0.0', port)); s.listen(64)
+    while True:
+        c, _ = s.accept(); c.sendall(b'ok'); c.close()
+for p in (80, 81):
+    t = threading.Thread(target=tcp, args=(p,)); t.daemon = True; t.start()
+threading.Event().wait()
+";
+
+/// A pod of Kubernetes namespace `k8s_namespace` wired by the `calico`
+/// plugin (`plugin`) on node namespace `node` against the embedded
+/// datastore `db`, labelled `app=<name>`, running [`ECHO_SERVER`] (ready
+/// when this returns). Its namespace is called `<tag>-<name>`. Returns the
+/// pod, its address and the server (stopped when dropped).
+pub fn echo_pod(
+    plugin: &std::path::Path,
+    node: &str,
+    db: &str,
+    tag: &str,
+    k8s_namespace: &str,
+    name: &str,
+) -> (crate::Netns, String, crate::KillOnDrop) {
+    let ns = crate::Netns::new(&format!("{tag}-{name}"));
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
+        "nodename": "node-1", "datastore_path": db, "ipam": {"type": "calico-ipam"},
+        "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
+    let ip = add_pod(plugin, node, &ns, &conf.to_string(), k8s_namespace, name);
+    let server = Command::new("ip")
+        .args(["netns", "exec", &ns.name, "python3", "-c", ECHO_SERVER])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("server");
+    let server = crate::KillOnDrop(server);
+    for port in [80, 81] {
+        crate::wait_listening(&ns.name, "tcp", port);
+    }
+    (ns, ip, server)
+}
+
+/// Connects from a pod to `ip:port` (TCP, 0.5 s): true when [`ECHO_SERVER`]
+/// answered, false when the connection was dropped (timed out). A refusal
+/// means a server is down, never a policy: it fails the test.
+pub fn echo_connect(from: &crate::Netns, ip: &str, port: u16) -> bool {
+    let code = format!(
+        "import socket, sys\ntry:\n    s=socket.create_connection(('{ip}', {port}), timeout=0.5); sys.exit(0 if s.recv(2) == b'ok' else 1)\n\
+except (ConnectionRefusedError, ConnectionResetError):\n    sys.exit(2)\nexcept OSError:\n    sys.exit(1)"
+    );
+    match from.exec(&["python3", "-c", &code]).status.code() {
+        Some(0) => true,
+        Some(2) => panic!("{ip}:{port} refused: a server is down"),
+        _ => false,
+    }
+}

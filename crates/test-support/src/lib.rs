@@ -13,7 +13,7 @@ mod netns;
 mod temp_store;
 
 pub use browser::Browser;
-pub use cni::{add_pod, cni_add, run_cni, CniCall};
+pub use cni::{add_pod, cni_add, echo_connect, echo_pod, run_cni, CniCall, ECHO_SERVER};
 pub use etcd::{EtcdServer, EtcdTls};
 pub use fake_kernel::{
     FakeFirewall, FakeLink, FakeRoutes, FakeSysctl, FakeTunnels, FakeWorkloads, Journal,
