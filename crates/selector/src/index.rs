@@ -13,9 +13,21 @@
 //! its anchor; an item change evaluates only the selectors anchored on one
 //! of its labels, plus the few with no anchor. So with 10,000 selectors and
 //! 100,000 items, one change costs a handful of evaluations, not millions.
+//!
+//! Memory: items are numbered inside the index (its sets hold 4-byte ids,
+//! not copies of the caller's keys), and label keys and values are
+//! interned (every endpoint labelled `app=web` shares one `app` and one
+//! `web`); strings no item uses any more are dropped as the index shrinks.
 
 use crate::{Expr, Labels, Selector};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::Arc;
+
+/// An interned string.
+type Str = Arc<str>;
+/// An item's number inside the index.
+type Id = u32;
+type Interned = BTreeMap<Str, Str>;
 
 /// A match between a selector and an item began or ended.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -66,35 +78,45 @@ fn anchor(e: &Expr, count: &dyn Fn(&str, &str) -> usize) -> Anchor {
     }
 }
 
-#[derive(Debug, Clone, Default)]
-struct Item {
-    labels: BTreeMap<String, String>,
-    parents: Vec<String>,
-    effective: BTreeMap<String, String>,
+#[derive(Debug, Clone)]
+struct Item<I> {
+    key: I,
+    labels: Interned,
+    parents: Vec<Str>,
+    effective: Interned,
+    /// False while a deleted item's matches are being undone.
+    alive: bool,
 }
 
-struct View<'a>(&'a BTreeMap<String, String>);
+struct View<'a>(&'a Interned);
 
 impl Labels for View<'_> {
     fn label(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(String::as_str)
+        self.0.get(key).map(|v| &**v)
     }
 }
 
 #[derive(Debug, Clone)]
 pub struct LabelIndex<S: Ord + Clone, I: Ord + Clone> {
     selectors: BTreeMap<S, (Selector, Anchor)>,
-    anchored_kv: BTreeMap<(String, String), BTreeSet<S>>,
+    /// key -> value -> selectors anchored there.
+    anchored_kv: BTreeMap<String, BTreeMap<String, BTreeSet<S>>>,
     anchored_key: BTreeMap<String, BTreeSet<S>>,
     unanchored: BTreeSet<S>,
-    items: BTreeMap<I, Item>,
+    ids: BTreeMap<I, Id>,
+    /// By id; None for a free number.
+    items: Vec<Option<Item<I>>>,
+    free: Vec<Id>,
     /// key -> value -> items (nested, so lookups by `&str` clone nothing).
-    items_kv: BTreeMap<String, BTreeMap<String, BTreeSet<I>>>,
-    items_key: BTreeMap<String, BTreeSet<I>>,
-    parents: BTreeMap<String, BTreeMap<String, String>>,
-    children: BTreeMap<String, BTreeSet<I>>,
-    by_selector: BTreeMap<S, BTreeSet<I>>,
-    by_item: BTreeMap<I, BTreeSet<S>>,
+    items_kv: BTreeMap<Str, BTreeMap<Str, BTreeSet<Id>>>,
+    items_key: BTreeMap<Str, BTreeSet<Id>>,
+    parents: BTreeMap<Str, Interned>,
+    children: BTreeMap<Str, BTreeSet<Id>>,
+    by_selector: BTreeMap<S, BTreeSet<Id>>,
+    by_item: BTreeMap<Id, BTreeSet<S>>,
+    strings: HashSet<Str>,
+    /// How many strings were left after the last sweep.
+    swept: usize,
 }
 
 impl<S: Ord + Clone, I: Ord + Clone> Default for LabelIndex<S, I> {
@@ -104,18 +126,28 @@ impl<S: Ord + Clone, I: Ord + Clone> Default for LabelIndex<S, I> {
             anchored_kv: BTreeMap::new(),
             anchored_key: BTreeMap::new(),
             unanchored: BTreeSet::new(),
-            items: BTreeMap::new(),
+            ids: BTreeMap::new(),
+            items: Vec::new(),
+            free: Vec::new(),
             items_kv: BTreeMap::new(),
             items_key: BTreeMap::new(),
             parents: BTreeMap::new(),
             children: BTreeMap::new(),
             by_selector: BTreeMap::new(),
             by_item: BTreeMap::new(),
+            strings: HashSet::new(),
+            swept: 0,
         }
     }
 }
 
-fn remove_from<K: Ord, V: Ord>(map: &mut BTreeMap<K, BTreeSet<V>>, key: &K, value: &V) {
+fn remove_from<K: Ord, V: Ord, Q: Ord + ?Sized>(
+    map: &mut BTreeMap<K, BTreeSet<V>>,
+    key: &Q,
+    value: &V,
+) where
+    K: std::borrow::Borrow<Q>,
+{
     if let Some(set) = map.get_mut(key) {
         set.remove(value);
         if set.is_empty() {
@@ -129,107 +161,125 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         Self::default()
     }
 
-    fn effective_of(
-        &self,
-        labels: &BTreeMap<String, String>,
-        parents: &[String],
-    ) -> BTreeMap<String, String> {
+    fn intern(&mut self, s: &str) -> Str {
+        if let Some(x) = self.strings.get(s) {
+            return Arc::clone(x);
+        }
+        let x: Str = Arc::from(s);
+        self.strings.insert(Arc::clone(&x));
+        x
+    }
+
+    fn intern_map(&mut self, labels: &BTreeMap<String, String>) -> Interned {
+        labels
+            .iter()
+            .map(|(k, v)| (self.intern(k), self.intern(v)))
+            .collect()
+    }
+
+    /// Drops the strings only the interner still holds, once it has
+    /// doubled since the last time (amortised: a constant per change).
+    fn sweep(&mut self) {
+        if self.strings.len() > 2 * self.swept + 1024 {
+            self.strings.retain(|s| Arc::strong_count(s) > 1);
+            self.swept = self.strings.len();
+        }
+    }
+
+    fn item(&self, id: Id) -> Option<&Item<I>> {
+        self.items.get(id as usize).and_then(Option::as_ref)
+    }
+
+    fn key_of(&self, id: Id) -> Option<&I> {
+        self.item(id).map(|it| &it.key)
+    }
+
+    fn effective_of(&self, labels: &Interned, parents: &[Str]) -> Interned {
         let mut eff = BTreeMap::new();
         for p in parents.iter().rev() {
             if let Some(l) = self.parents.get(p) {
-                eff.extend(l.iter().map(|(k, v)| (k.clone(), v.clone())));
+                eff.extend(l.iter().map(|(k, v)| (Arc::clone(k), Arc::clone(v))));
             }
         }
-        eff.extend(labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+        eff.extend(labels.iter().map(|(k, v)| (Arc::clone(k), Arc::clone(v))));
         eff
     }
 
-    fn index_labels(&mut self, i: &I, labels: &BTreeMap<String, String>, add: bool) {
+    fn index_labels(&mut self, id: Id, labels: &Interned, add: bool) {
         for (k, v) in labels {
             if add {
-                let values = match self.items_kv.get_mut(k.as_str()) {
-                    Some(values) => values,
-                    None => self.items_kv.entry(k.clone()).or_default(),
-                };
-                match values.get_mut(v.as_str()) {
-                    Some(items) => {
-                        items.insert(i.clone());
-                    }
-                    None => {
-                        values.insert(v.clone(), BTreeSet::from([i.clone()]));
-                    }
-                }
-                match self.items_key.get_mut(k.as_str()) {
-                    Some(items) => {
-                        items.insert(i.clone());
-                    }
-                    None => {
-                        self.items_key
-                            .insert(k.clone(), BTreeSet::from([i.clone()]));
-                    }
-                }
+                self.items_kv
+                    .entry(Arc::clone(k))
+                    .or_default()
+                    .entry(Arc::clone(v))
+                    .or_default()
+                    .insert(id);
+                self.items_key.entry(Arc::clone(k)).or_default().insert(id);
             } else {
-                if let Some(values) = self.items_kv.get_mut(k.as_str()) {
-                    remove_from(values, v, i);
+                if let Some(values) = self.items_kv.get_mut(k) {
+                    remove_from(values, &**v, &id);
                     if values.is_empty() {
-                        self.items_kv.remove(k.as_str());
+                        self.items_kv.remove(k);
                     }
                 }
-                remove_from(&mut self.items_key, k, i);
+                remove_from(&mut self.items_key, &**k, &id);
             }
         }
     }
 
     /// The items carrying label `k` = `v`.
-    fn items_with(&self, k: &str, v: &str) -> Option<&BTreeSet<I>> {
+    fn items_with(&self, k: &str, v: &str) -> Option<&BTreeSet<Id>> {
         self.items_kv.get(k)?.get(v)
     }
 
-    fn set_match(&mut self, s: &S, i: &I, matched: bool, events: &mut Vec<MatchEvent<S, I>>) {
-        let was = self.by_selector.get(s).is_some_and(|set| set.contains(i));
+    fn set_match(&mut self, s: &S, id: Id, matched: bool, events: &mut Vec<MatchEvent<S, I>>) {
+        let was = self.by_selector.get(s).is_some_and(|set| set.contains(&id));
+        let Some(key) = self.key_of(id).cloned() else {
+            return;
+        };
         if matched && !was {
-            self.by_selector
-                .entry(s.clone())
-                .or_default()
-                .insert(i.clone());
-            self.by_item.entry(i.clone()).or_default().insert(s.clone());
-            events.push(MatchEvent::Started(s.clone(), i.clone()));
+            self.by_selector.entry(s.clone()).or_default().insert(id);
+            self.by_item.entry(id).or_default().insert(s.clone());
+            events.push(MatchEvent::Started(s.clone(), key));
         } else if !matched && was {
-            remove_from(&mut self.by_selector, s, i);
-            remove_from(&mut self.by_item, i, s);
-            events.push(MatchEvent::Stopped(s.clone(), i.clone()));
+            remove_from(&mut self.by_selector, s, &id);
+            remove_from(&mut self.by_item, &id, s);
+            events.push(MatchEvent::Stopped(s.clone(), key));
         }
     }
 
-    /// Re-evaluates the selectors that could match item `i` (or did).
-    fn reevaluate_item(&mut self, i: &I, events: &mut Vec<MatchEvent<S, I>>) {
-        let mut candidates: BTreeSet<S> = self.by_item.get(i).cloned().unwrap_or_default();
-        if let Some(item) = self.items.get(i) {
+    /// Re-evaluates the selectors that could match item `id` (or did).
+    fn reevaluate_item(&mut self, id: Id, events: &mut Vec<MatchEvent<S, I>>) {
+        let mut candidates: BTreeSet<S> = self.by_item.get(&id).cloned().unwrap_or_default();
+        if let Some(item) = self.item(id).filter(|it| it.alive) {
             candidates.extend(self.unanchored.iter().cloned());
             for (k, v) in &item.effective {
-                candidates.extend(
-                    self.anchored_kv
-                        .get(&(k.clone(), v.clone()))
-                        .into_iter()
-                        .flatten()
-                        .cloned(),
-                );
-                candidates.extend(self.anchored_key.get(k).into_iter().flatten().cloned());
+                if let Some(values) = self.anchored_kv.get(&**k) {
+                    candidates.extend(values.get(&**v).into_iter().flatten().cloned());
+                }
+                candidates.extend(self.anchored_key.get(&**k).into_iter().flatten().cloned());
             }
         }
         for s in candidates {
-            let matched = match (self.items.get(i), self.selectors.get(&s)) {
+            let matched = match (self.item(id).filter(|it| it.alive), self.selectors.get(&s)) {
                 (Some(item), Some((sel, _))) => sel.matches(&View(&item.effective)),
                 _ => false,
             };
-            self.set_match(&s, i, matched, events);
+            self.set_match(&s, id, matched, events);
         }
     }
 
     fn unanchor(&mut self, id: &S) {
         if let Some((_, a)) = self.selectors.get(id) {
             match a.clone() {
-                Anchor::KeyValue(k, v) => remove_from(&mut self.anchored_kv, &(k, v), id),
+                Anchor::KeyValue(k, v) => {
+                    if let Some(values) = self.anchored_kv.get_mut(&k) {
+                        remove_from(values, &v, id);
+                        if values.is_empty() {
+                            self.anchored_kv.remove(&k);
+                        }
+                    }
+                }
                 Anchor::Key(k) => remove_from(&mut self.anchored_key, &k, id),
                 Anchor::None => {
                     self.unanchored.remove(id);
@@ -243,34 +293,42 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         self.unanchor(&id);
         let count = |k: &str, v: &str| self.items_with(k, v).map_or(0, BTreeSet::len);
         let a = anchor(selector.expr(), &count);
-        let mut candidates: BTreeSet<I> = self.by_selector.get(&id).cloned().unwrap_or_default();
+        let mut candidates: BTreeSet<Id> = self.by_selector.get(&id).cloned().unwrap_or_default();
         match &a {
             Anchor::KeyValue(k, v) => {
                 self.anchored_kv
-                    .entry((k.clone(), v.clone()))
+                    .entry(k.clone())
+                    .or_default()
+                    .entry(v.clone())
                     .or_default()
                     .insert(id.clone());
-                candidates.extend(self.items_with(k, v).into_iter().flatten().cloned());
+                candidates.extend(self.items_with(k, v).into_iter().flatten().copied());
             }
             Anchor::Key(k) => {
                 self.anchored_key
                     .entry(k.clone())
                     .or_default()
                     .insert(id.clone());
-                candidates.extend(self.items_key.get(k).into_iter().flatten().cloned());
+                candidates.extend(
+                    self.items_key
+                        .get(k.as_str())
+                        .into_iter()
+                        .flatten()
+                        .copied(),
+                );
             }
             Anchor::None => {
                 self.unanchored.insert(id.clone());
-                candidates.extend(self.items.keys().cloned());
+                candidates.extend(self.ids.values().copied());
             }
         }
         let mut events = Vec::new();
         for i in candidates {
             let matched = self
-                .items
-                .get(&i)
+                .item(i)
+                .filter(|it| it.alive)
                 .is_some_and(|item| selector.matches(&View(&item.effective)));
-            self.set_match(&id, &i, matched, &mut events);
+            self.set_match(&id, i, matched, &mut events);
         }
         self.selectors.insert(id, (selector, a));
         events
@@ -280,15 +338,15 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         self.unanchor(id);
         self.selectors.remove(id);
         let mut events = Vec::new();
-        let matched: Vec<I> = self
+        let matched: Vec<Id> = self
             .by_selector
             .get(id)
             .into_iter()
             .flatten()
-            .cloned()
+            .copied()
             .collect();
         for i in matched {
-            self.set_match(id, &i, false, &mut events);
+            self.set_match(id, i, false, &mut events);
         }
         events
     }
@@ -296,46 +354,80 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
     /// Adds or changes an item: its own labels and its parents, in priority order.
     pub fn update_item(
         &mut self,
-        id: I,
+        key: I,
         labels: BTreeMap<String, String>,
         parents: Vec<String>,
     ) -> Vec<MatchEvent<S, I>> {
-        if let Some(old) = self.items.remove(&id) {
-            for p in &old.parents {
-                remove_from(&mut self.children, p, &id);
+        let labels = self.intern_map(&labels);
+        let parents: Vec<Str> = parents.iter().map(|p| self.intern(p)).collect();
+        let id = match self.ids.get(&key) {
+            Some(&id) => {
+                if let Some(old) = self.items.get_mut(id as usize).and_then(Option::take) {
+                    for p in &old.parents {
+                        remove_from(&mut self.children, &**p, &id);
+                    }
+                    self.index_labels(id, &old.effective, false);
+                }
+                id
             }
-            self.index_labels(&id, &old.effective, false);
-        }
+            None => {
+                let id = self.free.pop().unwrap_or_else(|| {
+                    self.items.push(None);
+                    Id::try_from(self.items.len() - 1).unwrap_or(Id::MAX)
+                });
+                self.ids.insert(key.clone(), id);
+                id
+            }
+        };
         for p in &parents {
-            self.children
-                .entry(p.clone())
-                .or_default()
-                .insert(id.clone());
+            self.children.entry(Arc::clone(p)).or_default().insert(id);
         }
         let effective = self.effective_of(&labels, &parents);
-        self.index_labels(&id, &effective, true);
-        self.items.insert(
-            id.clone(),
-            Item {
+        self.index_labels(id, &effective, true);
+        if let Some(slot) = self.items.get_mut(id as usize) {
+            *slot = Some(Item {
+                key,
                 labels,
                 parents,
                 effective,
-            },
-        );
-        let mut events = Vec::new();
-        self.reevaluate_item(&id, &mut events);
-        events
-    }
-
-    pub fn delete_item(&mut self, id: &I) -> Vec<MatchEvent<S, I>> {
-        if let Some(old) = self.items.remove(id) {
-            for p in &old.parents {
-                remove_from(&mut self.children, p, id);
-            }
-            self.index_labels(id, &old.effective, false);
+                alive: true,
+            });
         }
         let mut events = Vec::new();
         self.reevaluate_item(id, &mut events);
+        self.sweep();
+        events
+    }
+
+    pub fn delete_item(&mut self, key: &I) -> Vec<MatchEvent<S, I>> {
+        let mut events = Vec::new();
+        let Some(id) = self.ids.remove(key) else {
+            return events;
+        };
+        let old = self
+            .items
+            .get_mut(id as usize)
+            .and_then(Option::as_mut)
+            .map(|it| {
+                it.alive = false;
+                (
+                    std::mem::take(&mut it.parents),
+                    std::mem::take(&mut it.effective),
+                )
+            });
+        if let Some((parents, effective)) = old {
+            for p in &parents {
+                remove_from(&mut self.children, &**p, &id);
+            }
+            self.index_labels(id, &effective, false);
+        }
+        self.reevaluate_item(id, &mut events);
+        if let Some(slot) = self.items.get_mut(id as usize) {
+            *slot = None;
+        }
+        self.by_item.remove(&id);
+        self.free.push(id);
+        self.sweep();
         events
     }
 
@@ -345,55 +437,65 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         id: &str,
         labels: BTreeMap<String, String>,
     ) -> Vec<MatchEvent<S, I>> {
-        self.parents.insert(id.to_string(), labels);
+        let key = self.intern(id);
+        let labels = self.intern_map(&labels);
+        self.parents.insert(key, labels);
         self.reevaluate_children(id)
     }
 
     pub fn delete_parent(&mut self, id: &str) -> Vec<MatchEvent<S, I>> {
         self.parents.remove(id);
-        self.reevaluate_children(id)
+        let events = self.reevaluate_children(id);
+        self.sweep();
+        events
     }
 
     fn reevaluate_children(&mut self, parent: &str) -> Vec<MatchEvent<S, I>> {
         let mut events = Vec::new();
-        let children: Vec<I> = self
+        let children: Vec<Id> = self
             .children
             .get(parent)
             .into_iter()
             .flatten()
-            .cloned()
+            .copied()
             .collect();
         for i in children {
-            let Some(item) = self.items.get(&i) else {
+            let Some(item) = self.item(i) else {
                 continue;
             };
             let old = item.effective.clone();
             let new = self.effective_of(&item.labels, &item.parents);
-            self.index_labels(&i, &old, false);
-            self.index_labels(&i, &new, true);
-            if let Some(item) = self.items.get_mut(&i) {
+            self.index_labels(i, &old, false);
+            self.index_labels(i, &new, true);
+            if let Some(Some(item)) = self.items.get_mut(i as usize) {
                 item.effective = new;
             }
-            self.reevaluate_item(&i, &mut events);
+            self.reevaluate_item(i, &mut events);
         }
         events
     }
 
     /// The items a selector matches now.
     pub fn matches(&self, selector: &S) -> impl Iterator<Item = &I> {
-        self.by_selector.get(selector).into_iter().flatten()
+        self.by_selector
+            .get(selector)
+            .into_iter()
+            .flatten()
+            .filter_map(|&id| self.key_of(id))
     }
 
     /// The selectors that match an item now.
     pub fn selectors_of(&self, item: &I) -> impl Iterator<Item = &S> {
-        self.by_item.get(item).into_iter().flatten()
+        self.ids
+            .get(item)
+            .and_then(|id| self.by_item.get(id))
+            .into_iter()
+            .flatten()
     }
 
     /// An item's effective label, as selectors see it.
     pub fn label_of(&self, item: &I, key: &str) -> Option<&str> {
-        self.items
-            .get(item)
-            .and_then(|it| it.effective.get(key))
-            .map(String::as_str)
+        let id = *self.ids.get(item)?;
+        self.item(id)?.effective.get(key).map(|v| &**v)
     }
 }
