@@ -141,12 +141,11 @@ impl<S: Ord + Clone, I: Ord + Clone> Default for LabelIndex<S, I> {
     }
 }
 
-fn remove_from<K: Ord, V: Ord, Q: Ord + ?Sized>(
-    map: &mut BTreeMap<K, BTreeSet<V>>,
-    key: &Q,
-    value: &V,
-) where
-    K: std::borrow::Borrow<Q>,
+fn remove_from<K, V, Q>(map: &mut BTreeMap<K, BTreeSet<V>>, key: &Q, value: &V)
+where
+    K: Ord + std::borrow::Borrow<Q>,
+    V: Ord,
+    Q: Ord + ?Sized,
 {
     if let Some(set) = map.get_mut(key) {
         set.remove(value);
