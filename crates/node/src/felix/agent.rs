@@ -93,7 +93,7 @@ pub(super) struct Agent {
     pub(super) flow_names: Option<Arc<Mutex<crate::flows::Names>>>,
     /// Every workload's addresses and identity (namespace, pod, labels),
     /// to name flow records by; by resource key.
-    pub(super) workload_ids: BTreeMap<String, (Vec<IpNet>, crate::flows::Workload)>,
+    pub(super) workload_ids: BTreeMap<String, (Vec<IpNet>, Arc<crate::flows::Workload>)>,
     /// The same by address, kept as changes come (one map shared with the
     /// flow collector, changed in place; never rebuilt at a sync).
     pub(super) workload_names: crate::flows::SharedWorkloads,
@@ -347,7 +347,7 @@ impl Agent {
                                 labels: w.metadata.labels.clone(),
                             };
                             let ips = crate::events::workload_ips(&w.spec);
-                            self.name_workload(key, Some((ips, id)));
+                            self.name_workload(key, Some((ips, Arc::new(id))));
                         }
                         _ => self.name_workload(key, None),
                     }
@@ -408,7 +408,7 @@ impl Agent {
     }
 
     /// Keeps a workload's name by its addresses (None: it is gone).
-    fn name_workload(&mut self, key: &str, now: Option<(Vec<IpNet>, crate::flows::Workload)>) {
+    fn name_workload(&mut self, key: &str, now: Option<(Vec<IpNet>, Arc<crate::flows::Workload>)>) {
         let old = self.workload_ids.remove(key);
         if old.as_ref() == now.as_ref() {
             if let Some(o) = old {
@@ -426,7 +426,7 @@ impl Agent {
             }
             if let Some((ips, id)) = &now {
                 for ip in ips {
-                    names.insert(ip.addr(), id.clone());
+                    names.insert(ip.addr(), Arc::clone(id));
                 }
             }
         });

@@ -507,7 +507,13 @@ impl Aggregator {
 /// network set that holds it, or `pub`/`pvt` with the address.
 fn end_of(names: &Names, ip: IpAddr) -> End {
     if let Some(w) = names.workloads.get(&ip) {
-        return (w.namespace, w.name, None, w.labels, "wep");
+        return (
+            w.namespace.clone(),
+            w.name.clone(),
+            None,
+            w.labels.clone(),
+            "wep",
+        );
     }
     // The most specific network set that holds it (sets are kept longest
     // prefix first); its members are one end, as Calico aggregates them.

@@ -60,7 +60,7 @@ pub struct NetworkSetNet {
 /// change costs one entry, not a copy of 50,000) and the collector reads.
 /// Two are equal when they are the same map.
 #[derive(Debug, Clone, Default)]
-pub struct SharedWorkloads(Arc<std::sync::RwLock<BTreeMap<IpAddr, Workload>>>);
+pub struct SharedWorkloads(Arc<std::sync::RwLock<BTreeMap<IpAddr, Arc<Workload>>>>);
 
 impl PartialEq for SharedWorkloads {
     fn eq(&self, other: &Self) -> bool {
@@ -71,7 +71,7 @@ impl PartialEq for SharedWorkloads {
 impl Eq for SharedWorkloads {}
 
 impl SharedWorkloads {
-    pub fn get(&self, ip: &IpAddr) -> Option<Workload> {
+    pub fn get(&self, ip: &IpAddr) -> Option<Arc<Workload>> {
         self.0
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -80,7 +80,7 @@ impl SharedWorkloads {
     }
 
     /// Changes the map in place.
-    pub fn update<T>(&self, f: impl FnOnce(&mut BTreeMap<IpAddr, Workload>) -> T) -> T {
+    pub fn update<T>(&self, f: impl FnOnce(&mut BTreeMap<IpAddr, Arc<Workload>>) -> T) -> T {
         f(&mut self
             .0
             .write()

@@ -28,10 +28,18 @@ fn names() -> Names {
         name: name.into(),
         labels: BTreeMap::from([("app".to_string(), name.to_string())]),
     };
-    n.workloads
-        .update(|m| m.insert("10.0.0.1".parse().expect("ip"), w("web")));
-    n.workloads
-        .update(|m| m.insert("10.0.0.2".parse().expect("ip"), w("db")));
+    n.workloads.update(|m| {
+        m.insert(
+            "10.0.0.1".parse().expect("ip"),
+            std::sync::Arc::new(w("web")),
+        )
+    });
+    n.workloads.update(|m| {
+        m.insert(
+            "10.0.0.2".parse().expect("ip"),
+            std::sync::Arc::new(w("db")),
+        )
+    });
     n
 }
 
