@@ -51,17 +51,7 @@ impl Node {
     }
 
     fn ctl_delete(&self, kind: &str, name: &str, ns: &str) {
-        let out = Command::new(bin("calicoctl"))
-            .args(["--config", "/nonexistent", "delete", kind, name, "-n", ns])
-            .env("CALICO_DATASTORE_PATH", self.db())
-            .env_remove("DATASTORE_TYPE")
-            .output()
-            .expect("calicoctl");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        calico_test_support::ctl_delete(&bin("calicoctl"), &self.db(), kind, ns, name);
     }
 
     /// Runs the agent once inside the node namespace.

@@ -21,25 +21,7 @@ fn apply(db: &str, dir: &Path, yaml: &str) {
 }
 
 fn delete(db: &str, kind: &str, namespace: &str, name: &str) {
-    let out = Command::new(bin("calicoctl"))
-        .args([
-            "--config",
-            "/nonexistent",
-            "delete",
-            kind,
-            name,
-            "-n",
-            namespace,
-        ])
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .output()
-        .expect("calicoctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    calico_test_support::ctl_delete(&bin("calicoctl"), db, kind, namespace, name);
 }
 
 /// Waits until ports 80 and 81 answer as `want` says.

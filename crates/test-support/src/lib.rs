@@ -152,6 +152,30 @@ pub fn ctl_apply(calicoctl: &std::path::Path, db: &str, dir: &std::path::Path, y
     );
 }
 
+/// `calicoctl delete <kind> <name> -n <namespace>` against the embedded
+/// datastore at `db`; panics with calicoctl's stderr if refused.
+pub fn ctl_delete(calicoctl: &std::path::Path, db: &str, kind: &str, namespace: &str, name: &str) {
+    let out = std::process::Command::new(calicoctl)
+        .args([
+            "--config",
+            "/nonexistent",
+            "delete",
+            kind,
+            name,
+            "-n",
+            namespace,
+        ])
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("run calicoctl");
+    assert!(
+        out.status.success(),
+        "calicoctl delete: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// `calico-node felix --node node-1` following the embedded datastore at
 /// `db`, inside the namespace at `netns` (a path), with `env` on top
 /// (health off unless `env` says otherwise); killed when dropped.
