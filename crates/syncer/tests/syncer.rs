@@ -321,6 +321,29 @@ fn a_slow_client_is_dropped_and_the_rest_carry_on() {
     });
 }
 
+/// A careless operator's huge resources (1.5 MiB each, the most a
+/// resource may be) written in one burst: every client still gets them,
+/// live and in a snapshot (a message never outgrows what clients decode).
+#[test]
+fn huge_resources_reach_every_client() {
+    let store: Arc<dyn Store> = Arc::new(MemoryStore::new());
+    let server = Running::start(&store, &typha_config()).expect("typha");
+    let live = connect(server.addr, "node-1", None);
+    let mut c = Consumer::default();
+    c.until(&live, "in sync", |c| c.status == Some(SyncStatus::InSync));
+    let big = "x".repeat(1536 * 1024 - 100);
+    for i in 0..60 {
+        let key = resource_key(Kind::GlobalNetworkPolicy, None, &format!("huge{i}"));
+        put(store.as_ref(), (key, big.clone().into_bytes()));
+    }
+    c.until(&live, "60 huge resources", |c| c.keys.len() == 60);
+    let late = connect(server.addr, "node-2", None);
+    let mut l = Consumer::default();
+    l.until(&late, "a snapshot of them", |c| {
+        c.status == Some(SyncStatus::InSync) && c.keys.len() == 60
+    });
+}
+
 #[test]
 fn mutual_tls_keeps_strangers_out() {
     let dir = tempfile::tempdir().expect("tempdir");

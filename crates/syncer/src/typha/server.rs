@@ -29,6 +29,10 @@ use tracing::{info, warn};
 
 /// Keys per message of changes.
 const CHUNK: usize = 1000;
+/// Bytes (keys and values) per message at most, unless one key alone is
+/// bigger: a resource may be 1.5 MiB, and clients decode messages of up to
+/// 64 MiB, so no batch of big resources can make a message they refuse.
+const CHUNK_BYTES: usize = 4 << 20;
 /// Keys per snapshot message (smaller: hundreds of clients may be taking
 /// a snapshot at once, each with a few messages queued).
 const SNAPSHOT_CHUNK: usize = 100;
@@ -135,6 +139,30 @@ pub(crate) fn to_kv(ev: &Event) -> Kv {
     }
 }
 
+/// `kvs` in runs of at most `keys` keys and [`CHUNK_BYTES`] bytes (a key
+/// bigger than that alone makes a run of one).
+fn chunks(kvs: &[Kv], keys: usize) -> impl Iterator<Item = &[Kv]> {
+    let mut rest = kvs;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let mut bytes = 0;
+        let mut n = 0;
+        while n < rest.len() && n < keys {
+            let size = rest[n].key.len() + rest[n].value.len();
+            if n > 0 && bytes + size > CHUNK_BYTES {
+                break;
+            }
+            bytes += size;
+            n += 1;
+        }
+        let (run, tail) = rest.split_at(n);
+        rest = tail;
+        Some(run)
+    })
+}
+
 /// Keeps a feed's state from its syncer and broadcasts every change;
 /// runs until the process ends.
 fn pump(
@@ -164,8 +192,7 @@ fn pump(
                 }
                 // In chunks, as snapshots are: no message grows with the
                 // size of a bulk change.
-                updates
-                    .chunks(CHUNK)
+                chunks(&updates, CHUNK)
                     .map(|c| SyncMessage {
                         updates: c.to_vec(),
                         status: WireStatus::Unspecified.into(),
@@ -275,6 +302,12 @@ impl Service {
                     .client_ca_root(Certificate::from_pem(read(&tls.client_ca)?)),
             )?;
         }
+        if config.tls.is_none() {
+            warn!(
+                "serving without TLS: any client that reaches {} reads the cluster's policy and endpoints (set a server certificate, key and client CA)",
+                config.listen
+            );
+        }
         builder
             .add_service(TyphaServer::new(self))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
@@ -370,7 +403,7 @@ impl Client {
         let n = snapshot.len() as u64;
         // One small chunk at a time is copied out of the shared snapshot,
         // so a client costs a few chunks of memory however big the state.
-        for chunk in snapshot.chunks(SNAPSHOT_CHUNK) {
+        for chunk in chunks(&snapshot, SNAPSHOT_CHUNK) {
             self.send(SyncMessage {
                 updates: chunk.to_vec(),
                 status: WireStatus::Unspecified.into(),
@@ -503,5 +536,53 @@ impl Typha for Service {
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx),
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn kv(n: usize, size: usize) -> Kv {
+        Kv {
+            key: format!("/k/{n}"),
+            value: bytes::Bytes::from(vec![b'x'; size]),
+            deleted: false,
+            mod_revision: 1,
+            create_revision: 1,
+        }
+    }
+
+    #[test]
+    fn messages_stay_under_the_byte_limit_and_keep_every_key_in_order() {
+        let big = 1536 * 1024;
+        let kvs: Vec<Kv> = (0..100)
+            .map(|n| kv(n, if n % 3 == 0 { big } else { 10 }))
+            .chain([kv(100, 10 << 20)])
+            .collect();
+        let runs: Vec<&[Kv]> = chunks(&kvs, 1000).collect();
+        let keys: Vec<&str> = runs
+            .iter()
+            .flat_map(|r| r.iter().map(|k| k.key.as_str()))
+            .collect();
+        let want: Vec<String> = (0..=100).map(|n| format!("/k/{n}")).collect();
+        assert_eq!(keys, want.iter().map(String::as_str).collect::<Vec<_>>());
+        for r in &runs {
+            let bytes: usize = r.iter().map(|k| k.key.len() + k.value.len()).sum();
+            assert!(
+                r.len() == 1 || bytes <= CHUNK_BYTES,
+                "{} keys, {bytes} bytes",
+                r.len()
+            );
+        }
+        // The 10 MiB key travels alone.
+        assert_eq!(runs.last().map(|r| r.len()), Some(1));
+        // And by count.
+        let small: Vec<Kv> = (0..250).map(|n| kv(n, 1)).collect();
+        assert_eq!(
+            chunks(&small, 100).map(<[Kv]>::len).collect::<Vec<_>>(),
+            [100, 100, 50]
+        );
+        assert_eq!(chunks(&[], 100).count(), 0);
     }
 }
