@@ -81,18 +81,38 @@ fn anchor(e: &Expr, count: &dyn Fn(&str, &str) -> usize) -> Anchor {
 #[derive(Debug, Clone)]
 struct Item<I> {
     key: I,
-    labels: Interned,
-    parents: Vec<Str>,
-    effective: Interned,
+    /// Its own labels, sorted by key (a slice: a map's node would be
+    /// mostly empty for the handful of labels an endpoint has).
+    labels: Box<[(Str, Str)]>,
+    parents: Box<[Str]>,
     /// False while a deleted item's matches are being undone.
     alive: bool,
 }
 
-struct View<'a>(&'a Interned);
+/// An item's effective labels as selectors see them, looked up through
+/// its own labels, then its parents' in order (never materialised).
+struct View<'a> {
+    own: &'a [(Str, Str)],
+    parents: &'a [Str],
+    parent_labels: &'a BTreeMap<Str, Interned>,
+}
+
+impl<'a> View<'a> {
+    fn get(&self, key: &str) -> Option<&'a str> {
+        if let Ok(i) = self.own.binary_search_by(|(k, _)| (**k).cmp(key)) {
+            return Some(&self.own[i].1);
+        }
+        let parent_labels = self.parent_labels;
+        self.parents
+            .iter()
+            .find_map(|p| parent_labels.get(p)?.get(key))
+            .map(|v| &**v)
+    }
+}
 
 impl Labels for View<'_> {
     fn label(&self, key: &str) -> Option<&str> {
-        self.0.get(key).map(|v| &**v)
+        self.get(key)
     }
 }
 
@@ -193,7 +213,8 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         self.item(id).map(|it| &it.key)
     }
 
-    fn effective_of(&self, labels: &Interned, parents: &[Str]) -> Interned {
+    /// An item's effective labels, built (for indexing them).
+    fn effective_of(&self, labels: &[(Str, Str)], parents: &[Str]) -> Interned {
         let mut eff = BTreeMap::new();
         for p in parents.iter().rev() {
             if let Some(l) = self.parents.get(p) {
@@ -202,6 +223,14 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         }
         eff.extend(labels.iter().map(|(k, v)| (Arc::clone(k), Arc::clone(v))));
         eff
+    }
+
+    fn view<'a>(&'a self, item: &'a Item<I>) -> View<'a> {
+        View {
+            own: &item.labels,
+            parents: &item.parents,
+            parent_labels: &self.parents,
+        }
     }
 
     fn index_labels(&mut self, id: Id, labels: &Interned, add: bool) {
@@ -252,7 +281,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         let mut candidates: BTreeSet<S> = self.by_item.get(&id).cloned().unwrap_or_default();
         if let Some(item) = self.item(id).filter(|it| it.alive) {
             candidates.extend(self.unanchored.iter().cloned());
-            for (k, v) in &item.effective {
+            for (k, v) in &self.effective_of(&item.labels, &item.parents) {
                 if let Some(values) = self.anchored_kv.get(&**k) {
                     candidates.extend(values.get(&**v).into_iter().flatten().cloned());
                 }
@@ -261,7 +290,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         }
         for s in candidates {
             let matched = match (self.item(id).filter(|it| it.alive), self.selectors.get(&s)) {
-                (Some(item), Some((sel, _))) => sel.matches(&View(&item.effective)),
+                (Some(item), Some((sel, _))) => sel.matches(&self.view(item)),
                 _ => false,
             };
             self.set_match(&s, id, matched, events);
@@ -326,7 +355,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
             let matched = self
                 .item(i)
                 .filter(|it| it.alive)
-                .is_some_and(|item| selector.matches(&View(&item.effective)));
+                .is_some_and(|item| selector.matches(&self.view(item)));
             self.set_match(&id, i, matched, &mut events);
         }
         self.selectors.insert(id, (selector, a));
@@ -357,15 +386,16 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
         labels: BTreeMap<String, String>,
         parents: Vec<String>,
     ) -> Vec<MatchEvent<S, I>> {
-        let labels = self.intern_map(&labels);
-        let parents: Vec<Str> = parents.iter().map(|p| self.intern(p)).collect();
+        let labels: Box<[(Str, Str)]> = self.intern_map(&labels).into_iter().collect();
+        let parents: Box<[Str]> = parents.iter().map(|p| self.intern(p)).collect();
         let id = match self.ids.get(&key) {
             Some(&id) => {
                 if let Some(old) = self.items.get_mut(id as usize).and_then(Option::take) {
                     for p in &old.parents {
                         remove_from(&mut self.children, &**p, &id);
                     }
-                    self.index_labels(id, &old.effective, false);
+                    let effective = self.effective_of(&old.labels, &old.parents);
+                    self.index_labels(id, &effective, false);
                 }
                 id
             }
@@ -378,7 +408,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
                 id
             }
         };
-        for p in &parents {
+        for p in parents.iter() {
             self.children.entry(Arc::clone(p)).or_default().insert(id);
         }
         let effective = self.effective_of(&labels, &parents);
@@ -388,7 +418,6 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
                 key,
                 labels,
                 parents,
-                effective,
                 alive: true,
             });
         }
@@ -410,14 +439,15 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
             .map(|it| {
                 it.alive = false;
                 (
+                    std::mem::take(&mut it.labels),
                     std::mem::take(&mut it.parents),
-                    std::mem::take(&mut it.effective),
                 )
             });
-        if let Some((parents, effective)) = old {
-            for p in &parents {
+        if let Some((labels, parents)) = old {
+            for p in parents.iter() {
                 remove_from(&mut self.children, &**p, &id);
             }
+            let effective = self.effective_of(&labels, &parents);
             self.index_labels(id, &effective, false);
         }
         self.reevaluate_item(id, &mut events);
@@ -438,19 +468,22 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
     ) -> Vec<MatchEvent<S, I>> {
         let key = self.intern(id);
         let labels = self.intern_map(&labels);
-        self.parents.insert(key, labels);
-        self.reevaluate_children(id)
+        self.change_parent(id, Some((key, labels)))
     }
 
     pub fn delete_parent(&mut self, id: &str) -> Vec<MatchEvent<S, I>> {
-        self.parents.remove(id);
-        let events = self.reevaluate_children(id);
+        let events = self.change_parent(id, None);
         self.sweep();
         events
     }
 
-    fn reevaluate_children(&mut self, parent: &str) -> Vec<MatchEvent<S, I>> {
-        let mut events = Vec::new();
+    /// Sets or removes a parent's labels, re-indexing its children: their
+    /// effective labels before the change come out, after it go in.
+    fn change_parent(
+        &mut self,
+        parent: &str,
+        new: Option<(Str, Interned)>,
+    ) -> Vec<MatchEvent<S, I>> {
         let children: Vec<Id> = self
             .children
             .get(parent)
@@ -458,16 +491,25 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
             .flatten()
             .copied()
             .collect();
+        for &i in &children {
+            if let Some(item) = self.item(i) {
+                let old = self.effective_of(&item.labels, &item.parents);
+                self.index_labels(i, &old, false);
+            }
+        }
+        match new {
+            Some((key, labels)) => {
+                self.parents.insert(key, labels);
+            }
+            None => {
+                self.parents.remove(parent);
+            }
+        }
+        let mut events = Vec::new();
         for i in children {
-            let Some(item) = self.item(i) else {
-                continue;
-            };
-            let old = item.effective.clone();
-            let new = self.effective_of(&item.labels, &item.parents);
-            self.index_labels(i, &old, false);
-            self.index_labels(i, &new, true);
-            if let Some(Some(item)) = self.items.get_mut(i as usize) {
-                item.effective = new;
+            if let Some(item) = self.item(i) {
+                let new = self.effective_of(&item.labels, &item.parents);
+                self.index_labels(i, &new, true);
             }
             self.reevaluate_item(i, &mut events);
         }
@@ -495,6 +537,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
     /// An item's effective label, as selectors see it.
     pub fn label_of(&self, item: &I, key: &str) -> Option<&str> {
         let id = *self.ids.get(item)?;
-        self.item(id)?.effective.get(key).map(|v| &**v)
+        let item = self.item(id)?;
+        self.view(item).get(key)
     }
 }
