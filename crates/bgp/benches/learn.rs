@@ -214,7 +214,7 @@ fn main() {
     let (feeder, rx) = (Netns::new("learn-feed"), Netns::new("learn-rx"));
     fabric.attach(&feeder, "10.250.40.1/24");
     fabric.attach(&rx, "10.250.40.2/24");
-    println!("| prefixes | receiver | feed start -> all installed (median) | first -> last route | receiver RSS |");
+    println!("| prefixes | receiver | feed start -> all installed (median) | first -> last route | receiver RSS (largest) |");
     println!("| --- | --- | --- | --- | --- |");
     for n in sizes {
         let (mut o_t, mut o_s, mut b_t, mut b_s) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -231,18 +231,20 @@ fn main() {
         }
         let (ot, bt) = (median(o_t), median(b_t));
         let (os, bs) = (median(o_s), median(b_s));
+        let mib = |kib: u64| kib as f64 / 1024.0;
         println!(
-            "| {n} | calico-rs | {ot:.2?} | {os:.2?} | {} MiB |",
-            o_mem / 1024
+            "| {n} | calico-rs | {ot:.2?} | {os:.2?} | {:.1} MiB |",
+            mib(o_mem)
         );
         println!(
-            "| {n} | BIRD 2 | {bt:.2?} | {bs:.2?} | {} MiB |",
-            b_mem / 1024
+            "| {n} | BIRD 2 | {bt:.2?} | {bs:.2?} | {:.1} MiB |",
+            mib(b_mem)
         );
         println!(
-            "| {n} | ratio (ours / BIRD) | {:.2} | {:.2} | |",
+            "| {n} | ratio (ours / BIRD) | {:.2} | {:.2} | {:.2} |",
             ot.as_secs_f64() / bt.as_secs_f64(),
-            os.as_secs_f64() / bs.as_secs_f64().max(1e-3)
+            os.as_secs_f64() / bs.as_secs_f64().max(1e-3),
+            mib(o_mem) / mib(b_mem).max(1e-3)
         );
     }
 }

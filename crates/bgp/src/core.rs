@@ -14,6 +14,7 @@ use crate::config::{PeerConfig, PeerState, PeerStatus, SpeakerConfig};
 use crate::rib::{routes_of, Changes, FibOp, PeerId, PeerInfo, Rib};
 use crate::session::{ConnId, Direction, Local, SessionEvent, ToSession};
 use calico_bgp_codec::{cease, Afi, Capability, Open, Update};
+use ipnet::IpNet;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::time::Duration;
@@ -62,6 +63,8 @@ pub(crate) struct Core {
     /// Unix seconds of the input being handled (status stamps only).
     now: u64,
     out: Vec<Action>,
+    /// Prefixes whose learned routes stay out of the kernel.
+    excluded: Vec<IpNet>,
 }
 
 impl Core {
@@ -80,6 +83,7 @@ impl Core {
             window_over: false,
             now: 0,
             out: Vec::new(),
+            excluded: Vec::new(),
         }
     }
 
@@ -100,6 +104,7 @@ impl Core {
                 let ch = self.rib.set_local(&prefixes);
                 self.apply(ch);
             }
+            Input::SetExcluded(nets) => self.set_excluded(nets),
             Input::Accepted { stream, from } => self.accepted(stream, from),
             Input::Connected {
                 peer,
@@ -156,11 +161,40 @@ impl Core {
             );
         }
         if !restart {
-            let ops: Vec<FibOp> = self.rib.learned().map(|(p, _)| FibOp::Remove(*p)).collect();
+            let ops: Vec<FibOp> = self.rib.learned().map(|(p, _)| FibOp::Remove(p)).collect();
             self.out.push(Action::Fib(ops));
             self.out.push(Action::FibConverged);
         }
         std::mem::take(&mut self.out)
+    }
+
+    /// Learned routes inside `nets` are kept out of the kernel from now on:
+    /// those installed are taken out, those no longer excluded put back.
+    /// (Sent on every datastore change: most of the time nothing moves.)
+    fn set_excluded(&mut self, nets: Vec<IpNet>) {
+        if nets == self.excluded {
+            return;
+        }
+        let inside = |list: &[IpNet], p: &IpNet| list.iter().any(|e| e.contains(p));
+        let ops: Vec<FibOp> = self
+            .rib
+            .learned()
+            .filter_map(
+                |(p, nh)| match (inside(&self.excluded, &p), inside(&nets, &p)) {
+                    (false, true) => Some(FibOp::Remove(p)),
+                    (true, false) => Some(FibOp::Set(p, nh)),
+                    _ => None,
+                },
+            )
+            .collect();
+        if !ops.is_empty() {
+            info!(
+                "BGP: {} routes change hands with the pools' encapsulation",
+                ops.len()
+            );
+        }
+        self.excluded.clone_from(&nets);
+        self.out.push(Action::FibExclude { nets, ops });
     }
 
     /// Every peer as `calicoctl node status` shows it, and the routes installed.

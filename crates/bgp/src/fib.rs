@@ -16,8 +16,6 @@ pub struct KernelFib {
     kernel: Box<dyn RouteTable>,
     /// Routes from before this run not confirmed yet.
     inherited: BTreeMap<IpNet, Target>,
-    /// Every route the speaker wants installed: prefix → next hop.
-    learned: BTreeMap<IpNet, std::net::IpAddr>,
     /// Prefixes others route: learned routes inside them stay out.
     excluded: Vec<IpNet>,
 }
@@ -44,7 +42,6 @@ impl KernelFib {
         Ok(KernelFib {
             kernel,
             inherited,
-            learned: BTreeMap::new(),
             excluded: Vec::new(),
         })
     }
@@ -89,7 +86,6 @@ impl Fib for KernelFib {
             .map(|op| match op {
                 FibOp::Set(dst, nh) => {
                     self.inherited.remove(dst);
-                    self.learned.insert(*dst, *nh);
                     if self.is_excluded(dst) {
                         // Not ours to install (one from before may linger).
                         delete(*dst)
@@ -102,7 +98,6 @@ impl Fib for KernelFib {
                 }
                 FibOp::Remove(dst) => {
                     self.inherited.remove(dst);
-                    self.learned.remove(dst);
                     delete(*dst)
                 }
             })
@@ -111,31 +106,7 @@ impl Fib for KernelFib {
     }
 
     fn set_excluded(&mut self, nets: Vec<IpNet>) {
-        // Sent on every datastore change: most of the time nothing moves,
-        // and the learned routes (100,000 of them, say) need no look.
-        if nets == self.excluded {
-            return;
-        }
-        let before: Vec<bool> = self.learned.keys().map(|d| self.is_excluded(d)).collect();
         self.excluded = nets;
-        let mut ops = Vec::new();
-        for ((dst, nh), was) in self.learned.iter().zip(before) {
-            match (was, self.is_excluded(dst)) {
-                (false, true) => ops.push(delete(*dst)),
-                (true, false) => ops.push(Op::Replace(Route {
-                    dst: *dst,
-                    target: target(*nh),
-                })),
-                _ => {}
-            }
-        }
-        if !ops.is_empty() {
-            info!(
-                "BGP: {} routes change hands with the pools' encapsulation",
-                ops.len()
-            );
-            self.run(&ops);
-        }
     }
 
     fn converged(&mut self) {
@@ -188,10 +159,13 @@ mod tests {
         fib.converged();
         let have: Vec<IpNet> = kernel.routes().into_keys().collect();
         assert_eq!(have, vec![net("10.244.2.0/26"), net("10.244.3.0/26")]);
-        // A pool turning VXLAN takes its prefixes from BGP; back again, they return.
+        // A pool turning VXLAN: routes inside it are not installed (the
+        // core sends the removals of those already in).
         fib.set_excluded(vec![net("10.244.3.0/24")]);
+        fib.apply(&[FibOp::Set(net("10.244.3.0/26"), gw)]);
         assert!(!kernel.routes().contains_key(&net("10.244.3.0/26")));
         fib.set_excluded(Vec::new());
+        fib.apply(&[FibOp::Set(net("10.244.3.0/26"), gw)]);
         assert!(kernel.routes().contains_key(&net("10.244.3.0/26")));
         fib.apply(&[FibOp::Remove(net("10.244.2.0/26"))]);
         assert_eq!(kernel.routes().len(), 1);

@@ -15,6 +15,7 @@ use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -36,10 +37,11 @@ pub trait Fib: Send + 'static {
     /// Every peer has sent its routes once (End-of-RIB) or the restart time
     /// ran out: routes left from before this speaker started may go.
     fn converged(&mut self) {}
-    /// Routes inside these prefixes stay in the RIB (and are passed on to
-    /// peers) but are not installed: someone else routes them (the node
-    /// agent, for VXLAN pools). Those already installed are taken out, and
-    /// those no longer excluded put in.
+    /// From now on, routes inside these prefixes stay in the RIB (and are
+    /// passed on to peers) but are not installed: someone else routes them
+    /// (the node agent, for VXLAN pools). The routes already learned are
+    /// moved by the operations that follow (the core knows them; the FIB
+    /// keeps no copy).
     fn set_excluded(&mut self, _nets: Vec<IpNet>) {}
 }
 
@@ -56,7 +58,6 @@ pub struct Status {
 /// Cease).
 pub struct Speaker {
     tx: mpsc::UnboundedSender<Event>,
-    fib: std::sync::mpsc::Sender<FibWork>,
     status: Arc<Mutex<Status>>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -98,10 +99,14 @@ impl Speaker {
             ..Status::default()
         }));
         let (fib_tx, fib_rx) = std::sync::mpsc::channel::<FibWork>();
+        let fib_tx = FibQueue {
+            tx: fib_tx,
+            backlog: Arc::new(AtomicUsize::new(0)),
+        };
+        let (backlog, wake) = (Arc::clone(&fib_tx.backlog), tx.clone());
         std::thread::Builder::new()
             .name("bgp-fib".into())
-            .spawn(move || fib_thread(fib, &fib_rx))?;
-        let fib = fib_tx.clone();
+            .spawn(move || fib_thread(fib, &fib_rx, &backlog, &wake))?;
         let loop_tx = tx.clone();
         let loop_status = Arc::clone(&status);
         let thread = std::thread::Builder::new()
@@ -123,7 +128,6 @@ impl Speaker {
             })?;
         Ok(Speaker {
             tx,
-            fib,
             status,
             thread: Some(thread),
         })
@@ -143,7 +147,7 @@ impl Speaker {
     /// Prefixes whose routes are not installed in the kernel (see
     /// [`Fib::set_excluded`]).
     pub fn set_kernel_exclusions(&self, nets: Vec<IpNet>) {
-        let _ = self.fib.send(FibWork::Exclude(nets));
+        let _ = self.tx.send(Event::Command(Command::SetExcluded(nets)));
     }
 
     /// The live status, shared (it changes as the speaker runs).
@@ -203,31 +207,76 @@ enum FibWork {
     Barrier(std::sync::mpsc::Sender<()>),
 }
 
-fn fib_thread(mut fib: Box<dyn Fib>, rx: &std::sync::mpsc::Receiver<FibWork>) {
+/// Route changes applied at a time: a burst (a full feed arriving) goes to
+/// the kernel in pieces.
+const FIB_BATCH: usize = 4096;
+/// Route changes waiting for the kernel at most: beyond this the speaker
+/// stops taking UPDATEs from its sessions (TCP slows the peers) until the
+/// kernel has caught up, so a full feed never waits in memory whole.
+const FIB_BACKLOG: usize = 4 * FIB_BATCH;
+
+/// The way to the FIB thread, with the count of route changes sent and not
+/// yet applied.
+struct FibQueue {
+    tx: std::sync::mpsc::Sender<FibWork>,
+    backlog: Arc<AtomicUsize>,
+}
+
+impl FibQueue {
+    fn send(&self, w: FibWork) {
+        if let FibWork::Ops(ops) = &w {
+            self.backlog.fetch_add(ops.len(), Ordering::Relaxed);
+        }
+        let _ = self.tx.send(w);
+    }
+    fn behind(&self) -> bool {
+        self.backlog.load(Ordering::Relaxed) >= FIB_BACKLOG
+    }
+}
+
+fn fib_thread(
+    mut fib: Box<dyn Fib>,
+    rx: &std::sync::mpsc::Receiver<FibWork>,
+    backlog: &AtomicUsize,
+    wake: &mpsc::UnboundedSender<Event>,
+) {
+    let flush = |fib: &mut Box<dyn Fib>, ops: &mut Vec<FibOp>| {
+        if ops.is_empty() {
+            return;
+        }
+        let t = std::time::Instant::now();
+        fib.apply(ops);
+        debug!("FIB: {} changes in {:?}", ops.len(), t.elapsed());
+        let before = backlog.fetch_sub(ops.len(), Ordering::Relaxed);
+        if before >= FIB_BACKLOG && before - ops.len() < FIB_BACKLOG {
+            // The speaker may be waiting for the kernel to catch up.
+            let _ = wake.send(Event::FibCaughtUp);
+        }
+        ops.clear();
+    };
+    let mut ops = Vec::new();
     while let Ok(first) = rx.recv() {
-        let mut ops = Vec::new();
         let mut converged = false;
         let mut barriers = Vec::new();
         let mut next = Some(first);
         while let Some(w) = next {
             match w {
                 FibWork::Exclude(nets) => {
-                    if !ops.is_empty() {
-                        fib.apply(&std::mem::take(&mut ops));
-                    }
+                    flush(&mut fib, &mut ops);
                     fib.set_excluded(nets);
                 }
-                FibWork::Ops(o) => ops.extend(o),
+                FibWork::Ops(o) => {
+                    ops.extend(o);
+                    if ops.len() >= FIB_BATCH {
+                        flush(&mut fib, &mut ops);
+                    }
+                }
                 FibWork::Converged => converged = true,
                 FibWork::Barrier(b) => barriers.push(b),
             }
             next = rx.try_recv().ok();
         }
-        if !ops.is_empty() {
-            let t = std::time::Instant::now();
-            fib.apply(&ops);
-            debug!("FIB: {} changes in {:?}", ops.len(), t.elapsed());
-        }
+        flush(&mut fib, &mut ops);
         if converged {
             fib.converged();
         }
@@ -270,6 +319,7 @@ const EVENTS_QUEUE: usize = 256;
 enum Command {
     SetPeers(Vec<PeerConfig>),
     SetLocal(BTreeSet<IpNet>),
+    SetExcluded(Vec<IpNet>),
     /// Stop; with `restart`, without telling peers (they keep our routes
     /// for the restart time while the next run comes up).
     Stop {
@@ -285,6 +335,8 @@ enum Event {
     Accepted(TcpStream, SocketAddr),
     Connected(PeerId, u64, std::io::Result<TcpStream>),
     Timer(Timer),
+    /// The kernel has caught up with the route changes sent to it.
+    FibCaughtUp,
 }
 
 struct Shell {
@@ -295,7 +347,7 @@ struct Shell {
     /// A copy of the listening socket, for the peers' MD5 keys.
     listener: Option<std::os::fd::OwnedFd>,
     status: Arc<Mutex<Status>>,
-    fib: std::sync::mpsc::Sender<FibWork>,
+    fib: FibQueue,
     outboxes: BTreeMap<ConnId, Outbox>,
     /// Streams handed to the core, until it starts a session on them.
     streams: BTreeMap<StreamId, TcpStream>,
@@ -311,7 +363,7 @@ impl Shell {
         sessions: mpsc::Sender<FromSession>,
         listener: Option<std::os::fd::OwnedFd>,
         status: Arc<Mutex<Status>>,
-        fib: std::sync::mpsc::Sender<FibWork>,
+        fib: FibQueue,
     ) -> Self {
         Shell {
             core: Core::new(cfg),
@@ -342,7 +394,8 @@ impl Shell {
                     Some(ev) => ev,
                     None => return,
                 },
-                Some(s) = sessions.recv() => Event::Session(s),
+                // Not while the kernel is far behind (see FIB_BACKLOG).
+                Some(s) = sessions.recv(), if !self.fib.behind() => Event::Session(s),
                 _ = drain.tick(), if self.outboxes.values().any(|c| !c.backlog.is_empty() || c.eor_after.is_some()) => {
                     for c in self.outboxes.values_mut() {
                         c.flush();
@@ -350,11 +403,14 @@ impl Shell {
                     continue;
                 }
             };
+            if matches!(ev, Event::FibCaughtUp) {
+                continue;
+            }
             if let Event::Command(Command::Stop { done, restart }) = ev {
                 let actions = self.core.stop(restart);
                 self.execute(actions);
                 let (btx, brx) = std::sync::mpsc::channel();
-                let _ = self.fib.send(FibWork::Barrier(btx));
+                self.fib.send(FibWork::Barrier(btx));
                 let _ =
                     tokio::task::spawn_blocking(move || brx.recv_timeout(Duration::from_secs(10)))
                         .await;
@@ -388,6 +444,7 @@ impl Shell {
         let input = match ev {
             Event::Command(Command::SetPeers(list)) => Input::SetPeers(list),
             Event::Command(Command::SetLocal(p)) => Input::SetLocal(p),
+            Event::Command(Command::SetExcluded(n)) => Input::SetExcluded(n),
             Event::Command(Command::Stop { .. }) => unreachable!("handled by run"),
             Event::Accepted(s, from) => Input::Accepted {
                 stream: self.stream(s),
@@ -399,6 +456,7 @@ impl Shell {
                 result: result.map(|s| self.stream(s)).map_err(|e| e.to_string()),
             },
             Event::Timer(t) => Input::Timer(t),
+            Event::FibCaughtUp => unreachable!("handled by run"),
             Event::Session(FromSession { event, reply }) => {
                 let closed = match &event {
                     SessionEvent::Opened { conn, .. } => {
@@ -468,11 +526,17 @@ impl Shell {
                 }
                 Action::Fib(ops) => {
                     if !ops.is_empty() {
-                        let _ = self.fib.send(FibWork::Ops(ops));
+                        self.fib.send(FibWork::Ops(ops));
+                    }
+                }
+                Action::FibExclude { nets, ops } => {
+                    self.fib.send(FibWork::Exclude(nets));
+                    if !ops.is_empty() {
+                        self.fib.send(FibWork::Ops(ops));
                     }
                 }
                 Action::FibConverged => {
-                    let _ = self.fib.send(FibWork::Converged);
+                    self.fib.send(FibWork::Converged);
                 }
                 Action::ListenerKey { peer, key } => self.listener_key(peer, key.as_deref()),
             }

@@ -23,6 +23,8 @@ pub(crate) type StreamId = u64;
 pub(crate) enum Input {
     SetPeers(Vec<PeerConfig>),
     SetLocal(BTreeSet<IpNet>),
+    /// Learned routes inside these prefixes stay out of the kernel.
+    SetExcluded(Vec<IpNet>),
     /// A connection came in from `from`.
     Accepted {
         stream: StreamId,
@@ -80,6 +82,12 @@ pub(crate) enum Action {
         timer: Timer,
     },
     Fib(Vec<FibOp>),
+    /// From now on routes inside these prefixes are not installed; `ops`
+    /// moves the routes already learned (out of the kernel, or back in).
+    FibExclude {
+        nets: Vec<IpNet>,
+        ops: Vec<FibOp>,
+    },
     /// Routes from before this run that were not learned again may go.
     FibConverged,
     /// Set (or remove) a peer's MD5 key on the listening socket.

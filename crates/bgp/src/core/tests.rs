@@ -457,3 +457,42 @@ fn stopping_closes_every_session_and_withdraws_what_was_installed() {
         }] if c1 == conn
     ));
 }
+
+#[test]
+fn excluded_prefixes_move_learned_routes_out_of_the_kernel_and_back() {
+    let mut c = core();
+    let conn = established(&mut c, None);
+    c.handle(
+        Input::Session(SessionEvent::Received {
+            peer: ip(PEER),
+            conn,
+            update: update(&["10.244.2.0/26", "10.245.0.0/26"]),
+        }),
+        20,
+    );
+    let excluded = |a: &[Action]| -> Vec<(Vec<IpNet>, Vec<FibOp>)> {
+        a.iter()
+            .filter_map(|a| match a {
+                Action::FibExclude { nets, ops } => Some((nets.clone(), ops.clone())),
+                _ => None,
+            })
+            .collect()
+    };
+    // A pool turning VXLAN: its learned routes leave the kernel.
+    let a = c.handle(Input::SetExcluded(vec![net("10.244.0.0/16")]), 21);
+    assert_eq!(
+        excluded(&a),
+        vec![(
+            vec![net("10.244.0.0/16")],
+            vec![FibOp::Remove(net("10.244.2.0/26"))]
+        )]
+    );
+    // The same list again: nothing to do.
+    assert!(excluded(&c.handle(Input::SetExcluded(vec![net("10.244.0.0/16")]), 22)).is_empty());
+    // Back to BGP: the route returns with its next hop.
+    let a = c.handle(Input::SetExcluded(Vec::new()), 23);
+    assert_eq!(
+        excluded(&a),
+        vec![(Vec::new(), vec![FibOp::Set(net("10.244.2.0/26"), ip(PEER))])]
+    );
+}
