@@ -17,4 +17,4 @@ mod speaker;
 pub use config::{PeerConfig, PeerKind, PeerState, PeerStatus, SpeakerConfig};
 pub use fib::KernelFib;
 pub use rib::{Announce, Changes, FibOp, Path, PeerId, PeerInfo, Rib};
-pub use speaker::{Fib, Speaker, Status};
+pub use speaker::{Fib, Speaker, Status, FIB_BACKLOG};

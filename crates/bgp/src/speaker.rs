@@ -213,7 +213,7 @@ const FIB_BATCH: usize = 4096;
 /// Route changes waiting for the kernel at most: beyond this the speaker
 /// stops taking UPDATEs from its sessions (TCP slows the peers) until the
 /// kernel has caught up, so a full feed never waits in memory whole.
-const FIB_BACKLOG: usize = 4 * FIB_BATCH;
+pub const FIB_BACKLOG: usize = 4 * FIB_BATCH;
 
 /// The way to the FIB thread, with the count of route changes sent and not
 /// yet applied.

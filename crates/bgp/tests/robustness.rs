@@ -338,3 +338,71 @@ print(open_)
     assert!(open <= 3, "{open} of 50 connections stayed open");
     assert!(open >= 1, "the peer's first connection is served");
 }
+
+/// A kernel that takes routes slower than a peer sends them: the speaker
+/// stops reading UPDATEs once `FIB_BACKLOG` changes wait (TCP slows the
+/// peer) instead of queueing the whole feed in memory, and everything
+/// arrives once the kernel catches up.
+#[test]
+fn a_slow_kernel_slows_the_peer_not_the_memory() {
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::Arc;
+    struct Gated {
+        open: Arc<AtomicBool>,
+        applied: Arc<AtomicUsize>,
+    }
+    impl calico_bgp::Fib for Gated {
+        fn apply(&mut self, ops: &[calico_bgp::FibOp]) {
+            while !self.open.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            self.applied.fetch_add(ops.len(), Ordering::SeqCst);
+        }
+    }
+    struct NoFib;
+    impl calico_bgp::Fib for NoFib {
+        fn apply(&mut self, _: &[calico_bgp::FibOp]) {}
+    }
+    let fabric = Fabric::new("bgp-slow");
+    let (rx, feed) = (Netns::new("bgp-slow-rx"), Netns::new("bgp-slow-feed"));
+    fabric.attach(&rx, "10.250.16.1/24");
+    fabric.attach(&feed, "10.250.16.2/24");
+    let (open, applied) = (
+        Arc::new(AtomicBool::new(false)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let (o, a) = (Arc::clone(&open), Arc::clone(&applied));
+    let receiver = speaker_with(&rx, config([10, 250, 16, 1], 64512), move || {
+        Box::new(Gated {
+            open: o,
+            applied: a,
+        })
+    });
+    let feeder = speaker_with(&feed, config([10, 250, 16, 2], 64512), || Box::new(NoFib));
+    const N: usize = 60_000;
+    let prefixes: BTreeSet<ipnet::IpNet> = (0..N as u32)
+        .map(|i| {
+            ipnet::IpNet::new(std::net::Ipv4Addr::from(0x0a80_0000 + i * 8).into(), 29)
+                .expect("prefix")
+        })
+        .collect();
+    feeder.set_local(prefixes);
+    feeder.set_peers(vec![peer("10.250.16.1", 64512)]);
+    receiver.set_peers(vec![peer("10.250.16.2", 64512)]);
+    // The kernel takes nothing: the speaker fills its backlog and stops.
+    wait("the backlog to fill", 20, || {
+        receiver.status().installed >= calico_bgp::FIB_BACKLOG
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let held = receiver.status().installed;
+    assert!(
+        held < calico_bgp::FIB_BACKLOG + 2_000,
+        "{held} routes taken while the kernel took none (the feed queued in memory)"
+    );
+    assert_eq!(receiver.status().peers[0].state, PeerState::Established);
+    // The kernel catches up: the whole feed arrives, nothing lost.
+    open.store(true, Ordering::SeqCst);
+    wait("the whole feed", 30, || applied.load(Ordering::SeqCst) >= N);
+    assert_eq!(receiver.status().installed, N);
+    assert_eq!(receiver.status().peers[0].state, PeerState::Established);
+}

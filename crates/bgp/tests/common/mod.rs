@@ -5,7 +5,7 @@
 // Helpers for tests against real processes: they wait on the clock.
 #![allow(clippy::disallowed_methods)]
 
-use calico_bgp::{KernelFib, PeerConfig, PeerKind, Speaker, SpeakerConfig};
+use calico_bgp::{Fib, KernelFib, PeerConfig, PeerKind, Speaker, SpeakerConfig};
 use calico_test_support::{KillOnDrop, Netns};
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -16,11 +16,19 @@ use std::time::{Duration, Instant};
 
 /// Starts a speaker whose sockets and netlink live in `ns`.
 pub fn speaker_in(ns: &Netns, cfg: SpeakerConfig) -> Speaker {
+    speaker_with(ns, cfg, || Box::new(KernelFib::new().expect("netlink")))
+}
+
+/// The same with another FIB (made inside `ns`).
+pub fn speaker_with(
+    ns: &Netns,
+    cfg: SpeakerConfig,
+    fib: impl FnOnce() -> Box<dyn Fib> + Send + 'static,
+) -> Speaker {
     let file = File::open(ns.path()).expect("netns");
     std::thread::spawn(move || {
         nix::sched::setns(&file, nix::sched::CloneFlags::CLONE_NEWNET).expect("setns");
-        let fib = KernelFib::new().expect("netlink");
-        Speaker::start(cfg, Box::new(fib)).expect("speaker")
+        Speaker::start(cfg, fib()).expect("speaker")
     })
     .join()
     .expect("thread")
