@@ -67,8 +67,8 @@ fn inputs() -> OverlayInputs {
         i.workloads.insert(
             format!("wep{w}"),
             (
-                format!("node-{on}"),
-                vec![IpNet::from(IpAddr::V4(Ipv4Addr::from(ip)))],
+                format!("node-{on}").into(),
+                vec![IpNet::from(IpAddr::V4(Ipv4Addr::from(ip)))].into(),
             ),
         );
     }

@@ -50,12 +50,14 @@ enum User {
 }
 
 #[derive(Debug, Clone)]
+/// One per workload of the cluster (remote ones too, for rule sets), so
+/// kept small: the node name a shared copy, lists as boxed slices.
 struct Endpoint {
-    node: String,
-    interface: String,
-    ips: Vec<IpNet>,
+    node: calico_selector::Str,
+    interface: Box<str>,
+    ips: Box<[IpNet]>,
     /// allowSpoofedSourcePrefixes: other sources it may send from.
-    spoof: Vec<IpNet>,
+    spoof: Box<[IpNet]>,
     profiles: Vec<String>,
     /// (name, protocol, port)
     ports: Vec<(String, u8, u16)>,
@@ -114,6 +116,8 @@ struct Tier {
 #[derive(Debug)]
 pub struct CalcGraph {
     node: String,
+    /// Shared copies of the endpoints' node names.
+    strings: calico_selector::Interner,
     endpoints: BTreeMap<EndpointId, Endpoint>,
     netsets: BTreeMap<(Option<String>, String), Vec<IpNet>>,
     policies: BTreeMap<PolicyId, Policy>,
@@ -226,6 +230,7 @@ impl CalcGraph {
             },
         )]);
         CalcGraph {
+            strings: calico_selector::Interner::new(),
             node: node.to_string(),
             endpoints: BTreeMap::new(),
             netsets: BTreeMap::new(),
@@ -339,7 +344,7 @@ impl CalcGraph {
         }
         let others: Vec<String> = self
             .local_ifaces
-            .get(&ep.interface)
+            .get(&*ep.interface)
             .into_iter()
             .flatten()
             .filter(|o| *o != id)
@@ -377,7 +382,9 @@ impl CalcGraph {
     }
 
     fn is_local(&self, id: &EndpointId) -> bool {
-        self.endpoints.get(id).is_some_and(|e| e.node == self.node)
+        self.endpoints
+            .get(id)
+            .is_some_and(|e| *e.node == *self.node)
     }
 
     /// Applies one update and returns the intents it causes.

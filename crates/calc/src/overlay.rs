@@ -181,8 +181,9 @@ pub struct OverlayInputs {
     pub pools: BTreeMap<String, IpPoolSpec>,
     /// Confirmed block affinities: block → node.
     pub blocks: BTreeMap<IpNet, String>,
-    /// Workload endpoint key → (node, addresses).
-    pub workloads: BTreeMap<String, (String, Vec<IpNet>)>,
+    /// Workload endpoint key → (node, addresses). One per workload of the
+    /// cluster: node names are shared copies.
+    pub workloads: BTreeMap<String, (std::sync::Arc<str>, Box<[IpNet]>)>,
 }
 
 /// Device settings that come from configuration, not resources.
@@ -360,12 +361,12 @@ fn plan_family(
     // Addresses borrowed from a block of another node (or of ours) by a
     // workload elsewhere: a host route to where the workload is.
     for (wnode, ips) in inputs.workloads.values() {
-        if wnode == node {
+        if **wnode == *node {
             continue;
         }
         for ip in ips.iter().filter(|n| Family::of(n.addr()) == f) {
             let a = ip.addr();
-            if owner_of(a) == Some(wnode.as_str()) {
+            if owner_of(a) == Some(&**wnode) {
                 continue;
             }
             if let Some(h) = mode_of(a).and_then(|m| hop(wnode, m)) {

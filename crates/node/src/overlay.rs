@@ -32,6 +32,8 @@ pub struct OverlayAgent {
     /// The last plan and the settings it was made with; made again only
     /// when an input or a setting changed.
     last: Option<(TunnelSettings, bool, overlay::Overlay)>,
+    /// Shared copies of the workloads' node names.
+    strings: calico_selector::Interner,
 }
 
 /// How the routes crate writes a hop.
@@ -77,6 +79,7 @@ impl OverlayAgent {
             underlay_mtu: None,
             reported: BTreeSet::new(),
             last: None,
+            strings: calico_selector::Interner::new(),
         }
     }
 
@@ -106,11 +109,15 @@ impl OverlayAgent {
             (Kind::WorkloadEndpoint, Some(Resource::WorkloadEndpoint(w))) => {
                 o.workloads.insert(
                     key.to_string(),
-                    (w.spec.node.clone(), crate::events::workload_ips(&w.spec)),
+                    (
+                        self.strings.intern(&w.spec.node),
+                        crate::events::workload_ips(&w.spec).into(),
+                    ),
                 );
             }
             (Kind::WorkloadEndpoint, _) => {
                 o.workloads.remove(key);
+                self.strings.sweep();
             }
             _ => {}
         }

@@ -20,11 +20,10 @@
 //! `web`); strings no item uses any more are dropped as the index shrinks.
 
 use crate::{Expr, Labels, Selector};
-use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
-/// An interned string.
-type Str = Arc<str>;
+use crate::intern::{Interner, Str};
 /// An item's number inside the index.
 type Id = u32;
 type Interned = BTreeMap<Str, Str>;
@@ -134,9 +133,7 @@ pub struct LabelIndex<S: Ord + Clone, I: Ord + Clone> {
     children: BTreeMap<Str, BTreeSet<Id>>,
     by_selector: BTreeMap<S, BTreeSet<Id>>,
     by_item: BTreeMap<Id, BTreeSet<S>>,
-    strings: HashSet<Str>,
-    /// How many strings were left after the last sweep.
-    swept: usize,
+    strings: Interner,
 }
 
 impl<S: Ord + Clone, I: Ord + Clone> Default for LabelIndex<S, I> {
@@ -155,8 +152,7 @@ impl<S: Ord + Clone, I: Ord + Clone> Default for LabelIndex<S, I> {
             children: BTreeMap::new(),
             by_selector: BTreeMap::new(),
             by_item: BTreeMap::new(),
-            strings: HashSet::new(),
-            swept: 0,
+            strings: Interner::new(),
         }
     }
 }
@@ -181,12 +177,7 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
     }
 
     fn intern(&mut self, s: &str) -> Str {
-        if let Some(x) = self.strings.get(s) {
-            return Arc::clone(x);
-        }
-        let x: Str = Arc::from(s);
-        self.strings.insert(Arc::clone(&x));
-        x
+        self.strings.intern(s)
     }
 
     fn intern_map(&mut self, labels: &BTreeMap<String, String>) -> Interned {
@@ -196,13 +187,8 @@ impl<S: Ord + Clone, I: Ord + Clone> LabelIndex<S, I> {
             .collect()
     }
 
-    /// Drops the strings only the interner still holds, once it has
-    /// doubled since the last time (amortised: a constant per change).
     fn sweep(&mut self) {
-        if self.strings.len() > 2 * self.swept + 1024 {
-            self.strings.retain(|s| Arc::strong_count(s) > 1);
-            self.swept = self.strings.len();
-        }
+        self.strings.sweep();
     }
 
     fn item(&self, id: Id) -> Option<&Item<I>> {

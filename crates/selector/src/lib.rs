@@ -17,12 +17,14 @@
 mod ast;
 mod eval;
 mod index;
+mod intern;
 mod lexer;
 mod parser;
 
 pub use ast::Expr;
 pub use eval::Labels;
 pub use index::{LabelIndex, MatchEvent};
+pub use intern::{Interner, Str};
 pub use parser::ParseError;
 
 /// A parsed selector.

@@ -43,11 +43,11 @@ impl CalcGraph {
                 for item in items {
                     let (ports, ips) = match item {
                         ItemKey::Endpoint(e) => match self.endpoints.get(e) {
-                            Some(ep) => (&ep.ports, &ep.ips),
+                            Some(ep) => (&ep.ports, &ep.ips[..]),
                             None => continue,
                         },
                         ItemKey::Host(h) => match self.hosts.get(h) {
-                            Some(h) => (&h.ports, &h.ips),
+                            Some(h) => (&h.ports, &h.ips[..]),
                             None => continue,
                         },
                         ItemKey::NetSet(..) => continue,
@@ -143,7 +143,7 @@ impl CalcGraph {
     /// that it is not rejected). preDNAT and doNotTrack policies apply to
     /// host endpoints only.
     pub(super) fn endpoint_intent(&self, id: &EndpointId) -> Option<EndpointIntent> {
-        let ep = self.endpoints.get(id).filter(|e| e.node == self.node)?;
+        let ep = self.endpoints.get(id).filter(|e| *e.node == *self.node)?;
         let pols: Vec<&PolicyId> = self
             .local_policies
             .get(id)
@@ -152,9 +152,9 @@ impl CalcGraph {
             .filter(|p| self.host_mode(p).normal())
             .collect();
         Some(EndpointIntent {
-            interface: ep.interface.clone(),
-            ips: ep.ips.clone(),
-            spoof: ep.spoof.clone(),
+            interface: ep.interface.to_string(),
+            ips: ep.ips.to_vec(),
+            spoof: ep.spoof.to_vec(),
             ingress: self.tiers(pols.iter().copied(), true),
             egress: self.tiers(pols.iter().copied(), false),
             profiles: ep.profiles.clone(),
@@ -277,7 +277,7 @@ impl CalcGraph {
             let why = self
                 .endpoints
                 .get(&id)
-                .filter(|e| e.node == self.node)
+                .filter(|e| *e.node == *self.node)
                 .and_then(|e| self.rejection(&id, e));
             // A rejected endpoint gets no intent (its interface stays closed).
             let intent = match why {

@@ -55,14 +55,14 @@ impl CalcGraph {
                     .filter(|_| was_local)
                     .map(|e| e.interface.clone());
                 let ep = Endpoint {
-                    node: w.spec.node.clone(),
-                    interface: w.spec.interface_name.clone(),
-                    ips: host_nets(&w.spec.ip_networks),
-                    spoof: host_nets(&w.spec.allow_spoofed_source_prefixes),
+                    node: self.strings.intern(&w.spec.node),
+                    interface: w.spec.interface_name.as_str().into(),
+                    ips: host_nets(&w.spec.ip_networks).into(),
+                    spoof: host_nets(&w.spec.allow_spoofed_source_prefixes).into(),
                     profiles: w.spec.profiles.clone(),
                     ports,
                 };
-                let now_local = ep.node == self.node;
+                let now_local = *ep.node == *self.node;
                 let old_profiles = self
                     .endpoints
                     .get(&id)
@@ -207,6 +207,7 @@ impl CalcGraph {
                 if let Some(old) = self.endpoints.remove(&id).filter(|_| was_local) {
                     self.claim_interface(&id, Some(&old.interface), None);
                 }
+                self.strings.sweep();
                 self.set_local_profiles(&id, if was_local { &profiles } else { &[] }, &[]);
                 if was_local {
                     self.forget_local(&id);
@@ -351,8 +352,8 @@ impl CalcGraph {
     pub(super) fn put_host(&mut self, name: String, labels: BTreeMap<String, String>, ep: HostEp) {
         let item = ItemKey::Host(name.clone());
         let old = self.hosts.get(&name).cloned();
-        let was_local = old.as_ref().is_some_and(|o| o.node == self.node);
-        let now_local = ep.node == self.node;
+        let was_local = old.as_ref().is_some_and(|o| *o.node == *self.node);
+        let now_local = *ep.node == *self.node;
         let old_profiles = old
             .as_ref()
             .filter(|_| was_local)

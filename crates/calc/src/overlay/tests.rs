@@ -172,12 +172,18 @@ fn borrowed_addresses_get_host_routes_to_their_node() {
     let mut i = cluster(EncapMode::Always);
     // A pod on node-3 holding an address of node-2's block, and one on
     // node-2 holding an address of ours.
-    i.workloads
-        .insert("a".into(), ("node-3".into(), vec![net("10.244.2.9/32")]));
-    i.workloads
-        .insert("b".into(), ("node-2".into(), vec![net("10.244.1.7/32")]));
-    i.workloads
-        .insert("c".into(), ("node-2".into(), vec![net("10.244.2.5/32")]));
+    i.workloads.insert(
+        "a".into(),
+        ("node-3".into(), vec![net("10.244.2.9/32")].into()),
+    );
+    i.workloads.insert(
+        "b".into(),
+        ("node-2".into(), vec![net("10.244.1.7/32")].into()),
+    );
+    i.workloads.insert(
+        "c".into(),
+        ("node-2".into(), vec![net("10.244.2.5/32")].into()),
+    );
     let o = plan(&i, "node-1", &SETTINGS);
     assert_eq!(
         o.routes.get(&net("10.244.2.9/32")),

@@ -93,7 +93,10 @@ pub(super) struct Agent {
     pub(super) flow_names: Option<Arc<Mutex<crate::flows::Names>>>,
     /// Every workload's addresses and identity (namespace, pod, labels),
     /// to name flow records by; by resource key.
-    pub(super) workload_ids: BTreeMap<String, (Vec<IpNet>, Arc<crate::flows::Workload>)>,
+    pub(super) workload_ids: BTreeMap<String, (Box<[IpNet]>, Arc<crate::flows::Workload>)>,
+    /// Shared copies of the strings those names repeat (namespaces,
+    /// label keys and values).
+    pub(super) strings: calico_selector::Interner,
     /// The same by address, kept as changes come (one map shared with the
     /// flow collector, changed in place; never rebuilt at a sync).
     pub(super) workload_names: crate::flows::SharedWorkloads,
@@ -142,6 +145,7 @@ impl Agent {
             kernel,
             flow_names: None,
             workload_ids: BTreeMap::new(),
+            strings: calico_selector::Interner::new(),
             workload_names: crate::flows::SharedWorkloads::default(),
             netset_names: BTreeMap::new(),
             resources: BTreeMap::new(),
@@ -337,17 +341,24 @@ impl Agent {
                 if kind == calico_api::Kind::WorkloadEndpoint {
                     match r {
                         Some(Resource::WorkloadEndpoint(w)) => {
+                            let strings = &mut self.strings;
                             let id = crate::flows::Workload {
-                                namespace: w.metadata.namespace.clone().unwrap_or_default(),
+                                namespace: strings
+                                    .intern(w.metadata.namespace.as_deref().unwrap_or_default()),
                                 name: if w.spec.pod.is_empty() {
-                                    name.clone()
+                                    name.as_str().into()
                                 } else {
-                                    w.spec.pod.clone()
+                                    w.spec.pod.as_str().into()
                                 },
-                                labels: w.metadata.labels.clone(),
+                                labels: w
+                                    .metadata
+                                    .labels
+                                    .iter()
+                                    .map(|(k, v)| (strings.intern(k), strings.intern(v)))
+                                    .collect(),
                             };
                             let ips = crate::events::workload_ips(&w.spec);
-                            self.name_workload(key, Some((ips, Arc::new(id))));
+                            self.name_workload(key, Some((ips.into(), Arc::new(id))));
                         }
                         _ => self.name_workload(key, None),
                     }
@@ -408,7 +419,11 @@ impl Agent {
     }
 
     /// Keeps a workload's name by its addresses (None: it is gone).
-    fn name_workload(&mut self, key: &str, now: Option<(Vec<IpNet>, Arc<crate::flows::Workload>)>) {
+    fn name_workload(
+        &mut self,
+        key: &str,
+        now: Option<(Box<[IpNet]>, Arc<crate::flows::Workload>)>,
+    ) {
         let old = self.workload_ids.remove(key);
         if old.as_ref() == now.as_ref() {
             if let Some(o) = old {
@@ -433,6 +448,7 @@ impl Agent {
         if let Some(n) = now {
             self.workload_ids.insert(key.to_string(), n);
         }
+        self.strings.sweep();
     }
 
     /// The settings the FelixConfiguration resources give, under `o`.

@@ -508,10 +508,10 @@ impl Aggregator {
 fn end_of(names: &Names, ip: IpAddr) -> End {
     if let Some(w) = names.workloads.get(&ip) {
         return (
-            w.namespace.clone(),
-            w.name.clone(),
+            w.namespace.to_string(),
+            w.name.to_string(),
             None,
-            w.labels.clone(),
+            w.label_map(),
             "wep",
         );
     }

@@ -89,11 +89,25 @@ impl SharedWorkloads {
 }
 
 /// A workload as flow records name it: its namespace, pod and labels.
+/// One is kept for every workload of the cluster, so the namespace and
+/// the labels are shared copies (see [`calico_selector::Interner`]) and
+/// the labels a sorted slice, not a map.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Workload {
-    pub namespace: String,
-    pub name: String,
-    pub labels: BTreeMap<String, String>,
+    pub namespace: calico_selector::Str,
+    pub name: Box<str>,
+    /// Sorted by key.
+    pub labels: Box<[(calico_selector::Str, calico_selector::Str)]>,
+}
+
+impl Workload {
+    /// The labels as a flow record carries them.
+    pub fn label_map(&self) -> BTreeMap<String, String> {
+        self.labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
 }
 
 fn unix_now() -> u64 {

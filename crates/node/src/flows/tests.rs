@@ -26,7 +26,7 @@ fn names() -> Names {
     let w = |name: &str| Workload {
         namespace: "shop".into(),
         name: name.into(),
-        labels: BTreeMap::from([("app".to_string(), name.to_string())]),
+        labels: Box::new([("app".into(), name.into())]),
     };
     n.workloads.update(|m| {
         m.insert(
