@@ -17,6 +17,22 @@ use tokio::runtime::Runtime;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Keys per page of a listing.
+const LIST_PAGE: i64 = 1000;
+
+/// The first key after every key that starts with `prefix` (etcd's range
+/// end for a prefix): the prefix with its last byte below 0xff raised by
+/// one; "\0" (the whole keyspace) when there is none.
+fn prefix_end(prefix: &[u8]) -> Vec<u8> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < 0xff {
+            end.push(last + 1);
+            return end;
+        }
+    }
+    vec![0]
+}
 
 /// A connection to an etcd cluster.
 pub struct EtcdStore {
@@ -166,20 +182,42 @@ impl Store for EtcdStore {
     }
 
     fn list(&self, prefix: &str) -> Result<Listing, StoreError> {
+        // In pages, every page at the first one's revision (one consistent
+        // view): a whole prefix in one response (50,000 endpoints, tens of
+        // MB) could outlast the request timeout on a busy etcd, and many
+        // agents retrying that at once would keep it busy for ever.
+        let end = prefix_end(prefix.as_bytes());
         let mut kv = self.client.kv_client();
-        let resp = self
-            .rt
-            .block_on(kv.get(prefix, Some(GetOptions::new().with_prefix())))
-            .map_err(map_err)?;
-        let items = resp
-            .kvs()
-            .iter()
-            .map(convert)
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(Listing {
-            items,
-            revision: header_rev(resp.header()),
-        })
+        let mut items = Vec::new();
+        let mut from = prefix.as_bytes().to_vec();
+        let mut revision = 0;
+        loop {
+            let mut opts = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(LIST_PAGE);
+            if revision > 0 {
+                opts = opts.with_revision(revision);
+            }
+            let resp = self
+                .rt
+                .block_on(kv.get(from.clone(), Some(opts)))
+                .map_err(map_err)?;
+            if revision == 0 {
+                revision = header_rev(resp.header());
+            }
+            for kv in resp.kvs() {
+                items.push(convert(kv)?);
+            }
+            match resp.kvs().last() {
+                Some(last) if resp.more() => {
+                    // The next page starts just after the last key.
+                    from = last.key().to_vec();
+                    from.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(Listing { items, revision })
     }
 
     fn create(&self, key: &str, value: &[u8]) -> Result<Revision, StoreError> {

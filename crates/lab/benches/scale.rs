@@ -6,10 +6,15 @@
 //! policies over their labels, and CLIENTS light clients of the fan-out
 //! receiving the same stream. Prints one table.
 //!
+//! Then the same datastore without the fan-out: DIRECT clients that list
+//! and watch etcd themselves, as every agent would, and etcd's load with
+//! and without them (watchers, events sent per write, CPU for the lists).
+//!
 //! `cargo bench -p calico-lab --bench scale` (full size: 50,000
-//! workloads, 1,000 simulated nodes, 1,000 policies, 500 clients; set
-//! WORKLOADS, SIM_NODES, POLICIES, CLIENTS, SAMPLES to change). Without
-//! `--bench` (as `cargo test --benches` runs it): a small run.
+//! workloads, 1,000 simulated nodes, 1,000 policies, 500 clients, 50
+//! direct clients; set WORKLOADS, SIM_NODES, POLICIES, CLIENTS, DIRECT,
+//! SAMPLES to change). Without `--bench` (as `cargo test --benches` runs
+//! it): a small run.
 
 #![allow(clippy::print_stdout)]
 // A benchmark: it measures time.
@@ -246,6 +251,71 @@ fn light_clients(netns_path: String, addr: String, n: usize, light: Arc<Light>) 
     });
 }
 
+/// One of etcd's Prometheus metrics (0 when missing).
+fn etcd_metric(lab: &Lab, name: &str) -> f64 {
+    let st = lab.state();
+    let url = st["datastore_env"]["ETCD_ENDPOINTS"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    let out = Command::new("curl")
+        .args(["-s", "-m", "2", &format!("{url}/metrics")])
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(name))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// etcd's process (the lab's is the only one).
+fn etcd_pid() -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
+        (comm.trim() == "etcd").then_some(pid)
+    })
+}
+
+/// Events etcd sends to watchers per write, over `writes` writes of a
+/// GlobalNetworkSet.
+fn events_per_write(lab: &Lab, client: &Client, writes: usize, tag: &str) -> f64 {
+    let before = etcd_metric(lab, "etcd_debugging_mvcc_events_total");
+    for k in 0..writes {
+        apply(client, &format!("apiVersion: projectcalico.org/v3\nkind: GlobalNetworkSet\nmetadata: {{name: scale-load-{tag}-{k}}}\nspec: {{nets: [198.51.100.{k}/32]}}\n"));
+    }
+    // Let the watchers take them.
+    std::thread::sleep(Duration::from_secs(2));
+    (etcd_metric(lab, "etcd_debugging_mvcc_events_total") - before) / writes.max(1) as f64
+}
+
+/// `n` clients that read the datastore directly, as agents do without a
+/// fan-out (each its own connection, list and watches); returns them
+/// (they stop when dropped) once all are in sync, with the time it took.
+fn direct_clients(
+    ds: &calico_backend::DatastoreConfig,
+    n: usize,
+) -> (Vec<calico_syncer::Syncer>, Duration) {
+    let t = Instant::now();
+    let syncers: Vec<calico_syncer::Syncer> = (0..n)
+        .map(|_| {
+            let store = calico_backend::open_store(ds).expect("open etcd");
+            calico_syncer::direct::start(store, calico_syncer::SyncerType::Felix)
+        })
+        .collect();
+    for s in &syncers {
+        loop {
+            match s.recv_timeout(Duration::from_secs(600)) {
+                Ok(calico_syncer::SyncEvent::Status(calico_syncer::SyncStatus::InSync)) => break,
+                Ok(_) => {}
+                Err(e) => panic!("a direct client: {e}"),
+            }
+        }
+    }
+    (syncers, t.elapsed())
+}
+
 fn etcd_watchers(lab: &Lab) -> String {
     let st = lab.state();
     let url = st["datastore_env"]["ETCD_ENDPOINTS"]
@@ -277,6 +347,7 @@ fn main() {
     let sim_nodes = knob("SIM_NODES", 1_000, 20, quick);
     let policies = knob("POLICIES", 1_000, 20, quick);
     let clients = knob("CLIENTS", 500, 10, quick);
+    let direct = knob("DIRECT", 50, 3, quick);
     let samples = knob("SAMPLES", 20, 3, quick);
     let paced = knob("PACED", 200, 40, quick).min(workloads);
     let threads = knob("THREADS", 8, 4, quick);
@@ -509,6 +580,7 @@ fn main() {
         fan_out.extend(marks[&name].iter().map(|at| at.duration_since(t)));
     }
     let watchers_after = etcd_watchers(&lab);
+    let events_fan_out = events_per_write(&lab, &client, samples, "fan-out");
 
     // A restarted agent: from its process's start until it has applied
     // everything again (the restart command also waits for BGP).
@@ -518,6 +590,18 @@ fn main() {
     let new_pid = lab.state()["nodes"][2]["pids"][0].as_u64().unwrap_or(0) as u32;
     until_applied(&felix[2].0, target, Instant::now());
     let restart = Duration::from_secs_f64((uptime() - started_at(new_pid)).max(0.0));
+
+    // The same datastore without the fan-out: clients that list and watch
+    // etcd themselves, as every agent would.
+    eprintln!("scale: {direct} direct datastore clients…");
+    let etcd = etcd_pid().expect("etcd's pid");
+    let etcd_cpu0 = cpu_secs(etcd);
+    let (direct_syncers, direct_synced) = direct_clients(&ds, direct);
+    let etcd_cpu_lists = cpu_secs(etcd) - etcd_cpu0;
+    let watchers_direct = etcd_watchers(&lab);
+    let events_direct = events_per_write(&lab, &client, samples, "direct");
+    drop(direct_syncers);
+    let per_direct = (events_direct - events_fan_out) / direct.max(1) as f64;
 
     let ms = |d: Duration| format!("{:.0} ms", d.as_secs_f64() * 1000.0);
     println!("\n| measure | value |");
@@ -579,6 +663,14 @@ fn main() {
         typha_rss.saturating_sub(typha_rss_before_clients) as f64 / clients.max(1) as f64
     );
     println!("| etcd watches: 3 nodes' agents + controllers via the fan-out; with {clients} clients more | {watchers_before}; {watchers_after} |");
+    println!(
+        "| etcd events sent per write: via the fan-out ({clients} clients); with {direct} direct clients more | {events_fan_out:.1}; {events_direct:.1} ({per_direct:.1} per direct client: {:.0} for {clients} direct clients) |",
+        events_fan_out + per_direct * clients as f64
+    );
+    println!(
+        "| {direct} direct clients: watches; all listed and in sync; etcd CPU for their lists | {watchers_direct}; {}; {etcd_cpu_lists:.1} s (the fan-out's {clients} clients: 0 s of etcd) |",
+        ms(direct_synced)
+    );
     println!(
         "| restarted agent (node-3): process start → everything applied again | {} |",
         ms(restart)
