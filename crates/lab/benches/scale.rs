@@ -317,27 +317,10 @@ fn direct_clients(
 }
 
 fn etcd_watchers(lab: &Lab) -> String {
-    let st = lab.state();
-    let url = st["datastore_env"]["ETCD_ENDPOINTS"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    let out = Command::new("curl")
-        .args(["-s", "-m", "2", &format!("{url}/metrics")])
-        .output()
-        .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let metric = |name: &str| {
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("?")
-            .to_string()
-    };
     format!(
         "{} watch streams, {} watchers",
-        metric("etcd_debugging_mvcc_watch_stream_total"),
-        metric("etcd_debugging_mvcc_watcher_total")
+        etcd_metric(lab, "etcd_debugging_mvcc_watch_stream_total"),
+        etcd_metric(lab, "etcd_debugging_mvcc_watcher_total")
     )
 }
 

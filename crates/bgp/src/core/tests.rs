@@ -110,6 +110,18 @@ fn fib(actions: &[Action]) -> Vec<FibOp> {
         .collect()
 }
 
+/// PEER's UPDATE announcing `prefixes`, on `conn`, at `now`.
+fn receive(c: &mut Core, conn: ConnId, prefixes: &[&str], now: u64) -> Vec<Action> {
+    c.handle(
+        Input::Session(SessionEvent::Received {
+            peer: ip(PEER),
+            conn,
+            update: update(prefixes),
+        }),
+        now,
+    )
+}
+
 /// An established session with PEER (our outgoing connection, conn 1).
 fn established(c: &mut Core, restart: Option<u16>) -> ConnId {
     established_with(c, peer(PEER), restart)
@@ -350,14 +362,7 @@ fn a_gracefully_restarting_peer_keeps_its_routes_for_its_restart_time() {
 fn a_peer_that_closes_with_a_notification_loses_its_routes_at_once() {
     let mut c = core();
     let conn = established(&mut c, Some(30));
-    c.handle(
-        Input::Session(SessionEvent::Received {
-            peer: ip(PEER),
-            conn,
-            update: update(&["10.244.2.0/26"]),
-        }),
-        20,
-    );
+    receive(&mut c, conn, &["10.244.2.0/26"], 20);
     let a = c.handle(
         Input::Session(SessionEvent::Closed {
             peer: ip(PEER),
@@ -430,14 +435,7 @@ fn convergence_waits_for_every_end_of_rib_or_the_restart_window() {
 fn stopping_closes_every_session_and_withdraws_what_was_installed() {
     let mut c = core();
     let conn = established(&mut c, None);
-    c.handle(
-        Input::Session(SessionEvent::Received {
-            peer: ip(PEER),
-            conn,
-            update: update(&["10.244.2.0/26"]),
-        }),
-        20,
-    );
+    receive(&mut c, conn, &["10.244.2.0/26"], 20);
     let a = c.stop(false);
     assert_eq!(
         closes(&a),
@@ -462,14 +460,7 @@ fn stopping_closes_every_session_and_withdraws_what_was_installed() {
 fn excluded_prefixes_move_learned_routes_out_of_the_kernel_and_back() {
     let mut c = core();
     let conn = established(&mut c, None);
-    c.handle(
-        Input::Session(SessionEvent::Received {
-            peer: ip(PEER),
-            conn,
-            update: update(&["10.244.2.0/26", "10.245.0.0/26"]),
-        }),
-        20,
-    );
+    receive(&mut c, conn, &["10.244.2.0/26", "10.245.0.0/26"], 20);
     let excluded = |a: &[Action]| -> Vec<(Vec<IpNet>, Vec<FibOp>)> {
         a.iter()
             .filter_map(|a| match a {
