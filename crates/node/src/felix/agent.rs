@@ -100,6 +100,9 @@ pub(super) struct Agent {
     /// The same by address, kept as changes come (one map shared with the
     /// flow collector, changed in place; never rebuilt at a sync).
     pub(super) workload_names: crate::flows::SharedWorkloads,
+    /// Every HostEndpoint's expected addresses with its name, by resource key.
+    pub(super) hep_names:
+        BTreeMap<String, (Vec<std::net::IpAddr>, Arc<crate::flows::HostEndpointName>)>,
     /// Every NetworkSet's and GlobalNetworkSet's nets, by resource key.
     pub(super) netset_names: BTreeMap<String, Vec<crate::flows::NetworkSetNet>>,
     /// Every resource read (only with flow logs on), for the pending
@@ -148,6 +151,7 @@ impl Agent {
             strings: calico_selector::Interner::new(),
             workload_names: crate::flows::SharedWorkloads::default(),
             netset_names: BTreeMap::new(),
+            hep_names: BTreeMap::new(),
             resources: BTreeMap::new(),
             resources_changed: false,
             staged: BTreeSet::new(),
@@ -177,6 +181,7 @@ impl Agent {
         self.workload_ids.clear();
         self.workload_names.update(BTreeMap::clear);
         self.netset_names.clear();
+        self.hep_names.clear();
         self.resources.clear();
         self.resources_changed = true;
         self.staged.clear();
@@ -361,6 +366,23 @@ impl Agent {
                             self.name_workload(key, Some((ips.into(), Arc::new(id))));
                         }
                         _ => self.name_workload(key, None),
+                    }
+                }
+                if kind == calico_api::Kind::HostEndpoint {
+                    match r {
+                        Some(Resource::HostEndpoint(h)) if !h.spec.expected_ips.is_empty() => {
+                            let id = crate::flows::HostEndpointName {
+                                name: h.metadata.name.clone(),
+                                labels: h.metadata.labels.clone(),
+                            };
+                            self.hep_names.insert(
+                                key.to_string(),
+                                (h.spec.expected_ips.clone(), Arc::new(id)),
+                            );
+                        }
+                        _ => {
+                            self.hep_names.remove(key);
+                        }
                     }
                 }
                 if matches!(
@@ -603,7 +625,7 @@ impl Agent {
     /// The chains and addresses flow records are named by: every local
     /// endpoint's tiers, policy and profile chains, and every workload's
     /// addresses.
-    fn flow_names_now(&self) -> crate::flows::Names {
+    pub(super) fn flow_names_now(&self) -> crate::flows::Names {
         use calico_dataplane::{policy_chain, profile_chain};
         let mut n = crate::flows::Names::default();
         for ep in self.state.endpoints.values() {
@@ -629,6 +651,14 @@ impl Agent {
             }
         }
         n.workloads = self.workload_names.clone();
+        for (ips, id) in self.hep_names.values() {
+            for ip in ips {
+                // Two endpoints expecting one address: the first by key names it.
+                n.host_endpoints
+                    .entry(*ip)
+                    .or_insert_with(|| Arc::clone(id));
+            }
+        }
         n.network_sets = self.netset_names.values().flatten().cloned().collect();
         n.network_sets
             .sort_by_key(|s| std::cmp::Reverse(s.net.prefix_len()));

@@ -316,3 +316,33 @@ fn with_route_sync_off_only_nftables_is_touched() {
     assert_eq!(h.journal.entries(), vec!["nft full"]);
     assert!(h.tunnels.synced().is_empty());
 }
+
+#[test]
+fn host_endpoints_with_expected_addresses_name_flow_ends() {
+    let mut h = Harness::new(false);
+    h.apply(
+        "apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node-2-eth0, labels: {role: node}}
+spec: {node: node-2, interfaceName: eth0, expectedIPs: [10.250.0.2]}
+---
+apiVersion: projectcalico.org/v3
+kind: HostEndpoint
+metadata: {name: node-3-any}
+spec: {node: node-3, interfaceName: eth0}
+",
+    );
+    h.resync();
+    let names = h.agent.flow_names_now();
+    let ip: std::net::IpAddr = "10.250.0.2".parse().expect("ip");
+    let hep = names.host_endpoints.get(&ip).expect("named");
+    assert_eq!(hep.name, "node-2-eth0");
+    assert_eq!(hep.labels.get("role").map(String::as_str), Some("node"));
+    assert_eq!(names.host_endpoints.len(), 1, "no addresses, no names");
+    // Deleted (as the syncer hands the deletion on): the name goes with it.
+    h.agent.take(&calico_datastore::Event::Delete {
+        key: "/calico/resources/v3/projectcalico.org/hostendpoints/node-2-eth0".into(),
+        mod_revision: 99,
+    });
+    assert!(h.agent.flow_names_now().host_endpoints.is_empty());
+}

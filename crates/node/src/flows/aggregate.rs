@@ -503,8 +503,9 @@ impl Aggregator {
     }
 }
 
-/// An address as a flow's end: a workload of the cluster by name, the
-/// network set that holds it, or `pub`/`pvt` with the address.
+/// An address as a flow's end: a workload of the cluster by name, a host
+/// endpoint by its expected addresses, the network set that holds it, or
+/// `pub`/`pvt` with the address.
 fn end_of(names: &Names, ip: IpAddr) -> End {
     if let Some(w) = names.workloads.get(&ip) {
         return (
@@ -513,6 +514,16 @@ fn end_of(names: &Names, ip: IpAddr) -> End {
             None,
             w.label_map(),
             "wep",
+        );
+    }
+    // A host endpoint's expected address (a node, say).
+    if let Some(h) = names.host_endpoints.get(&ip) {
+        return (
+            "-".to_string(),
+            h.name.clone(),
+            None,
+            h.labels.clone(),
+            "hep",
         );
     }
     // The most specific network set that holds it (sets are kept longest

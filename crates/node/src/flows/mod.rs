@@ -38,12 +38,21 @@ pub struct Names {
     /// Every workload's address → who it is (shared with the agent, which
     /// keeps it as changes come).
     pub workloads: SharedWorkloads,
+    /// Every host endpoint's expected address → its name and labels.
+    pub host_endpoints: BTreeMap<IpAddr, Arc<HostEndpointName>>,
     /// Every net of every NetworkSet and GlobalNetworkSet, longest prefix first.
     pub network_sets: Vec<NetworkSetNet>,
     /// The policy with the staged policies applied, when there are any.
     pub pending: Option<crate::pending::PendingRef>,
     /// Changes whenever the rest does (the collector's caches follow it).
     pub generation: u64,
+}
+
+/// A host endpoint as flow records name it (`hep`, no namespace).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostEndpointName {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
 }
 
 /// One net of a network set: the set's namespace (`-` for a global one),

@@ -304,3 +304,62 @@ fn a_workload_opening_connections_without_end_cannot_grow_the_collector() {
         "and as a connection, past the remembered sources too"
     );
 }
+
+#[test]
+fn host_endpoints_are_named_by_their_expected_addresses() {
+    let mut n = names();
+    n.host_endpoints.insert(
+        "10.250.0.2".parse().expect("ip"),
+        std::sync::Arc::new(crate::flows::HostEndpointName {
+            name: "node-2-eth0".into(),
+            labels: BTreeMap::from([("role".to_string(), "node".to_string())]),
+        }),
+    );
+    // And a network set that also holds the address: the endpoint wins.
+    n.network_sets = vec![NetworkSetNet {
+        net: "10.250.0.0/24".parse().expect("net"),
+        namespace: "-".into(),
+        name: "fabric".into(),
+        labels: BTreeMap::new(),
+    }];
+    let mut a = Aggregator::default();
+    a.add(
+        &n,
+        &logged(
+            1,
+            "DT1|tw-cali1",
+            v4([10, 250, 0, 2], [10, 0, 0, 2], 6, 5555, 80),
+        ),
+        100,
+    );
+    a.add(
+        &n,
+        &logged(
+            1,
+            "DT1|tw-cali1",
+            v4([10, 250, 0, 3], [10, 0, 0, 2], 6, 5555, 81),
+        ),
+        100,
+    );
+    let r = a.flush("node-1", &n);
+    let by_port = |p: u16| r.iter().find(|r| r.dest_port == Some(p)).expect("record");
+    let f = by_port(80);
+    assert_eq!(
+        (
+            f.source_type.as_str(),
+            f.source_namespace.as_str(),
+            f.source_name.as_str(),
+            f.source_ip
+        ),
+        ("hep", "-", "node-2-eth0", None)
+    );
+    assert_eq!(
+        f.source_labels.get("role").map(String::as_str),
+        Some("node")
+    );
+    assert_eq!(
+        by_port(81).source_type,
+        "ns",
+        "another address of the subnet"
+    );
+}
