@@ -2,7 +2,7 @@
 
 use crate::query::Filter;
 use crate::record::{Flow, TraceEntry};
-use rusqlite::types::Value;
+use rusqlite::types::{ToSqlOutput, Value, ValueRef};
 use rusqlite::Row;
 use std::collections::BTreeMap;
 
@@ -22,32 +22,41 @@ fn decisions(trace: &[String]) -> String {
     s
 }
 
-pub(super) fn row_values(f: &Flow) -> [Value; 30] {
-    let ip =
-        |ip: Option<std::net::IpAddr>| ip.map_or(Value::Null, |ip| Value::Text(ip.to_string()));
-    let int = |v: u64| Value::Integer(i64::try_from(v).unwrap_or(i64::MAX));
+/// A record's column values for an INSERT, in `COLUMNS` order: its own
+/// strings borrowed (bound without a copy), only computed ones owned.
+pub(super) fn row_values(f: &Flow) -> [ToSqlOutput<'_>; 30] {
+    fn text(s: &str) -> ToSqlOutput<'_> {
+        ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+    }
+    let owned = |s: String| ToSqlOutput::Owned(Value::Text(s));
+    let ip = |ip: Option<std::net::IpAddr>| {
+        ToSqlOutput::Owned(ip.map_or(Value::Null, |ip| Value::Text(ip.to_string())))
+    };
+    let int = |v: u64| ToSqlOutput::Owned(Value::Integer(i64::try_from(v).unwrap_or(i64::MAX)));
     [
         int(f.start_time),
         int(f.end_time),
-        Value::Text(f.node.clone()),
-        Value::Text(f.reporter.clone()),
-        Value::Text(f.action.clone()),
-        Value::Text(f.proto.clone()),
-        Value::Text(f.source_type.clone()),
-        Value::Text(f.source_namespace.clone()),
-        Value::Text(f.source_name.clone()),
+        text(&f.node),
+        text(&f.reporter),
+        text(&f.action),
+        text(&f.proto),
+        text(&f.source_type),
+        text(&f.source_namespace),
+        text(&f.source_name),
         ip(f.source_ip),
-        Value::Text(labels_text(&f.source_labels)),
-        Value::Text(f.dest_type.clone()),
-        Value::Text(f.dest_namespace.clone()),
-        Value::Text(f.dest_name.clone()),
+        owned(labels_text(&f.source_labels)),
+        text(&f.dest_type),
+        text(&f.dest_namespace),
+        text(&f.dest_name),
         ip(f.dest_ip),
-        Value::Text(labels_text(&f.dest_labels)),
-        f.dest_port
-            .map_or(Value::Null, |p| Value::Integer(p.into())),
-        Value::Text(f.policies.join("\n")),
-        Value::Text(decisions(&f.policies)),
-        Value::Text(f.pending_policies.join("\n")),
+        owned(labels_text(&f.dest_labels)),
+        ToSqlOutput::Owned(
+            f.dest_port
+                .map_or(Value::Null, |p| Value::Integer(p.into())),
+        ),
+        owned(f.policies.join("\n")),
+        owned(decisions(&f.policies)),
+        owned(f.pending_policies.join("\n")),
         int(f.packets),
         int(f.bytes),
         int(f.num_flows),
