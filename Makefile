@@ -27,10 +27,13 @@ bench: setup
 	$(CARGO) bench --workspace
 
 # The scale test (issue 17): etcd, a fan-out, 1,000 simulated nodes, 50,000
-# workloads, 1,000 policies, 500 fan-out clients, 3 real nodes; one table.
+# workloads, 1,000 policies, 500 fan-out clients, 50 direct datastore
+# clients, 3 real nodes; one table. Then SYNs across refreshes at 86,000
+# set elements (the `agent refreshing` line).
 scale: setup
 	$(CARGO) build --release --workspace --bins
 	$(CARGO) bench -p calico-lab --bench scale
+	$(CARGO) test --release -p calico-node --test refresh -- --nocapture
 
 # Coverage-guided fuzzing of the parsers (cargo-fuzz; SECS per target).
 SECS ?= 60

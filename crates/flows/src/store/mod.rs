@@ -141,7 +141,7 @@ pub struct Store {
 const CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// A log larger than this is restarted: the writer waits while the last
 /// frames are copied, and writes from the log's start again after.
-const WAL_LIMIT: u64 = 64 << 20;
+pub const WAL_LIMIT: u64 = 64 << 20;
 
 /// Copies the write-ahead log into the database file on a thread and a
 /// connection of its own, so that the writer never waits for it (SQLite's
@@ -159,7 +159,7 @@ struct Checkpointer {
 }
 
 impl Checkpointer {
-    fn start(path: &Path) -> Result<Checkpointer, StoreError> {
+    fn start(path: &Path, wal_limit: u64) -> Result<Checkpointer, StoreError> {
         let open = |cause| StoreError::Open {
             path: path.display().to_string(),
             cause,
@@ -175,7 +175,7 @@ impl Checkpointer {
             .name("flow-checkpoint".into())
             .spawn(move || {
                 let checkpoint = || {
-                    let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > WAL_LIMIT);
+                    let large = std::fs::metadata(&wal).is_ok_and(|m| m.len() > wal_limit);
                     let mode = if large { "RESTART" } else { "PASSIVE" };
                     let sql = format!("PRAGMA wal_checkpoint({mode})");
                     if let Err(e) = conn.query_row(&sql, [], |_| Ok(())) {
@@ -222,6 +222,11 @@ const MMAP_BYTES: i64 = 1 << 30;
 impl Store {
     /// Opens (creating if needed) the store at `path`.
     pub fn open(path: &Path) -> Result<Store, StoreError> {
+        Self::open_with_wal_limit(path, WAL_LIMIT)
+    }
+
+    /// The same, the log restarted once it passes `wal_limit` bytes.
+    pub fn open_with_wal_limit(path: &Path, wal_limit: u64) -> Result<Store, StoreError> {
         let open = |cause| StoreError::Open {
             path: path.display().to_string(),
             cause,
@@ -245,7 +250,7 @@ impl Store {
             .map_err(open)?;
         conn.execute_batch(&(schema("flows") + &schema("flows_hourly")))
             .map_err(open)?;
-        let checkpoints = Checkpointer::start(path)?;
+        let checkpoints = Checkpointer::start(path, wal_limit)?;
         Ok(Store {
             conn,
             _checkpoints: Some(checkpoints),
