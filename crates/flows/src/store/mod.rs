@@ -158,15 +158,22 @@ struct Checkpointer {
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// A read-write connection to the store at `path`, waiting up to 5 s on
+/// a lock.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let open = |cause| StoreError::Open {
+        path: path.display().to_string(),
+        cause,
+    };
+    let conn = Connection::open(path).map_err(open)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))
+        .map_err(open)?;
+    Ok(conn)
+}
+
 impl Checkpointer {
     fn start(path: &Path, wal_limit: u64) -> Result<Checkpointer, StoreError> {
-        let open = |cause| StoreError::Open {
-            path: path.display().to_string(),
-            cause,
-        };
-        let conn = Connection::open(path).map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open)?;
+        let conn = connect(path)?;
         let mut wal = path.as_os_str().to_owned();
         wal.push("-wal");
         let wal = std::path::PathBuf::from(wal);
@@ -231,9 +238,7 @@ impl Store {
             path: path.display().to_string(),
             cause,
         };
-        let conn = Connection::open(path).map_err(open)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5))
-            .map_err(open)?;
+        let conn = connect(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")
             .map_err(open)?;
         conn.pragma_update(None, "synchronous", "NORMAL")
