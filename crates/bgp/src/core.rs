@@ -193,8 +193,10 @@ impl Core {
                 ops.len()
             );
         }
-        self.excluded.clone_from(&nets);
-        self.out.push(Action::FibExclude { nets, ops });
+        self.excluded = nets;
+        if !ops.is_empty() {
+            self.out.push(Action::Fib(ops));
+        }
     }
 
     /// Every peer as `calicoctl node status` shows it, and the routes installed.
@@ -252,7 +254,18 @@ impl Core {
             }
         }
         if !ch.fib.is_empty() {
-            self.out.push(Action::Fib(ch.fib));
+            // A route inside an excluded prefix is not ours to install: it
+            // is taken out instead (one from before this run may linger).
+            let excluded = &self.excluded;
+            let ops = ch
+                .fib
+                .into_iter()
+                .map(|op| match op {
+                    FibOp::Set(p, _) if excluded.iter().any(|e| e.contains(&p)) => FibOp::Remove(p),
+                    op => op,
+                })
+                .collect();
+            self.out.push(Action::Fib(ops));
         }
     }
 

@@ -16,8 +16,6 @@ pub struct KernelFib {
     kernel: Box<dyn RouteTable>,
     /// Routes from before this run not confirmed yet.
     inherited: BTreeMap<IpNet, Target>,
-    /// Prefixes others route: learned routes inside them stay out.
-    excluded: Vec<IpNet>,
 }
 
 impl std::fmt::Debug for KernelFib {
@@ -39,15 +37,7 @@ impl KernelFib {
             .into_iter()
             .map(|r| (r.dst, r.target))
             .collect();
-        Ok(KernelFib {
-            kernel,
-            inherited,
-            excluded: Vec::new(),
-        })
-    }
-
-    fn is_excluded(&self, dst: &IpNet) -> bool {
-        self.excluded.iter().any(|e| e.contains(dst))
+        Ok(KernelFib { kernel, inherited })
     }
 
     fn run(&self, ops: &[Op]) {
@@ -86,15 +76,10 @@ impl Fib for KernelFib {
             .map(|op| match op {
                 FibOp::Set(dst, nh) => {
                     self.inherited.remove(dst);
-                    if self.is_excluded(dst) {
-                        // Not ours to install (one from before may linger).
-                        delete(*dst)
-                    } else {
-                        Op::Replace(Route {
-                            dst: *dst,
-                            target: target(*nh),
-                        })
-                    }
+                    Op::Replace(Route {
+                        dst: *dst,
+                        target: target(*nh),
+                    })
                 }
                 FibOp::Remove(dst) => {
                     self.inherited.remove(dst);
@@ -103,10 +88,6 @@ impl Fib for KernelFib {
             })
             .collect();
         self.run(&ops);
-    }
-
-    fn set_excluded(&mut self, nets: Vec<IpNet>) {
-        self.excluded = nets;
     }
 
     fn converged(&mut self) {
@@ -135,7 +116,7 @@ mod tests {
     }
 
     #[test]
-    fn routes_from_before_a_restart_stay_until_convergence_and_excluded_ones_leave() {
+    fn routes_from_before_a_restart_stay_until_convergence() {
         let journal = Journal::default();
         let kernel = FakeRoutes::new(&journal);
         let gw: std::net::IpAddr = "10.0.0.2".parse().expect("ip");
@@ -159,14 +140,6 @@ mod tests {
         fib.converged();
         let have: Vec<IpNet> = kernel.routes().into_keys().collect();
         assert_eq!(have, vec![net("10.244.2.0/26"), net("10.244.3.0/26")]);
-        // A pool turning VXLAN: routes inside it are not installed (the
-        // core sends the removals of those already in).
-        fib.set_excluded(vec![net("10.244.3.0/24")]);
-        fib.apply(&[FibOp::Set(net("10.244.3.0/26"), gw)]);
-        assert!(!kernel.routes().contains_key(&net("10.244.3.0/26")));
-        fib.set_excluded(Vec::new());
-        fib.apply(&[FibOp::Set(net("10.244.3.0/26"), gw)]);
-        assert!(kernel.routes().contains_key(&net("10.244.3.0/26")));
         fib.apply(&[FibOp::Remove(net("10.244.2.0/26"))]);
         assert_eq!(kernel.routes().len(), 1);
     }

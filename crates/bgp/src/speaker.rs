@@ -37,12 +37,6 @@ pub trait Fib: Send + 'static {
     /// Every peer has sent its routes once (End-of-RIB) or the restart time
     /// ran out: routes left from before this speaker started may go.
     fn converged(&mut self) {}
-    /// From now on, routes inside these prefixes stay in the RIB (and are
-    /// passed on to peers) but are not installed: someone else routes them
-    /// (the node agent, for VXLAN pools). The routes already learned are
-    /// moved by the operations that follow (the core knows them; the FIB
-    /// keeps no copy).
-    fn set_excluded(&mut self, _nets: Vec<IpNet>) {}
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
@@ -144,8 +138,10 @@ impl Speaker {
         let _ = self.tx.send(Event::Command(Command::SetLocal(prefixes)));
     }
 
-    /// Prefixes whose routes are not installed in the kernel (see
-    /// [`Fib::set_excluded`]).
+    /// Prefixes whose learned routes stay in the RIB (and are passed on to
+    /// peers) but are not installed: someone else routes them (the node
+    /// agent, for VXLAN pools). Those installed are taken out, those no
+    /// longer excluded put back.
     pub fn set_kernel_exclusions(&self, nets: Vec<IpNet>) {
         let _ = self.tx.send(Event::Command(Command::SetExcluded(nets)));
     }
@@ -202,7 +198,6 @@ impl Drop for Speaker {
 enum FibWork {
     Ops(Vec<FibOp>),
     Converged,
-    Exclude(Vec<IpNet>),
     /// Answered once everything before it is applied.
     Barrier(std::sync::mpsc::Sender<()>),
 }
@@ -261,10 +256,6 @@ fn fib_thread(
         let mut next = Some(first);
         while let Some(w) = next {
             match w {
-                FibWork::Exclude(nets) => {
-                    flush(&mut fib, &mut ops);
-                    fib.set_excluded(nets);
-                }
                 FibWork::Ops(o) => {
                     ops.extend(o);
                     if ops.len() >= FIB_BATCH {
@@ -525,12 +516,6 @@ impl Shell {
                     });
                 }
                 Action::Fib(ops) => {
-                    if !ops.is_empty() {
-                        self.fib.send(FibWork::Ops(ops));
-                    }
-                }
-                Action::FibExclude { nets, ops } => {
-                    self.fib.send(FibWork::Exclude(nets));
                     if !ops.is_empty() {
                         self.fib.send(FibWork::Ops(ops));
                     }

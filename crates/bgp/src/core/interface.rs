@@ -82,12 +82,6 @@ pub(crate) enum Action {
         timer: Timer,
     },
     Fib(Vec<FibOp>),
-    /// From now on routes inside these prefixes are not installed; `ops`
-    /// moves the routes already learned (out of the kernel, or back in).
-    FibExclude {
-        nets: Vec<IpNet>,
-        ops: Vec<FibOp>,
-    },
     /// Routes from before this run that were not learned again may go.
     FibConverged,
     /// Set (or remove) a peer's MD5 key on the listening socket.
