@@ -28,6 +28,7 @@ fn felix(pods: &TwoPods, db: &str, flow_dir: Option<&std::path::Path>) -> KillOn
         .args(["felix", "--node", "node-1"])
         .env("CALICO_DATASTORE_PATH", db)
         .env("FELIX_HEALTHENABLED", "true")
+        .env("FELIX_PROMETHEUSMETRICSENABLED", "true")
         .env_remove("DATASTORE_TYPE")
         .stdout(Stdio::null())
         .stderr(Stdio::null());
@@ -58,6 +59,29 @@ fn felix(pods: &TwoPods, db: &str, flow_dir: Option<&std::path::Path>) -> KillOn
         assert!(Instant::now() < deadline, "felix did not become ready");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// The agent's counter `name` (summed over the series whose labels
+/// contain `with`).
+fn metric(pods: &TwoPods, name: &str, with: &str) -> u64 {
+    let out = Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            &pods.node.name,
+            "curl",
+            "-sf",
+            "--max-time",
+            "5",
+        ])
+        .arg("http://127.0.0.1:9091/metrics")
+        .output()
+        .expect("curl");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.starts_with(name) && l.contains(with))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
 }
 
 fn main() {
@@ -92,6 +116,23 @@ fn main() {
             let conns = connection_rate(&pods.client, &format!("{}:{PORT}", pods.server_ip), secs);
             let pps = pods.iperf(secs, true);
             let rss = calico_test_support::rss_kib(agent.0.id());
+            if on {
+                // Every connection made was logged at both ends (the
+                // client's egress, the server's ingress), or the agent
+                // says it lost some: flow logs must not look cheap by
+                // dropping what they cost.
+                std::thread::sleep(Duration::from_millis(600));
+                let made = (conns * f64::from(secs)).round() as u64;
+                let logged = metric(&pods, "felix_policy_rule_packets_total", "action=\"allow\"");
+                let overruns = metric(&pods, "felix_flow_log_overruns_total", "");
+                println!(
+                    "  round {round}: {made} connections made, {logged} first packets logged allowed (2 per connection, plus iperf's), {overruns} overruns"
+                );
+                assert!(
+                    overruns > 0 || logged >= 2 * made,
+                    "logged packets were lost without an overrun being counted"
+                );
+            }
             drop(agent);
             runs[usize::from(on)].push((conns, pps, rss));
             if on && secs * 2 > FLUSH {

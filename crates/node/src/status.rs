@@ -53,6 +53,8 @@ pub struct Metrics {
     pub rule_packets: Family<RuleLabels, Counter>,
     /// Logged packets the flow collector could not read back.
     pub flow_unreadable: Counter,
+    /// Times logged packets were lost because the collector fell behind.
+    pub flow_overruns: Counter,
     /// Flow records the flow service stored, refused, and those dropped
     /// because it was slow or away; records waiting for it.
     pub flow_export_sent: Counter,
@@ -89,6 +91,7 @@ impl Metrics {
             bad_records: Gauge::default(),
             rule_packets: Family::default(),
             flow_unreadable: Counter::default(),
+            flow_overruns: Counter::default(),
             flow_export_sent: Counter::default(),
             flow_unfollowed: Counter::default(),
             flow_export_refused: Counter::default(),
@@ -146,6 +149,11 @@ impl Metrics {
             "flow_log_unreadable",
             "Logged packets the flow collector could not read back",
             m.flow_unreadable.clone(),
+        );
+        registry.register(
+            "flow_log_overruns",
+            "Times the kernel had more logged packets than the flow collector's buffer held, so some were lost",
+            m.flow_overruns.clone(),
         );
         registry.register(
             "flow_connections_unfollowed",

@@ -1,7 +1,7 @@
 //! Logged packets and the connection tracker's counters, aggregated into
 //! an interval's flow records.
 
-use super::packet::{entry, ip_len, tuple, verdict, Tuple};
+use super::packet::{entry, headers, ip_len, verdict, Tuple};
 use super::{FlowRecord, Names};
 use calico_kernel::LoggedRef;
 use std::collections::BTreeMap;
@@ -59,18 +59,84 @@ struct Key {
     trace: u32,
 }
 
-/// An allowed connection being followed through the connection tracker:
-/// the record it counts under, and the interval it was last counted in.
+/// An allowed connection followed through the connection tracker, by its
+/// original addresses and ports (one entry for both reporters when both
+/// ends are on this node).
 #[derive(Debug, Clone, Copy)]
 struct Followed {
+    /// The sequence number of its SYN (TCP): a SYN with another is a new
+    /// connection reusing the addresses and ports.
+    seq: Option<u32>,
+    /// The tracker's id for it and its counters at the last accounting:
+    /// source to destination packets and bytes, then back.
+    ct: Option<u64>,
+    counted: [u64; 4],
+    /// The last accounting that found it in the table.
+    seen: u64,
+    /// Per reporter (`dst`, then `src`), the record it counts under.
+    sides: [Option<Side>; 2],
+}
+
+/// A followed connection as one reporter counts it: the record, and the
+/// interval it was last counted in.
+#[derive(Debug, Clone, Copy)]
+struct Side {
     key: Key,
     interval: u64,
+}
+
+impl Side {
+    /// The connection has ended: its record counts it as completed (at
+    /// `now`, in `interval`).
+    fn complete(&self, flows: &mut Map<Key, Counts>, interval: u64, now: u64) {
+        let c = flows.entry(self.key).or_default();
+        if c.sum.first == 0 {
+            c.sum.first = now;
+        }
+        c.sum.last = c.sum.last.max(now);
+        if self.interval != interval {
+            c.sum.flows += 1;
+        }
+        c.sum.completed += 1;
+    }
+}
+
+impl Followed {
+    fn new(seq: Option<u32>, side: usize, first: Side) -> Self {
+        let mut sides = [None; 2];
+        sides[side] = Some(first);
+        Followed {
+            seq,
+            ct: None,
+            counted: [0; 4],
+            seen: 0,
+            sides,
+        }
+    }
+}
+
+/// The reporter of a log group: `dst` for traffic into workloads, `src`
+/// for traffic out of them.
+fn reporter_of(group: u16) -> &'static str {
+    if group == calico_dataplane::flow_group(true) {
+        "dst"
+    } else {
+        "src"
+    }
+}
+
+/// The reporter a log group stands for: 0 for `dst` (into workloads), 1
+/// for `src`.
+fn side_of(group: u16) -> usize {
+    usize::from(group != calico_dataplane::flow_group(true))
 }
 
 #[derive(Debug, Default)]
 struct Counts {
     /// Packets logged (every denied one; the first of each allowed connection).
     packets: u64,
+    /// Of those, the ones already handed on as rule hits.
+    hits_taken: u64,
     /// Distinct (source, source port) of denied packets.
     sports: Set<(IpAddr, Option<u16>)>,
     /// Sources past `MAX_SOURCES`, each counted as new.
@@ -161,14 +227,13 @@ pub struct Aggregator {
     interval: u64,
     /// Each address's end as first seen this interval.
     ends: Map<IpAddr, End>,
-    /// Deciding packets per (trace entry, reporter) since the last take.
-    hits: Map<(u32, &'static str), u64>,
-    /// Allowed connections logged (by group and connection tuple), and the
-    /// record they count under, while the connection tracker holds them.
-    conns: Map<(u16, Tuple), Followed>,
-    /// Each tracked connection's counters at the last accounting (by id):
-    /// source to destination packets and bytes, then back.
-    counted: Map<u64, [u64; 4]>,
+    /// Deciding packets per (trace entry, reporter) of records already
+    /// flushed, not taken yet (the rest are in `flows`).
+    hits: Map<(String, &'static str), u64>,
+    /// Allowed connections logged, while the connection tracker holds them.
+    conns: Map<Tuple, Followed>,
+    /// Accountings so far.
+    accountings: u64,
     /// Logged packets that could not be read back (unknown chain, bad header).
     pub unreadable: u64,
     /// Allowed connections not followed for counters (`MAX_FOLLOWED`).
@@ -230,7 +295,7 @@ impl Aggregator {
         now: u64,
     ) -> Option<(&str, &'static str)> {
         let p: LoggedRef<'p> = p.into();
-        let Some(t) = tuple(p.payload) else {
+        let Some((t, seq)) = headers(p.payload) else {
             self.unreadable += 1;
             return None;
         };
@@ -256,15 +321,7 @@ impl Aggregator {
                 self.trace_id(&entries)
             }
         };
-        let reporter = if p.group == calico_dataplane::flow_group(true) {
-            "dst"
-        } else {
-            "src"
-        };
-        for ip in [t.src, t.dst] {
-            self.ends.entry(ip).or_insert_with(|| end_of(names, ip));
-        }
-        *self.hits.entry((id, reporter)).or_default() += 1;
+        let reporter = reporter_of(p.group);
         let k = Key {
             group: p.group,
             action,
@@ -274,25 +331,46 @@ impl Aggregator {
             dport: t.dport,
             trace,
         };
+        let mut ended = [None; 2];
         let c = self.flows.entry(k).or_default();
-        if c.packets == 0 {
+        // A record new this interval: its addresses are named as they are
+        // now (a workload deleted before the flush keeps its name).
+        let new_record = c.packets == 0;
+        if new_record {
             c.sum.first = now;
         }
         c.packets += 1;
         c.sum.last = now;
         if action == "allow" {
-            // A connection already followed: its first packet again. One
-            // probe of the table either way.
-            let conn = (p.group, t);
+            // One probe of the table: a connection already followed (its
+            // first packet again, or the other reporter's), or a new one.
             let full = self.conns.len() >= MAX_FOLLOWED;
-            let interval = self.interval;
-            let new = match self.conns.entry(conn) {
-                std::collections::hash_map::Entry::Occupied(_) => false,
+            let side = side_of(p.group);
+            let this = Side {
+                key: k,
+                interval: self.interval,
+            };
+            let new = match self.conns.entry(t) {
+                std::collections::hash_map::Entry::Occupied(mut o) => {
+                    let f = o.get_mut();
+                    if seq.is_some() && seq != f.seq {
+                        // Another SYN: the connection followed has ended
+                        // and a new one reuses its addresses and ports.
+                        ended = f.sides;
+                        *f = Followed::new(seq, side, this);
+                        true
+                    } else if f.sides[side].is_none() {
+                        f.sides[side] = Some(this);
+                        true
+                    } else {
+                        false
+                    }
+                }
                 std::collections::hash_map::Entry::Vacant(v) => {
                     if full {
                         self.untracked += 1;
                     } else {
-                        v.insert(Followed { key: k, interval });
+                        v.insert(Followed::new(seq, side, this));
                     }
                     true
                 }
@@ -312,6 +390,14 @@ impl Aggregator {
                 c.sum.bytes_out += len;
             }
         }
+        for s in ended.iter().flatten() {
+            s.complete(&mut self.flows, self.interval, now);
+        }
+        if new_record {
+            for ip in [t.src, t.dst] {
+                self.ends.entry(ip).or_insert_with(|| end_of(names, ip));
+            }
+        }
         Some((self.entries[id as usize].as_str(), reporter))
     }
 
@@ -320,76 +406,65 @@ impl Aggregator {
     /// records (for this interval, at `now`); those gone from the table
     /// have completed; the rest are live.
     pub fn account(&mut self, table: &calico_kernel::conntrack::Table, now: u64) {
-        let mut present = Set::default();
-        let mut counted = Map::default();
-        let groups = [
-            calico_dataplane::flow_group(true),
-            calico_dataplane::flow_group(false),
-        ];
+        self.accountings += 1;
+        let this = self.accountings;
+        let interval = self.interval;
         for conn in &table.conns {
-            for group in groups {
-                let Some(followed) = self.conns.get_mut(&(group, conn.tuple)) else {
-                    continue;
-                };
-                present.insert((group, conn.tuple));
-                let now_counts = [
-                    conn.orig_packets,
-                    conn.orig_bytes,
-                    conn.reply_packets,
-                    conn.reply_bytes,
-                ];
-                let before = self.counted.get(&conn.id).copied().unwrap_or_default();
-                counted.insert(conn.id, now_counts);
-                let d: Vec<u64> = now_counts
-                    .iter()
-                    .zip(before)
-                    .map(|(n, b)| n.saturating_sub(b))
-                    .collect();
-                let c = self.flows.entry(followed.key).or_default();
+            let Some(f) = self.conns.get_mut(&conn.tuple) else {
+                continue;
+            };
+            if f.seen == this {
+                // Listed twice (another zone): counted once.
+                continue;
+            }
+            f.seen = this;
+            let now_counts = [
+                conn.orig_packets,
+                conn.orig_bytes,
+                conn.reply_packets,
+                conn.reply_bytes,
+            ];
+            // Another id is another connection on the same tuple: all of
+            // its counters are new.
+            let before = match f.ct {
+                Some(id) if id == conn.id => f.counted,
+                _ => [0; 4],
+            };
+            f.ct = Some(conn.id);
+            f.counted = now_counts;
+            let d: [u64; 4] = std::array::from_fn(|i| now_counts[i].saturating_sub(before[i]));
+            for (side, s) in f.sides.iter_mut().enumerate() {
+                let Some(s) = s else { continue };
+                let c = self.flows.entry(s.key).or_default();
                 if c.sum.first == 0 {
                     c.sum.first = now;
                 }
                 c.sum.last = now;
-                if followed.interval != self.interval {
-                    followed.interval = self.interval;
+                if s.interval != interval {
+                    s.interval = interval;
                     c.sum.flows += 1;
                 }
                 c.sum.live += 1;
-                // In and out as the reporter sees them.
-                if group == groups[0] {
-                    c.sum.packets_in += d[0];
-                    c.sum.bytes_in += d[1];
-                    c.sum.packets_out += d[2];
-                    c.sum.bytes_out += d[3];
-                } else {
-                    c.sum.packets_out += d[0];
-                    c.sum.bytes_out += d[1];
-                    c.sum.packets_in += d[2];
-                    c.sum.bytes_in += d[3];
-                }
+                // In and out as the reporter sees them: into the
+                // destination is the original direction.
+                let (inn, out) = if side == 0 { (0, 2) } else { (2, 0) };
+                c.sum.packets_in += d[inn];
+                c.sum.bytes_in += d[inn + 1];
+                c.sum.packets_out += d[out];
+                c.sum.bytes_out += d[out + 1];
             }
         }
-        // Ids seen twice (both ends on this node) kept once.
-        self.counted = counted;
-        let gone: Vec<_> = self
-            .conns
-            .keys()
-            .filter(|k| !present.contains(*k))
-            .copied()
-            .collect();
-        for k in gone {
-            if let Some(followed) = self.conns.remove(&k) {
-                let c = self.flows.entry(followed.key).or_default();
-                if c.sum.first == 0 {
-                    c.sum.first = now;
-                }
-                c.sum.last = c.sum.last.max(now);
-                if followed.interval != self.interval {
-                    c.sum.flows += 1;
-                }
-                c.sum.completed += 1;
+        // Those gone from the table have completed.
+        let flows = &mut self.flows;
+        self.conns.retain(|_, f| {
+            if f.seen == this {
+                return true;
             }
-        }
+            for s in f.sides.iter().flatten() {
+                s.complete(flows, interval, now);
+            }
+            false
+        });
     }
 
     /// Whether allowed connections are being followed (the connection
@@ -400,17 +475,37 @@ impl Aggregator {
 
     /// Deciding packets per (trace entry, reporter) since the last call.
     pub fn take_hits(&mut self) -> Vec<(String, &'static str, u64)> {
-        let entries = &self.entries;
-        self.hits
-            .drain()
-            .map(|((id, r), n)| (entries[id as usize].clone(), r, n))
-            .collect()
+        self.gather_hits();
+        self.hits.drain().map(|((e, r), n)| (e, r, n)).collect()
+    }
+
+    /// Moves the records' packets not taken as hits yet into `hits`, by
+    /// the deciding entry (the trace's last) and reporter.
+    fn gather_hits(&mut self) {
+        let mut by_id: Map<(u32, &'static str), u64> = Map::default();
+        for (k, c) in &mut self.flows {
+            let n = c.packets - c.hits_taken;
+            if n == 0 {
+                continue;
+            }
+            c.hits_taken = c.packets;
+            let Some(&id) = self.traces.get(k.trace as usize).and_then(|t| t.last()) else {
+                continue;
+            };
+            *by_id.entry((id, reporter_of(k.group))).or_default() += n;
+        }
+        for ((id, r), n) in by_id {
+            if let Some(e) = self.entries.get(id as usize) {
+                *self.hits.entry((e.clone(), r)).or_default() += n;
+            }
+        }
     }
 
     /// The records so far (reported by `node`), emptying the aggregator;
     /// endpoints merged by name (two addresses of one pod are one end);
     /// each with its pending trace when `names` has staged policies.
     pub fn flush(&mut self, node: &str, names: &Names) -> Vec<FlowRecord> {
+        self.gather_hits();
         self.passes.clear();
         self.interval += 1;
         // Addresses met only through the connection tracker are named now.
@@ -424,11 +519,7 @@ impl Aggregator {
         let end = |ip: &IpAddr| ends.get(ip).cloned().unwrap_or_default();
         let mut merged: BTreeMap<Named, Sum> = BTreeMap::new();
         for (k, c) in std::mem::take(&mut self.flows) {
-            let reporter = if k.group == calico_dataplane::flow_group(true) {
-                "dst"
-            } else {
-                "src"
-            };
+            let reporter = reporter_of(k.group);
             let trace = self.traces[k.trace as usize]
                 .iter()
                 .map(|id| self.entries[*id as usize].clone())

@@ -179,6 +179,8 @@ pub fn start(
             let mut agg = Aggregator::default();
             let mut last = Instant::now();
             let mut seen = ExportSeen::default();
+            let mut overrun_said = None;
+            let mut hits_taken = Instant::now();
             loop {
                 let unreadable = agg.unreadable;
                 // The names are locked once packets have come (not while
@@ -196,16 +198,30 @@ pub fn start(
                 drop(locked);
                 match got {
                     Ok(_) => {
-                        for (entry, reporter, n) in agg.take_hits() {
-                            metrics
-                                .rule_packets
-                                .get_or_create(&labels(&entry, reporter))
-                                .inc_by(n);
+                        // Rule hits are summed from the records once a
+                        // second, not per batch.
+                        if hits_taken.elapsed() >= Duration::from_secs(1) {
+                            hits_taken = Instant::now();
+                            for (entry, reporter, n) in agg.take_hits() {
+                                metrics
+                                    .rule_packets
+                                    .get_or_create(&labels(&entry, reporter))
+                                    .inc_by(n);
+                            }
                         }
                         metrics.flow_unreadable.inc_by(agg.unreadable - unreadable);
                         metrics
                             .flow_unfollowed
                             .inc_by(std::mem::take(&mut agg.untracked));
+                    }
+                    Err(calico_kernel::NflogError::Overrun) => {
+                        metrics.flow_overruns.inc();
+                        // Once a minute at most: a node under a flood
+                        // would otherwise fill its log with this line.
+                        if overrun_said.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
+                            overrun_said = Some(Instant::now());
+                            warn!("flow logs: the collector fell behind and logged packets were lost (felix_flow_log_overruns_total)");
+                        }
                     }
                     Err(e) => warn!("reading flow logs: {e}"),
                 }

@@ -9,8 +9,10 @@ use std::net::IpAddr;
 pub use calico_kernel::conntrack::ConnTuple as Tuple;
 
 /// The IP and transport headers of a logged packet (IPv4, or IPv6 without
-/// extension headers); None if it is neither.
-pub fn tuple(payload: &[u8]) -> Option<Tuple> {
+/// extension headers), and the sequence number of a TCP SYN (a
+/// retransmitted SYN carries its connection's, a new connection that
+/// reuses the addresses and ports its own); None if it is neither.
+pub fn headers(payload: &[u8]) -> Option<(Tuple, Option<u32>)> {
     let version = payload.first()? >> 4;
     let (src, dst, proto, l4): (IpAddr, IpAddr, u8, &[u8]) = match version {
         4 => {
@@ -33,13 +35,17 @@ pub fn tuple(payload: &[u8]) -> Option<Tuple> {
     };
     let ports = matches!(proto, 6 | 17 | 132 | 136) && l4.len() >= 4;
     let port = |at: usize| ports.then(|| u16::from_be_bytes([l4[at], l4[at + 1]]));
-    Some(Tuple {
+    // SYN without ACK: the first packet of a connection.
+    let syn = proto == 6 && l4.get(13).is_some_and(|f| f & 0x12 == 0x02);
+    let seq = syn.then(|| u32::from_be_bytes([l4[4], l4[5], l4[6], l4[7]]));
+    let t = Tuple {
         src,
         dst,
         proto,
         sport: port(0),
         dport: port(2),
-    })
+    };
+    Some((t, seq))
 }
 
 /// What a log prefix says: the verdict and where it came from.

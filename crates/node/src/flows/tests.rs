@@ -1,6 +1,6 @@
 //! The collector's pure parts: packets and prefixes read back, aggregation, accounting.
 
-use super::packet::{tuple, verdict, Verdict};
+use super::packet::{headers, verdict, Verdict};
 use super::*;
 use calico_kernel::Logged;
 
@@ -70,9 +70,10 @@ fn prefixes_and_headers_read_back() {
     );
     assert_eq!(verdict("calico-packet: "), None);
     assert_eq!(verdict("X1|p"), None);
-    let t = tuple(&v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432)).expect("tuple");
+    let (t, seq) = headers(&v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432)).expect("tuple");
+    assert_eq!(seq, None, "not a SYN");
     assert_eq!((t.proto, t.sport, t.dport), (6, Some(40000), Some(5432)));
-    assert_eq!(tuple(&[0x45, 0]), None, "truncated");
+    assert_eq!(headers(&[0x45, 0]), None, "truncated");
 }
 
 #[test]
@@ -362,4 +363,68 @@ fn host_endpoints_are_named_by_their_expected_addresses() {
         "ns",
         "another address of the subnet"
     );
+}
+
+/// A TCP SYN from 10.0.0.1:40000 to 10.0.0.2:5432 with sequence number `seq`.
+fn syn(seq: u32) -> Vec<u8> {
+    let mut p = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
+    p[24..28].copy_from_slice(&seq.to_be_bytes());
+    p[33] = 0x02;
+    p
+}
+
+#[test]
+fn a_new_connection_reusing_addresses_and_ports_counts_apart_from_a_retransmission() {
+    use calico_kernel::conntrack::parse;
+    let n = names();
+    let mut a = Aggregator::default();
+    // Both ends on this node: the client's egress, the server's ingress.
+    for group in [2, 1] {
+        a.add(&n, &logged(group, "A2|p-aaa-in", syn(7)), 100);
+    }
+    // The SYN again (lost on the way): the same connection.
+    a.add(&n, &logged(1, "A2|p-aaa-in", syn(7)), 101);
+    let (t, seq) = headers(&syn(7)).expect("headers");
+    assert_eq!((t.sport, seq), (Some(40000), Some(7)));
+    let line = |id: u64, p1: u64| {
+        format!("ipv4 2 tcp 6 100 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=5432 packets={p1} bytes={} src=10.0.0.2 dst=10.0.0.1 sport=5432 dport=40000 packets=1 bytes=60 [ASSURED] mark=0 use=1 id={id}\n", p1 * 60)
+    };
+    a.account(&parse(&line(1, 3)), 102);
+    let r = a.flush("node-1", &n);
+    assert_eq!(r.len(), 2, "one record per reporter: {r:?}");
+    for rec in &r {
+        assert_eq!(
+            (rec.num_flows_started, rec.num_flows_live, rec.num_flows),
+            (1, 1, 1),
+            "{}: the SYN twice is one connection",
+            rec.reporter
+        );
+    }
+    // Closed, and a new connection from the same port (another sequence
+    // number) before the tracker forgot the old one.
+    a.add(&n, &logged(2, "A2|p-aaa-in", syn(9)), 103);
+    a.add(&n, &logged(1, "A2|p-aaa-in", syn(9)), 103);
+    a.account(&parse(&line(2, 2)), 104);
+    let r = a.flush("node-1", &n);
+    assert_eq!(r.len(), 2, "one record per reporter: {r:?}");
+    for rec in &r {
+        assert_eq!(
+            (
+                rec.num_flows_started,
+                rec.num_flows_completed,
+                rec.num_flows_live,
+                rec.num_flows
+            ),
+            (1, 1, 1, 2),
+            "{}: the first connection completed, the second started",
+            rec.reporter
+        );
+        // The second connection's counters start from zero (another id).
+        let (to_dst, from_dst) = if rec.reporter == "dst" {
+            (rec.packets_in, rec.packets_out)
+        } else {
+            (rec.packets_out, rec.packets_in)
+        };
+        assert_eq!((to_dst, from_dst), (2, 1), "{}", rec.reporter);
+    }
 }
