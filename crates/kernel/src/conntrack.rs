@@ -1,13 +1,14 @@
 //! The connection tracker's table with its counters: what flow records
-//! take their packet and byte counts from. Read with conntrack-tools'
-//! `conntrack -L -o extended,id` in this process's network namespace
-//! (accounting must be on: `net.netfilter.nf_conntrack_acct = 1`); every
-//! line is parsed strictly, and a line that does not read is skipped and
-//! counted, never guessed at.
+//! take their packet and byte counts from. Read with one ctnetlink dump
+//! (`IPCTNL_MSG_CT_GET` with `NLM_F_DUMP`, what `conntrack -L` sends) in
+//! this process's network namespace; accounting must be on
+//! (`net.netfilter.nf_conntrack_acct = 1`). Each entry is read in place
+//! from the receive buffer, strictly: one whose tuple, counters or id do
+//! not read is skipped and counted, never guessed at.
 
+use netlink_packet_core::{NlasIterator, NLA_HEADER_SIZE};
+use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 use std::net::IpAddr;
-use std::process::Command;
-
 /// A connection's original-direction addresses and ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct ConnTuple {
@@ -33,125 +34,418 @@ pub struct Conn {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConntrackError {
-    #[error("running conntrack")]
-    Run(#[source] std::io::Error),
-    #[error("conntrack -L failed: {0}")]
-    Failed(String),
+    #[error("ctnetlink socket")]
+    Socket(#[source] std::io::Error),
+    #[error("the connection tracker refused the listing")]
+    Refused(#[source] std::io::Error),
 }
 
-/// The table as listed, and how many lines did not read.
+/// The table as listed, and how many entries did not read.
 #[derive(Debug, Default)]
 pub struct Table {
     pub conns: Vec<Conn>,
     pub unreadable: u64,
 }
 
+/// ctnetlink's subsystem number and its message types.
+const SUBSYS_CTNETLINK: u16 = 1;
+const MSG_CT_NEW: u16 = 0;
+const MSG_CT_GET: u16 = 1;
+const NLMSG_ERROR: u16 = 2;
+const NLMSG_DONE: u16 = 3;
+const NLM_F_REQUEST: u16 = 0x1;
+const NLM_F_DUMP: u16 = 0x300;
+/// Attribute numbers (`linux/netfilter/nfnetlink_conntrack.h`).
+const CTA_TUPLE_ORIG: u16 = 1;
+const CTA_COUNTERS_ORIG: u16 = 9;
+const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_ID: u16 = 12;
+const CTA_TUPLE_IP: u16 = 1;
+const CTA_TUPLE_PROTO: u16 = 2;
+const CTA_IP_V4_SRC: u16 = 1;
+const CTA_IP_V4_DST: u16 = 2;
+const CTA_IP_V6_SRC: u16 = 3;
+const CTA_IP_V6_DST: u16 = 4;
+const CTA_PROTO_NUM: u16 = 1;
+const CTA_PROTO_SRC_PORT: u16 = 2;
+const CTA_PROTO_DST_PORT: u16 = 3;
+const CTA_COUNTERS_PACKETS: u16 = 1;
+const CTA_COUNTERS_BYTES: u16 = 2;
+const CTA_COUNTERS32_PACKETS: u16 = 3;
+const CTA_COUNTERS32_BYTES: u16 = 4;
+/// An attribute's type without the nested and byte-order flags.
+const NLA_TYPE_MASK: u16 = 0x3fff;
+
 /// Lists this namespace's connections with their counters.
 pub fn list() -> Result<Table, ConntrackError> {
-    let out = Command::new("conntrack")
-        .args(["-L", "-o", "extended,id"])
-        .output()
-        .map_err(ConntrackError::Run)?;
-    if !out.status.success() {
-        return Err(ConntrackError::Failed(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(parse(&String::from_utf8_lossy(&out.stdout)))
-}
-
-/// Reads `conntrack -L -o extended,id` output.
-pub fn parse(text: &str) -> Table {
-    let mut t = Table::default();
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match parse_line(line) {
-            Some(c) => t.conns.push(c),
-            None => t.unreadable += 1,
+    let mut socket = Socket::new(NETLINK_NETFILTER).map_err(ConntrackError::Socket)?;
+    socket.bind_auto().map_err(ConntrackError::Socket)?;
+    // A dump whose end went missing fails after a while; it never hangs
+    // the caller.
+    use nix::sys::socket::{setsockopt, sockopt::ReceiveTimeout};
+    setsockopt(&socket, ReceiveTimeout, &nix::sys::time::TimeVal::new(5, 0))
+        .map_err(|e| ConntrackError::Socket(e.into()))?;
+    socket
+        .send(&dump_request(), 0)
+        .map_err(ConntrackError::Socket)?;
+    let mut table = Table::default();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = socket
+            .recv(&mut &mut buf[..], 0)
+            .map_err(ConntrackError::Socket)?;
+        match read_messages(&buf[..n.min(buf.len())], &mut table) {
+            Step::More => {}
+            Step::Done => return Ok(table),
+            Step::Error(code) => {
+                return Err(ConntrackError::Refused(std::io::Error::from_raw_os_error(
+                    code,
+                )))
+            }
         }
     }
-    t
 }
 
-/// `ipv4 2 tcp 6 117 TIME_WAIT src=… dst=… sport=… dport=… packets=… bytes=…
-/// src=… dst=… sport=… dport=… packets=… bytes=… [ASSURED] mark=0 use=1 id=…`
-fn parse_line(line: &str) -> Option<Conn> {
-    let words: Vec<&str> = line.split_whitespace().collect();
-    let proto: u8 = words.get(3)?.parse().ok()?;
-    let mut srcs = Vec::new();
-    let mut dsts = Vec::new();
-    let mut sports = Vec::new();
-    let mut dports = Vec::new();
-    let mut packets = Vec::new();
-    let mut bytes = Vec::new();
-    let mut id = None;
-    for w in &words[4..] {
-        let Some((k, v)) = w.split_once('=') else {
-            continue;
+/// `nlmsghdr` (type ctnetlink GET, a dump request) and `nfgenmsg`
+/// (AF_UNSPEC: every family).
+fn dump_request() -> [u8; 20] {
+    let mut m = [0u8; 20];
+    m[0..4].copy_from_slice(&20u32.to_ne_bytes());
+    m[4..6].copy_from_slice(&((SUBSYS_CTNETLINK << 8) | MSG_CT_GET).to_ne_bytes());
+    m[6..8].copy_from_slice(&(NLM_F_REQUEST | NLM_F_DUMP).to_ne_bytes());
+    m[8..12].copy_from_slice(&1u32.to_ne_bytes());
+    m
+}
+
+/// What one receive of a dump held.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    More,
+    Done,
+    /// The kernel's error (a positive errno).
+    Error(i32),
+}
+
+/// Walks the netlink messages of one receive, adding each entry to `table`.
+fn read_messages(buf: &[u8], table: &mut Table) -> Step {
+    use netlink_packet_core::NetlinkBuffer;
+    let mut at = 0;
+    while at < buf.len() {
+        let Ok(msg) = NetlinkBuffer::new_checked(&buf[at..]) else {
+            // A message that does not read ends the receive; the dump
+            // goes on with the next.
+            table.unreadable += 1;
+            return Step::More;
         };
-        match k {
-            "src" => srcs.push(v.parse::<IpAddr>().ok()?),
-            "dst" => dsts.push(v.parse::<IpAddr>().ok()?),
-            "sport" => sports.push(v.parse::<u16>().ok()?),
-            "dport" => dports.push(v.parse::<u16>().ok()?),
-            "packets" => packets.push(v.parse::<u64>().ok()?),
-            "bytes" => bytes.push(v.parse::<u64>().ok()?),
-            "id" => id = Some(v.parse::<u64>().ok()?),
+        match msg.message_type() {
+            NLMSG_DONE => return Step::Done,
+            NLMSG_ERROR => {
+                let code = msg
+                    .payload()
+                    .get(0..4)
+                    .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                return if code == 0 {
+                    Step::Done
+                } else {
+                    Step::Error(-code)
+                };
+            }
+            t if t == (SUBSYS_CTNETLINK << 8) | MSG_CT_NEW
+                || t == (SUBSYS_CTNETLINK << 8) | MSG_CT_GET =>
+            {
+                match read_entry(msg.payload()) {
+                    Some(c) => table.conns.push(c),
+                    None => table.unreadable += 1,
+                }
+            }
+            _ => {}
+        }
+        at += (msg.length() as usize + 3) & !3;
+    }
+    Step::More
+}
+
+/// The attributes of `value`, by type (flags masked off), with their values.
+fn attributes(value: &[u8]) -> impl Iterator<Item = Option<(u16, &[u8])>> {
+    NlasIterator::new(value).map(|nla| {
+        let nla = nla.ok()?;
+        let kind = nla.kind() & NLA_TYPE_MASK;
+        let len = usize::from(nla.length());
+        Some((kind, nla.into_inner().get(NLA_HEADER_SIZE..len)?))
+    })
+}
+
+/// One entry: `nfgenmsg`, then its attributes.
+fn read_entry(body: &[u8]) -> Option<Conn> {
+    let (_, body) = body.split_at_checked(4)?;
+    let mut tuple = None;
+    let mut orig = None;
+    let mut reply = None;
+    let mut id = None;
+    for a in attributes(body) {
+        let (kind, value) = a?;
+        match kind {
+            CTA_TUPLE_ORIG => tuple = Some(read_tuple(value)?),
+            CTA_COUNTERS_ORIG => orig = Some(read_counters(value)?),
+            CTA_COUNTERS_REPLY => reply = Some(read_counters(value)?),
+            CTA_ID => id = Some(u64::from(u32::from_be_bytes(value.try_into().ok()?))),
             _ => {}
         }
     }
-    // Both directions' addresses, and counters for both (accounting on).
-    if srcs.len() != 2 || dsts.len() != 2 || packets.len() != 2 || bytes.len() != 2 {
-        return None;
-    }
-    let ports = sports.len() == 2 && dports.len() == 2;
+    // Counters both ways (accounting on), or the entry is no use.
+    let (orig, reply) = (orig?, reply?);
     Some(Conn {
         id: id?,
-        tuple: ConnTuple {
-            src: srcs[0],
-            dst: dsts[0],
-            proto,
-            sport: ports.then(|| sports[0]),
-            dport: ports.then(|| dports[0]),
-        },
-        orig_packets: packets[0],
-        orig_bytes: bytes[0],
-        reply_packets: packets[1],
-        reply_bytes: bytes[1],
+        tuple: tuple?,
+        orig_packets: orig.0,
+        orig_bytes: orig.1,
+        reply_packets: reply.0,
+        reply_bytes: reply.1,
     })
+}
+
+/// `CTA_TUPLE_ORIG`: addresses (both of one family), protocol, and the
+/// ports of the protocols that have them (as a logged packet reads).
+fn read_tuple(value: &[u8]) -> Option<ConnTuple> {
+    let (mut src, mut dst, mut proto, mut sport, mut dport) = (None, None, None, None, None);
+    for a in attributes(value) {
+        let (kind, value) = a?;
+        match kind {
+            CTA_TUPLE_IP => {
+                for a in attributes(value) {
+                    let (kind, v) = a?;
+                    match kind {
+                        CTA_IP_V4_SRC => src = Some(IpAddr::from(<[u8; 4]>::try_from(v).ok()?)),
+                        CTA_IP_V4_DST => dst = Some(IpAddr::from(<[u8; 4]>::try_from(v).ok()?)),
+                        CTA_IP_V6_SRC => src = Some(IpAddr::from(<[u8; 16]>::try_from(v).ok()?)),
+                        CTA_IP_V6_DST => dst = Some(IpAddr::from(<[u8; 16]>::try_from(v).ok()?)),
+                        _ => {}
+                    }
+                }
+            }
+            CTA_TUPLE_PROTO => {
+                for a in attributes(value) {
+                    let (kind, v) = a?;
+                    match kind {
+                        CTA_PROTO_NUM => proto = Some(*v.first()?),
+                        CTA_PROTO_SRC_PORT => sport = Some(u16::from_be_bytes(v.try_into().ok()?)),
+                        CTA_PROTO_DST_PORT => dport = Some(u16::from_be_bytes(v.try_into().ok()?)),
+                        _ => {}
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    let (src, dst, proto) = (src?, dst?, proto?);
+    if src.is_ipv4() != dst.is_ipv4() {
+        return None;
+    }
+    let ports = matches!(proto, 6 | 17 | 132 | 136) && sport.is_some() && dport.is_some();
+    Some(ConnTuple {
+        src,
+        dst,
+        proto,
+        sport: sport.filter(|_| ports),
+        dport: dport.filter(|_| ports),
+    })
+}
+
+/// `CTA_COUNTERS_*`: packets and bytes (64-bit, or 32-bit from old kernels).
+fn read_counters(value: &[u8]) -> Option<(u64, u64)> {
+    let (mut packets, mut bytes) = (None, None);
+    let number = |v: &[u8]| match v.len() {
+        8 => Some(u64::from_be_bytes(v.try_into().ok()?)),
+        4 => Some(u64::from(u32::from_be_bytes(v.try_into().ok()?))),
+        _ => None,
+    };
+    for a in attributes(value) {
+        let (kind, v) = a?;
+        match kind {
+            CTA_COUNTERS_PACKETS | CTA_COUNTERS32_PACKETS => packets = Some(number(v)?),
+            CTA_COUNTERS_BYTES | CTA_COUNTERS32_BYTES => bytes = Some(number(v)?),
+            // Padding, and whatever a newer kernel adds.
+            _ => {}
+        }
+    }
+    Some((packets?, bytes?))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    /// An attribute: length, type, value, padding to 4 bytes.
+    fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+        let len = u16::try_from(4 + value.len()).expect("small");
+        let mut v = [len.to_ne_bytes(), kind.to_ne_bytes()].concat();
+        v.extend_from_slice(value);
+        v.resize(v.len().next_multiple_of(4), 0);
+        v
+    }
+
+    /// A nested attribute (the kernel sets NLA_F_NESTED).
+    fn nested(kind: u16, inner: &[Vec<u8>]) -> Vec<u8> {
+        nla(kind | 0x8000, &inner.concat())
+    }
+
+    fn message(kind: u16, attributes: &[Vec<u8>]) -> Vec<u8> {
+        let mut body = vec![2, 0, 0, 0];
+        body.extend(attributes.concat());
+        let len = u32::try_from(16 + body.len()).expect("small");
+        let mut m = len.to_ne_bytes().to_vec();
+        m.extend_from_slice(&kind.to_ne_bytes());
+        m.extend_from_slice(&[0; 10]);
+        m.extend_from_slice(&body);
+        m
+    }
+
+    const ENTRY: u16 = (SUBSYS_CTNETLINK << 8) | MSG_CT_NEW;
+
+    fn tuple(src: &[u8], dst: &[u8], proto: u8, ports: Option<(u16, u16)>) -> Vec<u8> {
+        let (s, d) = if src.len() == 4 {
+            (CTA_IP_V4_SRC, CTA_IP_V4_DST)
+        } else {
+            (CTA_IP_V6_SRC, CTA_IP_V6_DST)
+        };
+        let mut proto_attrs = vec![nla(CTA_PROTO_NUM, &[proto])];
+        if let Some((sp, dp)) = ports {
+            proto_attrs.push(nla(CTA_PROTO_SRC_PORT, &sp.to_be_bytes()));
+            proto_attrs.push(nla(CTA_PROTO_DST_PORT, &dp.to_be_bytes()));
+        }
+        nested(
+            CTA_TUPLE_ORIG,
+            &[
+                nested(CTA_TUPLE_IP, &[nla(s, src), nla(d, dst)]),
+                nested(CTA_TUPLE_PROTO, &proto_attrs),
+            ],
+        )
+    }
+
+    fn counters(kind: u16, packets: u64, bytes: u64) -> Vec<u8> {
+        nested(
+            kind,
+            &[
+                nla(CTA_COUNTERS_PACKETS, &packets.to_be_bytes()),
+                nla(CTA_COUNTERS_BYTES, &bytes.to_be_bytes()),
+                // Padding the kernel may put between 64-bit values.
+                nla(5, &[]),
+            ],
+        )
+    }
+
+    fn entry(tuple: Vec<u8>, id: u32, with_counters: bool) -> Vec<u8> {
+        let mut attrs = vec![tuple, nla(CTA_ID, &id.to_be_bytes())];
+        if with_counters {
+            attrs.push(counters(CTA_COUNTERS_ORIG, 6, 360));
+            attrs.push(counters(CTA_COUNTERS_REPLY, 4, 280));
+        }
+        message(ENTRY, &attrs)
+    }
+
+    fn read(buf: &[u8]) -> (Table, Step) {
+        let mut t = Table::default();
+        let step = read_messages(buf, &mut t);
+        (t, step)
+    }
 
     #[test]
-    fn lines_read_strictly() {
-        let t = parse(
-            "ipv4     2 tcp      6 117 TIME_WAIT src=10.244.0.1 dst=10.244.1.1 sport=40000 dport=80 packets=6 bytes=360 src=10.244.1.1 dst=10.244.0.1 sport=80 dport=40000 packets=4 bytes=280 [ASSURED] mark=0 use=1 id=3735928559\n\
-             ipv4     2 udp      17 29 src=10.244.0.1 dst=10.96.0.10 sport=5353 dport=53 packets=1 bytes=60 src=10.96.0.10 dst=10.244.0.1 sport=53 dport=5353 packets=1 bytes=120 mark=0 use=1 id=7\n\
-             ipv4     2 icmp     1 29 src=10.244.0.1 dst=10.244.1.1 type=8 code=0 id=9 packets=1 bytes=84 src=10.244.1.1 dst=10.244.0.1 type=0 code=0 id=9 packets=1 bytes=84 mark=0 use=1 id=11\n\
-             ipv4     2 tcp      6 117 TIME_WAIT src=10.244.0.1 dst=10.244.1.1 sport=40000 dport=80 src=10.244.1.1 dst=10.244.0.1 sport=80 dport=40000 [ASSURED] mark=0 use=1 id=5\n\
-             ipv4     2 tcp      6 117 TIME_WAIT src=10.244.0.1 dst=nonsense sport=1 dport=2 packets=1 bytes=1 src=1.1.1.1 dst=1.1.1.1 sport=2 dport=1 packets=1 bytes=1 id=6\n",
+    fn entries_read_strictly() {
+        let v6 = |last: u8| {
+            let mut a = [0u8; 16];
+            a[0] = 0xfd;
+            a[15] = last;
+            a
+        };
+        let mut buf = entry(
+            tuple(&[10, 244, 0, 1], &[10, 244, 1, 1], 6, Some((40000, 80))),
+            0xdead_beef,
+            true,
         );
+        // ICMP: no ports.
+        buf.extend(entry(
+            tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 1, None),
+            11,
+            true,
+        ));
+        buf.extend(entry(tuple(&v6(1), &v6(2), 17, Some((5353, 53))), 12, true));
+        // No counters (accounting off): unreadable.
+        buf.extend(entry(
+            tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 6, Some((1, 2))),
+            5,
+            false,
+        ));
+        // An address of the wrong length: unreadable.
+        buf.extend(entry(
+            tuple(&[10, 0, 0], &[10, 0, 0, 2], 6, Some((1, 2))),
+            6,
+            true,
+        ));
+        // Mixed families: unreadable.
+        buf.extend(entry(
+            tuple(&[10, 0, 0, 1], &v6(2), 6, Some((1, 2))),
+            7,
+            true,
+        ));
+        let (t, step) = read(&buf);
+        assert_eq!(step, Step::More);
         assert_eq!(t.conns.len(), 3, "{t:?}");
-        assert_eq!(
-            t.unreadable, 2,
-            "no counters (accounting off), a bad address"
-        );
+        assert_eq!(t.unreadable, 3);
         let c = t.conns[0];
         assert_eq!(
             (c.id, c.tuple.proto, c.tuple.sport, c.tuple.dport),
-            (3_735_928_559, 6, Some(40000), Some(80))
+            (0xdead_beef, 6, Some(40000), Some(80))
         );
         assert_eq!(
             (c.orig_packets, c.orig_bytes, c.reply_packets, c.reply_bytes),
             (6, 360, 4, 280)
         );
-        let icmp = t.conns[2];
-        assert_eq!(
-            (icmp.id, icmp.tuple.sport, icmp.orig_bytes),
-            (11, None, 84),
-            "the last id= is the connection's"
+        assert_eq!((t.conns[1].tuple.sport, t.conns[1].id), (None, 11));
+        assert_eq!(t.conns[2].tuple.dst, IpAddr::from(v6(2)));
+    }
+
+    #[test]
+    fn the_end_of_a_dump_and_a_refusal_are_told_apart() {
+        let done = message(NLMSG_DONE, &[]);
+        assert_eq!(read(&done).1, Step::Done);
+        let mut refused = 16u32.to_ne_bytes().to_vec();
+        refused.extend(NLMSG_ERROR.to_ne_bytes());
+        refused.extend([0; 10]);
+        refused.extend((-1i32).to_ne_bytes());
+        refused[0..4].copy_from_slice(&20u32.to_ne_bytes());
+        assert_eq!(read(&refused).1, Step::Error(1), "EPERM");
+        // An entry, then the end, in one receive.
+        let mut buf = entry(
+            tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 6, Some((1, 2))),
+            5,
+            true,
         );
+        buf.extend(&done);
+        let (t, step) = read(&buf);
+        assert_eq!((t.conns.len(), step), (1, Step::Done));
+    }
+
+    proptest! {
+        /// Whatever the buffer holds, reading it neither panics nor
+        /// finds more entries than messages fit.
+        #[test]
+        fn any_bytes_read_without_panic(buf in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let (t, _) = read(&buf);
+            prop_assert!(t.conns.len() <= buf.len() / 16);
+        }
+
+        #[test]
+        fn mutated_entries_read_without_panic(
+            flips in proptest::collection::vec((0usize..160, any::<u8>()), 0..8)
+        ) {
+            let mut buf = entry(tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 6, Some((1, 2))), 5, true);
+            for (i, b) in flips {
+                if let Some(x) = buf.get_mut(i) {
+                    *x = b;
+                }
+            }
+            let _ = read(&buf);
+        }
     }
 }

@@ -2,6 +2,7 @@
 
 use super::packet::{headers, verdict, Verdict};
 use super::*;
+use calico_kernel::conntrack::Table;
 use calico_kernel::Logged;
 
 fn v4(src: [u8; 4], dst: [u8; 4], proto: u8, sport: u16, dport: u16) -> Vec<u8> {
@@ -41,6 +42,25 @@ fn names() -> Names {
         )
     });
     n
+}
+
+/// The tracker's table holding one connection, 10.0.0.1:40000 →
+/// 10.0.0.2:5432 (TCP), with id `id` and counters `[packets, bytes]`
+/// source to destination, then back.
+fn table(id: u64, c: [u64; 4]) -> Table {
+    Table {
+        conns: vec![calico_kernel::conntrack::Conn {
+            id,
+            tuple: headers(&v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432))
+                .expect("headers")
+                .0,
+            orig_packets: c[0],
+            orig_bytes: c[1],
+            reply_packets: c[2],
+            reply_bytes: c[3],
+        }],
+        unreadable: 0,
+    }
 }
 
 fn logged(group: u16, prefix: &str, payload: Vec<u8>) -> Logged {
@@ -157,7 +177,6 @@ fn connections_aggregate_by_endpoint_port_action_and_trace() {
 
 #[test]
 fn the_connection_tracker_counts_allowed_connections_both_ways() {
-    use calico_kernel::conntrack::parse;
     let n = names();
     let mut a = Aggregator::default();
     let syn = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
@@ -166,10 +185,8 @@ fn the_connection_tracker_counts_allowed_connections_both_ways() {
     a.add(&n, &logged(1, "DT1|tw-cali1", denied.clone()), 100);
     a.add(&n, &logged(1, "DT1|tw-cali1", denied), 101);
     assert!(a.tracking());
-    let line = |p1: u64, b1: u64, p2: u64, b2: u64| {
-        format!("ipv4 2 tcp 6 100 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=5432 packets={p1} bytes={b1} src=10.0.0.2 dst=10.0.0.1 sport=5432 dport=40000 packets={p2} bytes={b2} [ASSURED] mark=0 use=1 id=42\n")
-    };
-    a.account(&parse(&line(3, 180, 2, 120)), 102);
+    let line = |p1: u64, b1: u64, p2: u64, b2: u64| table(42, [p1, b1, p2, b2]);
+    a.account(&line(3, 180, 2, 120), 102);
     let r = a.flush("node-1", &n);
     let allowed = r.iter().find(|r| r.action == "allow").expect("allowed");
     // Reported at the destination: in is source to destination.
@@ -198,7 +215,7 @@ fn the_connection_tracker_counts_allowed_connections_both_ways() {
         "the IP length of each dropped packet"
     );
     // The next interval: only what is new, then the end.
-    a.account(&parse(&line(10, 600, 8, 480)), 115);
+    a.account(&line(10, 600, 8, 480), 115);
     let r = a.flush("node-1", &n);
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!(
@@ -212,7 +229,7 @@ fn the_connection_tracker_counts_allowed_connections_both_ways() {
         (7, 360, 0, 1, 1),
         "a connection carried over counts once in the next interval"
     );
-    a.account(&parse(""), 130);
+    a.account(&Table::default(), 130);
     let r = a.flush("node-1", &n);
     assert_eq!(
         (
@@ -375,7 +392,6 @@ fn syn(seq: u32) -> Vec<u8> {
 
 #[test]
 fn a_new_connection_reusing_addresses_and_ports_counts_apart_from_a_retransmission() {
-    use calico_kernel::conntrack::parse;
     let n = names();
     let mut a = Aggregator::default();
     // Both ends on this node: the client's egress, the server's ingress.
@@ -386,10 +402,8 @@ fn a_new_connection_reusing_addresses_and_ports_counts_apart_from_a_retransmissi
     a.add(&n, &logged(1, "A2|p-aaa-in", syn(7)), 101);
     let (t, seq) = headers(&syn(7)).expect("headers");
     assert_eq!((t.sport, seq), (Some(40000), Some(7)));
-    let line = |id: u64, p1: u64| {
-        format!("ipv4 2 tcp 6 100 ESTABLISHED src=10.0.0.1 dst=10.0.0.2 sport=40000 dport=5432 packets={p1} bytes={} src=10.0.0.2 dst=10.0.0.1 sport=5432 dport=40000 packets=1 bytes=60 [ASSURED] mark=0 use=1 id={id}\n", p1 * 60)
-    };
-    a.account(&parse(&line(1, 3)), 102);
+    let line = |id: u64, p1: u64| table(id, [p1, p1 * 60, 1, 60]);
+    a.account(&line(1, 3), 102);
     let r = a.flush("node-1", &n);
     assert_eq!(r.len(), 2, "one record per reporter: {r:?}");
     for rec in &r {
@@ -404,7 +418,7 @@ fn a_new_connection_reusing_addresses_and_ports_counts_apart_from_a_retransmissi
     // number) before the tracker forgot the old one.
     a.add(&n, &logged(2, "A2|p-aaa-in", syn(9)), 103);
     a.add(&n, &logged(1, "A2|p-aaa-in", syn(9)), 103);
-    a.account(&parse(&line(2, 2)), 104);
+    a.account(&line(2, 2), 104);
     let r = a.flush("node-1", &n);
     assert_eq!(r.len(), 2, "one record per reporter: {r:?}");
     for rec in &r {
