@@ -84,6 +84,22 @@ fn metric(pods: &TwoPods, name: &str, with: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
+/// A process's CPU time so far (user and system), in milliseconds.
+fn cpu_ms(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // After the command's closing parenthesis: fields 3 onwards.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .collect();
+    let ticks: u64 = [11, 12]
+        .iter()
+        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
+        .sum();
+    ticks * 10
+}
+
 fn main() {
     let quick = !std::env::args().any(|a| a == "--bench");
     let secs = knob("SECS", 1, 5);
@@ -113,7 +129,10 @@ fn main() {
         for on in order {
             let flow_dir = dir.path().join("flows");
             let agent = felix(&pods, &db, on.then_some(flow_dir.as_path()));
+            let cpu0 = cpu_ms(agent.0.id());
             let conns = connection_rate(&pods.client, &format!("{}:{PORT}", pods.server_ip), secs);
+            let cpu = cpu_ms(agent.0.id()) - cpu0;
+            println!("  {} agent CPU while connecting: {cpu} ms", if on { "on " } else { "off" });
             let pps = pods.iperf(secs, true);
             let rss = calico_test_support::rss_kib(agent.0.id());
             if on {
@@ -135,6 +154,18 @@ fn main() {
             }
             drop(agent);
             runs[usize::from(on)].push((conns, pps, rss));
+            if runs[0].len() == runs[1].len() {
+                let (off, on) = (runs[0][round], runs[1][round]);
+                println!(
+                    "  round {round}: connections/s off {:.0} on {:.0} ({:.3}), packets/s off {:.0} on {:.0} ({:.3})",
+                    off.0,
+                    on.0,
+                    on.0 / off.0,
+                    off.1,
+                    on.1,
+                    on.1 / off.1
+                );
+            }
             if on && secs * 2 > FLUSH {
                 let logged =
                     std::fs::read_to_string(flow_dir.join("flows.log")).unwrap_or_default();
