@@ -211,21 +211,22 @@ fn read_messages(buf: &[u8], each: &mut impl FnMut(LoggedRef<'_>)) -> usize {
 }
 
 /// A PACKET message's body: the `nfgenmsg` header (family, version, the
-/// group in network order), then attributes.
+/// group in network order), then attributes, of which two are read: the
+/// prefix and the payload. Walked by hand (a length, a type, the value,
+/// padding to 4 bytes): this runs for every logged packet, and the general
+/// attribute parser cost the collector a sixth of its time. An attribute
+/// that does not fit its message drops the packet.
 fn read_packet(body: &[u8]) -> Option<LoggedRef<'_>> {
-    use netlink_packet_core::{NlasIterator, NLA_HEADER_SIZE};
-    let (header, attributes) = body.split_at_checked(4)?;
+    let (header, mut rest) = body.split_at_checked(4)?;
     let mut p = LoggedRef {
         group: u16::from_be_bytes([header[2], header[3]]),
         prefix: "",
         payload: &[],
     };
-    for nla in NlasIterator::new(attributes) {
-        let nla = nla.ok()?;
-        let kind = nla.kind();
-        let len = usize::from(nla.length());
-        // The attribute's own bytes, for the buffer's lifetime.
-        let value = nla.into_inner().get(NLA_HEADER_SIZE..len)?;
+    while rest.len() >= 4 {
+        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
+        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
+        let value = rest.get(4..len)?;
         match kind {
             k if k == nix::libc::NFULA_PREFIX as u16 => {
                 let text = value.strip_suffix(&[0]).unwrap_or(value);
@@ -234,6 +235,7 @@ fn read_packet(body: &[u8]) -> Option<LoggedRef<'_>> {
             k if k == nix::libc::NFULA_PAYLOAD as u16 => p.payload = value,
             _ => {}
         }
+        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
     Some(p)
 }

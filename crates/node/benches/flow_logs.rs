@@ -132,7 +132,10 @@ fn main() {
             let cpu0 = cpu_ms(agent.0.id());
             let conns = connection_rate(&pods.client, &format!("{}:{PORT}", pods.server_ip), secs);
             let cpu = cpu_ms(agent.0.id()) - cpu0;
-            println!("  {} agent CPU while connecting: {cpu} ms", if on { "on " } else { "off" });
+            println!(
+                "  {} agent CPU while connecting: {cpu} ms",
+                if on { "on " } else { "off" }
+            );
             let pps = pods.iperf(secs, true);
             let rss = calico_test_support::rss_kib(agent.0.id());
             if on {
