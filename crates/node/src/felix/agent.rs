@@ -105,15 +105,15 @@ pub(super) struct Agent {
         BTreeMap<String, (Vec<std::net::IpAddr>, Arc<crate::flows::HostEndpointName>)>,
     /// Every NetworkSet's and GlobalNetworkSet's nets, by resource key.
     pub(super) netset_names: BTreeMap<String, Vec<crate::flows::NetworkSetNet>>,
-    /// Every resource read (only with flow logs on), for the pending
-    /// (staged) model; and whether it changed since that was built.
-    pub(super) resources: BTreeMap<String, Resource>,
+    /// The pending (staged) model, fed every resource read while policies
+    /// are staged and flow logs are on; and whether it changed since the
+    /// collector got it.
+    pub(super) pending_model: Option<crate::pending::Model>,
     pub(super) resources_changed: bool,
     /// The keys of staged policies. Resources are kept only while there
     /// are any (the pending model needs them all; at 50,000 endpoints
     /// keeping them always was most of the agent's memory).
     pub(super) staged: BTreeSet<String>,
-    pub(super) keep_resources: bool,
     /// Set when resources must be delivered again (the first staged
     /// policy came): the loop asks the syncer, then clears it.
     pub(super) want_resend: bool,
@@ -152,10 +152,9 @@ impl Agent {
             workload_names: crate::flows::SharedWorkloads::default(),
             netset_names: BTreeMap::new(),
             hep_names: BTreeMap::new(),
-            resources: BTreeMap::new(),
+            pending_model: None,
             resources_changed: false,
             staged: BTreeSet::new(),
-            keep_resources: false,
             want_resend: false,
             status,
             metrics,
@@ -182,10 +181,9 @@ impl Agent {
         self.workload_names.update(BTreeMap::clear);
         self.netset_names.clear();
         self.hep_names.clear();
-        self.resources.clear();
+        self.pending_model = None;
         self.resources_changed = true;
         self.staged.clear();
-        self.keep_resources = false;
     }
 
     pub(super) fn report(&self, in_sync: bool) {
@@ -269,8 +267,8 @@ impl Agent {
                         self.skipped.remove(key);
                         self.note(key, Some(&r));
                         self.note_staged(key, calico_api::kinds::staged::enforced(&r).is_some());
-                        if self.keep_resources {
-                            self.resources.insert(key.to_string(), r.clone());
+                        if let Some(m) = &mut self.pending_model {
+                            m.put(key, &r);
                             self.resources_changed = true;
                         }
                         Update::Put(r)
@@ -289,8 +287,10 @@ impl Agent {
                             return None;
                         }
                         self.note(key, None);
-                        self.resources.remove(key);
-                        self.resources_changed = true;
+                        if let Some(m) = &mut self.pending_model {
+                            m.remove(key);
+                            self.resources_changed = true;
+                        }
                         Update::Delete {
                             kind,
                             namespace,
@@ -302,7 +302,8 @@ impl Agent {
                     self.skipped.remove(key.as_str());
                     self.note(key, None);
                     self.note_staged(key, false);
-                    if self.resources.remove(key.as_str()).is_some() {
+                    if let Some(m) = &mut self.pending_model {
+                        m.remove(key);
                         self.resources_changed = true;
                     }
                     let (kind, namespace, name) = parse_resource_key(key)?;
@@ -430,14 +431,20 @@ impl Agent {
         if self.flow_names.is_none() {
             return;
         }
-        if !self.staged.is_empty() && !self.keep_resources {
-            self.keep_resources = true;
+        if !self.staged.is_empty() && self.pending_model.is_none() {
+            self.keep_resources();
             self.want_resend = true;
-        } else if self.staged.is_empty() && self.keep_resources {
-            self.keep_resources = false;
-            self.resources.clear();
+        } else if self.staged.is_empty() && self.pending_model.is_some() {
+            self.pending_model = None;
             self.resources_changed = true;
         }
+    }
+
+    /// Starts the pending model: every resource read from now on is fed
+    /// to it (the caller has them delivered again).
+    pub(super) fn keep_resources(&mut self) {
+        self.pending_model = Some(crate::pending::Model::new(&self.node));
+        self.resources_changed = true;
     }
 
     /// Keeps a workload's name by its addresses (None: it is gone).
@@ -579,10 +586,11 @@ impl Agent {
             fresh.pending = if !self.resources_changed {
                 held.pending.clone()
             } else if staged() {
-                // Rebuilt from everything when anything changed while
-                // policies are staged (a cost only then).
-                let all: Vec<Resource> = self.resources.values().cloned().collect();
-                crate::pending::Pending::build(&self.node, &all)
+                // Brought up to date by what changed (a cost only while
+                // policies are staged).
+                self.pending_model
+                    .as_mut()
+                    .and_then(crate::pending::Model::snapshot)
                     .map(|p| crate::pending::PendingRef(Arc::new(p)))
             } else {
                 None

@@ -172,7 +172,7 @@ pub fn run(args: &Args) -> Result<()> {
         if !kept && !agent.staged.is_empty() {
             // Turned on by a FelixConfiguration while policies are staged:
             // every resource again, kept for the pending model.
-            agent.keep_resources = true;
+            agent.keep_resources();
             syncer.resend();
             until_in_sync(&syncer, &mut agent, args.once, true)
                 .context("reading the datastore again")?;
