@@ -13,6 +13,7 @@ use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 
 mod host;
+pub use host::host_endpoint_walks;
 mod merge;
 mod rules;
 
@@ -408,8 +409,9 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
             ));
         }
     }
-    // With flow logs, host endpoints walk copies of their policies and
-    // profiles that log nothing (only workloads' verdicts are flow records).
+    // With flow logs, host endpoints' preDNAT and doNotTrack walks go
+    // through copies of their policies and profiles that log nothing
+    // (their verdicts are not flow records; see `host_endpoint_walks`).
     if node.flow_logs {
         let mut pols = BTreeSet::new();
         let mut profs = BTreeSet::new();

@@ -89,14 +89,19 @@ fn expected_ips_bind_to_the_interfaces_holding_them() {
     nft_accepts("hep-bind", &text);
 }
 
-/// With flow logs on, host endpoints walk copies of their policies and
-/// profiles that log nothing: their verdicts never reach NFLOG (and so
-/// never a workload's flow record), while the workloads' walks still log.
+/// With flow logs on, a host endpoint's normal policy logs its verdicts
+/// (group 1 in, group 2 out, its tier ends under the walk's own chain), as
+/// a workload's does; its preDNAT and doNotTrack walks go through copies
+/// that log nothing (an untracked packet would log every time).
 #[test]
-fn host_endpoint_walks_never_log_flow_verdicts() {
+fn host_endpoint_walks_log_flow_verdicts_but_untracked_and_prednat_ones_do_not() {
     let s = state(&format!(
         "{}apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: both}}\n\
          spec: {{selector: all(), types: [Ingress, Egress], ingress: [{{action: Allow, protocol: TCP, destination: {{ports: [80]}}}}], egress: [{{action: Allow}}]}}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: raw}}\n\
+         spec: {{selector: all(), doNotTrack: true, applyOnForward: true, types: [Ingress, Egress], ingress: [{{action: Allow, protocol: UDP}}], egress: [{{action: Allow, protocol: UDP}}]}}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: pre}}\n\
+         spec: {{selector: all(), preDNAT: true, applyOnForward: true, types: [Ingress], ingress: [{{action: Deny, protocol: TCP, destination: {{ports: [23]}}}}]}}\n---\n\
          apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: w, namespace: a}}\n\
          spec: {{node: node-1, interfaceName: cali1, ipNetworks: [10.0.0.1/32]}}\n",
         hep("h", "interfaceName: eth0, profiles: [projectcalico-default-allow, undefined-profile]"),
@@ -108,40 +113,68 @@ fn host_endpoint_walks_never_log_flow_verdicts() {
     let table = build_with(&s, &node);
     let by_name: std::collections::BTreeMap<&str, &calico_dataplane::Chain> =
         table.chains.iter().map(|c| (c.name.as_str(), c)).collect();
-    // Everything reachable from the host endpoint's chains.
-    let mut seen = std::collections::BTreeSet::new();
-    let mut todo: Vec<&str> = by_name
-        .keys()
-        .copied()
-        .filter(|n| {
-            ["hi-", "ho-", "hfi-", "hfo-", "hp-", "hui-", "huo-"]
-                .iter()
-                .any(|p| n.starts_with(p))
-        })
-        .collect();
-    assert!(!todo.is_empty());
-    while let Some(name) = todo.pop() {
-        if !seen.insert(name) {
-            continue;
-        }
-        let chain = by_name
-            .get(name)
-            .unwrap_or_else(|| panic!("no chain {name}"));
-        for rule in &chain.rules {
-            assert!(!rule.contains(" log "), "{name} logs: {rule}");
-            for word in rule
-                .split_whitespace()
-                .skip_while(|w| *w != "jump" && *w != "goto")
-                .skip(1)
-                .take(1)
-            {
-                todo.push(word);
+    // Every rule reachable from the chains whose names start with `heads`.
+    let reachable = |heads: &[&str]| -> Vec<String> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut rules = Vec::new();
+        let mut todo: Vec<&str> = by_name
+            .keys()
+            .copied()
+            .filter(|n| heads.iter().any(|p| n.starts_with(p)))
+            .collect();
+        assert!(!todo.is_empty(), "{heads:?}");
+        while let Some(name) = todo.pop() {
+            if !seen.insert(name) {
+                continue;
+            }
+            let chain = by_name
+                .get(name)
+                .unwrap_or_else(|| panic!("no chain {name}"));
+            for rule in &chain.rules {
+                rules.push(rule.clone());
+                for word in rule
+                    .split_whitespace()
+                    .skip_while(|w| *w != "jump" && *w != "goto")
+                    .skip(1)
+                    .take(1)
+                {
+                    todo.push(word);
+                }
             }
         }
+        rules
+    };
+    for rule in reachable(&["hp-", "hui-", "huo-"]) {
+        assert!(
+            !rule.contains(" log "),
+            "a preDNAT or untracked walk logs: {rule}"
+        );
     }
-    assert!(seen.iter().any(|n| n.ends_with("-q")), "{seen:?}");
-    // The workload's own walk still logs.
+    let logged = reachable(&["hi-"]).join("\n");
+    assert!(logged.contains("group 1"), "{logged}");
+    assert!(!logged.contains("group 2"), "{logged}");
+    assert!(
+        logged.contains("log prefix \"DN|hi-eth0/p\" group 1"),
+        "{logged}"
+    );
+    let logged = reachable(&["ho-"]).join("\n");
+    assert!(
+        logged.contains("log prefix \"A0|") && logged.contains("group 2"),
+        "{logged}"
+    );
+    // The walks the agent names for the collector are the logging ones.
+    let walks: Vec<(String, bool)> = calico_dataplane::host_endpoint_walks(&s, &node)
+        .into_iter()
+        .map(|(chain, ingress, _, _)| (chain, ingress))
+        .collect();
+    assert_eq!(
+        walks,
+        vec![
+            ("hi-eth0/p".to_string(), true),
+            ("ho-eth0/p".to_string(), false),
+        ],
+        "no forward walks: no normal policy applies on forward"
+    );
     let text = table.to_text();
-    assert!(text.contains("log prefix"), "{text}");
-    nft_accepts("hep-quiet", &text);
+    nft_accepts("hep-flowlog", &text);
 }

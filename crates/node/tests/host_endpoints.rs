@@ -490,3 +490,85 @@ apiVersion: projectcalico.org/v3\nkind: KubeControllersConfiguration\nmetadata: 
             .contains("hi_all")
     });
 }
+
+/// With flow logs on, a host endpoint's verdicts are flow records: a
+/// connection from outside the node allowed by its policy and one its
+/// tier's end denied, reported at the host endpoint (`dst`, type `hep`)
+/// with the rule that decided.
+#[test]
+fn host_endpoint_verdicts_become_flow_records() {
+    let node = Netns::new("hepfl-node");
+    node.make_node("10.250.12.1/24");
+    let ext = Netns::new("hepfl-ext");
+    node.ok(&[
+        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
+    ]);
+    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
+    node.ok(&["ip", "addr", "add", &format!("{NODE_IP}/24"), "dev", "ext0"]);
+    node.ok(&["ip", "link", "set", "ext0", "up"]);
+    node.ok(&["ip", "link", "set", "lo", "up"]);
+    ext.ok(&["ip", "addr", "add", &format!("{EXT_IP}/24"), "dev", "ext1"]);
+    ext.ok(&["ip", "link", "set", "ext1", "up"]);
+    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let logs = dir.path().join("flowlogs");
+    let lab = Lab {
+        db: dir.path().join("calico.db").display().to_string(),
+        dir,
+    };
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: HostEndpoint\nmetadata: {name: node-1-ext0, labels: {role: edge}}\nspec: {node: node-1, interfaceName: ext0, expectedIPs: [203.0.113.1]}\n");
+    lab.apply(&gnp(
+        "edge-in",
+        "{selector: role == 'edge', order: 100, types: [Ingress], ingress: [{action: Allow, protocol: TCP, source: {nets: [203.0.113.2/32]}, destination: {ports: [8080]}}]}",
+    ));
+    let _servers = [serve(&node, 8080), serve(&node, 9090)];
+    let _agent = calico_test_support::felix_daemon(
+        &bin("calico-node"),
+        &node.path(),
+        &lab.db,
+        &[
+            ("FELIX_FLOWLOGSFILEENABLED", "true"),
+            ("FELIX_FLOWLOGSFILEDIRECTORY", &logs.display().to_string()),
+            ("FELIX_FLOWLOGSFLUSHINTERVAL", "1"),
+        ],
+    );
+    until(&ext, NODE_IP, 8080, Probe::Allowed, "the policy applied");
+    expect(&ext, NODE_IP, 9090, Probe::Denied, "no rule for 9090");
+
+    let file = logs.join("flows.log");
+    let record = |rs: &[serde_json::Value], port: u64, action: &str| {
+        rs.iter()
+            .find(|r| {
+                r["reporter"] == "dst"
+                    && r["dest_port"] == port
+                    && r["action"] == action
+                    && r["dest_type"] == "hep"
+                    && r["dest_name"] == "node-1-ext0"
+                    && r["source_ip"] == EXT_IP
+            })
+            .cloned()
+    };
+    let mut all = Vec::new();
+    until_true("flow records of both connections", || {
+        all = std::fs::read_to_string(&file)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        record(&all, 8080, "allow").is_some() && record(&all, 9090, "deny").is_some()
+    });
+    let allowed = record(&all, 8080, "allow").expect("allowed");
+    assert_eq!(
+        allowed["policies"],
+        json!(["0|default|edge-in|allow|0"]),
+        "{all:?}"
+    );
+    assert_eq!(allowed["dest_labels"]["role"], "edge");
+    assert!(allowed["num_flows_started"].as_u64().unwrap_or(0) >= 1);
+    let denied = record(&all, 9090, "deny").expect("denied");
+    assert_eq!(
+        denied["policies"],
+        json!(["0|default|default.end-of-tier|deny|-1"]),
+        "{all:?}"
+    );
+}

@@ -143,10 +143,13 @@ const NDP: &str = "icmpv6 type { mld-listener-query, mld-listener-report, mld-li
      mld2-listener-report } accept";
 
 /// A wrapper around a walk: clear the marks, `first` (failsafe), the walk
-/// `<wrapper>/p`, then `allowed` when it allowed.
+/// `<wrapper>/p`, then `allowed` when it allowed. With `flow`, the walk's
+/// verdicts log to that NFLOG group; with `quiet`, its policies' copies
+/// that log nothing are walked.
 #[allow(clippy::too_many_arguments)]
 fn wrapped(
     quiet: bool,
+    flow: Option<u16>,
     wrapper: String,
     first: Option<&str>,
     tiers: &[TierPolicies],
@@ -156,9 +159,9 @@ fn wrapped(
     allowed: String,
     chains: &mut Vec<Chain>,
 ) {
-    let inner = format!("{wrapper}/p");
+    let inner = walk_chain(&wrapper);
     walk(
-        &inner, tiers, profiles, ingress, None, unmatched, quiet, chains,
+        &inner, tiers, profiles, ingress, flow, unmatched, quiet, chains,
     );
     let mut rules = vec![format!("meta mark set meta mark & {CLEAR:#x}")];
     rules.extend(first.map(|f| format!("jump {f}")));
@@ -168,6 +171,12 @@ fn wrapped(
         rules.push("drop".into());
     }
     chains.push(chain(wrapper, rules));
+}
+
+/// The chain of the walk a host endpoint chain wraps (the name its
+/// flow-log prefixes carry).
+fn walk_chain(wrapper: &str) -> String {
+    format!("{wrapper}/p")
 }
 
 /// One kind of host endpoint chain.
@@ -216,10 +225,72 @@ impl Kind {
         self.unmatched = Unmatched::Continue;
         self
     }
+    /// Whether the walk's verdicts are flow records: those of normal
+    /// policy (which ends in a default deny).
+    fn logs(&self) -> bool {
+        self.unmatched == Unmatched::Deny
+    }
     fn allowed(mut self, verdict: &str) -> Kind {
         self.allowed = verdict.to_string();
         self
     }
+}
+
+/// The kinds of host endpoint chain: normal policy in, out and forwarded
+/// both ways, then preDNAT and doNotTrack policy.
+fn kinds() -> [Kind; 7] {
+    let untracked_allowed = format!("meta mark set meta mark | {MARK_UNTRACKED:#x} notrack accept");
+    let prednat_allowed = format!("meta mark set meta mark | {MARK_PREDNAT:#x} accept");
+    [
+        Kind::new("hep-in", "hi", |h| &h.ingress, true)
+            .failsafe("failsafe-in")
+            .always(),
+        Kind::new("hep-out", "ho", |h| &h.egress, false)
+            .failsafe("failsafe-out")
+            .always(),
+        Kind::new("hep-fwd-in", "hfi", |h| &h.forward_ingress, true).allowed("return"),
+        Kind::new("hep-fwd-out", "hfo", |h| &h.forward_egress, false).allowed("return"),
+        Kind::new("hep-prednat", "hp", |h| &h.pre_dnat, true)
+            .failsafe("failsafe-in")
+            .undecided_goes_on()
+            .allowed(&prednat_allowed),
+        Kind::new("hep-untracked-in", "hui", |h| &h.untracked_ingress, true)
+            .failsafe("failsafe-in-raw")
+            .undecided_goes_on()
+            .allowed(&untracked_allowed),
+        Kind::new("hep-untracked-out", "huo", |h| &h.untracked_egress, false)
+            .failsafe("failsafe-out-raw")
+            .undecided_goes_on()
+            .allowed(&untracked_allowed),
+    ]
+}
+
+/// The walks of this node's host endpoints whose verdicts are flow
+/// records (with flow logs on): normal policy, in, out and forwarded.
+/// preDNAT and doNotTrack walks log nothing: an untracked packet would
+/// log every time, and neither decides a connection by itself. Each walk
+/// as its chain (the name in its `DT<n>|…`/`DN|…` prefixes), its
+/// direction, tiers and profiles.
+pub fn host_endpoint_walks<'a>(
+    state: &'a DesiredState,
+    node: &NodeRules,
+) -> Vec<(String, bool, &'a [TierPolicies], &'a [String])> {
+    let mut out = Vec::new();
+    for (iface, h) in bind(state, node) {
+        for k in kinds().iter().filter(|k| k.logs()) {
+            let tiers = (k.tiers)(h);
+            if tiers.is_empty() && !k.always {
+                continue;
+            }
+            out.push((
+                walk_chain(&name(k.prefix, &iface)),
+                k.ingress,
+                tiers,
+                h.profiles.as_slice(),
+            ));
+        }
+    }
+    out
 }
 
 /// The host endpoints' chains, maps and base chains; None (nothing at
@@ -244,30 +315,7 @@ pub(super) fn host_endpoints(
             .map(|(iface, _)| format!("\"{iface}\""))
             .collect(),
     });
-    let untracked_allowed = format!("meta mark set meta mark | {MARK_UNTRACKED:#x} notrack accept");
-    let prednat_allowed = format!("meta mark set meta mark | {MARK_PREDNAT:#x} accept");
-    let kinds = [
-        Kind::new("hep-in", "hi", |h| &h.ingress, true)
-            .failsafe("failsafe-in")
-            .always(),
-        Kind::new("hep-out", "ho", |h| &h.egress, false)
-            .failsafe("failsafe-out")
-            .always(),
-        Kind::new("hep-fwd-in", "hfi", |h| &h.forward_ingress, true).allowed("return"),
-        Kind::new("hep-fwd-out", "hfo", |h| &h.forward_egress, false).allowed("return"),
-        Kind::new("hep-prednat", "hp", |h| &h.pre_dnat, true)
-            .failsafe("failsafe-in")
-            .undecided_goes_on()
-            .allowed(&prednat_allowed),
-        Kind::new("hep-untracked-in", "hui", |h| &h.untracked_ingress, true)
-            .failsafe("failsafe-in-raw")
-            .undecided_goes_on()
-            .allowed(&untracked_allowed),
-        Kind::new("hep-untracked-out", "huo", |h| &h.untracked_egress, false)
-            .failsafe("failsafe-out-raw")
-            .undecided_goes_on()
-            .allowed(&untracked_allowed),
-    ];
+    let kinds = kinds();
     // Which of the `*` endpoint's chains exist, by kind.
     let mut any = std::collections::BTreeSet::new();
     for k in kinds {
@@ -278,8 +326,10 @@ pub(super) fn host_endpoints(
                 continue;
             }
             let chain_name = name(k.prefix, iface);
+            let logs = node.flow_logs && k.logs();
             wrapped(
-                node.flow_logs,
+                node.flow_logs && !logs,
+                logs.then(|| super::flow_group(k.ingress)),
                 chain_name.clone(),
                 k.failsafe,
                 tiers,

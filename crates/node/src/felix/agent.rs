@@ -578,7 +578,7 @@ impl Agent {
             }
         }
         if let Some(names) = &self.flow_names {
-            let mut fresh = self.flow_names_now();
+            let mut fresh = self.flow_names_now(&rules);
             let mut held = names
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
@@ -633,30 +633,27 @@ impl Agent {
     /// The chains and addresses flow records are named by: every local
     /// endpoint's tiers, policy and profile chains, and every workload's
     /// addresses.
-    pub(super) fn flow_names_now(&self) -> crate::flows::Names {
-        use calico_dataplane::{policy_chain, profile_chain};
+    pub(super) fn flow_names_now(
+        &self,
+        rules: &calico_dataplane::NodeRules,
+    ) -> crate::flows::Names {
         let mut n = crate::flows::Names::default();
         for ep in self.state.endpoints.values() {
             for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
-                n.tiers.insert(
+                name_walk(
+                    &mut n,
                     format!("{prefix}-{}", ep.interface),
-                    tiers.iter().map(|t| t.tier.clone()).collect(),
+                    ingress,
+                    tiers,
+                    &ep.profiles,
                 );
-                for t in tiers {
-                    for p in &t.policies {
-                        let name = match &p.namespace {
-                            Some(ns) => format!("{ns}/{}", p.name),
-                            None => p.name.clone(),
-                        };
-                        let chain = policy_chain(&calico_calc::policy_key(p), ingress);
-                        n.policies.insert(chain, (t.tier.clone(), name));
-                    }
-                }
-                for prof in &ep.profiles {
-                    n.profiles
-                        .insert(profile_chain(prof, ingress), prof.clone());
-                }
             }
+        }
+        // Host endpoints' walks log their verdicts too.
+        for (chain, ingress, tiers, profiles) in
+            calico_dataplane::host_endpoint_walks(&self.state, rules)
+        {
+            name_walk(&mut n, chain, ingress, tiers, profiles);
         }
         n.workloads = self.workload_names.clone();
         for (ips, id) in self.hep_names.values() {
@@ -740,5 +737,33 @@ impl Agent {
             }
         }
         self.last_route_sync = Instant::now();
+    }
+}
+
+/// Names an endpoint's walk for the flow collector: its tiers (for the
+/// tier-end prefixes of `chain`), its policies' and profiles' chains.
+fn name_walk(
+    n: &mut crate::flows::Names,
+    chain: String,
+    ingress: bool,
+    tiers: &[calico_calc::TierPolicies],
+    profiles: &[String],
+) {
+    use calico_dataplane::{policy_chain, profile_chain};
+    n.tiers
+        .insert(chain, tiers.iter().map(|t| t.tier.clone()).collect());
+    for t in tiers {
+        for p in &t.policies {
+            let name = match &p.namespace {
+                Some(ns) => format!("{ns}/{}", p.name),
+                None => p.name.clone(),
+            };
+            let chain = policy_chain(&calico_calc::policy_key(p), ingress);
+            n.policies.insert(chain, (t.tier.clone(), name));
+        }
+    }
+    for prof in profiles {
+        n.profiles
+            .insert(profile_chain(prof, ingress), prof.clone());
     }
 }

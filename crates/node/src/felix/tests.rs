@@ -333,7 +333,9 @@ spec: {node: node-3, interfaceName: eth0}
 ",
     );
     h.resync();
-    let names = h.agent.flow_names_now();
+    let names = h
+        .agent
+        .flow_names_now(&calico_dataplane::NodeRules::default());
     let ip: std::net::IpAddr = "10.250.0.2".parse().expect("ip");
     let hep = names.host_endpoints.get(&ip).expect("named");
     assert_eq!(hep.name, "node-2-eth0");
@@ -344,5 +346,9 @@ spec: {node: node-3, interfaceName: eth0}
         key: "/calico/resources/v3/projectcalico.org/hostendpoints/node-2-eth0".into(),
         mod_revision: 99,
     });
-    assert!(h.agent.flow_names_now().host_endpoints.is_empty());
+    assert!(h
+        .agent
+        .flow_names_now(&calico_dataplane::NodeRules::default())
+        .host_endpoints
+        .is_empty());
 }
