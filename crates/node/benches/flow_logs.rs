@@ -191,7 +191,23 @@ fn main() {
     };
     let rows = [row(&runs[0]), row(&runs[1])];
     let (off, on) = (rows[0], rows[1]);
+    // Each round's on/off ratio (the two ran minutes apart at most): their
+    // median and spread, beside the ratio of the medians.
+    let paired = |f: fn(&(f64, f64, u64)) -> f64| {
+        let mut r: Vec<f64> = runs[0]
+            .iter()
+            .zip(&runs[1])
+            .map(|(a, b)| f(b) / f(a))
+            .collect();
+        r.sort_by(f64::total_cmp);
+        (r[r.len() / 2], r[0], r[r.len() - 1])
+    };
+    let (c, p) = (paired(|r| r.0), paired(|r| r.1));
     println!("flow_logs (SECS={secs}, ROUNDS={rounds}, medians; two pods on one node, the agent running)");
+    println!(
+        "  per-round ratios: connections median {:.3} (lowest {:.3}, highest {:.3}); packets median {:.3} ({:.3}-{:.3})",
+        c.0, c.1, c.2, p.0, p.1, p.2
+    );
     println!(
         "  new TCP connections/s   off {:>10.0}   on {:>10.0}   ratio {:.3} (goal >= 0.95)",
         off.1,
