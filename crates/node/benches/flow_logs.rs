@@ -40,19 +40,7 @@ fn felix(pods: &TwoPods, db: &str, flow_dir: Option<&std::path::Path>) -> KillOn
     let child = KillOnDrop(cmd.spawn().expect("calico-node felix"));
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let ready = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &pods.node.name,
-                "curl",
-                "-sf",
-                "--max-time",
-                "1",
-                "http://127.0.0.1:9099/readiness",
-            ])
-            .output()
-            .is_ok_and(|o| o.status.success());
+        let ready = get(pods, "http://127.0.0.1:9099/readiness", 1).is_some();
         if ready {
             return child;
         }
@@ -61,9 +49,8 @@ fn felix(pods: &TwoPods, db: &str, flow_dir: Option<&std::path::Path>) -> KillOn
     }
 }
 
-/// The agent's counter `name` (summed over the series whose labels
-/// contain `with`).
-fn metric(pods: &TwoPods, name: &str, with: &str) -> u64 {
+/// `url` fetched inside the node (within `secs` seconds); None when that failed.
+fn get(pods: &TwoPods, url: &str, secs: u32) -> Option<String> {
     let out = Command::new("ip")
         .args([
             "netns",
@@ -72,12 +59,21 @@ fn metric(pods: &TwoPods, name: &str, with: &str) -> u64 {
             "curl",
             "-sf",
             "--max-time",
-            "5",
         ])
-        .arg("http://127.0.0.1:9091/metrics")
+        .arg(secs.to_string())
+        .arg(url)
         .output()
-        .expect("curl");
-    String::from_utf8_lossy(&out.stdout)
+        .ok()?;
+    out.status
+        .success()
+        .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The agent's counter `name` (summed over the series whose labels
+/// contain `with`).
+fn metric(pods: &TwoPods, name: &str, with: &str) -> u64 {
+    get(pods, "http://127.0.0.1:9091/metrics", 5)
+        .unwrap_or_default()
         .lines()
         .filter(|l| l.starts_with(name) && l.contains(with))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())

@@ -137,11 +137,12 @@ fn gnp(name: &str, spec: &str) -> String {
 const NODE_IP: &str = "203.0.113.1";
 const EXT_IP: &str = "203.0.113.2";
 
-#[test]
-fn host_endpoint_policy_on_real_packets() {
-    let node = Netns::new("hep-node");
-    node.make_node("10.250.11.1/24");
-    let ext = Netns::new("hep-ext");
+/// A node (`<tag>-node`, its uplink at `uplink`) and an external host
+/// (`<tag>-ext`, EXT_IP) on the node's second interface `ext0` (NODE_IP).
+fn node_and_external(tag: &str, uplink: &str) -> (Netns, Netns) {
+    let node = Netns::new(&format!("{tag}-node"));
+    node.make_node(uplink);
+    let ext = Netns::new(&format!("{tag}-ext"));
     node.ok(&[
         "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
     ]);
@@ -152,6 +153,12 @@ fn host_endpoint_policy_on_real_packets() {
     ext.ok(&["ip", "addr", "add", &format!("{EXT_IP}/24"), "dev", "ext1"]);
     ext.ok(&["ip", "link", "set", "ext1", "up"]);
     ext.ok(&["ip", "link", "set", "lo", "up"]);
+    (node, ext)
+}
+
+#[test]
+fn host_endpoint_policy_on_real_packets() {
+    let (node, ext) = node_and_external("hep", "10.250.11.1/24");
     ext.ok(&["ip", "route", "add", "10.91.0.0/16", "via", NODE_IP]);
 
     let dir = tempfile::tempdir().expect("tempdir");
@@ -497,19 +504,7 @@ apiVersion: projectcalico.org/v3\nkind: KubeControllersConfiguration\nmetadata: 
 /// with the rule that decided.
 #[test]
 fn host_endpoint_verdicts_become_flow_records() {
-    let node = Netns::new("hepfl-node");
-    node.make_node("10.250.12.1/24");
-    let ext = Netns::new("hepfl-ext");
-    node.ok(&[
-        "ip", "link", "add", "ext0", "type", "veth", "peer", "name", "ext1",
-    ]);
-    node.ok(&["ip", "link", "set", "ext1", "netns", &ext.name]);
-    node.ok(&["ip", "addr", "add", &format!("{NODE_IP}/24"), "dev", "ext0"]);
-    node.ok(&["ip", "link", "set", "ext0", "up"]);
-    node.ok(&["ip", "link", "set", "lo", "up"]);
-    ext.ok(&["ip", "addr", "add", &format!("{EXT_IP}/24"), "dev", "ext1"]);
-    ext.ok(&["ip", "link", "set", "ext1", "up"]);
-    ext.ok(&["ip", "link", "set", "lo", "up"]);
+    let (node, ext) = node_and_external("hepfl", "10.250.12.1/24");
     let dir = tempfile::tempdir().expect("tempdir");
     let logs = dir.path().join("flowlogs");
     let lab = Lab {
