@@ -48,29 +48,6 @@ fn percentile(v: &mut [Duration], p: f64) -> Duration {
     v[i.min(v.len() - 1)]
 }
 
-/// The fields of `/proc/<pid>/stat` after the command name.
-fn stat_fields(pid: u32) -> Vec<String> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .map(str::to_string)
-        .collect()
-}
-
-/// CPU seconds (user + system) a process has used.
-fn cpu_secs(pid: u32) -> f64 {
-    let fields = stat_fields(pid);
-    let ticks = |i: usize| {
-        fields
-            .get(i)
-            .and_then(|f| f.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
-    // utime and stime are fields 14 and 15 (11 and 12 after the name).
-    (ticks(11) + ticks(12)) / 100.0
-}
-
 /// Seconds since boot.
 fn uptime() -> f64 {
     std::fs::read_to_string("/proc/uptime")
@@ -82,7 +59,7 @@ fn uptime() -> f64 {
 /// When a process started, in seconds since boot (10 ms resolution).
 fn started_at(pid: u32) -> f64 {
     // starttime is field 22 (19 after the name), in clock ticks.
-    stat_fields(pid)
+    calico_test_support::stat_fields(pid)
         .get(19)
         .and_then(|f| f.parse::<f64>().ok())
         .unwrap_or(0.0)
@@ -396,7 +373,10 @@ fn main() {
         apply(&client, &format!("apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {{name: kns.sim{ns}}}\nspec: {{labelsToApply: {{projectcalico.org/namespace: sim{ns}}}, ingress: [{{action: Allow}}], egress: [{{action: Allow}}]}}\n"));
     }
     let rss0: Vec<u64> = felix.iter().map(|(_, p)| rss_kib(*p)).collect();
-    let cpu0: Vec<f64> = felix.iter().map(|(_, p)| cpu_secs(*p)).collect();
+    let cpu0: Vec<f64> = felix
+        .iter()
+        .map(|(_, p)| calico_test_support::cpu_secs(*p))
+        .collect();
 
     eprintln!("scale: {workloads} workloads on {sim_nodes} simulated nodes…");
     // Paced at the seed's rate: a setup starts every 50 ms, on a pool of
@@ -476,7 +456,7 @@ fn main() {
     let cpu: Vec<f64> = felix
         .iter()
         .zip(&cpu0)
-        .map(|((_, p), c0)| cpu_secs(*p) - c0)
+        .map(|((_, p), c0)| calico_test_support::cpu_secs(*p) - c0)
         .collect();
     let typha_rss_before_clients = rss_kib(typha_pid);
 
@@ -578,9 +558,9 @@ fn main() {
     // etcd themselves, as every agent would.
     eprintln!("scale: {direct} direct datastore clients…");
     let etcd = etcd_pid().expect("etcd's pid");
-    let etcd_cpu0 = cpu_secs(etcd);
+    let etcd_cpu0 = calico_test_support::cpu_secs(etcd);
     let (direct_syncers, direct_synced) = direct_clients(&ds, direct);
-    let etcd_cpu_lists = cpu_secs(etcd) - etcd_cpu0;
+    let etcd_cpu_lists = calico_test_support::cpu_secs(etcd) - etcd_cpu0;
     let watchers_direct = etcd_watchers(&lab);
     let events_direct = events_per_write(&lab, &client, samples, "direct");
     drop(direct_syncers);

@@ -11,7 +11,7 @@
 #![allow(clippy::disallowed_methods)] // a benchmark owns the clock
 
 mod common;
-use calico_test_support::KillOnDrop;
+use calico_test_support::{cpu_secs, KillOnDrop};
 use common::{bin, connection_rate, knob, listener, seeded_datastore, TwoPods};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,20 +80,9 @@ fn metric(pods: &TwoPods, name: &str, with: &str) -> u64 {
         .sum::<f64>() as u64
 }
 
-/// A process's CPU time so far (user and system), in milliseconds.
-fn cpu_ms(pid: u32) -> u64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // After the command's closing parenthesis: fields 3 onwards.
-    let fields: Vec<&str> = stat
-        .rsplit_once(')')
-        .map_or("", |(_, rest)| rest)
-        .split_whitespace()
-        .collect();
-    let ticks: u64 = [11, 12]
-        .iter()
-        .filter_map(|&i| fields.get(i)?.parse::<u64>().ok())
-        .sum();
-    ticks * 10
+fn sorted(mut v: Vec<f64>) -> Vec<f64> {
+    v.sort_by(f64::total_cmp);
+    v
 }
 
 fn main() {
@@ -125,11 +114,11 @@ fn main() {
         for on in order {
             let flow_dir = dir.path().join("flows");
             let agent = felix(&pods, &db, on.then_some(flow_dir.as_path()));
-            let cpu0 = cpu_ms(agent.0.id());
+            let cpu0 = cpu_secs(agent.0.id());
             let conns = connection_rate(&pods.client, &format!("{}:{PORT}", pods.server_ip), secs);
-            let cpu = cpu_ms(agent.0.id()) - cpu0;
+            let cpu = (cpu_secs(agent.0.id()) - cpu0) * 1000.0;
             println!(
-                "  {} agent CPU while connecting: {cpu} ms",
+                "  {} agent CPU while connecting: {cpu:.0} ms",
                 if on { "on " } else { "off" }
             );
             let pps = pods.iperf(secs, true);
@@ -173,9 +162,7 @@ fn main() {
         }
     }
     let median = |v: &[(f64, f64, u64)], f: fn(&(f64, f64, u64)) -> f64| {
-        let mut x: Vec<f64> = v.iter().map(f).collect();
-        x.sort_by(f64::total_cmp);
-        x[x.len() / 2]
+        sorted(v.iter().map(f).collect())[v.len() / 2]
     };
     let row = |v: &[(f64, f64, u64)]| {
         (
@@ -190,12 +177,13 @@ fn main() {
     // Each round's on/off ratio (the two ran minutes apart at most): their
     // median and spread, beside the ratio of the medians.
     let paired = |f: fn(&(f64, f64, u64)) -> f64| {
-        let mut r: Vec<f64> = runs[0]
-            .iter()
-            .zip(&runs[1])
-            .map(|(a, b)| f(b) / f(a))
-            .collect();
-        r.sort_by(f64::total_cmp);
+        let r = sorted(
+            runs[0]
+                .iter()
+                .zip(&runs[1])
+                .map(|(a, b)| f(b) / f(a))
+                .collect(),
+        );
         (r[r.len() / 2], r[0], r[r.len() - 1])
     };
     let (c, p) = (paired(|r| r.0), paired(|r| r.1));

@@ -201,6 +201,29 @@ pub fn felix_daemon(
     KillOnDrop(cmd.spawn().expect("run calico-node felix"))
 }
 
+/// The fields of `/proc/<pid>/stat` after the command name.
+pub fn stat_fields(pid: u32) -> Vec<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    stat.rsplit_once(')')
+        .map_or("", |(_, rest)| rest)
+        .split_whitespace()
+        .map(str::to_string)
+        .collect()
+}
+
+/// CPU seconds (user + system) a process has used (10 ms resolution).
+pub fn cpu_secs(pid: u32) -> f64 {
+    let fields = stat_fields(pid);
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    // utime and stime are fields 14 and 15 (11 and 12 after the name).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
 /// A process's resident memory (VmRSS) in KiB; 0 when it cannot be read.
 pub fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
