@@ -6,7 +6,7 @@
 //! from the receive buffer, strictly: one whose tuple, counters or id do
 //! not read is skipped and counted, never guessed at.
 
-use netlink_packet_core::{NlasIterator, NLA_HEADER_SIZE};
+use crate::nla::attributes;
 use netlink_sys::{constants::NETLINK_NETFILTER, Socket};
 use std::net::IpAddr;
 /// A connection's original-direction addresses and ports.
@@ -17,6 +17,14 @@ pub struct ConnTuple {
     pub proto: u8,
     pub sport: Option<u16>,
     pub dport: Option<u16>,
+}
+
+impl ConnTuple {
+    /// Whether connections of `proto` are told apart by ports: TCP, UDP,
+    /// SCTP and UDP-Lite (others, ICMP say, have none in the tuple).
+    pub fn has_ports(proto: u8) -> bool {
+        matches!(proto, 6 | 17 | 132 | 136)
+    }
 }
 
 /// One tracked connection and its counters in each direction.
@@ -73,8 +81,6 @@ const CTA_COUNTERS_PACKETS: u16 = 1;
 const CTA_COUNTERS_BYTES: u16 = 2;
 const CTA_COUNTERS32_PACKETS: u16 = 3;
 const CTA_COUNTERS32_BYTES: u16 = 4;
-/// An attribute's type without the nested and byte-order flags.
-const NLA_TYPE_MASK: u16 = 0x3fff;
 
 /// Lists this namespace's connections with their counters.
 pub fn list() -> Result<Table, ConntrackError> {
@@ -128,20 +134,17 @@ enum Step {
 
 /// Walks the netlink messages of one receive, adding each entry to `table`.
 fn read_messages(buf: &[u8], table: &mut Table) -> Step {
-    use netlink_packet_core::NetlinkBuffer;
-    let mut at = 0;
-    while at < buf.len() {
-        let Ok(msg) = NetlinkBuffer::new_checked(&buf[at..]) else {
+    for msg in crate::nla::messages(buf) {
+        let Some((kind, payload)) = msg else {
             // A message that does not read ends the receive; the dump
             // goes on with the next.
             table.unreadable += 1;
             return Step::More;
         };
-        match msg.message_type() {
+        match kind {
             NLMSG_DONE => return Step::Done,
             NLMSG_ERROR => {
-                let code = msg
-                    .payload()
+                let code = payload
                     .get(0..4)
                     .map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
                 return if code == 0 {
@@ -153,26 +156,15 @@ fn read_messages(buf: &[u8], table: &mut Table) -> Step {
             t if t == (SUBSYS_CTNETLINK << 8) | MSG_CT_NEW
                 || t == (SUBSYS_CTNETLINK << 8) | MSG_CT_GET =>
             {
-                match read_entry(msg.payload()) {
+                match read_entry(payload) {
                     Some(c) => table.conns.push(c),
                     None => table.unreadable += 1,
                 }
             }
             _ => {}
         }
-        at += (msg.length() as usize + 3) & !3;
     }
     Step::More
-}
-
-/// The attributes of `value`, by type (flags masked off), with their values.
-fn attributes(value: &[u8]) -> impl Iterator<Item = Option<(u16, &[u8])>> {
-    NlasIterator::new(value).map(|nla| {
-        let nla = nla.ok()?;
-        let kind = nla.kind() & NLA_TYPE_MASK;
-        let len = usize::from(nla.length());
-        Some((kind, nla.into_inner().get(NLA_HEADER_SIZE..len)?))
-    })
 }
 
 /// One entry: `nfgenmsg`, then its attributes.
@@ -241,7 +233,7 @@ fn read_tuple(value: &[u8]) -> Option<ConnTuple> {
     if src.is_ipv4() != dst.is_ipv4() {
         return None;
     }
-    let ports = matches!(proto, 6 | 17 | 132 | 136) && sport.is_some() && dport.is_some();
+    let ports = ConnTuple::has_ports(proto) && sport.is_some() && dport.is_some();
     Some(ConnTuple {
         src,
         dst,

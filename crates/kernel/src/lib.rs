@@ -15,6 +15,7 @@
 pub mod conntrack;
 mod nflog;
 mod nft;
+mod nla;
 mod routes;
 mod sysctl;
 mod tunnels;

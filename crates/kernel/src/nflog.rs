@@ -189,45 +189,35 @@ impl<'a> From<&'a Logged> for LoggedRef<'a> {
 const PACKET_MESSAGE: u16 =
     ((nix::libc::NFNL_SUBSYS_ULOG as u16) << 8) | nix::libc::NFULNL_MSG_PACKET as u16;
 
-/// Walks the netlink messages in `buf`; returns how many packets it handed on.
+/// Walks the netlink messages in `buf`; returns how many packets it handed
+/// on. A message that does not fit ends the batch.
 fn read_messages(buf: &[u8], each: &mut impl FnMut(LoggedRef<'_>)) -> usize {
-    use netlink_packet_core::NetlinkBuffer;
     let mut count = 0;
-    let mut at = 0;
-    while at < buf.len() {
-        let Ok(msg) = NetlinkBuffer::new_checked(&buf[at..]) else {
-            break;
-        };
-        if msg.message_type() == PACKET_MESSAGE {
-            if let Some(p) = read_packet(msg.payload()) {
+    for msg in crate::nla::messages(buf) {
+        let Some((kind, payload)) = msg else { break };
+        if kind == PACKET_MESSAGE {
+            if let Some(p) = read_packet(payload) {
                 each(p);
                 count += 1;
             }
         }
-        // Messages are 4-byte aligned; new_checked saw a length of at
-        // least a header.
-        at += (msg.length() as usize + 3) & !3;
     }
     count
 }
 
 /// A PACKET message's body: the `nfgenmsg` header (family, version, the
 /// group in network order), then attributes, of which two are read: the
-/// prefix and the payload. Walked by hand (a length, a type, the value,
-/// padding to 4 bytes): this runs for every logged packet, and the general
-/// attribute parser cost the collector a sixth of its time. An attribute
-/// that does not fit its message drops the packet.
+/// prefix and the payload. An attribute that does not fit its message
+/// drops the packet.
 fn read_packet(body: &[u8]) -> Option<LoggedRef<'_>> {
-    let (header, mut rest) = body.split_at_checked(4)?;
+    let (header, attributes) = body.split_at_checked(4)?;
     let mut p = LoggedRef {
         group: u16::from_be_bytes([header[2], header[3]]),
         prefix: "",
         payload: &[],
     };
-    while rest.len() >= 4 {
-        let len = usize::from(u16::from_ne_bytes([rest[0], rest[1]]));
-        let kind = u16::from_ne_bytes([rest[2], rest[3]]) & 0x3fff;
-        let value = rest.get(4..len)?;
+    for a in crate::nla::attributes(attributes) {
+        let (kind, value) = a?;
         match kind {
             k if k == nix::libc::NFULA_PREFIX as u16 => {
                 let text = value.strip_suffix(&[0]).unwrap_or(value);
@@ -236,7 +226,6 @@ fn read_packet(body: &[u8]) -> Option<LoggedRef<'_>> {
             k if k == nix::libc::NFULA_PAYLOAD as u16 => p.payload = value,
             _ => {}
         }
-        rest = rest.get(len.next_multiple_of(4)..).unwrap_or_default();
     }
     Some(p)
 }

@@ -33,7 +33,7 @@ pub fn headers(payload: &[u8]) -> Option<(Tuple, Option<u32>)> {
         }
         _ => return None,
     };
-    let ports = matches!(proto, 6 | 17 | 132 | 136) && l4.len() >= 4;
+    let ports = Tuple::has_ports(proto) && l4.len() >= 4;
     let port = |at: usize| ports.then(|| u16::from_be_bytes([l4[at], l4[at + 1]]));
     // SYN without ACK: the first packet of a connection.
     let syn = proto == 6 && l4.get(13).is_some_and(|f| f & 0x12 == 0x02);
