@@ -34,8 +34,8 @@ mod table;
 
 pub use readback::ReadBackError;
 pub use render::{
-    build, build_with, flow_group, host_endpoint_walks, policy_chain, profile_chain, render,
-    EndpointToHost, NatOutgoing, NodeRules, VxlanSources,
+    build, build_with, endpoint_walks, flow_group, host_endpoint_walks, policy_chain,
+    profile_chain, render, EndpointToHost, NatOutgoing, NodeRules, VxlanSources,
 };
 pub use table::{rule_tag, Chain, Collection, Table};
 

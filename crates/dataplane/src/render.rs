@@ -137,10 +137,19 @@ fn walk(
     chains.push(chain(name.to_string(), body));
 }
 
+/// A workload's two walks: its chain (`tw-<iface>` into it, `fw-<iface>`
+/// out of it; the name its flow-log prefixes carry), direction and tiers.
+pub fn endpoint_walks(ep: &EndpointIntent) -> [(String, bool, &[TierPolicies]); 2] {
+    [
+        (format!("tw-{}", ep.interface), true, &ep.ingress),
+        (format!("fw-{}", ep.interface), false, &ep.egress),
+    ]
+}
+
 fn endpoint_chains(ep: &EndpointIntent, flow_logs: bool, chains: &mut Vec<Chain>) {
-    for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
+    for (name, ingress, tiers) in endpoint_walks(ep) {
         walk(
-            &format!("{prefix}-{}", ep.interface),
+            &name,
             tiers,
             &ep.profiles,
             ingress,

@@ -638,18 +638,12 @@ impl Agent {
         rules: &calico_dataplane::NodeRules,
     ) -> crate::flows::Names {
         let mut n = crate::flows::Names::default();
+        // The walks the dataplane logs from, named as it names them.
         for ep in self.state.endpoints.values() {
-            for (ingress, prefix, tiers) in [(true, "tw", &ep.ingress), (false, "fw", &ep.egress)] {
-                name_walk(
-                    &mut n,
-                    format!("{prefix}-{}", ep.interface),
-                    ingress,
-                    tiers,
-                    &ep.profiles,
-                );
+            for (chain, ingress, tiers) in calico_dataplane::endpoint_walks(ep) {
+                name_walk(&mut n, chain, ingress, tiers, &ep.profiles);
             }
         }
-        // Host endpoints' walks log their verdicts too.
         for (chain, ingress, tiers, profiles) in
             calico_dataplane::host_endpoint_walks(&self.state, rules)
         {
