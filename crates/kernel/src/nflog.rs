@@ -47,6 +47,8 @@ pub struct Logged {
     pub group: u16,
     /// The logging rule's prefix.
     pub prefix: String,
+    /// The packet's mark when it was logged (0 when it had none).
+    pub mark: u32,
     /// The packet from its IP header on, at most 64 bytes.
     pub payload: Vec<u8>,
 }
@@ -118,6 +120,7 @@ impl Nflog {
             out.push(Logged {
                 group: p.group,
                 prefix: p.prefix.to_string(),
+                mark: p.mark,
                 payload: p.payload.to_vec(),
             });
         })?;
@@ -170,6 +173,9 @@ pub struct LoggedRef<'a> {
     pub group: u16,
     /// The logging rule's prefix ("" if it was not UTF-8).
     pub prefix: &'a str,
+    /// The packet's mark when it was logged (0 when it had none, or the
+    /// attribute did not read).
+    pub mark: u32,
     /// The packet from its IP header on, at most 64 bytes.
     pub payload: &'a [u8],
 }
@@ -179,6 +185,7 @@ impl<'a> From<&'a Logged> for LoggedRef<'a> {
         LoggedRef {
             group: p.group,
             prefix: &p.prefix,
+            mark: p.mark,
             payload: &p.payload,
         }
     }
@@ -206,14 +213,16 @@ fn read_messages(buf: &[u8], each: &mut impl FnMut(LoggedRef<'_>)) -> usize {
 }
 
 /// A PACKET message's body: the `nfgenmsg` header (family, version, the
-/// group in network order), then attributes, of which two are read: the
-/// prefix and the payload. An attribute that does not fit its message
-/// drops the packet.
+/// group in network order), then attributes, of which three are read: the
+/// prefix, the mark (network order; the kernel sends it when not 0) and
+/// the payload. An attribute that does not fit its message drops the
+/// packet; a mark of another size reads as 0.
 fn read_packet(body: &[u8]) -> Option<LoggedRef<'_>> {
     let (header, attributes) = body.split_at_checked(4)?;
     let mut p = LoggedRef {
         group: u16::from_be_bytes([header[2], header[3]]),
         prefix: "",
+        mark: 0,
         payload: &[],
     };
     for a in crate::nla::attributes(attributes) {
@@ -224,6 +233,9 @@ fn read_packet(body: &[u8]) -> Option<LoggedRef<'_>> {
                 p.prefix = std::str::from_utf8(text).unwrap_or_default();
             }
             k if k == nix::libc::NFULA_PAYLOAD as u16 => p.payload = value,
+            k if k == nix::libc::NFULA_MARK as u16 => {
+                p.mark = <[u8; 4]>::try_from(value).map_or(0, u32::from_be_bytes);
+            }
             _ => {}
         }
     }
@@ -265,6 +277,7 @@ mod tests {
             out.push(Logged {
                 group: p.group,
                 prefix: p.prefix.to_string(),
+                mark: p.mark,
                 payload: p.payload.to_vec(),
             });
         });
@@ -273,6 +286,7 @@ mod tests {
 
     const PREFIX: u16 = nix::libc::NFULA_PREFIX as u16;
     const PAYLOAD: u16 = nix::libc::NFULA_PAYLOAD as u16;
+    const MARK: u16 = nix::libc::NFULA_MARK as u16;
 
     #[test]
     fn packets_of_a_batch_are_read_in_place() {
@@ -281,6 +295,7 @@ mod tests {
             1,
             &[
                 nla(1, &[0; 4]),
+                nla(MARK, &0x0051_0000u32.to_be_bytes()),
                 nla(PREFIX, b"A0|p-abc-in\0"),
                 nla(PAYLOAD, &[0x45, 0, 0, 20, 9]),
             ],
@@ -295,11 +310,13 @@ mod tests {
                 Logged {
                     group: 1,
                     prefix: "A0|p-abc-in".into(),
+                    mark: 0x0051_0000,
                     payload: vec![0x45, 0, 0, 20, 9],
                 },
                 Logged {
                     group: 2,
                     prefix: String::new(),
+                    mark: 0,
                     payload: vec![0x60],
                 },
             ]
@@ -324,6 +341,9 @@ mod tests {
         // Not UTF-8: an empty prefix, which no chain has.
         let odd = message(PACKET_MESSAGE, 1, &[nla(PREFIX, &[0xff, 0xfe, 0])]);
         assert_eq!(read(&odd)[0].prefix, "");
+        // A mark of the wrong size: none.
+        let short = message(PACKET_MESSAGE, 1, &[nla(MARK, &[1, 2])]);
+        assert_eq!(read(&short)[0].mark, 0);
     }
 
     proptest! {

@@ -1,5 +1,5 @@
 //! NFLOG: packets nftables logs to a group reach the reader with the
-//! rule's prefix and the packet's headers; other groups' do not.
+//! rule's prefix, the packet's mark and its headers; other groups' do not.
 // Waits on real packets.
 #![allow(clippy::disallowed_methods)]
 
@@ -12,7 +12,7 @@ fn logged_packets_arrive_with_their_prefix_and_headers() {
     let ns = Netns::new("nflog");
     ns.ok(&["ip", "link", "set", "lo", "up"]);
     let rules = "table inet t {\n chain out {\n  type filter hook output priority 0;\n  \
-                 udp dport 9999 log prefix \"A0|p-abc-in\" group 7\n  \
+                 udp dport 9999 meta mark set 0x00510000 log prefix \"A0|p-abc-in\" group 7\n  \
                  udp dport 9998 log prefix \"other\" group 8\n }\n}\n";
     let file = std::env::temp_dir().join(format!("{}.nft", ns.name));
     std::fs::write(&file, rules).expect("write");
@@ -36,6 +36,7 @@ fn logged_packets_arrive_with_their_prefix_and_headers() {
     assert_eq!(got.len(), 1, "{got:?}");
     let p = &got[0];
     assert_eq!((p.group, p.prefix.as_str()), (7, "A0|p-abc-in"));
+    assert_eq!(p.mark, 0x0051_0000, "the mark as the rule set it");
     assert_eq!(p.payload[0] >> 4, 4, "an IPv4 header");
     assert_eq!(&p.payload[16..20], &[127, 0, 0, 1], "to 127.0.0.1");
     let ihl = usize::from(p.payload[0] & 0x0f) * 4;
