@@ -34,8 +34,9 @@ mod table;
 
 pub use readback::ReadBackError;
 pub use render::{
-    build, build_with, endpoint_walks, flow_group, host_endpoint_walks, policy_chain,
-    profile_chain, render, EndpointToHost, NatOutgoing, NodeRules, VxlanSources,
+    build, build_with, deferred_allows, endpoint_walks, flow_group, flow_id, host_endpoint_walks,
+    policy_chain, profile_chain, render, EndpointToHost, NatOutgoing, NodeRules, VxlanSources,
+    DEFERRED_PREFIX,
 };
 pub use table::{rule_tag, Chain, Collection, Table};
 
@@ -50,3 +51,8 @@ pub const MARK_PASS: u32 = 0x2_0000;
 pub const MARK_UNTRACKED: u32 = 0x4_0000;
 /// Set by a preDNAT policy's allow: normal host endpoint policy is skipped.
 pub const MARK_PREDNAT: u32 = 0x8_0000;
+/// With flow logs, the egress Allow that let a packet out of a workload
+/// (bits 20 to 31: an identity from `deferred_allows`), read from the log
+/// of its next verdict (see `render/deferred.rs`).
+pub const MARK_FLOW_ID: u32 = 0xfff0_0000;
+pub const FLOW_ID_SHIFT: u32 = 20;

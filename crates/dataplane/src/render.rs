@@ -12,6 +12,8 @@ use calico_net::IpNet;
 use sha1::{Digest, Sha1};
 use std::collections::BTreeSet;
 
+mod deferred;
+pub use deferred::{deferred_allows, flow_id, DEFERRED_PREFIX};
 mod host;
 pub use host::host_endpoint_walks;
 mod merge;
@@ -49,7 +51,7 @@ pub fn profile_chain(name: &str, ingress: bool) -> String {
 
 /// The NFLOG group a direction's decisions are logged to, as Calico's:
 /// 1 for traffic into workloads, 2 for traffic out of them.
-pub fn flow_group(ingress: bool) -> u16 {
+pub const fn flow_group(ingress: bool) -> u16 {
     if ingress {
         1
     } else {
@@ -96,6 +98,7 @@ fn walk(
         chain: name,
         index: 0,
         group,
+        id: None,
     });
     // A drop nobody's rule decided: the end of tier `n` ("DT<n>") or
     // no profile allowing ("DN").
@@ -400,22 +403,25 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
         });
     }
     let group = |ingress: bool| node.flow_logs.then_some(flow_group(ingress));
+    let ids = if node.flow_logs {
+        deferred::chain_ids(state)
+    } else {
+        deferred::ChainIds::new()
+    };
+    let named = |chain: String, rules: &CompiledRules, ingress: bool| {
+        let ids = ids.get(&chain);
+        rules_chain(&chain, rules_of(rules, ingress), group(ingress), ids)
+    };
     for (key, rules) in &state.policies {
         for ingress in [true, false] {
-            t.chains.push(rules_chain(
-                &policy_chain(key, ingress),
-                rules_of(rules, ingress),
-                group(ingress),
-            ));
+            t.chains
+                .push(named(policy_chain(key, ingress), rules, ingress));
         }
     }
     for (name, rules) in &state.profiles {
         for ingress in [true, false] {
-            t.chains.push(rules_chain(
-                &profile_chain(name, ingress),
-                rules_of(rules, ingress),
-                group(ingress),
-            ));
+            t.chains
+                .push(named(profile_chain(name, ingress), rules, ingress));
         }
     }
     // With flow logs, host endpoints' preDNAT and doNotTrack walks go
@@ -440,6 +446,7 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
                     &format!("{}{QUIET}", policy_chain(key, ingress)),
                     rules_of(rules, ingress),
                     None,
+                    None,
                 ));
             }
         }
@@ -449,6 +456,7 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
                 t.chains.push(rules_chain(
                     &format!("{}{QUIET}", profile_chain(name, ingress)),
                     rules_of(rules, ingress),
+                    None,
                     None,
                 ));
             }
@@ -471,7 +479,7 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
     for p in missing {
         for ingress in [true, false] {
             t.chains
-                .push(rules_chain(&profile_chain(p, ingress), &[], None));
+                .push(rules_chain(&profile_chain(p, ingress), &[], None, None));
         }
     }
     for ep in &endpoints {
@@ -484,16 +492,33 @@ pub fn build_with(state: &DesiredState, node: &NodeRules) -> Table {
         "ct state established,related accept".to_string(),
         "ct state invalid drop".to_string(),
     ];
-    let from_wl = [
-        clear.clone(),
+    // With flow logs, a workload's egress Allow is logged by the packet's
+    // next log (`deferred`): from here on the mark's identity is this
+    // walk's alone, and it is logged here unless a workload of this node
+    // (whose ingress walk logs it) is where the packet goes.
+    let from_wl: Vec<String> = [
+        if node.flow_logs {
+            deferred::clear_all()
+        } else {
+            clear.clone()
+        },
         "iifname vmap @from-wl".to_string(),
         format!("iifname \"cali*\" {undecided} drop"),
-    ];
-    let to_wl = [
-        clear,
-        "oifname vmap @to-wl".to_string(),
-        format!("oifname \"cali*\" {undecided} drop"),
-    ];
+    ]
+    .into_iter()
+    .chain(node.flow_logs.then(|| deferred::log_deferred(true)))
+    .collect();
+    // ... or to an interface with no workload (dropped here, unlogged).
+    let to_wl: Vec<String> = [clear, "oifname vmap @to-wl".to_string()]
+        .into_iter()
+        .chain(node.flow_logs.then(|| {
+            format!(
+                "oifname \"cali*\" {undecided} {}",
+                deferred::log_deferred(false)
+            )
+        }))
+        .chain([format!("oifname \"cali*\" {undecided} drop")])
+        .collect();
     let hosts = host::host_endpoints(state, node, &mut t).unwrap_or_default();
     t.chains.push(Chain {
         name: "forward".into(),

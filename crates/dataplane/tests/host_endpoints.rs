@@ -159,8 +159,20 @@ fn host_endpoint_walks_log_flow_verdicts_but_untracked_and_prednat_ones_do_not()
     );
     let logged = reachable(&["ho-"]).join("\n");
     assert!(
-        logged.contains("log prefix \"A0|") && logged.contains("group 2"),
+        logged.contains("log prefix \"DN|ho-eth0/p\" group 2"),
         "{logged}"
+    );
+    // Its Allows set their identity in the mark instead of logging; the
+    // output chain logs it after the walk.
+    assert!(!logged.contains("log prefix \"A"), "{logged}");
+    assert!(
+        logged.contains("meta mark set meta mark & 0xfffff | "),
+        "{logged}"
+    );
+    let output = by_name["output"].rules.join("\n");
+    assert!(
+        output.contains("meta mark & 0xfff00000 != 0 log prefix \"E|\" group 2"),
+        "{output}"
     );
     // The walks the agent names for the collector are the logging ones.
     let walks: Vec<(String, bool)> = calico_dataplane::host_endpoint_walks(&s, &node)
@@ -177,4 +189,102 @@ fn host_endpoint_walks_log_flow_verdicts_but_untracked_and_prednat_ones_do_not()
     );
     let text = table.to_text();
     nft_accepts("hep-flowlog", &text);
+}
+
+/// With flow logs, egress Allows leave their identity in the mark instead
+/// of logging (docs/design/flows.md): every path out of an egress walk
+/// logs it unless a workload's ingress walk will, and every walk that may
+/// set it starts with it cleared, so no identity but this walk's is read.
+#[test]
+fn deferred_egress_verdicts_are_logged_on_every_path_and_start_cleared() {
+    let s = state(&format!(
+        "{}apiVersion: projectcalico.org/v3\nkind: GlobalNetworkPolicy\nmetadata: {{name: edge}}\n\
+         spec: {{selector: all(), applyOnForward: true, types: [Ingress, Egress], ingress: [{{action: Allow}}], egress: [{{action: Allow, protocol: TCP}}, {{action: Deny}}]}}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: WorkloadEndpoint\nmetadata: {{name: w, namespace: a}}\n\
+         spec: {{node: node-1, interfaceName: cali1, ipNetworks: [10.0.0.1/32], profiles: [kns.a]}}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {{name: kns.a}}\n\
+         spec: {{ingress: [{{action: Allow}}], egress: [{{action: Allow}}]}}\n",
+        hep("h", "interfaceName: eth0"),
+    ));
+    let node = NodeRules {
+        flow_logs: true,
+        ..NodeRules::default()
+    };
+    let table = build_with(&s, &node);
+    let chain = |name: &str| -> Vec<String> {
+        table
+            .chains
+            .iter()
+            .find(|c| c.name == name)
+            .unwrap_or_else(|| panic!("no chain {name}"))
+            .rules
+            .clone()
+    };
+    let clear = "meta mark set meta mark & 0xfffcffff";
+    let clear_all = "meta mark set meta mark & 0xcffff";
+    let sets_id = "meta mark set meta mark & 0xfffff | ";
+    let log = "meta mark & 0xfff00000 != 0 log prefix \"E|\" group 2";
+    let log_unless_to_workload =
+        "meta mark & 0xfff00000 != 0 oifname != \"cali*\" log prefix \"E|\" group 2";
+    let at = |rules: &[String], text: &str, from: usize| -> usize {
+        from + rules[from..]
+            .iter()
+            .position(|r| r.contains(text))
+            .unwrap_or_else(|| panic!("no {text:?} after {from} in {rules:#?}"))
+    };
+    let forward = chain("forward");
+    // A workload's egress walk: cleared before, logged after unless the
+    // packet goes to a workload ...
+    let from_wl = at(&forward, "iifname vmap @from-wl", 0);
+    assert_eq!(forward[from_wl - 1], clear_all, "{forward:#?}");
+    let logged = at(&forward, log_unless_to_workload, from_wl);
+    // ... whose ingress walk (not clearing it) logs it, or which is no
+    // workload of this node.
+    let to_wl = at(&forward, "oifname vmap @to-wl", logged);
+    assert_eq!(forward[to_wl - 1], clear, "{forward:#?}");
+    let unknown = at(&forward, "oifname \"cali*\"", to_wl);
+    assert!(forward[unknown].ends_with(log), "{forward:#?}");
+    // A host endpoint's forward egress walk: cleared before, logged after.
+    let hfo = at(&forward, "oifname vmap @hep-fwd-out", unknown);
+    assert_eq!(forward[hfo - 1], clear_all, "{forward:#?}");
+    assert_eq!(
+        forward.last().map(String::as_str),
+        Some(log),
+        "{forward:#?}"
+    );
+    // Workload to host: logged after the walk.
+    let input = chain("input");
+    let from_wl = at(&input, "iifname vmap @from-wl", 0);
+    at(&input, log_unless_to_workload, from_wl);
+    // The host's own traffic out of its endpoint.
+    let output = chain("output");
+    let ho = at(&output, "oifname vmap @hep-out", 0);
+    assert_eq!(output[ho - 1], clear_all, "{output:#?}");
+    assert_eq!(output.last().map(String::as_str), Some(log), "{output:#?}");
+    // Only egress Allows set an identity, and only in the chains that log.
+    let mut deferred = 0;
+    for c in &table.chains {
+        for r in &c.rules {
+            if r.contains(sets_id) {
+                deferred += 1;
+                assert!(c.name.ends_with("-out"), "{}: {r}", c.name);
+                assert!(!r.contains(" log "), "{}: {r}", c.name);
+            }
+        }
+    }
+    let ids = calico_dataplane::deferred_allows(&s);
+    assert!(deferred >= 2 && deferred >= ids.len(), "{deferred} {ids:?}");
+    for prefix in ids.values() {
+        assert!(
+            prefix.starts_with('A') && prefix.ends_with("-out"),
+            "{prefix}"
+        );
+    }
+    // The egress Deny still logs itself.
+    assert!(
+        table.to_text().contains("log prefix \"D1|p-"),
+        "{}",
+        table.to_text()
+    );
+    nft_accepts("hep-deferred", &table.to_text());
 }

@@ -124,16 +124,16 @@ fn main() {
             let pps = pods.iperf(secs, true);
             let rss = calico_test_support::rss_kib(agent.0.id());
             if on {
-                // Every connection made was logged at both ends (the
-                // client's egress, the server's ingress), or the agent
-                // says it lost some: flow logs must not look cheap by
-                // dropping what they cost.
+                // Every connection made was recorded at both ends (the
+                // client's egress, carried in the mark to the server's
+                // ingress log), or the agent says it lost some: flow logs
+                // must not look cheap by dropping what they cost.
                 std::thread::sleep(Duration::from_millis(600));
                 let made = (conns * f64::from(secs)).round() as u64;
                 let logged = metric(&pods, "felix_policy_rule_packets_total", "action=\"allow\"");
                 let overruns = metric(&pods, "felix_flow_log_overruns_total", "");
                 println!(
-                    "  round {round}: {made} connections made, {logged} first packets logged allowed (2 per connection, plus iperf's), {overruns} overruns"
+                    "  round {round}: {made} connections made, {logged} allowed verdicts recorded (2 per connection, plus iperf's), {overruns} overruns"
                 );
                 assert!(
                     overruns > 0 || logged >= 2 * made,

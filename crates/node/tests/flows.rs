@@ -74,6 +74,10 @@ fn allowed_and_denied_connections_become_flow_records() {
         assert!(connect(&b, &ip_a, 80));
     }
     assert!(!connect(&b, &ip_a, 81), "81 is not allowed");
+    // To the node itself: its egress allows it, the endpoint-to-host
+    // default drops it; the egress verdict is logged after the walk (no
+    // workload's ingress walk carries it).
+    assert!(!connect(&b, "10.250.7.1", 7), "workload to host is dropped");
 
     let file = logs.join("flows.log");
     let wanted = |r: &Value, reporter: &str, port: u64, action: &str| {
@@ -92,7 +96,22 @@ fn allowed_and_denied_connections_become_flow_records() {
         let allow_in = rs.iter().find(|r| wanted(r, "dst", 80, "allow")).cloned();
         let deny_in = rs.iter().find(|r| wanted(r, "dst", 81, "deny")).cloned();
         let allow_out = rs.iter().find(|r| wanted(r, "src", 81, "allow")).cloned();
-        if let (Some(a), Some(d), Some(o)) = (allow_in, deny_in, allow_out) {
+        let to_host = rs
+            .iter()
+            .find(|r| {
+                r["reporter"] == "src"
+                    && r["dest_port"] == 7
+                    && r["source_name"] == "b"
+                    && r["dest_ip"] == "10.250.7.1"
+            })
+            .cloned();
+        if let (Some(a), Some(d), Some(o), Some(h)) = (allow_in, deny_in, allow_out, to_host) {
+            assert_eq!(h["action"], "allow", "{h}");
+            assert_eq!(
+                h["policies"],
+                json!(["0|__PROFILE__|__PROFILE__.kns.x|allow|0"]),
+                "{h}"
+            );
             break (a, d, o, rs);
         }
         assert!(

@@ -188,6 +188,10 @@ pub(super) fn verdict(action: Action, flow: Option<&Flow<'_>>) -> String {
         Action::Log => return "log prefix \"calico-packet: \" level info".into(),
     };
     match flow {
+        // Its log deferred to the packet's next one (`deferred`).
+        Some(Flow { id: Some(id), .. }) if action == Action::Allow => {
+            super::deferred::deferred_allow(*id)
+        }
         Some(f) => format!("{} {v}", f.log(action_letter(action), f.index)),
         None => v,
     }
@@ -208,6 +212,8 @@ pub(super) struct Flow<'a> {
     pub(super) chain: &'a str,
     pub(super) index: usize,
     pub(super) group: u16,
+    /// An egress Allow's identity: set in the mark instead of logging.
+    pub(super) id: Option<u16>,
 }
 
 impl Flow<'_> {
@@ -320,8 +326,14 @@ fn rule_lines_ending(
 }
 
 /// A policy's or profile's rules as one chain; `group`: log deciding
-/// verdicts there for flow records.
-pub(super) fn rules_chain(name: &str, rules: &[CompiledRule], group: Option<u16>) -> Chain {
+/// verdicts there for flow records (`ids`: the egress Allows that set
+/// their identity in the mark instead).
+pub(super) fn rules_chain(
+    name: &str,
+    rules: &[CompiledRule],
+    group: Option<u16>,
+    ids: Option<&std::collections::BTreeMap<usize, u16>>,
+) -> Chain {
     // Without flow logs nothing names a rule by its index: runs that
     // decide alike are joined, runs alike but for actions and ports become
     // verdict maps (`merge`).
@@ -343,6 +355,7 @@ pub(super) fn rules_chain(name: &str, rules: &[CompiledRule], group: Option<u16>
             chain: name,
             index,
             group,
+            id: ids.and_then(|ids| ids.get(&index).copied()),
         });
         rule_lines(r, flow.as_ref(), &mut lines);
     }

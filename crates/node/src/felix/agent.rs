@@ -649,6 +649,7 @@ impl Agent {
         {
             name_walk(&mut n, chain, ingress, tiers, profiles);
         }
+        n.deferred = calico_dataplane::deferred_allows(&self.state);
         n.workloads = self.workload_names.clone();
         for (ips, id) in self.hep_names.values() {
             for ip in ips {

@@ -115,6 +115,10 @@ impl Followed {
     }
 }
 
+/// The log groups of traffic into workloads and out of them.
+const INGRESS: u16 = calico_dataplane::flow_group(true);
+const EGRESS: u16 = calico_dataplane::flow_group(false);
+
 /// The reporter of a log group: `dst` for traffic into workloads, `src`
 /// for traffic out of them.
 fn reporter_of(group: u16) -> &'static str {
@@ -288,6 +292,12 @@ impl Aggregator {
     /// Takes one logged packet at `now` (Unix seconds); returns the
     /// deciding rule's trace entry and the reporter (None when the packet
     /// was a Pass on its way, or could not be read back).
+    ///
+    /// A workload's egress Allow may not have logged itself but left its
+    /// identity in the packet's mark (`calico_dataplane::deferred_allows`):
+    /// then this is its log after the walk (prefix `E|`), or the log of
+    /// the packet's verdict into a workload of this node, which brings the
+    /// egress verdict first.
     pub fn add<'p>(
         &mut self,
         names: &Names,
@@ -295,6 +305,39 @@ impl Aggregator {
         now: u64,
     ) -> Option<(&str, &'static str)> {
         let p: LoggedRef<'p> = p.into();
+        let id = calico_dataplane::flow_id(p.mark);
+        let deferred = |id: Option<u16>| id.and_then(|id| names.deferred.get(&id));
+        if p.prefix == calico_dataplane::DEFERRED_PREFIX {
+            let Some(prefix) = deferred(id) else {
+                self.unreadable += 1;
+                return None;
+            };
+            return self.add_one(names, LoggedRef { prefix, ..p }, now);
+        }
+        // A Pass on the way into the workload carries it too: taken at the
+        // walk's last log only.
+        if id.is_some() && p.group == INGRESS && !p.prefix.starts_with('P') {
+            match deferred(id) {
+                Some(prefix) => {
+                    let egress = LoggedRef {
+                        group: EGRESS,
+                        prefix,
+                        ..p
+                    };
+                    self.add_one(names, egress, now);
+                }
+                None => self.unreadable += 1,
+            }
+        }
+        self.add_one(names, p, now)
+    }
+
+    fn add_one(
+        &mut self,
+        names: &Names,
+        p: LoggedRef<'_>,
+        now: u64,
+    ) -> Option<(&str, &'static str)> {
         let Some((t, seq)) = headers(p.payload) else {
             self.unreadable += 1;
             return None;

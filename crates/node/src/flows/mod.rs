@@ -35,6 +35,10 @@ pub struct Names {
     pub profiles: BTreeMap<String, String>,
     /// `tw-<iface>` / `fw-<iface>` → the endpoint's tiers in that direction.
     pub tiers: BTreeMap<String, Vec<String>>,
+    /// An identity in a logged packet's mark → the egress Allow it stands
+    /// for, as that rule would have logged it (`A<index>|<chain>`;
+    /// `calico_dataplane::deferred_allows`).
+    pub deferred: BTreeMap<u16, String>,
     /// Every workload's address → who it is (shared with the agent, which
     /// keeps it as changes come).
     pub workloads: SharedWorkloads,

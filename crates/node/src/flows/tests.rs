@@ -67,6 +67,7 @@ fn logged(group: u16, prefix: &str, payload: Vec<u8>) -> Logged {
     Logged {
         group,
         prefix: prefix.into(),
+        mark: 0,
         payload,
     }
 }
@@ -441,4 +442,68 @@ fn a_new_connection_reusing_addresses_and_ports_counts_apart_from_a_retransmissi
         };
         assert_eq!((to_dst, from_dst), (2, 1), "{}", rec.reporter);
     }
+}
+
+/// An egress Allow that left its identity in the mark (instead of logging)
+/// makes the same records as one that logged, whether the packet's
+/// ingress verdict on this node brings it or the log after the walk does.
+#[test]
+fn an_egress_allow_carried_in_the_mark_counts_as_if_it_had_logged() {
+    let mut n = names();
+    n.policies
+        .insert("p-ddd-out".into(), ("default".into(), "shop/web".into()));
+    n.policies
+        .insert("p-eee-out".into(), ("security".into(), "audit".into()));
+    n.deferred.insert(77, "A1|p-ddd-out".into());
+    let id = 77u32 << calico_dataplane::FLOW_ID_SHIFT;
+    let marked = |group, prefix: &str, pkt: Vec<u8>, mark| Logged {
+        mark,
+        ..logged(group, prefix, pkt)
+    };
+    let syn = |sport| {
+        let mut p = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, sport, 5432);
+        p[33] = 0x02;
+        p
+    };
+    // Logged by each rule.
+    let mut each = Aggregator::default();
+    for sport in [40000, 40001] {
+        each.add(&n, &logged(2, "P0|p-eee-out", syn(sport)), 100);
+        each.add(&n, &logged(2, "A1|p-ddd-out", syn(sport)), 100);
+        each.add(&n, &logged(1, "P0|p-bbb-in", syn(sport)), 100);
+        each.add(&n, &logged(1, "A2|p-aaa-in", syn(sport)), 100);
+    }
+    // Carried: by the ingress walk's logs (its Pass and its Allow both
+    // carry the mark; the egress verdict counts once) ...
+    let mut carried = Aggregator::default();
+    for sport in [40000, 40001] {
+        carried.add(&n, &logged(2, "P0|p-eee-out", syn(sport)), 100);
+        carried.add(&n, &marked(1, "P0|p-bbb-in", syn(sport), id), 100);
+        carried.add(&n, &marked(1, "A2|p-aaa-in", syn(sport), id), 100);
+    }
+    let records = each.flush("node-1", &n);
+    assert_eq!(records.len(), 2, "{records:?}");
+    assert!(records.iter().any(|r| r.reporter == "src"
+        && r.policies == ["0|security|audit|pass|0", "1|default|shop/web|allow|1"]));
+    assert_eq!(carried.flush("node-1", &n), records);
+    assert_eq!(carried.unreadable, 0);
+    // ... or, leaving the node, by the log after the walk.
+    let mut out = Aggregator::default();
+    let mut by_rule = Aggregator::default();
+    for sport in [40000, 40001] {
+        out.add(&n, &marked(2, "E|", syn(sport), id), 100);
+        by_rule.add(&n, &logged(2, "A1|p-ddd-out", syn(sport)), 100);
+    }
+    assert_eq!(out.flush("node-1", &n), by_rule.flush("node-1", &n));
+    // An identity no rule has (the ruleset changed since): unreadable, and
+    // the ingress verdict is still counted; none at all: nothing added.
+    let mut odd = Aggregator::default();
+    let stray = 78u32 << calico_dataplane::FLOW_ID_SHIFT;
+    odd.add(&n, &marked(2, "E|", syn(40000), stray), 100);
+    odd.add(&n, &marked(1, "A2|p-aaa-in", syn(40001), stray), 100);
+    odd.add(&n, &marked(1, "A2|p-aaa-in", syn(40002), 0x1_0000), 100);
+    assert_eq!(odd.unreadable, 2);
+    let r = odd.flush("node-1", &n);
+    assert_eq!(r.len(), 1, "{r:?}");
+    assert_eq!((r[0].reporter.as_str(), r[0].num_flows), ("dst", 2));
 }
