@@ -164,3 +164,118 @@ fn allowed_and_denied_connections_become_flow_records() {
     assert!(count("policy=\"x/knp.default.a-from-b\"") >= 4, "{metrics}");
     assert!(count("policy=\"default.end-of-tier\"") >= 1, "{metrics}");
 }
+
+/// A pod floods denied packets while the agent is stopped (a collector that
+/// has fallen behind): the node keeps enforcing without it, the kernel
+/// drops the logs the agent's socket cannot hold, and the agent, once
+/// running again, counts the overrun and goes on recording.
+#[test]
+fn a_collector_that_falls_behind_counts_what_it_lost_and_recovers() {
+    let node = Netns::new("flow-stall");
+    node.make_node("10.250.8.1/24");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    apply(
+        &db,
+        dir.path(),
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.88.0.0/16}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n---\n\
+         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-from-b, namespace: x}\n\
+         spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{podSelector: {matchLabels: {app: b}}}], ports: [{port: 80}]}]}\n",
+    );
+    let pod = |name: &str| {
+        calico_test_support::echo_pod(&bin("calico"), &node.name, &db, "stall", "x", name)
+    };
+    let (_a, ip_a, _sa) = pod("a");
+    let (b, _ip_b, _sb) = pod("b");
+    let logs = dir.path().join("flowlogs");
+    let agent = calico_test_support::felix_daemon(
+        &bin("calico-node"),
+        &node.path(),
+        &db,
+        &[
+            ("FELIX_FLOWLOGSFILEENABLED", "true"),
+            ("FELIX_FLOWLOGSFILEDIRECTORY", &logs.display().to_string()),
+            ("FELIX_FLOWLOGSFLUSHINTERVAL", "1"),
+            ("FELIX_PROMETHEUSMETRICSENABLED", "true"),
+            ("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1"),
+        ],
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !connect(&b, &ip_a, 80) {
+        assert!(
+            Instant::now() < deadline,
+            "the agent never applied the policy"
+        );
+    }
+    let metric = |name: &str| -> Option<u64> {
+        let out = node.exec(&[
+            "python3",
+            "-c",
+            "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9091/metrics', timeout=2).read().decode())",
+        ]);
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    let file = logs.join("flows.log");
+    let allowed = || -> u64 {
+        records(&file)
+            .iter()
+            .filter(|r| r["reporter"] == "dst" && r["dest_port"] == 80 && r["action"] == "allow")
+            .map(|r| r["num_flows"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while metric("felix_flow_log_overruns_total") != Some(0) || allowed() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "no records or no overrun counter"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(agent.0.id()).expect("pid"));
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).expect("stop the agent");
+    // Far more denied packets than the agent's socket holds (4 MiB, a few
+    // tens of thousands of logs), each logged: the kernel must drop some.
+    let sent = b.ok(&[
+        "python3",
+        "-c",
+        &format!(
+            "import socket\ns=socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n\
+             for i in range(300000): s.sendto(b'x', ('{ip_a}', 81))\nprint('sent')"
+        ),
+    ]);
+    assert!(sent.contains("sent"), "{sent}");
+    // Enforced meanwhile, by the kernel alone: allowed gets through,
+    // denied does not.
+    assert!(
+        connect(&b, &ip_a, 80),
+        "80 allowed while the agent is stopped"
+    );
+    assert!(
+        !connect(&b, &ip_a, 81),
+        "81 denied while the agent is stopped"
+    );
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).expect("resume the agent");
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while metric("felix_flow_log_overruns_total").unwrap_or(0) == 0 {
+        assert!(Instant::now() < deadline, "the overrun was not counted");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // And it records again.
+    let before = allowed();
+    assert!(connect(&b, &ip_a, 80));
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while allowed() <= before {
+        assert!(
+            Instant::now() < deadline,
+            "nothing recorded after the overrun: {:?}",
+            records(&file)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
