@@ -37,6 +37,29 @@ pub enum StoreError {
     Thread(#[source] std::io::Error),
 }
 
+/// The SELECT for a page of `q` and its parameters (one more record than
+/// the page holds: whether another follows).
+fn page_sql(q: &Query) -> (String, Vec<Value>) {
+    let (clause, mut params) = where_clause(&q.filter);
+    let order = match q.sort {
+        Sort::Newest => "end_time DESC, id DESC",
+        Sort::Oldest => "end_time ASC, id ASC",
+        Sort::Packets => "packets DESC, id DESC",
+    };
+    let limit = i64::from(q.limit.max(1));
+    params.push(Value::Integer(limit + 1));
+    let lim = params.len();
+    params.push(Value::Integer(i64::from(q.page) * limit));
+    let off = params.len();
+    (
+        format!(
+            "SELECT {COLUMNS} FROM {} WHERE {clause} ORDER BY {order} LIMIT ?{lim} OFFSET ?{off}",
+            table(q.resolution)
+        ),
+        params,
+    )
+}
+
 fn sql(what: &'static str) -> impl FnOnce(rusqlite::Error) -> StoreError {
     move |cause| StoreError::Sql { what, cause }
 }
@@ -71,7 +94,8 @@ fn schema(table: &str) -> String {
             num_flows_live INTEGER NOT NULL);
         CREATE INDEX IF NOT EXISTS {table}_end ON {table}(end_time);
         CREATE INDEX IF NOT EXISTS {table}_src_ns ON {table}(source_namespace, end_time);
-        CREATE INDEX IF NOT EXISTS {table}_dst_ns ON {table}(dest_namespace, end_time);"
+        CREATE INDEX IF NOT EXISTS {table}_dst_ns ON {table}(dest_namespace, end_time);
+        CREATE INDEX IF NOT EXISTS {table}_proto ON {table}(proto, end_time);"
     )
 }
 
@@ -308,25 +332,11 @@ impl Store {
         tx.commit().map_err(sql("insert"))
     }
 
+    /// A page of the flows `q` selects.
     pub fn query(&self, q: &Query) -> Result<Page, StoreError> {
-        let (clause, mut params) = where_clause(&q.filter);
-        let order = match q.sort {
-            Sort::Newest => "end_time DESC, id DESC",
-            Sort::Oldest => "end_time ASC, id ASC",
-            Sort::Packets => "packets DESC, id DESC",
-        };
+        let (text, params) = page_sql(q);
         let limit = i64::from(q.limit.max(1));
-        params.push(Value::Integer(limit + 1));
-        let lim = params.len();
-        params.push(Value::Integer(i64::from(q.page) * limit));
-        let off = params.len();
-        let mut stmt = self
-            .conn
-            .prepare_cached(&format!(
-                "SELECT {COLUMNS} FROM {} WHERE {clause} ORDER BY {order} LIMIT ?{lim} OFFSET ?{off}",
-                table(q.resolution)
-            ))
-            .map_err(sql("query"))?;
+        let mut stmt = self.conn.prepare_cached(&text).map_err(sql("query"))?;
         let mut flows = stmt
             .query_map(params_from_iter(params), flow_of)
             .map_err(sql("query"))?
@@ -335,6 +345,22 @@ impl Store {
         let more = flows.len() as i64 > limit;
         flows.truncate(limit as usize);
         Ok(Page { flows, more })
+    }
+
+    /// How SQLite would answer `q` (its `EXPLAIN QUERY PLAN`, one line per
+    /// step): which index a filter uses, or that it reads every record.
+    pub fn query_plan(&self, q: &Query) -> Result<Vec<String>, StoreError> {
+        let (text, params) = page_sql(q);
+        let mut stmt = self
+            .conn
+            .prepare(&format!("EXPLAIN QUERY PLAN {text}"))
+            .map_err(sql("query plan"))?;
+        let steps = stmt
+            .query_map(params_from_iter(params), |r| r.get::<_, String>(3))
+            .map_err(sql("query plan"))?
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(sql("query plan"));
+        steps
     }
 
     /// Distinct values of a field among the flows a filter selects (at
