@@ -86,6 +86,36 @@ struct Side {
 }
 
 impl Side {
+    /// Traffic `d` (source to destination packets and bytes, then back)
+    /// seen on the connection since the last accounting, for reporter
+    /// `side`: it is live, and counted in `interval` (at `now`).
+    fn count(
+        &mut self,
+        flows: &mut Map<Key, Counts>,
+        side: usize,
+        d: &[u64; 4],
+        interval: u64,
+        now: u64,
+    ) {
+        let c = flows.entry(self.key).or_default();
+        if c.sum.first == 0 {
+            c.sum.first = now;
+        }
+        c.sum.last = now;
+        if self.interval != interval {
+            self.interval = interval;
+            c.sum.flows += 1;
+        }
+        c.sum.live += 1;
+        // In and out as the reporter sees them: into the destination is
+        // the original direction.
+        let (inn, out) = if side == 0 { (0, 2) } else { (2, 0) };
+        c.sum.packets_in += d[inn];
+        c.sum.bytes_in += d[inn + 1];
+        c.sum.packets_out += d[out];
+        c.sum.bytes_out += d[out + 1];
+    }
+
     /// The connection has ended: its record counts it as completed (at
     /// `now`, in `interval`).
     fn complete(&self, flows: &mut Map<Key, Counts>, interval: u64, now: u64) {
@@ -236,6 +266,11 @@ pub struct Aggregator {
     hits: Map<(String, &'static str), u64>,
     /// Allowed connections logged, while the connection tracker holds them.
     conns: Map<Tuple, Followed>,
+    /// A followed connection's further records of one reporter, by side:
+    /// decided at a second point (a workload's and a host endpoint's
+    /// forward policy), each a connection of its own record. Rare; empty
+    /// on most nodes.
+    more: Map<Tuple, Vec<(usize, Side)>>,
     /// Accountings so far.
     accountings: u64,
     /// Logged packets that could not be read back (unknown chain, bad header).
@@ -375,6 +410,7 @@ impl Aggregator {
             trace,
         };
         let mut ended = [None; 2];
+        let mut ended_more = None;
         let c = self.flows.entry(k).or_default();
         // A record new this interval: its addresses are named as they are
         // now (a workload deleted before the flush keeps its name).
@@ -400,13 +436,26 @@ impl Aggregator {
                         // Another SYN: the connection followed has ended
                         // and a new one reuses its addresses and ports.
                         ended = f.sides;
+                        if !self.more.is_empty() {
+                            ended_more = self.more.remove(&t);
+                        }
                         *f = Followed::new(seq, side, this);
                         true
                     } else if f.sides[side].is_none() {
                         f.sides[side] = Some(this);
                         true
-                    } else {
+                    } else if f.sides[side].is_some_and(|s| s.key == k) {
+                        // Its first packet again.
                         false
+                    } else {
+                        // Decided again on its way, by another endpoint's
+                        // policy of this reporter: another record's.
+                        let more = self.more.entry(t).or_default();
+                        let known = more.iter().any(|(at, s)| *at == side && s.key == k);
+                        if !known {
+                            more.push((side, this));
+                        }
+                        !known
                     }
                 }
                 std::collections::hash_map::Entry::Vacant(v) => {
@@ -433,7 +482,11 @@ impl Aggregator {
                 c.sum.bytes_out += len;
             }
         }
-        for s in ended.iter().flatten() {
+        for s in ended
+            .iter()
+            .flatten()
+            .chain(ended_more.iter().flatten().map(|(_, s)| s))
+        {
             s.complete(&mut self.flows, self.interval, now);
         }
         if new_record {
@@ -477,34 +530,29 @@ impl Aggregator {
             f.counted = now_counts;
             let d: [u64; 4] = std::array::from_fn(|i| now_counts[i].saturating_sub(before[i]));
             for (side, s) in f.sides.iter_mut().enumerate() {
-                let Some(s) = s else { continue };
-                let c = self.flows.entry(s.key).or_default();
-                if c.sum.first == 0 {
-                    c.sum.first = now;
+                if let Some(s) = s {
+                    s.count(&mut self.flows, side, &d, interval, now);
                 }
-                c.sum.last = now;
-                if s.interval != interval {
-                    s.interval = interval;
-                    c.sum.flows += 1;
+            }
+            if !self.more.is_empty() {
+                for (side, s) in self.more.get_mut(&conn.tuple).into_iter().flatten() {
+                    s.count(&mut self.flows, *side, &d, interval, now);
                 }
-                c.sum.live += 1;
-                // In and out as the reporter sees them: into the
-                // destination is the original direction.
-                let (inn, out) = if side == 0 { (0, 2) } else { (2, 0) };
-                c.sum.packets_in += d[inn];
-                c.sum.bytes_in += d[inn + 1];
-                c.sum.packets_out += d[out];
-                c.sum.bytes_out += d[out + 1];
             }
         }
         // Those gone from the table have completed.
-        let flows = &mut self.flows;
-        self.conns.retain(|_, f| {
+        let (flows, more) = (&mut self.flows, &mut self.more);
+        self.conns.retain(|t, f| {
             if f.seen == this {
                 return true;
             }
             for s in f.sides.iter().flatten() {
                 s.complete(flows, interval, now);
+            }
+            if !more.is_empty() {
+                for (_, s) in more.remove(t).into_iter().flatten() {
+                    s.complete(flows, interval, now);
+                }
             }
             false
         });

@@ -507,3 +507,61 @@ fn an_egress_allow_carried_in_the_mark_counts_as_if_it_had_logged() {
     assert_eq!(r.len(), 1, "{r:?}");
     assert_eq!((r[0].reporter.as_str(), r[0].num_flows), ("dst", 2));
 }
+
+/// A connection decided twice on its way out (a workload's egress, then a
+/// host endpoint's forward egress): each record counts the connection and
+/// its traffic; its first packet again counts neither twice.
+#[test]
+fn a_connection_decided_at_two_points_of_one_reporter_counts_in_both_records() {
+    let mut n = names();
+    n.policies
+        .insert("p-ddd-out".into(), ("default".into(), "shop/web".into()));
+    n.policies
+        .insert("p-eee-out".into(), ("default".into(), "edge".into()));
+    let mut a = Aggregator::default();
+    let syn = {
+        let mut p = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
+        p[33] = 0x02;
+        p
+    };
+    for _ in 0..2 {
+        a.add(&n, &logged(2, "A0|p-ddd-out", syn.clone()), 100);
+        a.add(&n, &logged(2, "A1|p-eee-out", syn.clone()), 100);
+    }
+    a.account(&table(7, [3, 180, 2, 120]), 101);
+    a.account(&Table::default(), 102);
+    let r = a.flush("node-1", &n);
+    assert_eq!(r.len(), 2, "{r:?}");
+    for rec in &r {
+        assert_eq!(
+            (
+                rec.num_flows,
+                rec.num_flows_started,
+                rec.num_flows_completed,
+                rec.packets_out,
+                rec.bytes_out,
+                rec.packets_in,
+            ),
+            (1, 1, 1, 3, 180, 2),
+            "{rec:?}"
+        );
+    }
+    // Its next connection (another SYN on the same ports) ends this one
+    // at both points and is new at both.
+    let mut again = syn.clone();
+    again[24] = 9;
+    a.add(&n, &logged(2, "A0|p-ddd-out", syn.clone()), 103);
+    a.add(&n, &logged(2, "A1|p-eee-out", syn), 103);
+    a.add(&n, &logged(2, "A0|p-ddd-out", again.clone()), 104);
+    a.add(&n, &logged(2, "A1|p-eee-out", again), 104);
+    a.account(&Table::default(), 105);
+    let r = a.flush("node-1", &n);
+    assert_eq!(r.len(), 2, "{r:?}");
+    for rec in &r {
+        assert_eq!(
+            (rec.num_flows_started, rec.num_flows_completed),
+            (2, 2),
+            "{rec:?}"
+        );
+    }
+}
