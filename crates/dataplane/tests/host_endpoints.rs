@@ -163,16 +163,15 @@ fn host_endpoint_walks_log_flow_verdicts_but_untracked_and_prednat_ones_do_not()
         "{logged}"
     );
     // Its Allows set their identity in the mark instead of logging; the
-    // output chain logs it after the walk.
+    // endpoint's chain logs it after the walk.
     assert!(!logged.contains("log prefix \"A"), "{logged}");
     assert!(
         logged.contains("meta mark set meta mark & 0xfffff | "),
         "{logged}"
     );
-    let output = by_name["output"].rules.join("\n");
     assert!(
-        output.contains("meta mark & 0xfff00000 != 0 log prefix \"E|\" group 2"),
-        "{output}"
+        logged.contains("meta mark & 0xfff00000 != 0 log prefix \"E|\" group 2"),
+        "{logged}"
     );
     // The walks the agent names for the collector are the logging ones.
     let walks: Vec<(String, bool)> = calico_dataplane::host_endpoint_walks(&s, &node)
@@ -244,23 +243,31 @@ fn deferred_egress_verdicts_are_logged_on_every_path_and_start_cleared() {
     assert_eq!(forward[to_wl - 1], clear, "{forward:#?}");
     let unknown = at(&forward, "oifname \"cali*\"", to_wl);
     assert!(forward[unknown].ends_with(log), "{forward:#?}");
-    // A host endpoint's forward egress walk: cleared before, logged after.
-    let hfo = at(&forward, "oifname vmap @hep-fwd-out", unknown);
-    assert_eq!(forward[hfo - 1], clear_all, "{forward:#?}");
-    assert_eq!(
-        forward.last().map(String::as_str),
-        Some(log),
-        "{forward:#?}"
-    );
+    // A host endpoint's egress walks (forwarded, and the host's own):
+    // cleared before, logged right after, before the allowed packet is
+    // accepted or returned.
+    at(&forward, "oifname vmap @hep-fwd-out", unknown);
+    let output = chain("output");
+    at(&output, "oifname vmap @hep-out", 0);
+    for wrapper in ["hfo-eth0", "ho-eth0"] {
+        let rules = chain(wrapper);
+        assert_eq!(rules[0], clear_all, "{wrapper}: {rules:#?}");
+        let walked = at(&rules, &format!("jump {wrapper}/p"), 0);
+        assert_eq!(rules[walked + 1], log, "{wrapper}: {rules:#?}");
+    }
     // Workload to host: logged after the walk.
     let input = chain("input");
     let from_wl = at(&input, "iifname vmap @from-wl", 0);
     at(&input, log_unless_to_workload, from_wl);
-    // The host's own traffic out of its endpoint.
-    let output = chain("output");
-    let ho = at(&output, "oifname vmap @hep-out", 0);
-    assert_eq!(output[ho - 1], clear_all, "{output:#?}");
-    assert_eq!(output.last().map(String::as_str), Some(log), "{output:#?}");
+    // Ingress walks neither clear nor log it.
+    for wrapper in ["hfi-eth0", "hi-eth0"] {
+        let rules = chain(wrapper);
+        assert_eq!(rules[0], clear, "{wrapper}: {rules:#?}");
+        assert!(
+            !rules.iter().any(|r| r.contains("\"E|\"")),
+            "{wrapper}: {rules:#?}"
+        );
+    }
     // Only egress Allows set an identity, and only in the chains that log.
     let mut deferred = 0;
     for c in &table.chains {

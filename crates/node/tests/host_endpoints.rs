@@ -516,7 +516,13 @@ fn host_endpoint_verdicts_become_flow_records() {
         "edge-in",
         "{selector: role == 'edge', order: 100, types: [Ingress], ingress: [{action: Allow, protocol: TCP, source: {nets: [203.0.113.2/32]}, destination: {ports: [8080]}}]}",
     ));
-    let _servers = [serve(&node, 8080), serve(&node, 9090)];
+    // The host's own connections out: the Allow leaves its identity in the
+    // mark and the output chain logs it after the walk (`E|`).
+    lab.apply(&gnp(
+        "edge-out",
+        "{selector: role == 'edge', order: 200, types: [Egress], egress: [{action: Allow, protocol: TCP, destination: {ports: [7070]}}]}",
+    ));
+    let _servers = [serve(&node, 8080), serve(&node, 9090), serve(&ext, 7070)];
     let _agent = calico_test_support::felix_daemon(
         &bin("calico-node"),
         &node.path(),
@@ -529,6 +535,13 @@ fn host_endpoint_verdicts_become_flow_records() {
     );
     until(&ext, NODE_IP, 8080, Probe::Allowed, "the policy applied");
     expect(&ext, NODE_IP, 9090, Probe::Denied, "no rule for 9090");
+    until(
+        &node,
+        EXT_IP,
+        7070,
+        Probe::Allowed,
+        "the egress policy applied",
+    );
 
     let file = logs.join("flows.log");
     let record = |rs: &[serde_json::Value], port: u64, action: &str| {
@@ -543,15 +556,39 @@ fn host_endpoint_verdicts_become_flow_records() {
             })
             .cloned()
     };
+    let out = |rs: &[serde_json::Value]| {
+        rs.iter()
+            .find(|r| {
+                r["reporter"] == "src"
+                    && r["dest_port"] == 7070
+                    && r["source_type"] == "hep"
+                    && r["dest_ip"] == EXT_IP
+            })
+            .cloned()
+    };
     let mut all = Vec::new();
-    until_true("flow records of both connections", || {
+    until_true("flow records of the three connections", || {
         all = std::fs::read_to_string(&file)
             .unwrap_or_default()
             .lines()
             .filter_map(|l| serde_json::from_str(l).ok())
             .collect();
-        record(&all, 8080, "allow").is_some() && record(&all, 9090, "deny").is_some()
+        record(&all, 8080, "allow").is_some()
+            && record(&all, 9090, "deny").is_some()
+            && out(&all).is_some()
     });
+    let out = out(&all).expect("out");
+    assert_eq!(out["action"], "allow", "{all:?}");
+    assert_eq!(out["source_name"], "node-1-ext0", "{all:?}");
+    assert_eq!(
+        out["policies"],
+        json!(["0|default|edge-out|allow|0"]),
+        "{all:?}"
+    );
+    assert!(
+        out["num_flows_started"].as_u64().unwrap_or(0) >= 1,
+        "{all:?}"
+    );
     let allowed = record(&all, 8080, "allow").expect("allowed");
     assert_eq!(
         allowed["policies"],

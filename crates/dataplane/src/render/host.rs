@@ -163,9 +163,19 @@ fn wrapped(
     walk(
         &inner, tiers, profiles, ingress, flow, unmatched, quiet, chains,
     );
-    let mut rules = vec![format!("meta mark set meta mark & {CLEAR:#x}")];
+    // An egress walk that logs may leave an Allow's identity in the mark
+    // instead (`deferred`): it starts with none, and logs it right after.
+    let deferring = flow.is_some() && !ingress;
+    let mut rules = vec![if deferring {
+        super::deferred::clear_all()
+    } else {
+        format!("meta mark set meta mark & {CLEAR:#x}")
+    }];
     rules.extend(first.map(|f| format!("jump {f}")));
     rules.push(format!("jump {inner}"));
+    if deferring {
+        rules.push(super::deferred::log_deferred(false));
+    }
     rules.push(format!("meta mark & {MARK_ACCEPT:#x} != 0 {allowed}"));
     if unmatched == Unmatched::Deny {
         rules.push("drop".into());
@@ -398,25 +408,13 @@ pub(super) fn host_endpoints(
     hooks
         .forward_in
         .extend(rest("iif", "hfi", &skip_host_allowed));
-    // With flow logs, the egress walks out of host endpoints log a
-    // deferred Allow of theirs just after (`deferred`), and start from a
-    // mark with no identity in it (a workload's was logged already).
-    let (clear_out, log_out) = if node.flow_logs {
-        (
-            super::deferred::clear_all(),
-            Some(super::deferred::log_deferred(false)),
-        )
-    } else {
-        (clear.clone(), None)
-    };
-    hooks.forward_out.push(clear_out.clone());
+    hooks.forward_out.push(clear.clone());
     hooks
         .forward_out
         .push(format!("{skip_untracked}oifname vmap @hep-fwd-out"));
     hooks
         .forward_out
         .extend(rest("oif", "hfo", &skip_untracked));
-    hooks.forward_out.extend(log_out.clone());
     hooks
         .prerouting_raw
         .push("iifname vmap @hep-untracked-in".into());
@@ -431,9 +429,8 @@ pub(super) fn host_endpoints(
             .iter()
             .map(|(set, f)| format!("{f} daddr @{set} udp dport {} accept", node.vxlan.port)),
     );
-    output.extend([NDP.to_string(), clear_out, "oifname vmap @hep-out".into()]);
+    output.extend([NDP.to_string(), clear, "oifname vmap @hep-out".into()]);
     output.extend(rest("oif", "ho", ""));
-    output.extend(log_out);
     t.chains.push(Chain {
         name: "output".into(),
         hook: Some("type filter hook output priority filter; policy accept;".into()),
