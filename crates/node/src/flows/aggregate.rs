@@ -251,12 +251,9 @@ pub struct Aggregator {
     /// generation `generation`.
     resolved: Map<String, Vec<Option<Resolved>>>,
     generation: u64,
-    /// Interned trace entries.
-    entries: Vec<String>,
-    interned: Map<String, u32>,
-    /// Interned traces (lists of entries).
-    traces: Vec<Vec<u32>>,
-    trace_ids: Map<Vec<u32>, u32>,
+    /// Trace entries, and traces (lists of entries), by number.
+    entries: Numbered<String>,
+    traces: Numbered<Vec<u32>>,
     /// Flushes so far: the interval being aggregated.
     interval: u64,
     /// Each address's end as first seen this interval.
@@ -283,28 +280,54 @@ fn proto_name(p: u8) -> String {
     calico_calc::explain::protocol_name(p)
 }
 
+/// Values numbered in the order first met: a record's key holds the
+/// number, cheap to hash and copy, not the value.
+#[derive(Debug)]
+struct Numbered<T> {
+    values: Vec<T>,
+    ids: Map<T, u32>,
+}
+
+impl<T> Default for Numbered<T> {
+    fn default() -> Self {
+        Numbered {
+            values: Vec::new(),
+            ids: Map::default(),
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Numbered<T> {
+    /// The number of `v`; allocates only for a value not met before.
+    fn id<Q>(&mut self, v: &Q) -> u32
+    where
+        T: std::borrow::Borrow<Q>,
+        Q: std::hash::Hash + Eq + ToOwned<Owned = T> + ?Sized,
+    {
+        if let Some(&id) = self.ids.get(v) {
+            return id;
+        }
+        let id = u32::try_from(self.values.len()).unwrap_or(u32::MAX);
+        self.values.push(v.to_owned());
+        self.ids.insert(v.to_owned(), id);
+        id
+    }
+
+    fn get(&self, id: u32) -> Option<&T> {
+        self.values.get(id as usize)
+    }
+
+    fn len(&self) -> usize {
+        self.values.len()
+    }
+
+    fn clear(&mut self) {
+        self.values.clear();
+        self.ids.clear();
+    }
+}
+
 impl Aggregator {
-    fn intern(&mut self, entry: String) -> u32 {
-        if let Some(&id) = self.interned.get(&entry) {
-            return id;
-        }
-        let id = u32::try_from(self.entries.len()).unwrap_or(u32::MAX);
-        self.entries.push(entry.clone());
-        self.interned.insert(entry, id);
-        id
-    }
-
-    /// The id of a trace; allocates only for a trace not met before.
-    fn trace_id(&mut self, trace: &[u32]) -> u32 {
-        if let Some(&id) = self.trace_ids.get(trace) {
-            return id;
-        }
-        let id = u32::try_from(self.traces.len()).unwrap_or(u32::MAX);
-        self.traces.push(trace.to_vec());
-        self.trace_ids.insert(trace.to_vec(), id);
-        id
-    }
-
     fn resolve(&mut self, names: &Names, prefix: &str, position: usize) -> Resolved {
         if self.generation != names.generation {
             self.generation = names.generation;
@@ -315,7 +338,7 @@ impl Aggregator {
         }
         let r = verdict(prefix)
             .and_then(|v| entry(names, &v, position))
-            .map(|(text, action)| (self.intern(text), action));
+            .map(|(text, action)| (self.entries.id(text.as_str()), action));
         let at = self.resolved.entry(prefix.to_string()).or_default();
         if at.len() <= position {
             at.resize(position + 1, None);
@@ -392,11 +415,11 @@ impl Aggregator {
             return None;
         }
         let trace = match passed {
-            0 => self.trace_id(&[id]),
+            0 => self.traces.id(&[id][..]),
             _ => {
                 let mut entries = self.passes.remove(&pkey).unwrap_or_default();
                 entries.push(id);
-                self.trace_id(&entries)
+                self.traces.id(entries.as_slice())
             }
         };
         let reporter = reporter_of(p.group);
@@ -494,7 +517,7 @@ impl Aggregator {
                 self.ends.entry(ip).or_insert_with(|| end_of(names, ip));
             }
         }
-        Some((self.entries[id as usize].as_str(), reporter))
+        Some((self.entries.get(id)?.as_str(), reporter))
     }
 
     /// Takes the connection tracker's counters for the allowed connections
@@ -580,13 +603,13 @@ impl Aggregator {
                 continue;
             }
             c.hits_taken = c.packets;
-            let Some(&id) = self.traces.get(k.trace as usize).and_then(|t| t.last()) else {
+            let Some(&id) = self.traces.get(k.trace).and_then(|t| t.last()) else {
                 continue;
             };
             *by_id.entry((id, reporter_of(k.group))).or_default() += n;
         }
         for ((id, r), n) in by_id {
-            if let Some(e) = self.entries.get(id as usize) {
+            if let Some(e) = self.entries.get(id) {
                 *self.hits.entry((e.clone(), r)).or_default() += n;
             }
         }
@@ -611,9 +634,12 @@ impl Aggregator {
         let mut merged: BTreeMap<Named, Sum> = BTreeMap::new();
         for (k, c) in std::mem::take(&mut self.flows) {
             let reporter = reporter_of(k.group);
-            let trace = self.traces[k.trace as usize]
-                .iter()
-                .map(|id| self.entries[*id as usize].clone())
+            let trace = self
+                .traces
+                .get(k.trace)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.entries.get(*id).cloned())
                 .collect();
             let flows = c.connections();
             let pending = names.pending.as_ref().map_or_else(Vec::new, |p| {
@@ -640,9 +666,7 @@ impl Aggregator {
         // with them the connections that refer to them).
         if self.entries.len() > 100_000 || self.traces.len() > 100_000 {
             self.entries.clear();
-            self.interned.clear();
             self.traces.clear();
-            self.trace_ids.clear();
             self.resolved.clear();
             self.conns.clear();
         }
