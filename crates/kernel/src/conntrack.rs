@@ -38,6 +38,9 @@ pub struct Conn {
     /// Destination back to source.
     pub reply_packets: u64,
     pub reply_bytes: u64,
+    /// A TCP connection that has ended (TIME_WAIT or CLOSE): the tracker
+    /// keeps it only for its last stray packets.
+    pub closed: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -67,7 +70,13 @@ const NLM_F_DUMP: u16 = 0x300;
 const CTA_TUPLE_ORIG: u16 = 1;
 const CTA_COUNTERS_ORIG: u16 = 9;
 const CTA_COUNTERS_REPLY: u16 = 10;
+const CTA_PROTOINFO: u16 = 4;
 const CTA_ID: u16 = 12;
+const CTA_PROTOINFO_TCP: u16 = 1;
+const CTA_PROTOINFO_TCP_STATE: u16 = 1;
+/// `enum tcp_conntrack`: the states after a connection's end.
+const TCP_CONNTRACK_TIME_WAIT: u8 = 7;
+const TCP_CONNTRACK_CLOSE: u8 = 8;
 const CTA_TUPLE_IP: u16 = 1;
 const CTA_TUPLE_PROTO: u16 = 2;
 const CTA_IP_V4_SRC: u16 = 1;
@@ -174,10 +183,12 @@ fn read_entry(body: &[u8]) -> Option<Conn> {
     let mut orig = None;
     let mut reply = None;
     let mut id = None;
+    let mut closed = false;
     for a in attributes(body) {
         let (kind, value) = a?;
         match kind {
             CTA_TUPLE_ORIG => tuple = Some(read_tuple(value)?),
+            CTA_PROTOINFO => closed = read_tcp_closed(value)?,
             CTA_COUNTERS_ORIG => orig = Some(read_counters(value)?),
             CTA_COUNTERS_REPLY => reply = Some(read_counters(value)?),
             CTA_ID => id = Some(u64::from(u32::from_be_bytes(value.try_into().ok()?))),
@@ -193,7 +204,27 @@ fn read_entry(body: &[u8]) -> Option<Conn> {
         orig_bytes: orig.1,
         reply_packets: reply.0,
         reply_bytes: reply.1,
+        closed,
     })
+}
+
+/// `CTA_PROTOINFO`: whether it holds a TCP state past the connection's
+/// end (None: an attribute that does not read).
+fn read_tcp_closed(value: &[u8]) -> Option<bool> {
+    let mut closed = false;
+    for a in attributes(value) {
+        let (kind, v) = a?;
+        if kind == CTA_PROTOINFO_TCP {
+            for a in attributes(v) {
+                let (kind, v) = a?;
+                if kind == CTA_PROTOINFO_TCP_STATE {
+                    let state = *v.first()?;
+                    closed = state == TCP_CONNTRACK_TIME_WAIT || state == TCP_CONNTRACK_CLOSE;
+                }
+            }
+        }
+    }
+    Some(closed)
 }
 
 /// `CTA_TUPLE_ORIG`: addresses (both of one family), protocol, and the
@@ -395,6 +426,41 @@ mod tests {
         );
         assert_eq!((t.conns[1].tuple.sport, t.conns[1].id), (None, 11));
         assert_eq!(t.conns[2].tuple.dst, IpAddr::from(v6(2)));
+        assert!(
+            t.conns.iter().all(|c| !c.closed),
+            "no TCP state: not closed"
+        );
+    }
+
+    #[test]
+    fn a_tcp_connection_past_its_end_reads_as_closed() {
+        let with_state = |state: &[u8]| {
+            let mut m = entry(
+                tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 6, Some((1, 2))),
+                5,
+                true,
+            );
+            let info = nested(
+                CTA_PROTOINFO,
+                &[nested(
+                    CTA_PROTOINFO_TCP,
+                    &[nla(CTA_PROTOINFO_TCP_STATE, state), nla(2, &[0])],
+                )],
+            );
+            // The message grows by the attribute: its length first.
+            let len = u32::try_from(m.len() + info.len()).expect("small");
+            m[0..4].copy_from_slice(&len.to_ne_bytes());
+            m.extend(info);
+            read(&m).0
+        };
+        let closed = |state: u8| with_state(&[state]).conns[0].closed;
+        assert!(!closed(3), "ESTABLISHED");
+        assert!(!closed(4), "FIN_WAIT");
+        assert!(closed(TCP_CONNTRACK_TIME_WAIT));
+        assert!(closed(TCP_CONNTRACK_CLOSE));
+        // A state with no byte: the entry does not read.
+        let t = with_state(&[]);
+        assert_eq!((t.conns.len(), t.unreadable), (0, 1));
     }
 
     #[test]
