@@ -279,3 +279,122 @@ fn a_collector_that_falls_behind_counts_what_it_lost_and_recovers() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// IPv6: a connection between two IPv6 pods is a flow record at both ends
+/// (the source's egress verdict carried to the destination's log in the
+/// mark), with the connection tracker's packets and bytes both ways.
+#[test]
+fn ipv6_connections_are_recorded_with_their_counters() {
+    let node = Netns::new("flow6-node");
+    node.make_node("10.250.9.1/24");
+    // A host routing IPv6 (as the lab's nodes are).
+    node.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    apply(
+        &db,
+        dir.path(),
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: 'fd00:8a::/48'}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n",
+    );
+    let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
+        "datastore_path": db, "ipam": {"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"}});
+    let pod = |name: &str| {
+        let ns = Netns::new(&format!("flow6-{name}"));
+        let args = json!({"cni": {"labels": [{"key": "app", "value": name}]}});
+        let mut conf = conf.clone();
+        conf["args"] = args;
+        let ip = calico_test_support::add_pod(
+            &bin("calico"),
+            &node.name,
+            &ns,
+            &conf.to_string(),
+            "x",
+            name,
+        );
+        (ns, ip)
+    };
+    let (a, ip_a) = pod("a");
+    let (b, _ip_b) = pod("b");
+    assert!(ip_a.starts_with("fd00:8a:"), "{ip_a}");
+    // 3,000 bytes back on each connection.
+    let _server = calico_test_support::KillOnDrop(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", &a.name, "python3", "-c"])
+            .arg(
+                "import socket\ns=socket.socket(socket.AF_INET6)\n\
+                 s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\ns.bind(('::', 80)); s.listen(16)\n\
+                 while True:\n    c, _ = s.accept(); c.sendall(b'x' * 3000); c.close()",
+            )
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("server"),
+    );
+    calico_test_support::wait_listening(&a.name, "tcp", 80);
+    let logs = dir.path().join("flowlogs");
+    let _agent = calico_test_support::felix_daemon(
+        &bin("calico-node"),
+        &node.path(),
+        &db,
+        &[
+            ("FELIX_FLOWLOGSFILEENABLED", "true"),
+            ("FELIX_FLOWLOGSFILEDIRECTORY", &logs.display().to_string()),
+            ("FELIX_FLOWLOGSFLUSHINTERVAL", "1"),
+        ],
+    );
+    let fetch = || {
+        b.exec(&[
+            "python3",
+            "-c",
+            &format!(
+                "import socket, sys\ns=socket.create_connection(('{ip_a}', 80), timeout=1)\n\
+                 n=0\nwhile True:\n    d=s.recv(4096)\n    if not d: break\n    n+=len(d)\nsys.exit(0 if n == 3000 else 1)"
+            ),
+        ])
+        .status
+        .success()
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !fetch() {
+        assert!(Instant::now() < deadline, "the pods never talked");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    for _ in 0..3 {
+        assert!(fetch());
+    }
+    let file = logs.join("flows.log");
+    let sum = |rs: &[Value], reporter: &str, field: &str| -> u64 {
+        rs.iter()
+            .filter(|r| {
+                r["reporter"] == reporter
+                    && r["dest_port"] == 80
+                    && r["action"] == "allow"
+                    && r["source_name"] == "b"
+                    && r["dest_name"] == "a"
+                    && r["proto"] == "TCP"
+            })
+            .map(|r| r[field].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let rs = records(&file);
+        // At the destination, out is towards the source: the 3,000 bytes
+        // of each connection (and their headers); at the source, in.
+        let (dst_out, src_in) = (sum(&rs, "dst", "bytes_out"), sum(&rs, "src", "bytes_in"));
+        let done = sum(&rs, "dst", "num_flows_completed") >= 4
+            && sum(&rs, "src", "num_flows_completed") >= 4;
+        if done && dst_out >= 4 * 3000 && src_in >= 4 * 3000 {
+            assert!(sum(&rs, "dst", "packets_in") >= 4 * 3, "{rs:?}");
+            // Within a tolerance of what was sent: headers, not more data.
+            assert!(dst_out < 4 * 3000 * 2, "{rs:?}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no complete IPv6 records: {rs:?}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -73,6 +73,9 @@ struct Followed {
     counted: [u64; 4],
     /// The last accounting that found it in the table.
     seen: u64,
+    /// The tracker holds it past its end (TCP TIME_WAIT or CLOSE): it has
+    /// completed, its last counters taken.
+    closed: bool,
     /// Per reporter (`dst`, then `src`), the record it counts under.
     sides: [Option<Side>; 2],
 }
@@ -88,12 +91,13 @@ struct Side {
 impl Side {
     /// Traffic `d` (source to destination packets and bytes, then back)
     /// seen on the connection since the last accounting, for reporter
-    /// `side`: it is live, and counted in `interval` (at `now`).
+    /// `side`: counted in `interval` (at `now`), and live unless `closed`.
     fn count(
         &mut self,
         flows: &mut Map<Key, Counts>,
         side: usize,
         d: &[u64; 4],
+        closed: bool,
         interval: u64,
         now: u64,
     ) {
@@ -106,7 +110,7 @@ impl Side {
             self.interval = interval;
             c.sum.flows += 1;
         }
-        c.sum.live += 1;
+        c.sum.live += u64::from(!closed);
         // In and out as the reporter sees them: into the destination is
         // the original direction.
         let (inn, out) = if side == 0 { (0, 2) } else { (2, 0) };
@@ -140,6 +144,7 @@ impl Followed {
             ct: None,
             counted: [0; 4],
             seen: 0,
+            closed: false,
             sides,
         }
     }
@@ -537,6 +542,7 @@ impl Aggregator {
                 continue;
             }
             f.seen = this;
+            f.closed = conn.closed;
             let now_counts = [
                 conn.orig_packets,
                 conn.orig_bytes,
@@ -554,19 +560,19 @@ impl Aggregator {
             let d: [u64; 4] = std::array::from_fn(|i| now_counts[i].saturating_sub(before[i]));
             for (side, s) in f.sides.iter_mut().enumerate() {
                 if let Some(s) = s {
-                    s.count(&mut self.flows, side, &d, interval, now);
+                    s.count(&mut self.flows, side, &d, conn.closed, interval, now);
                 }
             }
             if !self.more.is_empty() {
                 for (side, s) in self.more.get_mut(&conn.tuple).into_iter().flatten() {
-                    s.count(&mut self.flows, *side, &d, interval, now);
+                    s.count(&mut self.flows, *side, &d, conn.closed, interval, now);
                 }
             }
         }
-        // Those gone from the table have completed.
+        // Those gone from the table, or past their end, have completed.
         let (flows, more) = (&mut self.flows, &mut self.more);
         self.conns.retain(|t, f| {
-            if f.seen == this {
+            if f.seen == this && !f.closed {
                 return true;
             }
             for s in f.sides.iter().flatten() {

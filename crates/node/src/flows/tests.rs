@@ -58,6 +58,7 @@ fn table(id: u64, c: [u64; 4]) -> Table {
             orig_bytes: c[1],
             reply_packets: c[2],
             reply_bytes: c[3],
+            closed: false,
         }],
         unreadable: 0,
     }
@@ -564,4 +565,34 @@ fn a_connection_decided_at_two_points_of_one_reporter_counts_in_both_records() {
             "{rec:?}"
         );
     }
+}
+
+/// A TCP connection the tracker still lists past its end (TIME_WAIT, up
+/// to two minutes) has completed: its last counters are taken, and it is
+/// no longer live.
+#[test]
+fn a_connection_past_its_end_completes_while_still_listed() {
+    let n = names();
+    let mut a = Aggregator::default();
+    let syn = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
+    a.add(&n, &logged(1, "A2|p-aaa-in", syn), 100);
+    let mut closed = table(42, [5, 300, 4, 3120]);
+    closed.conns[0].closed = true;
+    a.account(&closed, 102);
+    let r = a.flush("node-1", &n);
+    assert_eq!(
+        (
+            r[0].num_flows_started,
+            r[0].num_flows_completed,
+            r[0].num_flows_live,
+            r[0].packets_in,
+            r[0].bytes_out
+        ),
+        (1, 1, 0, 5, 3120),
+        "{r:?}"
+    );
+    // Listed again later: nothing more.
+    a.account(&closed, 103);
+    assert!(!a.tracking());
+    assert!(a.flush("node-1", &n).is_empty());
 }
