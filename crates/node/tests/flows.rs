@@ -5,7 +5,7 @@
 // A test against real processes: it waits on the clock.
 #![allow(clippy::disallowed_methods)]
 
-use calico_test_support::{echo_connect as connect, Netns};
+use calico_test_support::{echo_connect as connect, KillOnDrop, Netns};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -26,34 +26,26 @@ fn records(file: &Path) -> Vec<Value> {
         .collect()
 }
 
-#[test]
-fn allowed_and_denied_connections_become_flow_records() {
-    let node = Netns::new("flow-node");
-    node.make_node("10.250.7.1/24");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calico.db").display().to_string();
-    apply(
-        &db,
-        dir.path(),
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.87.0.0/16}\n---\n\
-         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n",
-    );
-    let pod = |name: &str| {
-        calico_test_support::echo_pod(&bin("calico"), &node.name, &db, "flow", "x", name)
-    };
-    let (_a, ip_a, _sa) = pod("a");
-    let (b, _ip_b, _sb) = pod("b");
-    apply(
-        &db,
-        dir.path(),
-        "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-from-b, namespace: x}\n\
-         spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{podSelector: {matchLabels: {app: b}}}], ports: [{port: 80}]}]}\n",
-    );
-    let logs = dir.path().join("flowlogs");
-    let _agent = calico_test_support::felix_daemon(
+/// An IP pool of `cidr` and namespace x's profile, which allows all.
+fn pool_and_profile(cidr: &str) -> String {
+    format!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: p}}\nspec: {{cidr: '{cidr}'}}\n---\n\
+         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {{name: kns.x}}\nspec: {{ingress: [{{action: Allow}}], egress: [{{action: Allow}}]}}\n"
+    )
+}
+
+/// Pod a takes TCP 80 from pod b, nothing else.
+const A_FROM_B: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-from-b, namespace: x}\n\
+    spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{podSelector: {matchLabels: {app: b}}}], ports: [{port: 80}]}]}\n";
+
+/// The agent on `node` writing flow records every second (and its metrics
+/// on 127.0.0.1:9091): the agent, and the file of its records.
+fn agent_with_flow_logs(node: &Netns, dir: &Path, db: &str) -> (KillOnDrop, PathBuf) {
+    let logs = dir.join("flowlogs");
+    let agent = calico_test_support::felix_daemon(
         &bin("calico-node"),
         &node.path(),
-        &db,
+        db,
         &[
             ("FELIX_FLOWLOGSFILEENABLED", "true"),
             ("FELIX_FLOWLOGSFILEDIRECTORY", &logs.display().to_string()),
@@ -62,6 +54,24 @@ fn allowed_and_denied_connections_become_flow_records() {
             ("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1"),
         ],
     );
+    (agent, logs.join("flows.log"))
+}
+
+#[test]
+fn allowed_and_denied_connections_become_flow_records() {
+    let (node, dir, db) = calico_test_support::node_with_datastore(
+        &bin("calicoctl"),
+        "flow",
+        "10.250.7.1/24",
+        &pool_and_profile("10.87.0.0/16"),
+    );
+    let pod = |name: &str| {
+        calico_test_support::echo_pod(&bin("calico"), &node.name, &db, "flow", "x", name)
+    };
+    let (_a, ip_a, _sa) = pod("a");
+    let (b, _ip_b, _sb) = pod("b");
+    apply(&db, dir.path(), A_FROM_B);
+    let (_agent, file) = agent_with_flow_logs(&node, dir.path(), &db);
     // In force once b reaches a on 80.
     let deadline = Instant::now() + Duration::from_secs(20);
     while !connect(&b, &ip_a, 80) {
@@ -79,7 +89,6 @@ fn allowed_and_denied_connections_become_flow_records() {
     // workload's ingress walk carries it).
     assert!(!connect(&b, "10.250.7.1", 7), "workload to host is dropped");
 
-    let file = logs.join("flows.log");
     let wanted = |r: &Value, reporter: &str, port: u64, action: &str| {
         r["reporter"] == reporter
             && r["dest_port"] == port
@@ -171,36 +180,18 @@ fn allowed_and_denied_connections_become_flow_records() {
 /// running again, counts the overrun and goes on recording.
 #[test]
 fn a_collector_that_falls_behind_counts_what_it_lost_and_recovers() {
-    let node = Netns::new("flow-stall");
-    node.make_node("10.250.8.1/24");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calico.db").display().to_string();
-    apply(
-        &db,
-        dir.path(),
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.88.0.0/16}\n---\n\
-         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n---\n\
-         apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nmetadata: {name: a-from-b, namespace: x}\n\
-         spec: {podSelector: {matchLabels: {app: a}}, ingress: [{from: [{podSelector: {matchLabels: {app: b}}}], ports: [{port: 80}]}]}\n",
+    let (node, dir, db) = calico_test_support::node_with_datastore(
+        &bin("calicoctl"),
+        "stall",
+        "10.250.8.1/24",
+        &format!("{}---\n{A_FROM_B}", pool_and_profile("10.88.0.0/16")),
     );
     let pod = |name: &str| {
         calico_test_support::echo_pod(&bin("calico"), &node.name, &db, "stall", "x", name)
     };
     let (_a, ip_a, _sa) = pod("a");
     let (b, _ip_b, _sb) = pod("b");
-    let logs = dir.path().join("flowlogs");
-    let agent = calico_test_support::felix_daemon(
-        &bin("calico-node"),
-        &node.path(),
-        &db,
-        &[
-            ("FELIX_FLOWLOGSFILEENABLED", "true"),
-            ("FELIX_FLOWLOGSFILEDIRECTORY", &logs.display().to_string()),
-            ("FELIX_FLOWLOGSFLUSHINTERVAL", "1"),
-            ("FELIX_PROMETHEUSMETRICSENABLED", "true"),
-            ("FELIX_PROMETHEUSMETRICSHOST", "127.0.0.1"),
-        ],
-    );
+    let (agent, file) = agent_with_flow_logs(&node, dir.path(), &db);
     let deadline = Instant::now() + Duration::from_secs(20);
     while !connect(&b, &ip_a, 80) {
         assert!(
@@ -219,7 +210,6 @@ fn a_collector_that_falls_behind_counts_what_it_lost_and_recovers() {
             .find(|l| l.starts_with(name))
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     };
-    let file = logs.join("flows.log");
     let allowed = || -> u64 {
         records(&file)
             .iter()
@@ -285,32 +275,24 @@ fn a_collector_that_falls_behind_counts_what_it_lost_and_recovers() {
 /// mark), with the connection tracker's packets and bytes both ways.
 #[test]
 fn ipv6_connections_are_recorded_with_their_counters() {
-    let node = Netns::new("flow6-node");
-    node.make_node("10.250.9.1/24");
+    let (node, dir, db) = calico_test_support::node_with_datastore(
+        &bin("calicoctl"),
+        "flow6",
+        "10.250.9.1/24",
+        &pool_and_profile("fd00:8a::/48"),
+    );
     // A host routing IPv6 (as the lab's nodes are).
     node.ok(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calico.db").display().to_string();
-    apply(
-        &db,
-        dir.path(),
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: 'fd00:8a::/48'}\n---\n\
-         apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n",
-    );
-    let conf = json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico", "nodename": "node-1",
-        "datastore_path": db, "ipam": {"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"}});
+    let ipam = json!({"type": "calico-ipam", "assign_ipv4": "false", "assign_ipv6": "true"});
     let pod = |name: &str| {
         let ns = Netns::new(&format!("flow6-{name}"));
-        let args = json!({"cni": {"labels": [{"key": "app", "value": name}]}});
-        let mut conf = conf.clone();
-        conf["args"] = args;
-        let ip = calico_test_support::add_pod(
+        let ip = calico_test_support::labelled_pod(
             &bin("calico"),
             &node.name,
+            &db,
             &ns,
-            &conf.to_string(),
-            "x",
-            name,
+            ("x", name),
+            ipam.clone(),
         );
         (ns, ip)
     };
@@ -318,7 +300,7 @@ fn ipv6_connections_are_recorded_with_their_counters() {
     let (b, _ip_b) = pod("b");
     assert!(ip_a.starts_with("fd00:8a:"), "{ip_a}");
     // 3,000 bytes back on each connection.
-    let _server = calico_test_support::KillOnDrop(
+    let _server = KillOnDrop(
         std::process::Command::new("ip")
             .args(["netns", "exec", &a.name, "python3", "-c"])
             .arg(
@@ -332,17 +314,7 @@ fn ipv6_connections_are_recorded_with_their_counters() {
             .expect("server"),
     );
     calico_test_support::wait_listening(&a.name, "tcp", 80);
-    let logs = dir.path().join("flowlogs");
-    let _agent = calico_test_support::felix_daemon(
-        &bin("calico-node"),
-        &node.path(),
-        &db,
-        &[
-            ("FELIX_FLOWLOGSFILEENABLED", "true"),
-            ("FELIX_FLOWLOGSFILEDIRECTORY", &logs.display().to_string()),
-            ("FELIX_FLOWLOGSFLUSHINTERVAL", "1"),
-        ],
-    );
+    let (_agent, file) = agent_with_flow_logs(&node, dir.path(), &db);
     let fetch = || {
         b.exec(&[
             "python3",
@@ -363,7 +335,6 @@ fn ipv6_connections_are_recorded_with_their_counters() {
     for _ in 0..3 {
         assert!(fetch());
     }
-    let file = logs.join("flows.log");
     let sum = |rs: &[Value], reporter: &str, field: &str| -> u64 {
         rs.iter()
             .filter(|r| {

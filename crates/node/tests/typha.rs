@@ -55,13 +55,10 @@ const ALLOW_81: &str = "apiVersion: networking.k8s.io/v1\nkind: NetworkPolicy\nm
 
 #[test]
 fn the_agent_follows_the_fan_out_and_survives_its_death() {
-    let node = Netns::new("typha-node");
-    node.make_node("10.250.8.1/24");
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("calico.db").display().to_string();
-    apply(
-        &db,
-        dir.path(),
+    let (node, dir, db) = calico_test_support::node_with_datastore(
+        &bin("calicoctl"),
+        "typha",
+        "10.250.8.1/24",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: p}\nspec: {cidr: 10.88.0.0/16}\n---\n\
          apiVersion: projectcalico.org/v3\nkind: Profile\nmetadata: {name: kns.x}\nspec: {ingress: [{action: Allow}], egress: [{action: Allow}]}\n",
     );

@@ -110,10 +110,8 @@ pub fn echo_pod(
     name: &str,
 ) -> (crate::Netns, String, crate::KillOnDrop) {
     let ns = crate::Netns::new(&format!("{tag}-{name}"));
-    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
-        "nodename": "node-1", "datastore_path": db, "ipam": {"type": "calico-ipam"},
-        "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
-    let ip = add_pod(plugin, node, &ns, &conf.to_string(), k8s_namespace, name);
+    let ipam = serde_json::json!({"type": "calico-ipam"});
+    let ip = labelled_pod(plugin, node, db, &ns, (k8s_namespace, name), ipam);
     let server = Command::new("ip")
         .args(["netns", "exec", &ns.name, "python3", "-c", ECHO_SERVER])
         .stdout(Stdio::null())
@@ -125,6 +123,24 @@ pub fn echo_pod(
         crate::wait_listening(&ns.name, "tcp", port);
     }
     (ns, ip, server)
+}
+
+/// Pod `k8s_namespace/name` wired by the `calico` plugin on node
+/// namespace `node` (node `node-1`) against the embedded datastore `db`
+/// with `ipam` (the IPAM section of the network configuration), labelled
+/// `app=<name>`, in namespace `ns`. Returns its (first) address.
+pub fn labelled_pod(
+    plugin: &std::path::Path,
+    node: &str,
+    db: &str,
+    ns: &crate::Netns,
+    (k8s_namespace, name): (&str, &str),
+    ipam: serde_json::Value,
+) -> String {
+    let conf = serde_json::json!({"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "calico",
+        "nodename": "node-1", "datastore_path": db, "ipam": ipam,
+        "args": {"cni": {"labels": [{"key": "app", "value": name}]}}});
+    add_pod(plugin, node, ns, &conf.to_string(), k8s_namespace, name)
 }
 
 /// Connects from a pod to `ip:port` (TCP, 0.5 s): true when [`ECHO_SERVER`]

@@ -13,7 +13,9 @@ mod netns;
 mod temp_store;
 
 pub use browser::Browser;
-pub use cni::{add_pod, cni_add, echo_connect, echo_pod, run_cni, CniCall, ECHO_SERVER};
+pub use cni::{
+    add_pod, cni_add, echo_connect, echo_pod, labelled_pod, run_cni, CniCall, ECHO_SERVER,
+};
 pub use etcd::{EtcdServer, EtcdTls};
 pub use fake_kernel::{
     FakeFirewall, FakeLink, FakeRoutes, FakeSysctl, FakeTunnels, FakeWorkloads, Journal,
@@ -180,6 +182,24 @@ pub fn ctl_delete(calicoctl: &std::path::Path, db: &str, kind: &str, namespace: 
 /// `db`, inside the namespace at `netns` (a path), with `env` on top
 /// (health off unless `env` says otherwise); killed when dropped.
 /// `program` is the calico-node binary.
+/// A node: namespace `<tag>-node` with an uplink at `uplink`
+/// ([`Netns::make_node`]), and an embedded datastore holding `yaml`
+/// (applied with `calicoctl`). Returns the node, the directory holding
+/// the datastore (removed when dropped) and the datastore's path.
+pub fn node_with_datastore(
+    calicoctl: &std::path::Path,
+    tag: &str,
+    uplink: &str,
+    yaml: &str,
+) -> (Netns, tempfile::TempDir, String) {
+    let node = Netns::new(&format!("{tag}-node"));
+    node.make_node(uplink);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("calico.db").display().to_string();
+    ctl_apply(calicoctl, &db, dir.path(), yaml);
+    (node, dir, db)
+}
+
 pub fn felix_daemon(
     program: &std::path::Path,
     netns: &str,

@@ -392,6 +392,13 @@ fn syn(seq: u32) -> Vec<u8> {
     p
 }
 
+/// The same SYN (sequence number 0) from source port `sport`.
+fn syn_from(sport: u16) -> Vec<u8> {
+    let mut p = syn(0);
+    p[20..22].copy_from_slice(&sport.to_be_bytes());
+    p
+}
+
 #[test]
 fn a_new_connection_reusing_addresses_and_ports_counts_apart_from_a_retransmission() {
     let n = names();
@@ -461,26 +468,21 @@ fn an_egress_allow_carried_in_the_mark_counts_as_if_it_had_logged() {
         mark,
         ..logged(group, prefix, pkt)
     };
-    let syn = |sport| {
-        let mut p = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, sport, 5432);
-        p[33] = 0x02;
-        p
-    };
     // Logged by each rule.
     let mut each = Aggregator::default();
     for sport in [40000, 40001] {
-        each.add(&n, &logged(2, "P0|p-eee-out", syn(sport)), 100);
-        each.add(&n, &logged(2, "A1|p-ddd-out", syn(sport)), 100);
-        each.add(&n, &logged(1, "P0|p-bbb-in", syn(sport)), 100);
-        each.add(&n, &logged(1, "A2|p-aaa-in", syn(sport)), 100);
+        each.add(&n, &logged(2, "P0|p-eee-out", syn_from(sport)), 100);
+        each.add(&n, &logged(2, "A1|p-ddd-out", syn_from(sport)), 100);
+        each.add(&n, &logged(1, "P0|p-bbb-in", syn_from(sport)), 100);
+        each.add(&n, &logged(1, "A2|p-aaa-in", syn_from(sport)), 100);
     }
     // Carried: by the ingress walk's logs (its Pass and its Allow both
     // carry the mark; the egress verdict counts once) ...
     let mut carried = Aggregator::default();
     for sport in [40000, 40001] {
-        carried.add(&n, &logged(2, "P0|p-eee-out", syn(sport)), 100);
-        carried.add(&n, &marked(1, "P0|p-bbb-in", syn(sport), id), 100);
-        carried.add(&n, &marked(1, "A2|p-aaa-in", syn(sport), id), 100);
+        carried.add(&n, &logged(2, "P0|p-eee-out", syn_from(sport)), 100);
+        carried.add(&n, &marked(1, "P0|p-bbb-in", syn_from(sport), id), 100);
+        carried.add(&n, &marked(1, "A2|p-aaa-in", syn_from(sport), id), 100);
     }
     let records = each.flush("node-1", &n);
     assert_eq!(records.len(), 2, "{records:?}");
@@ -492,17 +494,21 @@ fn an_egress_allow_carried_in_the_mark_counts_as_if_it_had_logged() {
     let mut out = Aggregator::default();
     let mut by_rule = Aggregator::default();
     for sport in [40000, 40001] {
-        out.add(&n, &marked(2, "E|", syn(sport), id), 100);
-        by_rule.add(&n, &logged(2, "A1|p-ddd-out", syn(sport)), 100);
+        out.add(&n, &marked(2, "E|", syn_from(sport), id), 100);
+        by_rule.add(&n, &logged(2, "A1|p-ddd-out", syn_from(sport)), 100);
     }
     assert_eq!(out.flush("node-1", &n), by_rule.flush("node-1", &n));
     // An identity no rule has (the ruleset changed since): unreadable, and
     // the ingress verdict is still counted; none at all: nothing added.
     let mut odd = Aggregator::default();
     let stray = 78u32 << calico_dataplane::FLOW_ID_SHIFT;
-    odd.add(&n, &marked(2, "E|", syn(40000), stray), 100);
-    odd.add(&n, &marked(1, "A2|p-aaa-in", syn(40001), stray), 100);
-    odd.add(&n, &marked(1, "A2|p-aaa-in", syn(40002), 0x1_0000), 100);
+    odd.add(&n, &marked(2, "E|", syn_from(40000), stray), 100);
+    odd.add(&n, &marked(1, "A2|p-aaa-in", syn_from(40001), stray), 100);
+    odd.add(
+        &n,
+        &marked(1, "A2|p-aaa-in", syn_from(40002), 0x1_0000),
+        100,
+    );
     assert_eq!(odd.unreadable, 2);
     let r = odd.flush("node-1", &n);
     assert_eq!(r.len(), 1, "{r:?}");
@@ -520,11 +526,7 @@ fn a_connection_decided_at_two_points_of_one_reporter_counts_in_both_records() {
     n.policies
         .insert("p-eee-out".into(), ("default".into(), "edge".into()));
     let mut a = Aggregator::default();
-    let syn = {
-        let mut p = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
-        p[33] = 0x02;
-        p
-    };
+    let syn = syn(0);
     for _ in 0..2 {
         a.add(&n, &logged(2, "A0|p-ddd-out", syn.clone()), 100);
         a.add(&n, &logged(2, "A1|p-eee-out", syn.clone()), 100);
