@@ -109,11 +109,11 @@ pub(super) fn clear_all() -> String {
 }
 
 /// After an egress walk: a deferred Allow whose packet no ingress walk of
-/// this node will log (`to_workload`: unless it goes to a workload) is
-/// logged here.
-pub(super) fn log_deferred(to_workload_logs: bool) -> String {
+/// this node will log is logged here (`unless_to_workload`: not when the
+/// packet goes to a workload, whose ingress walk logs it).
+pub(super) fn log_deferred(unless_to_workload: bool) -> String {
     let id = format!("meta mark & {MARK_FLOW_ID:#x} != 0 ");
-    let out = if to_workload_logs {
+    let out = if unless_to_workload {
         format!(
             "oifname != \"{}*\" ",
             calico_calc::WORKLOAD_INTERFACE_PREFIX

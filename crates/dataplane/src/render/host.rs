@@ -286,8 +286,9 @@ pub fn host_endpoint_walks<'a>(
     node: &NodeRules,
 ) -> Vec<(String, bool, &'a [TierPolicies], &'a [String])> {
     let mut out = Vec::new();
+    let kinds = kinds();
     for (iface, h) in bind(state, node) {
-        for k in kinds().iter().filter(|k| k.logs()) {
+        for k in kinds.iter().filter(|k| k.logs()) {
             let tiers = (k.tiers)(h);
             if tiers.is_empty() && !k.always {
                 continue;
