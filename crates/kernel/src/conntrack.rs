@@ -432,27 +432,30 @@ mod tests {
         );
     }
 
+    /// A TCP entry with its protocol information: the state `state`.
+    fn tcp_entry(state: &[u8]) -> Vec<u8> {
+        let mut m = entry(
+            tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 6, Some((1, 2))),
+            5,
+            true,
+        );
+        let info = nested(
+            CTA_PROTOINFO,
+            &[nested(
+                CTA_PROTOINFO_TCP,
+                &[nla(CTA_PROTOINFO_TCP_STATE, state), nla(2, &[0])],
+            )],
+        );
+        // The message grows by the attribute: its length first.
+        let len = u32::try_from(m.len() + info.len()).expect("small");
+        m[0..4].copy_from_slice(&len.to_ne_bytes());
+        m.extend(info);
+        m
+    }
+
     #[test]
     fn a_tcp_connection_past_its_end_reads_as_closed() {
-        let with_state = |state: &[u8]| {
-            let mut m = entry(
-                tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 6, Some((1, 2))),
-                5,
-                true,
-            );
-            let info = nested(
-                CTA_PROTOINFO,
-                &[nested(
-                    CTA_PROTOINFO_TCP,
-                    &[nla(CTA_PROTOINFO_TCP_STATE, state), nla(2, &[0])],
-                )],
-            );
-            // The message grows by the attribute: its length first.
-            let len = u32::try_from(m.len() + info.len()).expect("small");
-            m[0..4].copy_from_slice(&len.to_ne_bytes());
-            m.extend(info);
-            read(&m).0
-        };
+        let with_state = |state: &[u8]| read(&tcp_entry(state)).0;
         let closed = |state: u8| with_state(&[state]).conns[0].closed;
         assert!(!closed(3), "ESTABLISHED");
         assert!(!closed(4), "FIN_WAIT");
@@ -495,9 +498,9 @@ mod tests {
 
         #[test]
         fn mutated_entries_read_without_panic(
-            flips in proptest::collection::vec((0usize..160, any::<u8>()), 0..8)
+            flips in proptest::collection::vec((0usize..200, any::<u8>()), 0..8)
         ) {
-            let mut buf = entry(tuple(&[10, 0, 0, 1], &[10, 0, 0, 2], 6, Some((1, 2))), 5, true);
+            let mut buf = tcp_entry(&[TCP_CONNTRACK_TIME_WAIT]);
             for (i, b) in flips {
                 if let Some(x) = buf.get_mut(i) {
                     *x = b;
