@@ -70,16 +70,21 @@ fn flows_lists_filters_follows_and_fails_loudly() {
                 "allow",
                 &["0|default|shop/db|allow|0"],
             ),
-            record(
-                ("bank", "api"),
-                ("shop", "db"),
-                5432,
-                "deny",
-                &[
-                    "0|security|quarantine|pass|2",
-                    "1|default|default.end-of-tier|deny|-1",
-                ],
-            ),
+            Flow {
+                // From a node that keeps addresses and source ports.
+                source_ip: Some("10.0.0.9".parse().expect("ip")),
+                source_port: Some(40_000),
+                ..record(
+                    ("bank", "api"),
+                    ("shop", "db"),
+                    5432,
+                    "deny",
+                    &[
+                        "0|security|quarantine|pass|2",
+                        "1|default|default.end-of-tier|deny|-1",
+                    ],
+                )
+            },
         ])
         .expect("insert");
     }
@@ -103,7 +108,7 @@ fn flows_lists_filters_follows_and_fails_loudly() {
         "{out}"
     );
     assert!(
-        lines.iter().any(|l| l.contains("bank/api")
+        lines.iter().any(|l| l.contains("bank/api(10.0.0.9:40000)")
             && l.contains("TCP/5432")
             && l.contains("DENY")
             && l.ends_with("security/quarantine rule 2 → pass, default.end-of-tier → deny")),

@@ -22,6 +22,10 @@ pub struct Flow {
     pub action: String,
     pub proto: String,
     pub source_ip: Option<IpAddr>,
+    /// Kept only where the node is configured not to aggregate
+    /// (`flowLogsFileAggregationKindFor…: 0`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_port: Option<u16>,
     pub source_namespace: String,
     pub source_name: String,
     /// `wep` (a workload of this cluster), `hep`, `ns` or `net`.

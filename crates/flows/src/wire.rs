@@ -53,6 +53,7 @@ pub fn to_wire(f: &Flow) -> proto::Flow {
         num_flows_started: f.num_flows_started,
         num_flows_completed: f.num_flows_completed,
         num_flows_live: f.num_flows_live,
+        source_port: f.source_port.map_or(0, u32::from),
     }
 }
 
@@ -63,8 +64,8 @@ pub enum WireError {
     Missing(&'static str),
     #[error("{0} address {1:?} is not an IP address")]
     Address(&'static str, String),
-    #[error("destination port {0} is out of range")]
-    Port(u32),
+    #[error("{0} port {1} is out of range")]
+    Port(&'static str, u32),
 }
 
 /// A record from node `node`.
@@ -80,6 +81,12 @@ pub fn from_wire(node: &str, f: proto::Flow) -> Result<Flow, WireError> {
                 .map_err(|_| WireError::Address(which, s))
         }
     };
+    let port = |which, p: u32| match p {
+        0 => Ok(None),
+        p => u16::try_from(p)
+            .map(Some)
+            .map_err(|_| WireError::Port(which, p)),
+    };
     Ok(Flow {
         start_time: f.start_time,
         end_time: f.end_time,
@@ -88,6 +95,7 @@ pub fn from_wire(node: &str, f: proto::Flow) -> Result<Flow, WireError> {
         action: f.action,
         proto: f.proto,
         source_ip: ip("source", source.ip)?,
+        source_port: port("source", f.source_port)?,
         source_namespace: source.namespace,
         source_name: source.name,
         source_type: source.r#type,
@@ -97,10 +105,7 @@ pub fn from_wire(node: &str, f: proto::Flow) -> Result<Flow, WireError> {
         dest_name: dest.name,
         dest_type: dest.r#type,
         dest_labels: dest.labels.into_iter().collect(),
-        dest_port: match f.dest_port {
-            0 => None,
-            p => Some(u16::try_from(p).map_err(|_| WireError::Port(p))?),
-        },
+        dest_port: port("destination", f.dest_port)?,
         policies: f.policies,
         pending_policies: f.pending_policies,
         packets: f.packets,
@@ -114,4 +119,41 @@ pub fn from_wire(node: &str, f: proto::Flow) -> Result<Flow, WireError> {
         num_flows_completed: f.num_flows_completed,
         num_flows_live: f.num_flows_live,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_comes_back_as_it_went_and_ports_past_u16_are_refused() {
+        let f = Flow {
+            start_time: 1,
+            end_time: 2,
+            node: "node-1".into(),
+            reporter: "src".into(),
+            action: "allow".into(),
+            proto: "TCP".into(),
+            source_ip: Some("10.0.0.1".parse().expect("ip")),
+            source_port: Some(40_000),
+            source_type: "wep".into(),
+            source_name: "web".into(),
+            dest_type: "net".into(),
+            dest_name: "pub".into(),
+            dest_port: Some(443),
+            ..Flow::default()
+        };
+        assert_eq!(from_wire("node-1", to_wire(&f)), Ok(f.clone()));
+        let without = Flow {
+            source_port: None,
+            ..f.clone()
+        };
+        assert_eq!(from_wire("node-1", to_wire(&without)), Ok(without));
+        let mut w = to_wire(&f);
+        w.source_port = 70_000;
+        assert_eq!(
+            from_wire("node-1", w),
+            Err(WireError::Port("source", 70_000))
+        );
+    }
 }

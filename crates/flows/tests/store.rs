@@ -63,7 +63,10 @@ fn arb_flow() -> impl Strategy<Value = Flow> {
     )
         .prop_map(|(i, s, d, a, port, t)| {
             let action = ["allow", "deny", "pass"][a];
-            flow(i, PODS[s], PODS[d], action, port, TRACES[t])
+            let mut f = flow(i, PODS[s], PODS[d], action, port, TRACES[t]);
+            // A node keeping source ports (aggregation level 0) now and then.
+            f.source_port = (i % 4 == 0).then_some(40_000 + i as u16);
+            f
         })
 }
 
@@ -220,6 +223,54 @@ fn history_survives_reopening_and_rolls_up_into_hours() {
         .expire(24 * hour + 100, 12 * hour, 13 * hour + 30)
         .expect("expire");
     assert_eq!(e.hourly_deleted, 2);
+}
+
+#[test]
+fn a_file_from_before_source_ports_is_upgraded_in_place() {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("flows.db");
+    let old = flow(0, PODS[0], PODS[1], "allow", 5432, TRACES[0]);
+    {
+        let mut s = Store::open(&path).expect("open");
+        s.insert(std::slice::from_ref(&old)).expect("insert");
+    }
+    // The file as the previous version left it: no source_port column.
+    {
+        let c = rusqlite::Connection::open(&path).expect("sqlite");
+        c.execute_batch(
+            "ALTER TABLE flows DROP COLUMN source_port;
+             ALTER TABLE flows_hourly DROP COLUMN source_port;",
+        )
+        .expect("drop");
+    }
+    let mut s = Store::open(&path).expect("reopen and upgrade");
+    let new = Flow {
+        source_port: Some(40_123),
+        end_time: old.end_time + 1,
+        ..old.clone()
+    };
+    s.insert(std::slice::from_ref(&new))
+        .expect("insert after upgrade");
+    let q = Query {
+        sort: Sort::Oldest,
+        limit: 10,
+        ..Query::default()
+    };
+    assert_eq!(
+        s.query(&q).expect("query").flows,
+        vec![old.clone(), new.clone()]
+    );
+    // Roll-ups keep connections of other source ports apart.
+    s.expire(10 * 3600, 0, 7 * 24 * 3600).expect("expire");
+    let hours = s
+        .query(&Query {
+            resolution: Resolution::Hour,
+            ..q
+        })
+        .expect("hourly");
+    let mut ports: Vec<_> = hours.flows.iter().map(|f| f.source_port).collect();
+    ports.sort();
+    assert_eq!(ports, vec![None, Some(40_123)]);
 }
 
 #[test]

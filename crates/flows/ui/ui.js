@@ -54,8 +54,11 @@ async function api(path, extra) {
 
 function endpoint(f, side) {
   const ns = f[side + "_namespace"], name = f[side + "_name"], ip = f[side + "_ip"];
+  const port = side === "source" ? f.source_port : undefined;
   const id = ns && ns !== "-" ? ns + "/" + name : name;
-  return ip ? id + " (" + ip + ")" : id;
+  if (!ip) return port ? id + " (:" + port + ")" : id;
+  const at = port ? (ip.includes(":") ? "[" + ip + "]" : ip) + ":" + port : ip;
+  return id + " (" + at + ")";
 }
 
 function entry(text) {

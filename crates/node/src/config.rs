@@ -81,6 +81,14 @@ pub struct Overrides {
     pub flow_logs_file_enabled: Option<bool>,
     #[arg(long, env = "FELIX_FLOWLOGSFILEDIRECTORY")]
     pub flow_logs_file_directory: Option<String>,
+    /// How allowed flows are aggregated: 0 every connection apart, 1
+    /// source ports dropped, 2 (default) addresses dropped too and pods
+    /// named by their prefix.
+    #[arg(long, env = "FELIX_FLOWLOGSFILEAGGREGATIONKINDFORALLOWED", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub flow_logs_file_aggregation_kind_for_allowed: Option<u8>,
+    /// How denied flows are aggregated (default 1).
+    #[arg(long, env = "FELIX_FLOWLOGSFILEAGGREGATIONKINDFORDENIED", value_parser = clap::value_parser!(u8).range(0..=2))]
+    pub flow_logs_file_aggregation_kind_for_denied: Option<u8>,
     /// Seconds between flushes of the aggregated flow records.
     #[arg(long, env = "FELIX_FLOWLOGSFLUSHINTERVAL")]
     pub flow_logs_flush_interval: Option<u64>,
@@ -223,6 +231,8 @@ pub struct FlowLogs {
     pub buffer: usize,
     /// `flowLogsFlushInterval` (default 15 s).
     pub flush: Duration,
+    /// `flowLogsFileAggregationKindForAllowed` / `…ForDenied`: what records keep.
+    pub aggregation: crate::flows::Aggregation,
 }
 
 /// FelixConfiguration fields this agent acts on; any other field that is
@@ -250,6 +260,8 @@ const HONOURED: &[&str] = &[
     "workloadSourceSpoofing",
     "flowLogsFileEnabled",
     "flowLogsFileDirectory",
+    "flowLogsFileAggregationKindForAllowed",
+    "flowLogsFileAggregationKindForDenied",
     "flowLogsFlushInterval",
     "flowLogsGoldmaneServer",
     "natOutgoingAddress",
@@ -422,6 +434,25 @@ impl Config {
                     flush: secs(o.flow_logs_flush_interval)
                         .or(d("flowLogsFlushInterval"))
                         .unwrap_or(Duration::from_secs(15)),
+                    aggregation: {
+                        let level = |o: Option<u8>, f: &str, default| {
+                            o.map(i64::from)
+                                .or_else(|| layers.iter().find_map(|s| s.get_int(f)))
+                                .map_or(default, crate::flows::Level::of)
+                        };
+                        crate::flows::Aggregation {
+                            allowed: level(
+                                o.flow_logs_file_aggregation_kind_for_allowed,
+                                "flowLogsFileAggregationKindForAllowed",
+                                crate::flows::Level::PodPrefix,
+                            ),
+                            denied: level(
+                                o.flow_logs_file_aggregation_kind_for_denied,
+                                "flowLogsFileAggregationKindForDenied",
+                                crate::flows::Level::SourcePort,
+                            ),
+                        }
+                    },
                 })
             },
         };
@@ -552,6 +583,59 @@ mod tests {
         );
         assert!(c.failsafe_in.is_empty());
         assert_eq!(c.failsafe_out, vec![p(17, 53, Some("10.0.0.0/8"))]);
+    }
+
+    #[test]
+    fn flow_log_aggregation_levels_default_to_calicos_and_follow_the_layers() {
+        use crate::flows::{Aggregation, Level};
+        let on = serde_json::json!({"flowLogsFileEnabled": true});
+        let (c, _) = Config::resolve(&Overrides::default(), None, Some(&spec(on.clone())));
+        assert_eq!(
+            c.flow_logs.map(|f| f.aggregation),
+            Some(Aggregation {
+                allowed: Level::PodPrefix,
+                denied: Level::SourcePort
+            })
+        );
+        let global = spec(serde_json::json!({
+            "flowLogsFileEnabled": true,
+            "flowLogsFileAggregationKindForAllowed": 1,
+            "flowLogsFileAggregationKindForDenied": 2
+        }));
+        let node = spec(serde_json::json!({"flowLogsFileAggregationKindForAllowed": 0}));
+        let (c, ignored) = Config::resolve(&Overrides::default(), Some(&node), Some(&global));
+        assert!(ignored.is_empty(), "{ignored:?}");
+        assert_eq!(
+            c.flow_logs.map(|f| f.aggregation),
+            Some(Aggregation {
+                allowed: Level::None,
+                denied: Level::PodPrefix
+            })
+        );
+        let env = Overrides {
+            flow_logs_file_aggregation_kind_for_denied: Some(0),
+            ..Overrides::default()
+        };
+        let (c, _) = Config::resolve(&env, Some(&node), Some(&global));
+        assert_eq!(c.flow_logs.map(|f| f.aggregation.denied), Some(Level::None));
+        // The environment is held to the API's range.
+        use clap::Parser;
+        let args = |v: &str| {
+            #[derive(clap::Parser)]
+            struct Args {
+                #[command(flatten)]
+                o: Overrides,
+            }
+            Args::try_parse_from(["x", "--flow-logs-file-aggregation-kind-for-allowed", v])
+                .map(|a| a.o)
+        };
+        assert!(args("3").is_err());
+        assert_eq!(
+            args("1")
+                .map(|o| o.flow_logs_file_aggregation_kind_for_allowed)
+                .ok(),
+            Some(Some(1))
+        );
     }
 
     fn spec(json: serde_json::Value) -> FelixConfigurationSpec {

@@ -48,6 +48,10 @@ const FIELDS: &[(&str, Ty)] = &[
     ("failsafeInboundHostPorts", Ty::ProtoPorts),
     ("failsafeOutboundHostPorts", Ty::ProtoPorts),
     ("floatingIPs", Ty::OneOf(ENABLED)),
+    // Calico's levels: 0 none, 1 source ports, 2 addresses and pods by
+    // prefix too (3, destination prefixes, is refused: not implemented).
+    ("flowLogsFileAggregationKindForAllowed", Ty::Int(0, 2)),
+    ("flowLogsFileAggregationKindForDenied", Ty::Int(0, 2)),
     ("flowLogsFileDirectory", Ty::Str),
     ("flowLogsFileEnabled", Ty::Bool),
     ("flowLogsFlushInterval", Ty::Duration),

@@ -122,15 +122,24 @@ fn trace(t: &[String]) -> String {
         .join(", ")
 }
 
-fn endpoint(namespace: &str, name: &str, ip: Option<std::net::IpAddr>) -> String {
+/// `namespace/name`, with the address (and the source port, where the
+/// node kept them) after it: `shop/web(10.0.0.1:40000)`.
+fn endpoint(
+    namespace: &str,
+    name: &str,
+    ip: Option<std::net::IpAddr>,
+    port: Option<u16>,
+) -> String {
     let id = if namespace == "-" || namespace.is_empty() {
         name.to_string()
     } else {
         format!("{namespace}/{name}")
     };
-    match ip {
-        Some(ip) => format!("{id}({ip})"),
-        None => id,
+    match (ip, port) {
+        (Some(ip), Some(p)) => format!("{id}({})", std::net::SocketAddr::new(ip, p)),
+        (Some(ip), None) => format!("{id}({ip})"),
+        (None, Some(p)) => format!("{id}(:{p})"),
+        (None, None) => id,
     }
 }
 
@@ -145,8 +154,13 @@ fn cells(f: &Flow, wide: bool) -> Vec<String> {
         None => f.proto.clone(),
     };
     let mut row = vec![
-        endpoint(&f.source_namespace, &f.source_name, f.source_ip),
-        endpoint(&f.dest_namespace, &f.dest_name, f.dest_ip),
+        endpoint(
+            &f.source_namespace,
+            &f.source_name,
+            f.source_ip,
+            f.source_port,
+        ),
+        endpoint(&f.dest_namespace, &f.dest_name, f.dest_ip, None),
         port,
         f.action.to_uppercase(),
         f.reporter.clone(),

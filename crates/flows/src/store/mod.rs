@@ -68,13 +68,22 @@ const COLUMNS: &str = "start_time, end_time, node, reporter, action, proto, \
     source_type, source_namespace, source_name, source_ip, source_labels, \
     dest_type, dest_namespace, dest_name, dest_ip, dest_labels, dest_port, \
     policies, decisions, pending_policies, packets, bytes, num_flows, \
-    packets_in, packets_out, bytes_in, bytes_out, num_flows_started, num_flows_completed, num_flows_live";
+    packets_in, packets_out, bytes_in, bytes_out, num_flows_started, num_flows_completed, num_flows_live, source_port";
 
 /// The key columns a roll-up groups by (everything but times and counts).
 const KEY: &str = "node, reporter, action, proto, \
     source_type, source_namespace, source_name, source_ip, source_labels, \
     dest_type, dest_namespace, dest_name, dest_ip, dest_labels, dest_port, \
-    policies, decisions, pending_policies";
+    policies, decisions, pending_policies, source_port";
+/// `KEY` in `COLUMNS` order, with the sums between (the source port,
+/// added last to the table, comes after them).
+const KEY_SUMS: &str = "node, reporter, action, proto, \
+    source_type, source_namespace, source_name, source_ip, source_labels, \
+    dest_type, dest_namespace, dest_name, dest_ip, dest_labels, dest_port, \
+    policies, decisions, pending_policies, \
+    SUM(packets), SUM(bytes), SUM(num_flows), SUM(packets_in), SUM(packets_out), \
+    SUM(bytes_in), SUM(bytes_out), SUM(num_flows_started), SUM(num_flows_completed), \
+    MAX(num_flows_live), source_port";
 
 fn schema(table: &str) -> String {
     format!(
@@ -91,12 +100,32 @@ fn schema(table: &str) -> String {
             packets_in INTEGER NOT NULL, packets_out INTEGER NOT NULL,
             bytes_in INTEGER NOT NULL, bytes_out INTEGER NOT NULL,
             num_flows_started INTEGER NOT NULL, num_flows_completed INTEGER NOT NULL,
-            num_flows_live INTEGER NOT NULL);
+            num_flows_live INTEGER NOT NULL, source_port INTEGER);
         CREATE INDEX IF NOT EXISTS {table}_end ON {table}(end_time);
         CREATE INDEX IF NOT EXISTS {table}_src_ns ON {table}(source_namespace, end_time);
         CREATE INDEX IF NOT EXISTS {table}_dst_ns ON {table}(dest_namespace, end_time);
         CREATE INDEX IF NOT EXISTS {table}_proto ON {table}(proto, end_time);"
     )
+}
+
+/// Brings a file written by an earlier version up to this schema: the
+/// columns added since, each NULL in the rows already stored.
+fn upgrade(conn: &Connection) -> rusqlite::Result<()> {
+    const ADDED: &[(&str, &str)] = &[("source_port", "INTEGER")];
+    for table in ["flows", "flows_hourly"] {
+        let mut have = Vec::new();
+        let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            have.push(r.get::<_, String>(1)?);
+        }
+        for (column, ty) in ADDED {
+            if !have.iter().any(|c| c == column) {
+                conn.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {column} {ty}"))?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// A page of flows.
@@ -279,6 +308,7 @@ impl Store {
             .map_err(open)?;
         conn.execute_batch(&(schema("flows") + &schema("flows_hourly")))
             .map_err(open)?;
+        upgrade(&conn).map_err(open)?;
         let checkpoints = Checkpointer::start(path, wal_limit)?;
         Ok(Store {
             conn,
@@ -321,7 +351,7 @@ impl Store {
         {
             let mut stmt = tx
                 .prepare_cached(&format!(
-                    "INSERT INTO flows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30)"
+                    "INSERT INTO flows ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27, ?28, ?29, ?30, ?31)"
                 ))
                 .map_err(sql("insert"))?;
             for f in groups.into_iter().flatten() {
@@ -475,12 +505,8 @@ impl Store {
             .execute(
                 &format!(
                     "INSERT INTO flows_hourly ({COLUMNS})
-                     SELECT (end_time / 3600) * 3600, (end_time / 3600) * 3600 + 3599, {KEY_SELECT}
-                     FROM flows WHERE end_time < ?1 GROUP BY end_time / 3600, {KEY}",
-                    KEY_SELECT = KEY.to_string()
-                        + ", SUM(packets), SUM(bytes), SUM(num_flows), SUM(packets_in), SUM(packets_out), \
-                           SUM(bytes_in), SUM(bytes_out), SUM(num_flows_started), SUM(num_flows_completed), \
-                           MAX(num_flows_live)"
+                     SELECT (end_time / 3600) * 3600, (end_time / 3600) * 3600 + 3599, {KEY_SUMS}
+                     FROM flows WHERE end_time < ?1 GROUP BY end_time / 3600, {KEY}"
                 ),
                 [cutoff],
             )

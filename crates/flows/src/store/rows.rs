@@ -24,7 +24,7 @@ fn decisions(trace: &[String]) -> String {
 
 /// A record's column values for an INSERT, in `COLUMNS` order: its own
 /// strings borrowed (bound without a copy), only computed ones owned.
-pub(super) fn row_values(f: &Flow) -> [ToSqlOutput<'_>; 30] {
+pub(super) fn row_values(f: &Flow) -> [ToSqlOutput<'_>; 31] {
     fn text(s: &str) -> ToSqlOutput<'_> {
         ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
     }
@@ -67,6 +67,10 @@ pub(super) fn row_values(f: &Flow) -> [ToSqlOutput<'_>; 30] {
         int(f.num_flows_started),
         int(f.num_flows_completed),
         int(f.num_flows_live),
+        ToSqlOutput::Owned(
+            f.source_port
+                .map_or(Value::Null, |p| Value::Integer(p.into())),
+        ),
     ]
 }
 
@@ -87,6 +91,10 @@ pub(super) fn flow_of(r: &Row<'_>) -> rusqlite::Result<Flow> {
     };
     let u =
         |i: usize| -> rusqlite::Result<u64> { Ok(u64::try_from(r.get::<_, i64>(i)?).unwrap_or(0)) };
+    let port = |i: usize| -> rusqlite::Result<Option<u16>> {
+        Ok(r.get::<_, Option<i64>>(i)?
+            .and_then(|p| u16::try_from(p).ok()))
+    };
     Ok(Flow {
         start_time: u(0)?,
         end_time: u(1)?,
@@ -104,9 +112,7 @@ pub(super) fn flow_of(r: &Row<'_>) -> rusqlite::Result<Flow> {
         dest_name: r.get(13)?,
         dest_ip: ip(14)?,
         dest_labels: labels(15)?,
-        dest_port: r
-            .get::<_, Option<i64>>(16)?
-            .and_then(|p| u16::try_from(p).ok()),
+        dest_port: port(16)?,
         policies: lines(r.get(17)?),
         pending_policies: lines(r.get(19)?),
         packets: u(20)?,
@@ -119,6 +125,7 @@ pub(super) fn flow_of(r: &Row<'_>) -> rusqlite::Result<Flow> {
         num_flows_started: u(27)?,
         num_flows_completed: u(28)?,
         num_flows_live: u(29)?,
+        source_port: port(30)?,
     })
 }
 

@@ -356,6 +356,12 @@ impl Agent {
                                 } else {
                                     w.spec.pod.as_str().into()
                                 },
+                                generate_name: w
+                                    .metadata
+                                    .generate_name
+                                    .as_deref()
+                                    .filter(|g| !g.is_empty())
+                                    .map(|g| strings.intern(g)),
                                 labels: w
                                     .metadata
                                     .labels

@@ -2,7 +2,7 @@
 //! an interval's flow records.
 
 use super::packet::{entry, headers, ip_len, verdict, Tuple};
-use super::{FlowRecord, Names};
+use super::{Aggregation, FlowRecord, Level, Names};
 use calico_kernel::LoggedRef;
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -21,29 +21,67 @@ const MAX_FOLLOWED: usize = 200_000;
 /// its own.
 const MAX_SOURCES: usize = 65_536;
 
-/// One end of a flow: namespace, name, the address (for non-workloads)
-/// and labels (for workloads).
-/// And its kind: `wep`, `ns` (in a NetworkSet or GlobalNetworkSet) or `net`.
-type End = (
-    String,
-    String,
-    Option<IpAddr>,
-    BTreeMap<String, String>,
-    &'static str,
-);
+/// One end of a flow as first seen in an interval: who holds the address.
+/// What a record shows of it depends on its aggregation level (`view`).
+#[derive(Debug, Clone, Default)]
+struct End {
+    /// `wep`, `hep`, `ns` (in a NetworkSet or GlobalNetworkSet) or `net`.
+    kind: &'static str,
+    namespace: String,
+    /// The pod, host endpoint or network set; `pub`/`pvt` for a network.
+    name: String,
+    /// A workload's pods' shared name (`<generateName>*`), if it has one.
+    prefix: Option<String>,
+    labels: BTreeMap<String, String>,
+}
+
+/// An end as a record's key holds it: namespace, name, address (at levels
+/// that keep it) and kind.
+type EndKey = (String, String, Option<IpAddr>, &'static str);
+
+impl End {
+    /// The end at `ip` as a record at `level` shows it.
+    fn view(&self, ip: IpAddr, level: Level) -> EndKey {
+        let (name, ip) = match level {
+            Level::PodPrefix => (self.prefix.as_ref().unwrap_or(&self.name), None),
+            Level::None | Level::SourcePort => (&self.name, Some(ip)),
+        };
+        (self.namespace.clone(), name.clone(), ip, self.kind)
+    }
+}
 
 /// A record's key once named: reporter, action, protocol, both ends,
-/// destination port and trace.
+/// source port (kept at level 0), destination port, trace and pending trace.
 type Named = (
     &'static str,
     &'static str,
     u8,
-    End,
-    End,
+    EndKey,
+    EndKey,
+    Option<u16>,
     Option<u16>,
     Vec<String>,
     Vec<String>,
 );
+
+/// A named record's sums, and the labels every end merged into it shares.
+#[derive(Debug)]
+struct Merged {
+    sum: Sum,
+    labels: [Option<BTreeMap<String, String>>; 2],
+}
+
+impl Merged {
+    fn absorb(&mut self, c: &Sum, flows: u64, ends: [&End; 2]) {
+        self.sum.absorb(c, flows);
+        for (have, end) in self.labels.iter_mut().zip(ends) {
+            match have {
+                None => *have = Some(end.labels.clone()),
+                Some(l) => l.retain(|k, v| end.labels.get(k) == Some(v)),
+            }
+        }
+    }
+}
 
 /// What a packet is counted under, cheap to hash: addresses, not names
 /// (named once per interval), and the trace interned: nothing on the heap.
@@ -54,6 +92,8 @@ struct Key {
     proto: u8,
     src: IpAddr,
     dst: IpAddr,
+    /// Kept only where the level keeps source ports (0).
+    sport: Option<u16>,
     dport: Option<u16>,
     /// An interned trace (a list of interned entries).
     trace: u32,
@@ -279,6 +319,18 @@ pub struct Aggregator {
     pub unreadable: u64,
     /// Allowed connections not followed for counters (`MAX_FOLLOWED`).
     pub untracked: u64,
+    /// What the records keep, for allowed and for denied flows.
+    aggregation: Aggregation,
+}
+
+impl Aggregator {
+    /// An aggregator whose records keep what `aggregation` says.
+    pub fn new(aggregation: Aggregation) -> Self {
+        Aggregator {
+            aggregation,
+            ..Aggregator::default()
+        }
+    }
 }
 
 fn proto_name(p: u8) -> String {
@@ -434,6 +486,11 @@ impl Aggregator {
             proto: t.proto,
             src: t.src,
             dst: t.dst,
+            sport: if self.aggregation.of(action) == Level::None {
+                t.sport
+            } else {
+                None
+            },
             dport: t.dport,
             trace,
         };
@@ -636,10 +693,12 @@ impl Aggregator {
             }
         }
         let ends = std::mem::take(&mut self.ends);
-        let end = |ip: &IpAddr| ends.get(ip).cloned().unwrap_or_default();
-        let mut merged: BTreeMap<Named, Sum> = BTreeMap::new();
+        let unknown = End::default();
+        let end = |ip: &IpAddr| ends.get(ip).unwrap_or(&unknown);
+        let mut merged: BTreeMap<Named, Merged> = BTreeMap::new();
         for (k, c) in std::mem::take(&mut self.flows) {
             let reporter = reporter_of(k.group);
+            let level = self.aggregation.of(k.action);
             let trace = self
                 .traces
                 .get(k.trace)
@@ -651,22 +710,27 @@ impl Aggregator {
             let pending = names.pending.as_ref().map_or_else(Vec::new, |p| {
                 p.0.trace(reporter == "dst", k.src, k.dst, k.proto, k.dport)
             });
-            let m = merged
+            let (src, dst) = (end(&k.src), end(&k.dst));
+            merged
                 .entry((
                     reporter,
                     k.action,
                     k.proto,
-                    end(&k.src),
-                    end(&k.dst),
+                    src.view(k.src, level),
+                    dst.view(k.dst, level),
+                    k.sport,
                     k.dport,
                     trace,
                     pending,
                 ))
-                .or_insert(Sum {
-                    first: u64::MAX,
-                    ..Sum::default()
-                });
-            m.absorb(&c.sum, flows);
+                .or_insert(Merged {
+                    sum: Sum {
+                        first: u64::MAX,
+                        ..Sum::default()
+                    },
+                    labels: [None, None],
+                })
+                .absorb(&c.sum, flows, [src, dst]);
         }
         // Interned entries are kept while the names stay the same (and
         // with them the connections that refer to them).
@@ -679,36 +743,41 @@ impl Aggregator {
         merged
             .into_iter()
             .map(
-                |((reporter, action, proto, src, dst, dport, trace, pending), m)| FlowRecord {
-                    start_time: m.first,
-                    end_time: m.last,
-                    node: node.to_string(),
-                    reporter: reporter.to_string(),
-                    action: action.to_string(),
-                    proto: proto_name(proto),
-                    source_ip: src.2,
-                    source_type: src.4.to_string(),
-                    source_namespace: src.0,
-                    source_name: src.1,
-                    source_labels: src.3,
-                    dest_ip: dst.2,
-                    dest_type: dst.4.to_string(),
-                    dest_namespace: dst.0,
-                    dest_name: dst.1,
-                    dest_labels: dst.3,
-                    dest_port: dport,
-                    policies: trace,
-                    pending_policies: pending,
-                    packets: m.packets_in + m.packets_out,
-                    bytes: m.bytes_in + m.bytes_out,
-                    packets_in: m.packets_in,
-                    packets_out: m.packets_out,
-                    bytes_in: m.bytes_in,
-                    bytes_out: m.bytes_out,
-                    num_flows: m.flows,
-                    num_flows_started: m.started,
-                    num_flows_completed: m.completed,
-                    num_flows_live: m.live,
+                |((reporter, action, proto, src, dst, sport, dport, trace, pending), m)| {
+                    let [src_labels, dst_labels] = m.labels;
+                    let m = m.sum;
+                    FlowRecord {
+                        start_time: m.first,
+                        end_time: m.last,
+                        node: node.to_string(),
+                        reporter: reporter.to_string(),
+                        action: action.to_string(),
+                        proto: proto_name(proto),
+                        source_ip: src.2,
+                        source_port: sport,
+                        source_type: src.3.to_string(),
+                        source_namespace: src.0,
+                        source_name: src.1,
+                        source_labels: src_labels.unwrap_or_default(),
+                        dest_ip: dst.2,
+                        dest_type: dst.3.to_string(),
+                        dest_namespace: dst.0,
+                        dest_name: dst.1,
+                        dest_labels: dst_labels.unwrap_or_default(),
+                        dest_port: dport,
+                        policies: trace,
+                        pending_policies: pending,
+                        packets: m.packets_in + m.packets_out,
+                        bytes: m.bytes_in + m.bytes_out,
+                        packets_in: m.packets_in,
+                        packets_out: m.packets_out,
+                        bytes_in: m.bytes_in,
+                        bytes_out: m.bytes_out,
+                        num_flows: m.flows,
+                        num_flows_started: m.started,
+                        num_flows_completed: m.completed,
+                        num_flows_live: m.live,
+                    }
                 },
             )
             .collect()
@@ -717,45 +786,45 @@ impl Aggregator {
 
 /// An address as a flow's end: a workload of the cluster by name, a host
 /// endpoint by its expected addresses, the network set that holds it, or
-/// `pub`/`pvt` with the address.
+/// `pub`/`pvt`.
 fn end_of(names: &Names, ip: IpAddr) -> End {
     if let Some(w) = names.workloads.get(&ip) {
-        return (
-            w.namespace.to_string(),
-            w.name.to_string(),
-            None,
-            w.label_map(),
-            "wep",
-        );
+        return End {
+            kind: "wep",
+            namespace: w.namespace.to_string(),
+            name: w.name.to_string(),
+            prefix: w.generate_name.as_ref().map(|g| format!("{g}*")),
+            labels: w.label_map(),
+        };
     }
     // A host endpoint's expected address (a node, say).
     if let Some(h) = names.host_endpoints.get(&ip) {
-        return (
-            "-".to_string(),
-            h.name.clone(),
-            None,
-            h.labels.clone(),
-            "hep",
-        );
+        return End {
+            kind: "hep",
+            namespace: "-".to_string(),
+            name: h.name.clone(),
+            prefix: None,
+            labels: h.labels.clone(),
+        };
     }
     // The most specific network set that holds it (sets are kept longest
     // prefix first); its members are one end, as Calico aggregates them.
     if let Some(set) = names.network_sets.iter().find(|s| s.net.contains(&ip)) {
-        return (
-            set.namespace.clone(),
-            set.name.clone(),
-            None,
-            set.labels.clone(),
-            "ns",
-        );
+        return End {
+            kind: "ns",
+            namespace: set.namespace.clone(),
+            name: set.name.clone(),
+            prefix: None,
+            labels: set.labels.clone(),
+        };
     }
-    (
-        "-".to_string(),
-        if is_private(ip) { "pvt" } else { "pub" }.to_string(),
-        Some(ip),
-        BTreeMap::new(),
-        "net",
-    )
+    End {
+        kind: "net",
+        namespace: "-".to_string(),
+        name: if is_private(ip) { "pvt" } else { "pub" }.to_string(),
+        prefix: None,
+        labels: BTreeMap::new(),
+    }
 }
 
 fn is_private(ip: IpAddr) -> bool {

@@ -25,6 +25,61 @@ use tracing::warn;
 
 pub use calico_flows::Flow as FlowRecord;
 
+/// What a flow record keeps of the connections it sums: Calico's flow log
+/// aggregation levels (`flowLogsFileAggregationKindForAllowed`, default
+/// 2, and `…ForDenied`, default 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// 0: a record per connection, with both addresses and both ports.
+    None,
+    /// 1: connections that differ only in their source port are one record.
+    SourcePort,
+    /// 2: addresses dropped too, and a workload named by the prefix its
+    /// pods share (`<generateName>*`; its own name when it has none), with
+    /// the labels all of them share: a Deployment's pods are one end.
+    PodPrefix,
+}
+
+impl Level {
+    /// The level a FelixConfiguration value stands for (the API refuses
+    /// any but 0, 1 and 2; anything else aggregates most).
+    pub fn of(kind: i64) -> Level {
+        match kind {
+            0 => Level::None,
+            1 => Level::SourcePort,
+            _ => Level::PodPrefix,
+        }
+    }
+}
+
+/// The level for allowed flows and the one for denied flows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Aggregation {
+    pub allowed: Level,
+    pub denied: Level,
+}
+
+impl Default for Aggregation {
+    /// Calico's defaults.
+    fn default() -> Self {
+        Aggregation {
+            allowed: Level::PodPrefix,
+            denied: Level::SourcePort,
+        }
+    }
+}
+
+impl Aggregation {
+    /// The level records of `action` are kept at.
+    pub fn of(&self, action: &str) -> Level {
+        if action == "deny" {
+            self.denied
+        } else {
+            self.allowed
+        }
+    }
+}
+
 /// What a chain of the table stands for, to turn a log prefix back into
 /// a trace entry. The agent rebuilds it at every sync.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -109,6 +164,9 @@ impl SharedWorkloads {
 pub struct Workload {
     pub namespace: calico_selector::Str,
     pub name: Box<str>,
+    /// The prefix its pod's name was generated from (`generateName`, as
+    /// a Deployment's pods have), if any; shared, like the namespace.
+    pub generate_name: Option<calico_selector::Str>,
     /// Sorted by key.
     pub labels: Box<[(calico_selector::Str, calico_selector::Str)]>,
 }
@@ -167,6 +225,7 @@ pub fn start(
         None => None,
     };
     let flush = config.flush;
+    let aggregation = config.aggregation;
     let groups = [
         calico_dataplane::flow_group(true),
         calico_dataplane::flow_group(false),
@@ -180,7 +239,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("flow-logs".into())
         .spawn(move || {
-            let mut agg = Aggregator::default();
+            let mut agg = Aggregator::new(aggregation);
             let mut last = Instant::now();
             let mut seen = ExportSeen::default();
             let mut overrun_said = None;

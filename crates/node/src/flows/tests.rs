@@ -27,6 +27,7 @@ fn names() -> Names {
     let w = |name: &str| Workload {
         namespace: "shop".into(),
         name: name.into(),
+        generate_name: None,
         labels: Box::new([("app".into(), name.into())]),
     };
     n.workloads.update(|m| {
@@ -283,12 +284,14 @@ fn addresses_in_network_sets_are_named_by_the_most_specific_set() {
             f.source_ip,
         )
     };
-    assert_eq!(ends(1), ("ns", "shop", "partners", None));
+    // Denied flows keep addresses (Calico's level 1 by default).
+    let ip = |s: &str| Some(s.parse().expect("ip"));
+    assert_eq!(ends(1), ("ns", "shop", "partners", ip("192.0.2.9")));
     assert_eq!(
         by_port(1).source_labels.get("feed").map(String::as_str),
         Some("partners")
     );
-    assert_eq!(ends(2), ("ns", "-", "documentation", None));
+    assert_eq!(ends(2), ("ns", "-", "documentation", ip("192.0.2.99")));
     assert_eq!(
         ends(3),
         ("net", "-", "pub", Some("198.51.100.1".parse().expect("ip")))
@@ -371,7 +374,13 @@ fn host_endpoints_are_named_by_their_expected_addresses() {
             f.source_name.as_str(),
             f.source_ip
         ),
-        ("hep", "-", "node-2-eth0", None)
+        (
+            "hep",
+            "-",
+            "node-2-eth0",
+            Some("10.250.0.2".parse().expect("ip"))
+        ),
+        "a denied flow keeps the address"
     );
     assert_eq!(
         f.source_labels.get("role").map(String::as_str),
@@ -597,4 +606,142 @@ fn a_connection_past_its_end_completes_while_still_listed() {
     a.account(&closed, 103);
     assert!(!a.tracking());
     assert!(a.flush("node-1", &n).is_empty());
+}
+
+/// Names for the aggregation tests: two pods of one Deployment (one
+/// generateName, a label each of their own) and a database.
+fn deployment_names() -> Names {
+    let n = names();
+    let pod = |name: &str, hash: &str| Workload {
+        namespace: "shop".into(),
+        name: name.into(),
+        generate_name: Some("web-7d9f-".into()),
+        labels: Box::new([("app".into(), "web".into()), ("pod".into(), hash.into())]),
+    };
+    for (ip, name, hash) in [
+        ("10.0.0.1", "web-7d9f-aaaaa", "a"),
+        ("10.0.0.3", "web-7d9f-bbbbb", "b"),
+    ] {
+        n.workloads.update(|m| {
+            m.insert(
+                ip.parse().expect("ip"),
+                std::sync::Arc::new(pod(name, hash)),
+            )
+        });
+    }
+    n
+}
+
+/// Two allowed connections from each web pod to the database, and two
+/// denied packets from each (other source ports), through `a`.
+fn deployment_traffic(a: &mut Aggregator, n: &Names) -> Vec<FlowRecord> {
+    for src in [[10, 0, 0, 1], [10, 0, 0, 3]] {
+        for sport in [40000, 40001] {
+            a.add(
+                n,
+                &logged(1, "A2|p-aaa-in", v4(src, [10, 0, 0, 2], 6, sport, 5432)),
+                100,
+            );
+            a.add(
+                n,
+                &logged(1, "DT1|tw-cali1", v4(src, [10, 0, 0, 2], 6, sport, 22)),
+                100,
+            );
+        }
+    }
+    a.flush("node-1", n)
+}
+
+#[test]
+fn allowed_flows_aggregate_a_deployments_pods_and_denied_ones_keep_addresses_by_default() {
+    let n = deployment_names();
+    let r = deployment_traffic(&mut Aggregator::default(), &n);
+    let allowed: Vec<_> = r.iter().filter(|f| f.action == "allow").collect();
+    assert_eq!(allowed.len(), 1, "{r:?}");
+    let f = allowed[0];
+    assert_eq!(
+        (
+            f.source_name.as_str(),
+            f.source_ip,
+            f.source_port,
+            f.dest_ip
+        ),
+        ("web-7d9f-*", None, None, None)
+    );
+    assert_eq!(f.num_flows, 4, "both pods' connections in one record");
+    assert_eq!(
+        f.source_labels,
+        BTreeMap::from([("app".to_string(), "web".to_string())]),
+        "only the labels every pod shares"
+    );
+    assert_eq!(f.dest_name, "db", "a pod without generateName is itself");
+    let mut denied: Vec<_> = r
+        .iter()
+        .filter(|f| f.action == "deny")
+        .map(|f| {
+            (
+                f.source_name.as_str(),
+                f.source_ip,
+                f.source_port,
+                f.num_flows,
+            )
+        })
+        .collect();
+    denied.sort();
+    let ip = |s: &str| Some(s.parse().expect("ip"));
+    assert_eq!(
+        denied,
+        vec![
+            ("web-7d9f-aaaaa", ip("10.0.0.1"), None, 2),
+            ("web-7d9f-bbbbb", ip("10.0.0.3"), None, 2),
+        ],
+        "a record per pod and address, source ports dropped"
+    );
+    assert_eq!(
+        r.iter().find(|f| f.action == "deny").map(|f| f.dest_ip),
+        Some(ip("10.0.0.2"))
+    );
+}
+
+#[test]
+fn level_zero_keeps_every_connection_apart_and_level_two_applies_to_denied_flows_too() {
+    let n = deployment_names();
+    let mut a = Aggregator::new(Aggregation {
+        allowed: Level::None,
+        denied: Level::PodPrefix,
+    });
+    let r = deployment_traffic(&mut a, &n);
+    let mut allowed: Vec<_> = r
+        .iter()
+        .filter(|f| f.action == "allow")
+        .map(|f| {
+            (
+                f.source_name.as_str(),
+                f.source_ip,
+                f.source_port,
+                f.num_flows,
+            )
+        })
+        .collect();
+    allowed.sort();
+    let ip = |s: &str| Some(s.parse().expect("ip"));
+    assert_eq!(
+        allowed,
+        vec![
+            ("web-7d9f-aaaaa", ip("10.0.0.1"), Some(40000), 1),
+            ("web-7d9f-aaaaa", ip("10.0.0.1"), Some(40001), 1),
+            ("web-7d9f-bbbbb", ip("10.0.0.3"), Some(40000), 1),
+            ("web-7d9f-bbbbb", ip("10.0.0.3"), Some(40001), 1),
+        ]
+    );
+    let denied: Vec<_> = r.iter().filter(|f| f.action == "deny").collect();
+    assert_eq!(denied.len(), 1, "{denied:?}");
+    assert_eq!(
+        (
+            denied[0].source_name.as_str(),
+            denied[0].source_ip,
+            denied[0].num_flows
+        ),
+        ("web-7d9f-*", None, 4)
+    );
 }
