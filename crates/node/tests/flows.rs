@@ -26,6 +26,39 @@ fn records(file: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Gives pod `pod`'s WorkloadEndpoint in namespace `ns` the generateName
+/// `prefix`, as Calico copies it from a Deployment's pod.
+fn generated_from(db: &str, dir: &Path, ns: &str, pod: &str, prefix: &str) {
+    let out = std::process::Command::new(bin("calicoctl"))
+        .args([
+            "--config",
+            "/nonexistent",
+            "get",
+            "workloadendpoints",
+            "-n",
+            ns,
+            "-o",
+            "json",
+        ])
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("run calicoctl");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let mut wep = list["items"]
+        .as_array()
+        .and_then(|items| items.iter().find(|w| w["spec"]["pod"] == pod))
+        .cloned()
+        .unwrap_or_else(|| panic!("no endpoint of pod {pod}: {list}"));
+    wep["metadata"]["generateName"] = json!(prefix);
+    apply(db, dir, &wep.to_string());
+}
+
 /// An IP pool of `cidr` and namespace x's profile, which allows all.
 fn pool_and_profile(cidr: &str) -> String {
     format!(
@@ -69,7 +102,10 @@ fn allowed_and_denied_connections_become_flow_records() {
         calico_test_support::echo_pod(&bin("calico"), &node.name, &db, "flow", "x", name)
     };
     let (_a, ip_a, _sa) = pod("a");
-    let (b, _ip_b, _sb) = pod("b");
+    let (b, ip_b, _sb) = pod("b");
+    // b is one of a Deployment's pods: allowed flows name it by the prefix
+    // (Calico's default level 2), denied ones by its name (level 1).
+    generated_from(&db, dir.path(), "x", "b", "b-");
     apply(&db, dir.path(), A_FROM_B);
     let (_agent, file) = agent_with_flow_logs(&node, dir.path(), &db);
     // In force once b reaches a on 80.
@@ -94,7 +130,7 @@ fn allowed_and_denied_connections_become_flow_records() {
             && r["dest_port"] == port
             && r["action"] == action
             && r["source_namespace"] == "x"
-            && r["source_name"] == "b"
+            && r["source_name"] == if action == "deny" { "b" } else { "b-*" }
             && r["dest_name"] == "a"
             && r["source_labels"]["app"] == "b"
             && r["dest_labels"]["app"] == "a"
@@ -110,8 +146,8 @@ fn allowed_and_denied_connections_become_flow_records() {
             .find(|r| {
                 r["reporter"] == "src"
                     && r["dest_port"] == 7
-                    && r["source_name"] == "b"
-                    && r["dest_ip"] == "10.250.7.1"
+                    && r["source_name"] == "b-*"
+                    && r["dest_name"] == "pvt"
             })
             .cloned();
         if let (Some(a), Some(d), Some(o), Some(h)) = (allow_in, deny_in, allow_out, to_host) {
@@ -132,6 +168,12 @@ fn allowed_and_denied_connections_become_flow_records() {
     };
     let (allow_in, deny_in, allow_out, all) = found;
     assert_eq!(allow_in["proto"], "TCP");
+    // Addresses: dropped from allowed flows, kept in denied ones; source
+    // ports dropped from both.
+    let ips = |r: &Value| (r["source_ip"].clone(), r["dest_ip"].clone());
+    assert_eq!(ips(&allow_in), (Value::Null, Value::Null), "{allow_in}");
+    assert_eq!(ips(&deny_in), (json!(ip_b), json!(ip_a)), "{deny_in}");
+    assert!(deny_in.get("source_port").is_none(), "{deny_in}");
     assert_eq!(
         allow_in["policies"],
         json!(["0|default|x/knp.default.a-from-b|allow|0"]),

@@ -522,6 +522,9 @@ fn host_endpoint_verdicts_become_flow_records() {
         "edge-out",
         "{selector: role == 'edge', order: 200, types: [Egress], egress: [{action: Allow, protocol: TCP, destination: {ports: [7070]}}]}",
     ));
+    // Allowed flows keep the addresses here (level 1; Calico's default,
+    // 2, drops them): the external host is told by its address.
+    lab.apply("apiVersion: projectcalico.org/v3\nkind: FelixConfiguration\nmetadata: {name: default}\nspec: {flowLogsFileAggregationKindForAllowed: 1}\n");
     let _servers = [serve(&node, 8080), serve(&node, 9090), serve(&ext, 7070)];
     let _agent = calico_test_support::felix_daemon(
         &bin("calico-node"),
