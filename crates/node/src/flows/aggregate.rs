@@ -679,8 +679,10 @@ impl Aggregator {
     }
 
     /// The records so far (reported by `node`), emptying the aggregator;
-    /// endpoints merged by name (two addresses of one pod are one end);
-    /// each with its pending trace when `names` has staged policies.
+    /// endpoints merged as each record's level says (`End::view`: by
+    /// address and name, or by name or pod prefix alone), labels to the
+    /// ones they share; each with its pending trace when `names` has
+    /// staged policies.
     pub fn flush(&mut self, node: &str, names: &Names) -> Vec<FlowRecord> {
         self.gather_hits();
         self.passes.clear();

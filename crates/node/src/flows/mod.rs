@@ -3,8 +3,10 @@
 //! verdict of a new connection (groups 1, into workloads, and 2, out of
 //! them), every denied packet, with the connection tracker's counters.
 //! Aggregated per flush interval by reporter, endpoints, protocol,
-//! destination port, action and trace (source ports dropped, as Calico
-//! does), then appended to `flows.log` as JSON lines and/or streamed to
+//! destination port, action and trace, at Calico's aggregation levels
+//! ([`Level`]: by default allowed flows drop addresses and name a
+//! Deployment's pods by their prefix, denied ones drop source ports), then
+//! appended to `flows.log` as JSON lines and/or streamed to
 //! the flow service. `packet.rs` reads a logged packet back,
 //! `aggregate.rs` counts; this file runs the collector's thread.
 
