@@ -86,6 +86,14 @@ pub struct Overrides {
     /// named by their prefix.
     #[arg(long, env = "FELIX_FLOWLOGSFILEAGGREGATIONKINDFORALLOWED", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub flow_logs_file_aggregation_kind_for_allowed: Option<u8>,
+    /// `Continuous` (default): flow records carry pending traces while
+    /// policies are staged; `None`: they do not (and the agent keeps no
+    /// pending model).
+    #[arg(long, env = "FELIX_FLOWLOGSPOLICYEVALUATIONMODE", value_parser = ["None", "Continuous"])]
+    pub flow_logs_policy_evaluation_mode: Option<String>,
+    /// Every flow record flushed is also logged (info).
+    #[arg(long, env = "FELIX_FLOWLOGSCOLLECTORDEBUGTRACE")]
+    pub flow_logs_collector_debug_trace: Option<bool>,
     /// How denied flows are aggregated (default 1).
     #[arg(long, env = "FELIX_FLOWLOGSFILEAGGREGATIONKINDFORDENIED", value_parser = clap::value_parser!(u8).range(0..=2))]
     pub flow_logs_file_aggregation_kind_for_denied: Option<u8>,
@@ -233,6 +241,10 @@ pub struct FlowLogs {
     pub flush: Duration,
     /// `flowLogsFileAggregationKindForAllowed` / `…ForDenied`: what records keep.
     pub aggregation: crate::flows::Aggregation,
+    /// `flowLogsPolicyEvaluationMode: Continuous` (default): pending traces.
+    pub pending_traces: bool,
+    /// `flowLogsCollectorDebugTrace`: every record flushed is logged too.
+    pub debug_trace: bool,
 }
 
 /// FelixConfiguration fields this agent acts on; any other field that is
@@ -262,6 +274,9 @@ const HONOURED: &[&str] = &[
     "flowLogsFileDirectory",
     "flowLogsFileAggregationKindForAllowed",
     "flowLogsFileAggregationKindForDenied",
+    "flowLogsPolicyEvaluationMode",
+    "flowLogsCollectorDebugTrace",
+    "flowLogsLocalReporter",
     "flowLogsFlushInterval",
     "flowLogsGoldmaneServer",
     "natOutgoingAddress",
@@ -434,6 +449,15 @@ impl Config {
                     flush: secs(o.flow_logs_flush_interval)
                         .or(d("flowLogsFlushInterval"))
                         .unwrap_or(Duration::from_secs(15)),
+                    pending_traces: o
+                        .flow_logs_policy_evaluation_mode
+                        .clone()
+                        .or(s("flowLogsPolicyEvaluationMode"))
+                        .is_none_or(|m| m != "None"),
+                    debug_trace: o
+                        .flow_logs_collector_debug_trace
+                        .or(b("flowLogsCollectorDebugTrace"))
+                        .unwrap_or(false),
                     aggregation: {
                         let level = |o: Option<u8>, f: &str, default| {
                             o.map(i64::from)
@@ -602,9 +626,24 @@ mod tests {
             "flowLogsFileAggregationKindForAllowed": 1,
             "flowLogsFileAggregationKindForDenied": 2
         }));
-        let node = spec(serde_json::json!({"flowLogsFileAggregationKindForAllowed": 0}));
+        let node = spec(serde_json::json!({
+            "flowLogsFileAggregationKindForAllowed": 0,
+            "flowLogsPolicyEvaluationMode": "None",
+            "flowLogsCollectorDebugTrace": true,
+            "flowLogsLocalReporter": "Disabled"
+        }));
         let (c, ignored) = Config::resolve(&Overrides::default(), Some(&node), Some(&global));
         assert!(ignored.is_empty(), "{ignored:?}");
+        let f = c.flow_logs.clone().expect("on");
+        assert_eq!((f.pending_traces, f.debug_trace), (false, true));
+        let (c, _) = Config::resolve(&Overrides::default(), None, Some(&global));
+        let f = c.flow_logs.clone().expect("on");
+        assert_eq!(
+            (f.pending_traces, f.debug_trace),
+            (true, false),
+            "Calico's defaults"
+        );
+        let (c, _) = Config::resolve(&Overrides::default(), Some(&node), Some(&global));
         assert_eq!(
             c.flow_logs.map(|f| f.aggregation),
             Some(Aggregation {

@@ -50,12 +50,20 @@ const FIELDS: &[(&str, Ty)] = &[
     ("floatingIPs", Ty::OneOf(ENABLED)),
     // Calico's levels: 0 none, 1 source ports, 2 addresses and pods by
     // prefix too (3, destination prefixes, is refused: not implemented).
+    ("flowLogsCollectorDebugTrace", Ty::Bool),
     ("flowLogsFileAggregationKindForAllowed", Ty::Int(0, 2)),
     ("flowLogsFileAggregationKindForDenied", Ty::Int(0, 2)),
     ("flowLogsFileDirectory", Ty::Str),
     ("flowLogsFileEnabled", Ty::Bool),
     ("flowLogsFlushInterval", Ty::Duration),
     ("flowLogsGoldmaneServer", Ty::Str),
+    // Calico's local unix socket reporter is not implemented: refused
+    // when turned on rather than accepted and ignored.
+    ("flowLogsLocalReporter", Ty::OneOf(&["Disabled"])),
+    (
+        "flowLogsPolicyEvaluationMode",
+        Ty::OneOf(&["None", "Continuous"]),
+    ),
     ("genericXDPEnabled", Ty::Bool),
     ("healthEnabled", Ty::Bool),
     ("healthHost", Ty::Str),

@@ -110,6 +110,9 @@ pub(super) struct Agent {
     /// collector got it.
     pub(super) pending_model: Option<crate::pending::Model>,
     pub(super) resources_changed: bool,
+    /// Whether flow records carry pending traces at all
+    /// (`flowLogsPolicyEvaluationMode` not `None`).
+    pub(super) pending_traces: bool,
     /// The keys of staged policies. Resources are kept only while there
     /// are any (the pending model needs them all; at 50,000 endpoints
     /// keeping them always was most of the agent's memory).
@@ -153,6 +156,7 @@ impl Agent {
             netset_names: BTreeMap::new(),
             hep_names: BTreeMap::new(),
             pending_model: None,
+            pending_traces: true,
             resources_changed: false,
             staged: BTreeSet::new(),
             want_resend: false,
@@ -434,7 +438,7 @@ impl Agent {
         } else {
             self.staged.remove(key);
         }
-        if self.flow_names.is_none() {
+        if self.flow_names.is_none() || !self.pending_traces {
             return;
         }
         if !self.staged.is_empty() && self.pending_model.is_none() {
@@ -442,6 +446,15 @@ impl Agent {
             self.want_resend = true;
         } else if self.staged.is_empty() && self.pending_model.is_some() {
             self.pending_model = None;
+            self.resources_changed = true;
+        }
+    }
+
+    /// Turns pending traces off (`flowLogsPolicyEvaluationMode: None`): the
+    /// pending model, if the first sync started one, is let go.
+    pub(super) fn no_pending_traces(&mut self) {
+        self.pending_traces = false;
+        if self.pending_model.take().is_some() {
             self.resources_changed = true;
         }
     }

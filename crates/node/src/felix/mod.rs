@@ -140,13 +140,12 @@ pub fn run(args: &Args) -> Result<()> {
     // read, so staged policies in the first delivery are noticed as it
     // comes (resources are kept, and delivered again, only if there are
     // any: at 50,000 endpoints that is most of a start).
-    if !args.once
-        && Config::resolve(&args.overrides, None, None)
-            .0
-            .flow_logs
-            .is_some()
-    {
+    if let (Some(f), false) = (
+        Config::resolve(&args.overrides, None, None).0.flow_logs,
+        args.once,
+    ) {
         agent.flow_names = Some(Arc::new(Mutex::new(crate::flows::Names::default())));
+        agent.pending_traces = f.pending_traces;
     }
     until_in_sync(&syncer, &mut agent, args.once, false)?;
     let (cfg, ignored) = agent.config(&args.overrides);
@@ -169,7 +168,10 @@ pub fn run(args: &Args) -> Result<()> {
             .clone();
         crate::flows::start(args.node.clone(), f, names, Arc::clone(&metrics))
             .context("starting flow logs")?;
-        if !kept && !agent.staged.is_empty() {
+        if !f.pending_traces {
+            agent.no_pending_traces();
+        }
+        if !kept && !agent.staged.is_empty() && f.pending_traces {
             // Turned on by a FelixConfiguration while policies are staged:
             // every resource again, kept for the pending model.
             agent.keep_resources();

@@ -352,3 +352,40 @@ spec: {node: node-3, interfaceName: eth0}
         .host_endpoints
         .is_empty());
 }
+
+#[test]
+fn staged_policies_start_the_pending_model_unless_evaluation_is_off() {
+    for evaluate in [true, false] {
+        let mut h = Harness::new(false);
+        h.agent.flow_names = Some(Arc::new(Mutex::new(crate::flows::Names::default())));
+        if !evaluate {
+            // flowLogsPolicyEvaluationMode: None
+            h.agent.no_pending_traces();
+        }
+        h.apply(
+            "apiVersion: projectcalico.org/v3
+kind: StagedGlobalNetworkPolicy
+metadata: {name: lockdown}
+spec: {selector: all(), stagedAction: Set, types: [Ingress], ingress: [{action: Deny}]}
+",
+        );
+        h.resync();
+        assert_eq!(
+            h.agent.pending_model.is_some(),
+            evaluate,
+            "evaluate: {evaluate}, staged {:?}, keys {:?}",
+            h.agent.staged,
+            h.store.list("/calico/").map(|l| l
+                .items
+                .into_iter()
+                .map(|i| i.key)
+                .collect::<Vec<_>>())
+        );
+        assert_eq!(h.agent.want_resend, evaluate, "evaluate: {evaluate}");
+        // What the collector is handed at the next sync.
+        h.sync(&config()).expect("sync");
+        let names = h.agent.flow_names.as_ref().expect("on");
+        let pending = names.lock().expect("names").pending.is_some();
+        assert_eq!(pending, evaluate, "evaluate: {evaluate}");
+    }
+}

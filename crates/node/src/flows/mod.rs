@@ -23,7 +23,7 @@ use std::io::Write;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use tracing::warn;
+use tracing::{info, warn};
 
 pub use calico_flows::Flow as FlowRecord;
 
@@ -228,6 +228,7 @@ pub fn start(
     };
     let flush = config.flush;
     let aggregation = config.aggregation;
+    let debug_trace = config.debug_trace;
     let groups = [
         calico_dataplane::flow_group(true),
         calico_dataplane::flow_group(false),
@@ -308,6 +309,11 @@ pub fn start(
                             .clone();
                         agg.flush(&node, &names)
                     };
+                    if debug_trace {
+                        for r in &records {
+                            info!(record = ?r, "flow record");
+                        }
+                    }
                     if let Some(file) = &file {
                         if let Err(e) = append(file, &records) {
                             warn!("writing {}: {e}", file.display());
