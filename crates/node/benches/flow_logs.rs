@@ -130,7 +130,11 @@ fn main() {
                 // must not look cheap by dropping what they cost.
                 std::thread::sleep(Duration::from_millis(600));
                 let made = (conns * f64::from(secs)).round() as u64;
-                let logged = metric(&pods, "felix_policy_rule_packets_total", "action=\"allow\"");
+                let logged = metric(
+                    &pods,
+                    "felix_policy_rule_connections_total",
+                    "action=\"allow\"",
+                );
                 let overruns = metric(&pods, "felix_flow_log_overruns_total", "");
                 println!(
                     "  round {round}: {made} connections made, {logged} allowed verdicts recorded (2 per connection, plus iperf's), {overruns} overruns"

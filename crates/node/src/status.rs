@@ -48,9 +48,11 @@ pub struct Metrics {
     pub apply_seconds: Histogram,
     /// Records skipped as bad (unreadable, or endpoints that cannot be programmed).
     pub bad_records: Gauge,
-    /// Packets the dataplane logged for flow records, by the rule that
+    /// Packets, bytes and connections of flow records, by the rule that
     /// decided (policy or profile, rule index, action, reporter).
     pub rule_packets: Family<RuleLabels, Counter>,
+    pub rule_bytes: Family<RuleLabels, Counter>,
+    pub rule_connections: Family<RuleLabels, Counter>,
     /// Logged packets the flow collector could not read back.
     pub flow_unreadable: Counter,
     /// Times logged packets were lost because the collector fell behind.
@@ -90,6 +92,8 @@ impl Metrics {
             apply_seconds: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             bad_records: Gauge::default(),
             rule_packets: Family::default(),
+            rule_bytes: Family::default(),
+            rule_connections: Family::default(),
             flow_unreadable: Counter::default(),
             flow_overruns: Counter::default(),
             flow_export_sent: Counter::default(),
@@ -142,8 +146,18 @@ impl Metrics {
         );
         registry.register(
             "policy_rule_packets",
-            "Packets decided by each policy or profile rule (flow logs on: first packets of allowed connections, every denied packet)",
+            "Packets of the connections each policy or profile rule decided, both ways (flow logs on: every denied packet; allowed connections' as the connection tracker counts them, at each flush)",
             m.rule_packets.clone(),
+        );
+        registry.register(
+            "policy_rule_bytes",
+            "Bytes of the connections each policy or profile rule decided, both ways (as policy_rule_packets)",
+            m.rule_bytes.clone(),
+        );
+        registry.register(
+            "policy_rule_connections",
+            "Connections each policy or profile rule decided: allowed ones started, denied attempts (distinct sources and ports)",
+            m.rule_connections.clone(),
         );
         registry.register(
             "flow_log_unreadable",

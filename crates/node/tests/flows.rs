@@ -205,15 +205,37 @@ fn allowed_and_denied_connections_become_flow_records() {
         "-c",
         "import urllib.request; print(urllib.request.urlopen('http://127.0.0.1:9091/metrics').read().decode())",
     ]);
-    let count = |needle: &str| -> u64 {
+    let count = |metric: &str, needle: &str| -> u64 {
         metrics
             .lines()
-            .filter(|l| l.starts_with("felix_policy_rule_packets_total") && l.contains(needle))
+            .filter(|l| l.starts_with(metric) && l.contains(needle))
             .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
             .sum()
     };
-    assert!(count("policy=\"x/knp.default.a-from-b\"") >= 4, "{metrics}");
-    assert!(count("policy=\"default.end-of-tier\"") >= 1, "{metrics}");
+    let (allowed, denied) = (
+        "policy=\"x/knp.default.a-from-b\"",
+        "policy=\"default.end-of-tier\"",
+    );
+    // Four connections or more, each a handshake, a reply and a close
+    // both ways as the tracker counts them.
+    let conns = count("felix_policy_rule_connections_total", allowed);
+    assert!(conns >= 4, "{metrics}");
+    assert!(
+        count("felix_policy_rule_packets_total", allowed) >= 5 * conns,
+        "{metrics}"
+    );
+    assert!(
+        count("felix_policy_rule_bytes_total", allowed) >= 5 * 52 * conns,
+        "{metrics}"
+    );
+    assert!(
+        count("felix_policy_rule_packets_total", denied) >= 1,
+        "{metrics}"
+    );
+    assert!(
+        count("felix_policy_rule_bytes_total", denied) >= 60,
+        "{metrics}"
+    );
 }
 
 /// A pod floods denied packets while the agent is stopped (a collector that

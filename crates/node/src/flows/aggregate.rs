@@ -214,8 +214,8 @@ fn side_of(group: u16) -> usize {
 struct Counts {
     /// Packets logged (every denied one; the first of each allowed connection).
     packets: u64,
-    /// Of those, the ones already handed on as rule hits.
-    hits_taken: u64,
+    /// The record's `hits()` already handed on to the rule metrics.
+    hits_taken: Hits,
     /// Distinct (source, source port) of denied packets.
     sports: Set<(IpAddr, Option<u16>)>,
     /// Sources past `MAX_SOURCES`, each counted as new.
@@ -242,7 +242,22 @@ impl Counts {
     fn connections(&self) -> u64 {
         self.sum.flows + self.sports.len() as u64 + self.beyond
     }
+
+    /// What its rule has decided so far: packets and bytes both ways
+    /// (every denied packet; the tracker's counters of allowed
+    /// connections), and connections (started; attempts, if denied).
+    fn hits(&self) -> Hits {
+        let s = &self.sum;
+        [
+            s.packets_in + s.packets_out,
+            s.bytes_in + s.bytes_out,
+            s.started + self.sports.len() as u64 + self.beyond,
+        ]
+    }
 }
+
+/// A rule's packets, bytes and connections.
+pub type Hits = [u64; 3];
 
 /// A record's times and counters; a named record's sums while endpoints
 /// are merged.
@@ -303,9 +318,9 @@ pub struct Aggregator {
     interval: u64,
     /// Each address's end as first seen this interval.
     ends: Map<IpAddr, End>,
-    /// Deciding packets per (trace entry, reporter) of records already
-    /// flushed, not taken yet (the rest are in `flows`).
-    hits: Map<(String, &'static str), u64>,
+    /// Hits per (trace entry, reporter) of records already flushed, not
+    /// taken yet (the rest are in `flows`).
+    hits: Map<(String, &'static str), Hits>,
     /// Allowed connections logged, while the connection tracker holds them.
     conns: Map<Tuple, Followed>,
     /// A followed connection's further records of one reporter, by side:
@@ -650,30 +665,38 @@ impl Aggregator {
         !self.conns.is_empty()
     }
 
-    /// Deciding packets per (trace entry, reporter) since the last call.
-    pub fn take_hits(&mut self) -> Vec<(String, &'static str, u64)> {
+    /// Packets, bytes and connections per deciding (trace entry,
+    /// reporter) since the last call.
+    pub fn take_hits(&mut self) -> Vec<(String, &'static str, Hits)> {
         self.gather_hits();
         self.hits.drain().map(|((e, r), n)| (e, r, n)).collect()
     }
 
-    /// Moves the records' packets not taken as hits yet into `hits`, by
-    /// the deciding entry (the trace's last) and reporter.
+    /// Moves the records' hits not taken yet into `hits`, by the deciding
+    /// entry (the trace's last) and reporter.
     fn gather_hits(&mut self) {
-        let mut by_id: Map<(u32, &'static str), u64> = Map::default();
+        let mut by_id: Map<(u32, &'static str), Hits> = Map::default();
         for (k, c) in &mut self.flows {
-            let n = c.packets - c.hits_taken;
-            if n == 0 {
+            let now = c.hits();
+            if now == c.hits_taken {
                 continue;
             }
-            c.hits_taken = c.packets;
+            let d: Hits = std::array::from_fn(|i| now[i].saturating_sub(c.hits_taken[i]));
+            c.hits_taken = now;
             let Some(&id) = self.traces.get(k.trace).and_then(|t| t.last()) else {
                 continue;
             };
-            *by_id.entry((id, reporter_of(k.group))).or_default() += n;
+            let h = by_id.entry((id, reporter_of(k.group))).or_default();
+            for (sum, n) in h.iter_mut().zip(d) {
+                *sum += n;
+            }
         }
-        for ((id, r), n) in by_id {
+        for ((id, r), d) in by_id {
             if let Some(e) = self.entries.get(id) {
-                *self.hits.entry((e.clone(), r)).or_default() += n;
+                let h = self.hits.entry((e.clone(), r)).or_default();
+                for (sum, n) in h.iter_mut().zip(d) {
+                    *sum += n;
+                }
             }
         }
     }

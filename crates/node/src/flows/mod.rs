@@ -268,12 +268,7 @@ pub fn start(
                         // second, not per batch.
                         if hits_taken.elapsed() >= Duration::from_secs(1) {
                             hits_taken = Instant::now();
-                            for (entry, reporter, n) in agg.take_hits() {
-                                metrics
-                                    .rule_packets
-                                    .get_or_create(&labels(&entry, reporter))
-                                    .inc_by(n);
-                            }
+                            publish_hits(&mut agg, &metrics);
                         }
                         metrics.flow_unreadable.inc_by(agg.unreadable - unreadable);
                         metrics
@@ -309,6 +304,9 @@ pub fn start(
                             .clone();
                         agg.flush(&node, &names)
                     };
+                    // The interval's hits are on the metrics before its
+                    // records are anywhere.
+                    publish_hits(&mut agg, &metrics);
                     if debug_trace {
                         for r in &records {
                             info!(record = ?r, "flow record");
@@ -331,6 +329,19 @@ pub fn start(
             }
         })?;
     Ok(thread)
+}
+
+/// The rule hits gathered since the last call, onto the metrics.
+fn publish_hits(agg: &mut Aggregator, metrics: &crate::status::Metrics) {
+    for (entry, reporter, [packets, bytes, connections]) in agg.take_hits() {
+        let l = labels(&entry, reporter);
+        metrics.rule_packets.get_or_create(&l).inc_by(packets);
+        metrics.rule_bytes.get_or_create(&l).inc_by(bytes);
+        metrics
+            .rule_connections
+            .get_or_create(&l)
+            .inc_by(connections);
+    }
 }
 
 /// The exporter's counters as last copied into the metrics.

@@ -745,3 +745,45 @@ fn level_zero_keeps_every_connection_apart_and_level_two_applies_to_denied_flows
         ("web-7d9f-*", None, 4)
     );
 }
+
+#[test]
+fn rule_hits_count_packets_bytes_and_connections_of_what_each_rule_decided() {
+    let n = names();
+    let mut a = Aggregator::default();
+    let conn = v4([10, 0, 0, 1], [10, 0, 0, 2], 6, 40000, 5432);
+    a.add(&n, &logged(1, "A2|p-aaa-in", conn), 100);
+    for _ in 0..2 {
+        a.add(
+            &n,
+            &logged(
+                1,
+                "DT1|tw-cali1",
+                v4([192, 0, 2, 9], [10, 0, 0, 2], 6, 5555, 22),
+            ),
+            100,
+        );
+    }
+    let sorted = |mut h: Vec<(String, &'static str, [u64; 3])>| {
+        h.sort();
+        h
+    };
+    let allow = "0|default|shop/db|allow|2".to_string();
+    let deny = "0|default|default.end-of-tier|deny|-1".to_string();
+    // Before the tracker is read: the allowed connection has started, the
+    // denied packets are counted with their IP lengths (40 bytes).
+    assert_eq!(
+        sorted(a.take_hits()),
+        vec![(deny, "dst", [2, 80, 1]), (allow.clone(), "dst", [0, 0, 1])]
+    );
+    // The tracker's counters, both ways, once read; nothing twice.
+    a.account(&table(7, [3, 180, 2, 120]), 101);
+    assert_eq!(a.take_hits(), vec![(allow.clone(), "dst", [5, 300, 0])]);
+    a.account(&table(7, [4, 240, 2, 120]), 102);
+    let _ = a.flush("node-1", &n);
+    assert_eq!(
+        a.take_hits(),
+        vec![(allow, "dst", [1, 60, 0])],
+        "gathered at the flush"
+    );
+    assert!(a.take_hits().is_empty());
+}
