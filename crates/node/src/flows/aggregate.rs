@@ -336,13 +336,18 @@ pub struct Aggregator {
     pub untracked: u64,
     /// What the records keep, for allowed and for denied flows.
     aggregation: Aggregation,
+    /// Records carry pending traces (`flowLogsPolicyEvaluationMode:
+    /// Continuous`): with nothing staged, the trace itself.
+    pending_traces: bool,
 }
 
 impl Aggregator {
-    /// An aggregator whose records keep what `aggregation` says.
-    pub fn new(aggregation: Aggregation) -> Self {
+    /// An aggregator whose records keep what `aggregation` says, with
+    /// pending traces if `pending_traces`.
+    pub fn new(aggregation: Aggregation, pending_traces: bool) -> Self {
         Aggregator {
             aggregation,
+            pending_traces,
             ..Aggregator::default()
         }
     }
@@ -724,7 +729,7 @@ impl Aggregator {
         for (k, c) in std::mem::take(&mut self.flows) {
             let reporter = reporter_of(k.group);
             let level = self.aggregation.of(k.action);
-            let trace = self
+            let trace: Vec<String> = self
                 .traces
                 .get(k.trace)
                 .into_iter()
@@ -732,9 +737,13 @@ impl Aggregator {
                 .filter_map(|id| self.entries.get(*id).cloned())
                 .collect();
             let flows = c.connections();
-            let pending = names.pending.as_ref().map_or_else(Vec::new, |p| {
-                p.0.trace(reporter == "dst", k.src, k.dst, k.proto, k.dport)
-            });
+            // What would happen with the staged policies enforced: with
+            // none staged, what did.
+            let pending = match &names.pending {
+                Some(p) => p.0.trace(reporter == "dst", k.src, k.dst, k.proto, k.dport),
+                None if self.pending_traces => trace.clone(),
+                None => Vec::new(),
+            };
             let (src, dst) = (end(&k.src), end(&k.dst));
             merged
                 .entry((

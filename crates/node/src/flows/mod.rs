@@ -229,6 +229,7 @@ pub fn start(
     let flush = config.flush;
     let aggregation = config.aggregation;
     let debug_trace = config.debug_trace;
+    let pending_traces = config.pending_traces;
     let groups = [
         calico_dataplane::flow_group(true),
         calico_dataplane::flow_group(false),
@@ -242,7 +243,7 @@ pub fn start(
     let thread = std::thread::Builder::new()
         .name("flow-logs".into())
         .spawn(move || {
-            let mut agg = Aggregator::new(aggregation);
+            let mut agg = Aggregator::new(aggregation, pending_traces);
             let mut last = Instant::now();
             let mut seen = ExportSeen::default();
             let mut overrun_said = None;

@@ -656,6 +656,10 @@ fn deployment_traffic(a: &mut Aggregator, n: &Names) -> Vec<FlowRecord> {
 fn allowed_flows_aggregate_a_deployments_pods_and_denied_ones_keep_addresses_by_default() {
     let n = deployment_names();
     let r = deployment_traffic(&mut Aggregator::default(), &n);
+    assert!(
+        r.iter().all(|f| f.pending_policies.is_empty()),
+        "pending traces off"
+    );
     let allowed: Vec<_> = r.iter().filter(|f| f.action == "allow").collect();
     assert_eq!(allowed.len(), 1, "{r:?}");
     let f = allowed[0];
@@ -706,10 +710,13 @@ fn allowed_flows_aggregate_a_deployments_pods_and_denied_ones_keep_addresses_by_
 #[test]
 fn level_zero_keeps_every_connection_apart_and_level_two_applies_to_denied_flows_too() {
     let n = deployment_names();
-    let mut a = Aggregator::new(Aggregation {
-        allowed: Level::None,
-        denied: Level::PodPrefix,
-    });
+    let mut a = Aggregator::new(
+        Aggregation {
+            allowed: Level::None,
+            denied: Level::PodPrefix,
+        },
+        true,
+    );
     let r = deployment_traffic(&mut a, &n);
     let mut allowed: Vec<_> = r
         .iter()
@@ -736,6 +743,10 @@ fn level_zero_keeps_every_connection_apart_and_level_two_applies_to_denied_flows
     );
     let denied: Vec<_> = r.iter().filter(|f| f.action == "deny").collect();
     assert_eq!(denied.len(), 1, "{denied:?}");
+    // Pending traces on and nothing staged: what would happen is what did.
+    assert!(r
+        .iter()
+        .all(|f| f.pending_policies == f.policies && !f.policies.is_empty()));
     assert_eq!(
         (
             denied[0].source_name.as_str(),
