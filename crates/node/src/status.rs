@@ -57,6 +57,8 @@ pub struct Metrics {
     pub flow_unreadable: Counter,
     /// Times logged packets were lost because the collector fell behind.
     pub flow_overruns: Counter,
+    /// Logged packets not recorded: an interval held the most records.
+    pub flow_overflow: Counter,
     /// Flow records the flow service stored, refused, and those dropped
     /// because it was slow or away; records waiting for it.
     pub flow_export_sent: Counter,
@@ -96,6 +98,7 @@ impl Metrics {
             rule_connections: Family::default(),
             flow_unreadable: Counter::default(),
             flow_overruns: Counter::default(),
+            flow_overflow: Counter::default(),
             flow_export_sent: Counter::default(),
             flow_unfollowed: Counter::default(),
             flow_export_refused: Counter::default(),
@@ -168,6 +171,11 @@ impl Metrics {
             "flow_log_overruns",
             "Times the kernel had more logged packets than the flow collector's buffer held, so some were lost",
             m.flow_overruns.clone(),
+        );
+        registry.register(
+            "flow_log_overflow",
+            "Logged packets not recorded because an interval already held the most flow records (250,000)",
+            m.flow_overflow.clone(),
         );
         registry.register(
             "flow_connections_unfollowed",

@@ -180,8 +180,14 @@ fn allowed_and_denied_connections_become_flow_records() {
         "{all:?}"
     );
     // Nothing staged: what would happen is what did.
-    assert_eq!(allow_in["pending_policies"], allow_in["policies"], "{allow_in}");
-    assert_eq!(deny_in["pending_policies"], deny_in["policies"], "{deny_in}");
+    assert_eq!(
+        allow_in["pending_policies"], allow_in["policies"],
+        "{allow_in}"
+    );
+    assert_eq!(
+        deny_in["pending_policies"], deny_in["policies"],
+        "{deny_in}"
+    );
     // One record per endpoint pair, port and trace: the first connection
     // (while the agent came up) and the three after it, source ports dropped.
     let conns: u64 = all

@@ -16,6 +16,11 @@ type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 /// ones are counted as started but not followed (`untracked`), so a
 /// workload opening connections without end cannot grow the agent.
 const MAX_FOLLOWED: usize = 200_000;
+/// Records one interval holds at most: beyond, a logged packet that would
+/// start another is counted (`overflow`) but not recorded, so that a flood
+/// of denied packets from ever new addresses (or ports, at level 0)
+/// cannot grow the agent. The kernel enforces all the same.
+pub const MAX_RECORDS: usize = 250_000;
 /// Distinct sources of denied packets remembered per record and interval
 /// at most; beyond it each further denied packet counts as a connection of
 /// its own.
@@ -334,6 +339,8 @@ pub struct Aggregator {
     pub unreadable: u64,
     /// Allowed connections not followed for counters (`MAX_FOLLOWED`).
     pub untracked: u64,
+    /// Logged packets not recorded: the interval held `MAX_RECORDS`.
+    pub overflow: u64,
     /// What the records keep, for allowed and for denied flows.
     aggregation: Aggregation,
     /// Records carry pending traces (`flowLogsPolicyEvaluationMode:
@@ -514,6 +521,10 @@ impl Aggregator {
             dport: t.dport,
             trace,
         };
+        if self.flows.len() >= MAX_RECORDS && !self.flows.contains_key(&k) {
+            self.overflow += 1;
+            return None;
+        }
         let mut ended = [None; 2];
         let mut ended_more = None;
         let c = self.flows.entry(k).or_default();

@@ -247,6 +247,7 @@ pub fn start(
             let mut last = Instant::now();
             let mut seen = ExportSeen::default();
             let mut overrun_said = None;
+            let mut overflow_said = None;
             let mut hits_taken = Instant::now();
             loop {
                 let unreadable = agg.unreadable;
@@ -275,6 +276,14 @@ pub fn start(
                         metrics
                             .flow_unfollowed
                             .inc_by(std::mem::take(&mut agg.untracked));
+                        let overflow = std::mem::take(&mut agg.overflow);
+                        if overflow > 0 {
+                            metrics.flow_overflow.inc_by(overflow);
+                            if overflow_said.is_none_or(|t: Instant| t.elapsed() >= Duration::from_secs(60)) {
+                                overflow_said = Some(Instant::now());
+                                warn!("flow logs: an interval reached {} records; packets from further sources are counted in felix_flow_log_overflow_total, not recorded", aggregate::MAX_RECORDS);
+                            }
+                        }
                     }
                     Err(calico_kernel::NflogError::Overrun) => {
                         metrics.flow_overruns.inc();

@@ -798,3 +798,52 @@ fn rule_hits_count_packets_bytes_and_connections_of_what_each_rule_decided() {
     );
     assert!(a.take_hits().is_empty());
 }
+
+#[test]
+fn a_flood_from_ever_new_addresses_cannot_grow_the_collector() {
+    let n = names();
+    let mut a = Aggregator::default();
+    let extra = 1_000;
+    for i in 0..(aggregate::MAX_RECORDS + extra) as u32 {
+        // Denied packets from a new address each (spoofed, say): a record
+        // each, with addresses kept (level 1).
+        let [_, b, c, d] = (0x0b00_0000 + i).to_be_bytes();
+        a.add(
+            &n,
+            &logged(
+                1,
+                "DT1|tw-cali1",
+                v4([11, b, c, d], [10, 0, 0, 2], 6, 1, 22),
+            ),
+            100,
+        );
+    }
+    // An address already recorded is still counted.
+    a.add(
+        &n,
+        &logged(
+            1,
+            "DT1|tw-cali1",
+            v4([11, 0, 0, 0], [10, 0, 0, 2], 6, 1, 22),
+        ),
+        100,
+    );
+    assert_eq!(a.overflow, extra as u64);
+    let r = a.flush("node-1", &n);
+    assert_eq!(r.len(), aggregate::MAX_RECORDS);
+    assert_eq!(
+        r.iter().map(|f| f.packets_in).sum::<u64>(),
+        aggregate::MAX_RECORDS as u64 + 1
+    );
+    // The next interval starts empty.
+    a.add(
+        &n,
+        &logged(
+            1,
+            "DT1|tw-cali1",
+            v4([12, 0, 0, 1], [10, 0, 0, 2], 6, 1, 22),
+        ),
+        101,
+    );
+    assert_eq!(a.flush("node-1", &n).len(), 1);
+}
