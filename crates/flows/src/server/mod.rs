@@ -242,7 +242,7 @@ struct Job {
 }
 
 /// Records one transaction takes at most when batches are waiting.
-const GROUP: usize = 5_000;
+pub const GROUP: usize = 5_000;
 
 /// The writer: takes the batches waiting (from every node's stream) and
 /// stores them in one transaction, so the commit's cost is shared; if
