@@ -29,27 +29,12 @@ fn records(file: &Path) -> Vec<Value> {
 /// Gives pod `pod`'s WorkloadEndpoint in namespace `ns` the generateName
 /// `prefix`, as Calico copies it from a Deployment's pod.
 fn generated_from(db: &str, dir: &Path, ns: &str, pod: &str, prefix: &str) {
-    let out = std::process::Command::new(bin("calicoctl"))
-        .args([
-            "--config",
-            "/nonexistent",
-            "get",
-            "workloadendpoints",
-            "-n",
-            ns,
-            "-o",
-            "json",
-        ])
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .output()
-        .expect("run calicoctl");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = calico_test_support::ctl(
+        &bin("calicoctl"),
+        db,
+        &["get", "workloadendpoints", "-n", ns, "-o", "json"],
     );
-    let list: Value = serde_json::from_slice(&out.stdout).expect("json");
+    let list: Value = serde_json::from_slice(&out).expect("json");
     let mut wep = list["items"]
         .as_array()
         .and_then(|items| items.iter().find(|w| w["spec"]["pod"] == pod))

@@ -26,28 +26,7 @@ impl Node {
     }
 
     fn ctl_apply(&self, yaml: &str) {
-        let file = self
-            .dir
-            .path()
-            .join(format!("{}.yaml", calico_test_support::unique("m")));
-        std::fs::write(&file, yaml).expect("write");
-        let out = Command::new(bin("calicoctl"))
-            .args([
-                "--config",
-                "/nonexistent",
-                "apply",
-                "-f",
-                file.to_str().expect("path"),
-            ])
-            .env("CALICO_DATASTORE_PATH", self.db())
-            .env_remove("DATASTORE_TYPE")
-            .output()
-            .expect("calicoctl (build the workspace)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        calico_test_support::ctl_apply(&bin("calicoctl"), &self.db(), self.dir.path(), yaml);
     }
 
     fn ctl_delete(&self, kind: &str, name: &str, ns: &str) {

@@ -134,48 +134,43 @@ pub fn felix_once(program: &std::path::Path, netns: &str, node: &str, db: &str) 
     );
 }
 
+/// Runs `calicoctl <args>` against the embedded datastore at `db` and
+/// returns what it printed; panics with its stderr if it fails.
+/// `calicoctl` is the binary.
+pub fn ctl(calicoctl: &std::path::Path, db: &str, args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new(calicoctl)
+        .args(["--config", "/nonexistent"])
+        .args(args)
+        .env("CALICO_DATASTORE_PATH", db)
+        .env_remove("DATASTORE_TYPE")
+        .output()
+        .expect("run calicoctl");
+    assert!(
+        out.status.success(),
+        "calicoctl {}: {}",
+        args.first().copied().unwrap_or_default(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// `calicoctl apply -f` of `yaml` (written to a file in `dir`) against the
 /// embedded datastore at `db`; panics with calicoctl's stderr if refused.
 /// `calicoctl` is the binary.
 pub fn ctl_apply(calicoctl: &std::path::Path, db: &str, dir: &std::path::Path, yaml: &str) {
     let file = dir.join(format!("{}.yaml", unique("m")));
     std::fs::write(&file, yaml).expect("write the manifest");
-    let out = std::process::Command::new(calicoctl)
-        .args(["--config", "/nonexistent", "apply", "-f"])
-        .arg(&file)
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .output()
-        .expect("run calicoctl");
-    assert!(
-        out.status.success(),
-        "calicoctl apply: {}",
-        String::from_utf8_lossy(&out.stderr)
+    ctl(
+        calicoctl,
+        db,
+        &["apply", "-f", file.to_str().expect("a UTF-8 path")],
     );
 }
 
 /// `calicoctl delete <kind> <name> -n <namespace>` against the embedded
 /// datastore at `db`; panics with calicoctl's stderr if refused.
 pub fn ctl_delete(calicoctl: &std::path::Path, db: &str, kind: &str, namespace: &str, name: &str) {
-    let out = std::process::Command::new(calicoctl)
-        .args([
-            "--config",
-            "/nonexistent",
-            "delete",
-            kind,
-            name,
-            "-n",
-            namespace,
-        ])
-        .env("CALICO_DATASTORE_PATH", db)
-        .env_remove("DATASTORE_TYPE")
-        .output()
-        .expect("run calicoctl");
-    assert!(
-        out.status.success(),
-        "calicoctl delete: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ctl(calicoctl, db, &["delete", kind, name, "-n", namespace]);
 }
 
 /// `calico-node felix --node node-1` following the embedded datastore at

@@ -632,6 +632,28 @@ fn deployment_names() -> Names {
     n
 }
 
+/// The sources of `records` with `action`: name, address, port and
+/// connections, sorted.
+fn sources<'a>(
+    records: &'a [FlowRecord],
+    action: &str,
+) -> Vec<(&'a str, Option<std::net::IpAddr>, Option<u16>, u64)> {
+    let mut v: Vec<_> = records
+        .iter()
+        .filter(|f| f.action == action)
+        .map(|f| {
+            (
+                f.source_name.as_str(),
+                f.source_ip,
+                f.source_port,
+                f.num_flows,
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
 /// Two allowed connections from each web pod to the database, and two
 /// denied packets from each (other source ports), through `a`.
 fn deployment_traffic(a: &mut Aggregator, n: &Names) -> Vec<FlowRecord> {
@@ -679,19 +701,7 @@ fn allowed_flows_aggregate_a_deployments_pods_and_denied_ones_keep_addresses_by_
         "only the labels every pod shares"
     );
     assert_eq!(f.dest_name, "db", "a pod without generateName is itself");
-    let mut denied: Vec<_> = r
-        .iter()
-        .filter(|f| f.action == "deny")
-        .map(|f| {
-            (
-                f.source_name.as_str(),
-                f.source_ip,
-                f.source_port,
-                f.num_flows,
-            )
-        })
-        .collect();
-    denied.sort();
+    let denied = sources(&r, "deny");
     let ip = |s: &str| Some(s.parse().expect("ip"));
     assert_eq!(
         denied,
@@ -718,19 +728,7 @@ fn level_zero_keeps_every_connection_apart_and_level_two_applies_to_denied_flows
         true,
     );
     let r = deployment_traffic(&mut a, &n);
-    let mut allowed: Vec<_> = r
-        .iter()
-        .filter(|f| f.action == "allow")
-        .map(|f| {
-            (
-                f.source_name.as_str(),
-                f.source_ip,
-                f.source_port,
-                f.num_flows,
-            )
-        })
-        .collect();
-    allowed.sort();
+    let allowed = sources(&r, "allow");
     let ip = |s: &str| Some(s.parse().expect("ip"));
     assert_eq!(
         allowed,
