@@ -2,7 +2,7 @@
 //!
 //! - Ingest: records per second stored, on one core: the store alone
 //!   (checked records, one writer), in transactions of one node's batch
-//!   (500: a lone node's stream) and of the service writer's group
+//!   (`export::BATCH`, 500: a lone node's stream) and of the service writer's group
 //!   (`GROUP`, 5,000: the batches waiting when nodes send faster than it
 //!   stores, which is when the rate matters); and end to end
 //!   (a node's exporter streaming over gRPC on loopback into a service
@@ -17,7 +17,7 @@
 #![allow(clippy::print_stdout)]
 #![allow(clippy::disallowed_methods)] // a benchmark owns the clock
 
-use calico_flows::export::{ExportConfig, Exporter};
+use calico_flows::export::{ExportConfig, Exporter, BATCH};
 use calico_flows::query::Query;
 use calico_flows::server::{Config, Running, GROUP};
 use calico_flows::store::{check, Store};
@@ -80,15 +80,13 @@ fn main() {
     let flows: Vec<Flow> = (0..total).map(|i| record(i, now, total)).collect();
 
     // The store alone, one thread checking and inserting: in transactions
-    // of one node's batch (500, what a lone node's stream gives the
-    // writer), then of the writer's group (what it makes of the batches
-    // waiting when nodes send faster than it stores). The second file is
-    // the one queried below.
-    let lone = dir.path().join("lone.db");
-    let (lone_rate, lone_per_cpu) = store_alone(&flows, 500, &lone);
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", lone.display()));
-    }
+    // of one node's batch (what a lone node's stream gives the writer;
+    // a store of its own, removed after), then of the writer's group
+    // (what it makes of the batches waiting when nodes send faster than
+    // it stores). The second store is the one queried below.
+    let lone = tempfile::tempdir().expect("dir");
+    let (lone_rate, lone_per_cpu) = store_alone(&flows, BATCH, &lone.path().join("flows.db"));
+    drop(lone);
     let (store_rate, store_per_cpu) = store_alone(&flows, GROUP, &db);
 
     // End to end over gRPC into a service with one worker thread (a
@@ -179,7 +177,7 @@ fn main() {
     let p = |q: f64| times[((times.len() - 1) as f64 * q) as usize];
     println!("flow_service ({total} records stored)");
     for (per_tx, rate, per_cpu) in [
-        (500, lone_rate, lone_per_cpu),
+        (BATCH, lone_rate, lone_per_cpu),
         (GROUP, store_rate, store_per_cpu),
     ] {
         let what = format!("{per_tx} per transaction");

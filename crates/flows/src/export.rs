@@ -19,7 +19,7 @@ use tonic::transport::{Certificate, ClientTlsConfig, Endpoint, Identity};
 use tracing::{info, warn};
 
 /// Records per batch.
-const BATCH: usize = 500;
+pub const BATCH: usize = 500;
 /// Batches sent and not yet acknowledged.
 const IN_FLIGHT: usize = 8;
 /// A stream whose oldest batch waits this long for its acknowledgement is
